@@ -1,0 +1,90 @@
+"""The one place that names artifacts. Snakemake rules use the patterns; Python code calls the functions.
+
+A plan is valid only for (backend, backend version, compute capability), plus our precision: that tuple is the path.
+    artifacts/{model}/plans/{key}/sm{cc}/{precision}/model.plan      key = "rtx-1.7.1.116" | "trt-10.13.3.9"
+`cc` in paths is the compute capability without the dot ("86", "120"); config writes it "8.6", "12.0".
+"""
+from __future__ import annotations
+
+ROOT = "artifacts"
+FROZEN = ROOT + "/{model}/frozen/model.{fmt}"                 # fmt: pt2 (torch.export) | pt (TorchScript)
+ONNX = ROOT + "/{model}/onnx/model.onnx"                       # exported (or imported) ONNX
+SIM_ONNX = ROOT + "/{model}/onnx/model.sim.onnx"
+PRECISION_ONNX = ROOT + "/{model}/onnx/model.{precision}.onnx"
+GOLDEN = ROOT + "/{model}/golden/golden.npz"                  # inputs as "in/<name>", outputs as "out/<name>"
+PARITY = ROOT + "/{model}/validation/onnx/{variant}.json"      # variant: export | sim | <precision>
+PLAN = ROOT + "/{model}/plans/{key}/sm{cc}/{precision}/model.plan"
+VALIDATION = ROOT + "/{model}/validation/{key}/sm{cc}/{precision}/validation.json"
+TIMING_CACHE = ROOT + "/cache/timing/{key}/sm{cc}.cache"       # shared by every build of one key
+DEMO = ROOT + "/demo/{asset}"
+REPORT_JSON = ROOT + "/report/summary.json"
+REPORT_HTML = ROOT + "/report/index.html"
+LOG = ROOT + "/logs/{rule}/{name}.log"
+BENCHMARK = ROOT + "/benchmarks/{rule}/{name}.tsv"
+
+WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
+    "model": r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    "precision": r"fp32|fp16|bf16|int8|fp8",
+    "key": r"(rtx|trt)-[0-9][0-9.]*[0-9](-[a-z0-9_.]+)?",
+    "cc": r"[0-9]{2,3}",
+    "fmt": r"pt2|pt",
+    "variant": r"export|sim|fp32|fp16|bf16|int8|fp8",
+}
+
+
+def cc_tag(cc: str) -> str:
+    """'8.6' -> '86', '12.0' -> '120'."""
+    return cc.replace(".", "")
+
+
+def cc_dotted(tag: str) -> str:
+    """'86' -> '8.6', '120' -> '12.0'."""
+    return f"{tag[:-1]}.{tag[-1]}"
+
+
+def provenance(path: str) -> str:
+    return f"{path}.provenance.json"
+
+
+def frozen(model: str, fmt: str) -> str:
+    return FROZEN.format(model=model, fmt=fmt)
+
+
+def onnx(model: str) -> str:
+    return ONNX.format(model=model)
+
+
+def sim_onnx(model: str) -> str:
+    return SIM_ONNX.format(model=model)
+
+
+def precision_onnx(model: str, precision: str) -> str:
+    return PRECISION_ONNX.format(model=model, precision=precision)
+
+
+def golden(model: str) -> str:
+    return GOLDEN.format(model=model)
+
+
+def parity(model: str, variant: str) -> str:
+    return PARITY.format(model=model, variant=variant)
+
+
+def plan(model: str, key: str, cc: str, precision: str) -> str:
+    return PLAN.format(model=model, key=key, cc=cc, precision=precision)
+
+
+def validation(model: str, key: str, cc: str, precision: str) -> str:
+    return VALIDATION.format(model=model, key=key, cc=cc, precision=precision)
+
+
+def timing_cache(key: str, cc: str) -> str:
+    return TIMING_CACHE.format(key=key, cc=cc)
+
+
+def log(rule: str, *parts: str) -> str:
+    return LOG.format(rule=rule, name=".".join(parts))
+
+
+def benchmark(rule: str, *parts: str) -> str:
+    return BENCHMARK.format(rule=rule, name=".".join(parts))

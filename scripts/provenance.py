@@ -1,0 +1,99 @@
+"""Provenance sidecars: `<artifact>.provenance.json` beside every artifact, chained through its inputs.
+
+Each sidecar holds the artifact's sha256 and size, every input's path, sha256 and (when the input has one) its
+own sidecar's path, so that a plan leads back by hashes to its checkpoint; the stage and its parameters; the
+tool versions; the host facts; and the workflow's git commit.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import os
+import subprocess
+from pathlib import Path
+
+from . import atomic, paths
+
+SCHEMA_VERSION = 1
+TOOLS = ["torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "onnxsim", "nvidia-modelopt",
+         "onnxconverter-common", "tensorrt-rtx-cu13", "tensorrt", "tensorflow-cpu", "tf2onnx", "numpy",
+         "snakemake", "cuda-python"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def size(path: str | os.PathLike) -> int:
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for dist in TOOLS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> dict:
+    """The workflow's commit, and whether its tracked files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"commit": None, "error": str(e)}
+    if head.returncode != 0:
+        return {"commit": None, "error": head.stderr.strip()}
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def describe_input(label: str, path: str) -> dict:
+    entry = {"label": label, "path": str(path), "sha256": sha256(path), "size": size(path)}
+    side = paths.provenance(str(path))
+    if os.path.exists(side):
+        entry["provenance"] = side
+    return entry
+
+
+def write(artifact: str, *, stage: str, inputs: dict[str, str], params: dict, facts: dict | None = None,
+          host: dict | None = None) -> str:
+    """Write the sidecar of `artifact` (atomically) and return its path."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "artifact": {"path": str(artifact), "sha256": sha256(artifact), "size": size(artifact)},
+        "stage": stage,
+        "inputs": [describe_input(label, p) for label, p in sorted(inputs.items()) if p],
+        "params": params,
+        "facts": facts or {},
+        "tools": tool_versions(),
+        "host": host if host is not None else _host_facts(),
+        "workflow": git_commit(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    side = paths.provenance(str(artifact))
+    atomic.write_json(side, record)
+    return side
+
+
+def _host_facts() -> dict:
+    from .host import probe_host  # NVML probe; never raises
+
+    return probe_host()

@@ -1,0 +1,147 @@
+"""The stage runners the rules call: `python -m scripts run <stage> '<spec>'`.
+
+A spec is {"inputs": {label: path}, "outputs": {label: path}, "params": {...}}, built by the workflow from the
+config (so Snakemake's params trigger re-runs exactly the jobs whose settings changed). Each runner calls one
+plain function and writes the provenance sidecar of its main output.
+"""
+from __future__ import annotations
+
+from . import provenance
+
+RUNNERS = {}
+
+
+def runner(name):
+    def register(fn):
+        RUNNERS[name] = fn
+        return fn
+    return register
+
+
+def run(stage: str, spec: dict) -> dict:
+    if stage not in RUNNERS:
+        raise SystemExit(f"unknown stage '{stage}' (stages: {', '.join(sorted(RUNNERS))})")
+    return RUNNERS[stage](spec["inputs"], spec["outputs"], spec["params"])
+
+
+def _record(artifact, stage, inputs, params, facts):
+    provenance.write(artifact, stage=stage, inputs=inputs, params=params, facts=facts)
+    return facts
+
+
+@runner("demo")
+def demo(inputs, outputs, params):
+    from .demo import make_asset
+
+    make_asset(outputs["asset"])
+    return {}
+
+
+@runner("freeze")
+def freeze(inputs, outputs, p):
+    from . import freeze as f
+
+    if p["source_kind"] == "checkpoint":
+        facts = f.freeze_pytorch(inputs["source"], outputs["frozen"], model=p["model"], model_ref=p["model_ref"],
+                                 model_kwargs=p["model_kwargs"], input_specs=p["inputs"])
+    else:
+        facts = f.freeze_torchscript(inputs["source"], outputs["frozen"], model=p["model"])
+    return _record(outputs["frozen"], "freeze", inputs, p, facts)
+
+
+@runner("export")
+def export(inputs, outputs, p):
+    from . import export as e
+
+    kw = dict(model=p["model"], input_specs=p["inputs"], outputs=p["outputs"], opset=p["opset"])
+    fn = {"pt2": e.export_pt2, "pt": e.export_torchscript, "onnx": e.import_onnx}[p["source_format"]]
+    return _record(outputs["onnx"], "export", inputs, p, fn(inputs["source"], outputs["onnx"], **kw))
+
+
+@runner("simplify")
+def simplify(inputs, outputs, p):
+    from .simplify import simplify_onnx
+
+    facts = simplify_onnx(inputs["onnx"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
+                          simplifier=p["simplifier"])
+    return _record(outputs["onnx"], "simplify", inputs, p, facts)
+
+
+@runner("precision")
+def precision(inputs, outputs, p):
+    from .precision import make_precision_variant
+
+    facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],
+                                   input_specs=p["inputs"], calibration_path=inputs.get("calibration"))
+    return _record(outputs["onnx"], "precision", inputs, p, facts)
+
+
+@runner("golden")
+def golden(inputs, outputs, p):
+    from .golden import make_golden
+
+    source = {**p["source"], "path": inputs["source"]}
+    facts = make_golden(outputs["golden"], model=p["model"], source=source, input_specs=p["inputs"],
+                        outputs=p["outputs"], seed=p["seed"], samples=inputs.get("samples"))
+    return _record(outputs["golden"], "golden", inputs, p, facts)
+
+
+@runner("parity")
+def parity(inputs, outputs, p):
+    from .validate import write_parity
+
+    return write_parity(outputs["json"], onnx_path=inputs["onnx"], golden_path=inputs["golden"],
+                        tolerance=p["tolerance"], variant=p["variant"])
+
+
+@runner("build")
+def build(inputs, outputs, p):
+    from .backends import load_backend
+    from .backends.core import build_plan
+    from .host import probe_host
+
+    backend = load_backend(p["backend"])
+    host = probe_host()
+    check_host_matches_key(backend, p, host)
+    facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
+                       input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
+                       workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
+                       compute_capability=p["compute_capability"] if backend.short == "rtx" else None,
+                       strongly_typed_flag=True, timing_cache_path=p["timing_cache"],
+                       hardware_compatibility_level=None, version_compatible=False,
+                       log=lambda *a: print(*a, flush=True))
+    provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=host)
+    return facts
+
+
+def check_host_matches_key(backend, p: dict, host: dict) -> None:
+    """The job's key names a backend version (and, for full TensorRT, the GPU): refuse to build anything else."""
+    from .errors import FactoryError
+
+    if backend.key != p["key"]:
+        raise FactoryError(f"this job builds key '{p['key']}' but the installed backend is '{backend.key}'",
+                           model=p["model"])
+    if backend.short == "trt":
+        ccs = {g["compute_capability"] for g in host["gpus"]}
+        if p["compute_capability"] not in ccs:
+            raise FactoryError(f"this job builds for sm{p['compute_capability']} but this host's GPUs are "
+                               f"{sorted(ccs) or 'none'}", model=p["model"])
+
+
+@runner("validate")
+def validate(inputs, outputs, p):
+    from .host import probe_host
+    from .validate import validate_plan
+
+    return validate_plan(outputs["json"], plan=inputs["plan"], parity=inputs["parity"], golden_path=inputs["golden"],
+                         tolerance=p["tolerance"], backend=p["backend"], key=p["key"], version=p["version"],
+                         cc=p["compute_capability"], precision=p["precision"], opt_shapes=p["inputs"],
+                         host=probe_host())
+
+
+@runner("report")
+def report(inputs, outputs, p):
+    from .report import write_report
+
+    return write_report(outputs["json"], outputs["html"], jobs=p["jobs"], skipped=p["skipped"], models=p["models"],
+                        backend=p["backend"])

@@ -1,0 +1,25 @@
+# build: model.{precision}.onnx -> plans/{backend}-{version}/sm{cc}/{precision}/model.plan, one job per key.
+
+
+def build_params(wc):
+    return {"model": wc.model, "backend": BACKEND.name, "key": wc.key, "compute_capability": paths.cc_dotted(wc.cc),
+            "precision": wc.precision, "inputs": model_cfg(wc.model)["inputs"],
+            "build": model_settings(CFG, wc.model)["build"], "timing_cache": paths.timing_cache(wc.key, wc.cc)}
+
+
+rule build:
+    input:
+        onnx=paths.PRECISION_ONNX,
+    output:
+        plan=paths.PLAN,
+        provenance=paths.provenance(paths.PLAN),
+    params:
+        spec=spec(build_params),
+    log:
+        paths.log("build", "{model}", "{key}", "sm{cc}", "{precision}"),
+    benchmark:
+        paths.benchmark("build", "{model}", "{key}", "sm{cc}", "{precision}")
+    resources:
+        mem_mb=4000,
+    shell:
+        stage("build")
