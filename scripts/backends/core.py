@@ -1,0 +1,310 @@
+"""One builder core for TensorRT 10.x, 11.x and TensorRT-RTX: they share the Python API; the few differences are
+named here (strong typing flag, RTX AOT targets, full-TensorRT compatibility options).
+
+The core takes the imported module (`trt`) as an argument, so CI runs the full-TensorRT path with `tensorrt_rtx`
+passed in place of `tensorrt` wherever the APIs coincide.
+"""
+from __future__ import annotations
+
+import fcntl
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..atomic import atomic_path, write_bytes
+from ..errors import FactoryError
+from . import rtx, tensorrt
+
+BACKENDS = {rtx.MODULE: rtx, tensorrt.MODULE: tensorrt}
+_BY_SHORT = {m.SHORT: m for m in BACKENDS.values()}
+PROGRESS_MAX_DEPTH = 3  # deeper build phases repeat per subgraph/layer: too chatty for the log
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str      # "tensorrt_rtx" | "tensorrt"
+    short: str     # "rtx" | "trt"
+    module: Any    # the imported Python module
+    version: str   # module.__version__
+    key: str       # f"{short}-{version}", the backend part of an artifact key
+
+    @property
+    def strongly_typed_flag(self) -> bool:
+        return default_strongly_typed_flag(self.module)
+
+
+def _backend_module(name: str):
+    mod = BACKENDS.get(name) or _BY_SHORT.get(name)
+    if mod is None:
+        raise FactoryError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})", key="backend")
+    return mod
+
+
+def load_backend(name: str) -> Backend:
+    """Import a backend by name ("tensorrt_rtx", "tensorrt"; "rtx"/"trt" accepted); FactoryError says how to fix."""
+    mod = _backend_module(name)
+    trt = mod.import_module()
+    return Backend(mod.MODULE, mod.SHORT, trt, trt.__version__, f"{mod.SHORT}-{trt.__version__}")
+
+
+def resolve_backend(requested: str, gpus: list) -> str:
+    """`auto` means full TensorRT where it imports and a GPU is present, TensorRT-RTX otherwise."""
+    if requested != "auto":
+        return _backend_module(requested).MODULE
+    if gpus:
+        try:
+            tensorrt.import_module()
+            return tensorrt.MODULE
+        except FactoryError:
+            pass
+    return rtx.MODULE
+
+
+def precision_support(backend_short: str, cc: str, precision: str) -> str | None:
+    """None when (backend, compute capability, precision) can be built, else the reason to skip it."""
+    return _backend_module(backend_short).precision_support(str(cc), precision)
+
+
+def default_strongly_typed_flag(trt) -> bool:
+    """TensorRT 10.x needs NetworkDefinitionCreationFlag.STRONGLY_TYPED; 11.x and RTX are always strongly typed."""
+    major = int(trt.__version__.split(".")[0])
+    return (trt.__name__.split(".")[0] == tensorrt.MODULE and major == 10
+            and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"))
+
+
+# --------------------------------------------------------------------------------------------------- logging
+_LOGGERS: dict[str, Any] = {}
+
+
+def get_logger(trt, echo: Callable[[str], None] | None = None):
+    """One ILogger per backend module (TensorRT warns when builders get different loggers).
+
+    It keeps (severity, message) of warnings and errors in `.records` (callers reset it) and echoes them to `echo`.
+    """
+    if trt.__name__ not in _LOGGERS:
+        class _Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+                self.records, self.echo = [], None
+
+            def log(self, severity, msg):
+                if severity <= trt.ILogger.Severity.WARNING:
+                    self.records.append((severity.name, msg))
+                    if self.echo:
+                        self.echo(f"[{trt.__name__}] {severity.name}: {msg}")
+
+            def errors(self) -> list[str]:
+                return [m for s, m in self.records if s in ("ERROR", "INTERNAL_ERROR")]
+
+        _LOGGERS[trt.__name__] = _Logger()
+    logger = _LOGGERS[trt.__name__]
+    logger.records, logger.echo = [], echo
+    return logger
+
+
+def _progress_monitor(trt, log, model):
+    """Log build phases (TensorRT calls these from its build threads); step_complete returning False would cancel."""
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.depth, self.started = {}, {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            depth = self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1
+            self.started[phase_name] = time.monotonic()
+            if depth <= PROGRESS_MAX_DEPTH:
+                log(f"[build {model}] {'  ' * depth}{phase_name}: started ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            return True
+
+        def phase_finish(self, phase_name):
+            if self.depth.get(phase_name, 0) <= PROGRESS_MAX_DEPTH:
+                took = time.monotonic() - self.started.get(phase_name, time.monotonic())
+                log(f"[build {model}] {'  ' * self.depth.get(phase_name, 0)}{phase_name}: done in {took:.1f} s")
+
+    return _Monitor()
+
+
+# ---------------------------------------------------------------------------------------------- timing cache
+def _load_timing_cache(config, path: str | None) -> dict:
+    """Attach a timing cache to `config`, seeded from `path` when that file exists. Returns facts about it."""
+    facts = {"path": path, "loaded": False, "entries_before": 0, "notes": []}
+    data = Path(path).read_bytes() if path and Path(path).exists() else b""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache = config.create_timing_cache(data)
+        if cache is None or not config.set_timing_cache(cache, False):  # unreadable or from another device/version
+            facts["notes"].append(f"timing cache {path} not usable here; starting an empty one")
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, False)
+        else:
+            facts["loaded"] = bool(data)
+        facts["entries_before"] = len(cache.queryKeys())
+    # TensorRT-RTX (measured, 1.7): "Timing cache operations are no-ops in TensorRT-RTX" -> recorded, not fatal.
+    facts["notes"] += sorted({str(w.message) for w in caught})
+    return facts
+
+
+def _save_timing_cache(config, path: str, facts: dict) -> None:
+    """Merge this build's cache with the file's current content and write it back, under an exclusive lock, so
+    concurrent builds of one key share one cache file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RTX's no-op deprecation, already recorded on load
+        ours = config.get_timing_cache()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if Path(path).exists():
+                theirs = config.create_timing_cache(Path(path).read_bytes())
+                if theirs is not None:
+                    ours.combine(theirs, True)  # ignore_mismatch: entries of another device are skipped
+            write_bytes(path, bytes(ours.serialize()))
+        facts["entries_after"] = len(ours.queryKeys())
+        facts["written"] = True
+
+
+# ----------------------------------------------------------------------------------------------------- build
+def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
+    if not Path(onnx_path).is_file():
+        raise FactoryError("ONNX file not found", model=model, path=str(onnx_path))
+    flags = 0
+    if strongly_typed_flag:  # TensorRT 10.x; 11.x and RTX are strongly typed anyway (RTX accepts the flag)
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        problems = []
+        for i in range(parser.num_errors):
+            e = parser.get_error(i)
+            where = f"node {e.node()} '{e.node_name()}' ({e.node_operator()}): " if e.node() >= 0 else ""
+            problems.append(f"{where}{e.desc()} [{e.code().name}]")
+        raise FactoryError(f"{trt.__name__} {trt.__version__} cannot parse the ONNX model "
+                           f"({len(problems)} error(s)):\n  " + "\n  ".join(problems or logger.errors()),
+                           model=model, path=str(onnx_path))
+    return network, parser  # the parser must outlive the build (it owns the weights)
+
+
+def _add_profile(builder, network, config, logger, input_profiles: dict, model: str, onnx_path) -> dict:
+    """One optimization profile from {input: {"min", "opt", "max"}}; returns the network's input shapes."""
+    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
+    err = lambda msg: FactoryError(msg, model=model, path=str(onnx_path), key="inputs")  # noqa: E731
+    unknown = sorted(set(input_profiles) - set(inputs))
+    if unknown:
+        raise err(f"shape profile names input(s) {unknown} that the ONNX model lacks (its inputs: {list(inputs)})")
+    profile = builder.create_optimization_profile()
+    for name, tensor in inputs.items():
+        shape = list(tensor.shape)
+        if name not in input_profiles:
+            if any(d < 0 for d in shape):
+                raise err(f"input '{name}' has dynamic shape {shape} but no min/opt/max shape profile")
+            continue
+        spec = input_profiles[name]
+        missing = [k for k in ("min", "opt", "max") if k not in spec]
+        if missing:
+            raise err(f"shape profile of input '{name}' lacks {missing}")
+        mn, opt, mx = ([int(d) for d in spec[k]] for k in ("min", "opt", "max"))
+        for k, dims in (("min", mn), ("opt", opt), ("max", mx)):
+            if len(dims) != len(shape):
+                raise err(f"input '{name}': {k} {dims} has rank {len(dims)}, the model's shape {shape} has {len(shape)}")
+        for i, d in enumerate(shape):
+            if d >= 0 and not mn[i] == opt[i] == mx[i] == d:
+                raise err(f"input '{name}': dimension {i} is fixed at {d} in the model, profile gives "
+                          f"min/opt/max {mn[i]}/{opt[i]}/{mx[i]}")
+            if not 0 < mn[i] <= opt[i] <= mx[i]:
+                raise err(f"input '{name}': dimension {i} needs 0 < min <= opt <= max, got {mn[i]}/{opt[i]}/{mx[i]}")
+        if tensor.is_shape_tensor:  # a shape-tensor input: the profile bounds its values, not its shape
+            profile.set_shape_input(name, mn, opt, mx)
+        else:
+            profile.set_shape(name, mn, opt, mx)
+    if input_profiles and config.add_optimization_profile(profile) < 0:
+        raise err(f"the builder rejected the shape profile: {'; '.join(logger.errors()) or 'no message'}")
+    return {name: list(t.shape) for name, t in inputs.items()}
+
+
+def _set_compute_capability(trt, config, cc: str, model: str) -> None:
+    """TensorRT-RTX AOT target. The count must be set before set_compute_capability (measured)."""
+    if not hasattr(config, "set_compute_capability"):
+        raise FactoryError(f"{trt.__name__} builds for the local GPU only; it takes no compute_capability target",
+                           model=model, key="targets")
+    if cc not in rtx.TARGETS:
+        raise FactoryError(f"{trt.__name__} has no target for compute capability {cc} "
+                           f"(targets: {', '.join(rtx.TARGETS)})", model=model, key="targets")
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(getattr(trt.ComputeCapability, rtx.TARGETS[cc]), 0)
+
+
+def _set_compatibility(trt, config, logger, level: str | None, version_compatible: bool, model: str) -> dict:
+    """Full TensorRT's portability options; both change the artifact key, so a backend that ignores them is an error.
+    Measured on TensorRT-RTX 1.7: the level is ignored with a warning (caught here); VERSION_COMPATIBLE is accepted
+    but the build then fails (libnvinfer_lean.so.1 missing), reported by the build's error."""
+    used = {"hardware_compatibility_level": None, "version_compatible": False}
+    if level and level != "none":
+        if level not in tensorrt.HARDWARE_COMPATIBILITY:
+            raise FactoryError(f"unknown hardware compatibility level '{level}' (choose from "
+                               f"{', '.join(tensorrt.HARDWARE_COMPATIBILITY)})", model=model,
+                               key="hardware_compatibility_level")
+        wanted = getattr(trt.HardwareCompatibilityLevel, tensorrt.HARDWARE_COMPATIBILITY[level])
+        seen = len(logger.records)
+        config.hardware_compatibility_level = wanted  # full TensorRT only
+        if config.hardware_compatibility_level != wanted:
+            warned = "; ".join(m for _, m in logger.records[seen:]) or "no message"
+            raise FactoryError(f"{trt.__name__} {trt.__version__} does not support hardware compatibility level "
+                               f"'{level}' ({warned})", model=model, key="hardware_compatibility_level")
+        used["hardware_compatibility_level"] = level
+    if version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)  # full TensorRT only
+        used["version_compatible"] = True
+    return used
+
+
+def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, workspace_mb: int = 1024,
+               optimization_level: int = 3, compute_capability: str | None = None,
+               strongly_typed_flag: bool | None = None, timing_cache_path: str | None = None,
+               hardware_compatibility_level: str | None = None, version_compatible: bool = False,
+               log: Callable[[str], None] = print) -> dict:
+    """Build one plan from an ONNX file with the backend module `trt` and write it atomically to `plan_path`.
+
+    compute_capability: TensorRT-RTX AOT target ("8.6"); None for full TensorRT (the local GPU). With RTX, None lets
+    the builder pick its own set of targets. strongly_typed_flag None: decided from the module's version.
+    Returns facts for provenance; raises FactoryError (naming model and file) on any failure, leaving no plan.
+    """
+    if strongly_typed_flag is None:
+        strongly_typed_flag = default_strongly_typed_flag(trt)
+    logger = get_logger(trt, echo=log)
+    builder = trt.Builder(logger)
+    network, _parser = _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag)
+    config = builder.create_builder_config()
+    shapes = _add_profile(builder, network, config, logger, input_profiles, model, onnx_path)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    config.builder_optimization_level = int(optimization_level)
+    if compute_capability is not None:
+        _set_compute_capability(trt, config, str(compute_capability), model)
+    compat = _set_compatibility(trt, config, logger, hardware_compatibility_level, version_compatible, model)
+    monitor = _progress_monitor(trt, log, model)  # keep a reference for the whole build
+    config.progress_monitor = monitor
+    cache_facts = _load_timing_cache(config, timing_cache_path) if timing_cache_path else None
+
+    target = f"sm{compute_capability.replace('.', '')}" if compute_capability else "the local GPU"
+    log(f"[build {model}] {trt.__name__} {trt.__version__}: {onnx_path} -> {plan_path} for {target}")
+    start = time.monotonic()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.monotonic() - start
+    if serialized is None:
+        raise FactoryError(f"{trt.__name__} {trt.__version__} failed to build a plan for {target}:\n  "
+                           + "\n  ".join(logger.errors() or ["(no error logged)"]), model=model, path=str(onnx_path))
+    if timing_cache_path:
+        _save_timing_cache(config, timing_cache_path, cache_facts)
+    with atomic_path(plan_path) as tmp, open(tmp, "wb") as f:
+        f.write(serialized)  # IHostMemory exposes the buffer protocol: no extra copy of a large plan
+    log(f"[build {model}] done in {seconds:.1f} s, {serialized.nbytes} bytes")
+    return {
+        "backend": trt.__name__, "version": trt.__version__, "build_seconds": round(seconds, 3),
+        "plan_bytes": int(serialized.nbytes), "targets": [str(compute_capability)] if compute_capability else None,
+        "input_shapes": shapes, "input_profiles": input_profiles, "workspace_mb": int(workspace_mb),
+        "optimization_level": int(optimization_level), "strongly_typed_flag": bool(strongly_typed_flag),
+        **compat, "timing_cache": cache_facts,
+        "warnings": [m for s, m in logger.records if s == "WARNING"][:20],
+    }

@@ -1,0 +1,108 @@
+"""Facts about this host's GPUs, driver and CUDA: the source of full-TensorRT targets and of provenance.
+
+`probe_host()` never raises: on a machine without a GPU or driver it returns `gpus: []`, the driver fields None, and
+says why under `probe_errors`.
+
+Override (tests, ops, cluster pools): when the environment variable FACTORY_HOST_FACTS names a JSON file, each of its
+top-level keys replaces the probed value (e.g. `{"gpus": [{"index": 0, "name": "RTX A4000",
+"compute_capability": "8.6", ...}], "driver_version": "580.1"}`); `overrides` records the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+
+OVERRIDE_ENV = "FACTORY_HOST_FACTS"
+
+
+def probe_host() -> dict:
+    facts = {"gpus": [], "driver_version": None, "cuda_driver_version": None,
+             "hostname": socket.gethostname(), "platform": platform.platform(), "probe_errors": []}
+    _probe_nvml(facts)
+    _probe_cuda(facts)
+    path = os.environ.get(OVERRIDE_ENV)
+    if path:
+        try:
+            with open(path) as f:
+                facts.update(json.load(f))
+            facts["overrides"] = path
+        except (OSError, ValueError) as e:
+            facts["probe_errors"].append(f"{OVERRIDE_ENV}={path}: {e}")
+    return facts
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _cuda_version(v: int) -> str:  # 13000 -> "13.0"
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def _probe_nvml(facts: dict) -> None:
+    """Names, memory, compute capability, UUIDs and driver from NVML (sees every GPU, ignores CUDA_VISIBLE_DEVICES)."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+    except Exception as e:  # ImportError, NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, ...
+        facts["probe_errors"].append(f"NVML: {e}")
+        return
+    try:
+        facts["driver_version"] = _text(pynvml.nvmlSystemGetDriverVersion())
+        facts["cuda_driver_version"] = _cuda_version(pynvml.nvmlSystemGetCudaDriverVersion_v2())
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
+            facts["gpus"].append({
+                "index": i, "name": _text(pynvml.nvmlDeviceGetName(h)),
+                "compute_capability": f"{major}.{minor}", "sm_count": None,
+                "memory_mb": pynvml.nvmlDeviceGetMemoryInfo(h).total // 2**20,
+                "uuid": _text(pynvml.nvmlDeviceGetUUID(h)), "cuda_index": None})
+    except Exception as e:
+        facts["probe_errors"].append(f"NVML: {e}")
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def _probe_cuda(facts: dict) -> None:
+    """SM count (and, without NVML, everything else) from the CUDA runtime; GPUs are matched to NVML by UUID.
+
+    `cuda_index` is the device's ordinal as CUDA sees it in this process (CUDA_VISIBLE_DEVICES applies); None means
+    NVML lists the GPU but this process cannot use it.
+    """
+    try:
+        from cuda.bindings import runtime as cudart
+        err, count = cudart.cudaGetDeviceCount()
+        if err != cudart.cudaError_t.cudaSuccess:
+            facts["probe_errors"].append(f"CUDA runtime: {_text(cudart.cudaGetErrorString(err)[1])} ({err.name})")
+            return
+        err, version = cudart.cudaDriverGetVersion()
+        if err == cudart.cudaError_t.cudaSuccess and not facts["cuda_driver_version"]:
+            facts["cuda_driver_version"] = _cuda_version(version)
+        by_uuid = {g["uuid"]: g for g in facts["gpus"]}
+        for i in range(count):
+            err, prop = cudart.cudaGetDeviceProperties(i)
+            if err != cudart.cudaError_t.cudaSuccess:
+                facts["probe_errors"].append(f"CUDA runtime: device {i}: {err.name}")
+                continue
+            b = bytes(prop.uuid.bytes)[:16]
+            uuid = "GPU-" + "-".join(b[s:e].hex() for s, e in ((0, 4), (4, 6), (6, 8), (8, 10), (10, 16)))
+            gpu = by_uuid.get(uuid)
+            if gpu is None:  # NVML missing: CUDA's view is all there is
+                gpu = {"index": i, "name": _text(prop.name).rstrip("\x00"),
+                       "compute_capability": f"{prop.major}.{prop.minor}",
+                       "memory_mb": prop.totalGlobalMem // 2**20, "uuid": uuid}
+                facts["gpus"].append(gpu)
+            gpu["sm_count"] = prop.multiProcessorCount
+            gpu["cuda_index"] = i
+    except Exception as e:  # ImportError, driver library not found, ...
+        facts["probe_errors"].append(f"CUDA runtime: {e}")
+
+
+if __name__ == "__main__":
+    print(json.dumps(probe_host(), indent=2))
