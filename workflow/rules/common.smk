@@ -37,7 +37,7 @@ def spec(params_fn):
     """params.spec: the stage's inputs, outputs and settings as JSON (a change re-runs exactly that job)."""
     def make(wildcards, input, output):
         return json.dumps({"inputs": dict(input.items()), "outputs": dict(output.items()),
-                           "params": params_fn(wildcards)}, sort_keys=True)
+                           "params": params_fn(wildcards)})  # key order kept: input order matters
     return make
 
 
