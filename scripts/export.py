@@ -1,7 +1,8 @@
 """export: a frozen artifact becomes `model.onnx` with the config's input/output names, dynamic axes and opset.
 
-- `.pt2` (torch.export) -> torch.onnx.export(dynamo=True). It writes its own default opset and ignores some
-  requested ones (measured: asking 17 gives 18), so the result is converted to the configured opset afterwards.
+- `.pt2` (torch.export) -> torch.onnx.export(dynamo=True), asked for opset 18 or newer: below 18 it writes
+  invalid models (measured: asked for 17, it declares 17 but emits ReduceMean with opset 18's attributes). Lower
+  opsets are reached with onnx's version converter afterwards, or refused with a clear error.
 - `.pt` (TorchScript) -> the legacy exporter (dynamo=False), which still accepts ScriptModules.
 - `framework: onnx` enters here: the user's ONNX is checked, and an older opset is upgraded with onnx's
   version converter (recorded, and shown in the report).
@@ -20,7 +21,7 @@ def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs:
     ep = torch.export.load(frozen)
     with atomic.atomic_path(out) as tmp:
         try:
-            torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False, opset_version=opset,
+            torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False, opset_version=max(opset, 18),
                               input_names=list(input_specs), output_names=list(outputs), verbose=False)
         except Exception as e:
             raise FactoryError(f"torch.onnx.export (dynamo) failed: {e}", model=model, path=frozen)
