@@ -184,6 +184,9 @@ def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
         raise FactoryError(f"{trt.__name__} {trt.__version__} cannot parse the ONNX model "
                            f"({len(problems)} error(s)):\n  " + "\n  ".join(problems or logger.errors()),
                            model=model, path=str(onnx_path))
+    if network.num_outputs == 0:  # protobuf parses some junk bytes as an empty model (measured)
+        raise FactoryError(f"{trt.__name__} parsed no outputs from this file: not an ONNX model, or an empty graph",
+                           model=model, path=str(onnx_path))
     return network, parser  # the parser must outlive the build (it owns the weights)
 
 
