@@ -310,3 +310,67 @@ def test_host_probe_and_override(tmp_path, monkeypatch):
     assert facts["gpus"] == [gpu] and facts["driver_version"] == "580.1" and facts["overrides"] == str(override)
     override.write_text("{not json")
     assert any("FACTORY_HOST_FACTS" in e for e in probe_host()["probe_errors"])
+
+
+# ------------------------------------------------------------------------------- GPU hosts (`pytest -m gpu`)
+def _local_gpu():
+    host = probe_host()
+    if not host["gpus"]:
+        pytest.skip("no GPU: " + "; ".join(host["probe_errors"]))
+    return host
+
+
+@pytest.mark.gpu
+def test_gpu_host_probe():
+    host = _local_gpu()
+    gpu = host["gpus"][0]
+    assert host["driver_version"] and host["cuda_driver_version"]
+    assert gpu["sm_count"] > 0 and gpu["cuda_index"] is not None and "." in gpu["compute_capability"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cuda-python", "pycuda"])
+def test_gpu_memory_round_trip(kind):
+    from scripts.runtime import make_cuda
+
+    host = _local_gpu()
+    if kind == "pycuda":
+        pytest.importorskip("pycuda.driver")
+    cuda = make_cuda(kind, host["gpus"][0]["cuda_index"])
+    try:
+        assert cuda.name == kind
+        src, dst = cuda.host_buffer((3, 5), np.float32), cuda.host_buffer((3, 5), np.float32)
+        src[...] = np.arange(15, dtype=np.float32).reshape(3, 5)
+        dev = cuda.device_buffer(src.nbytes)
+        start, end = cuda.event(), cuda.event()
+        cuda.record(start)
+        cuda.h2d(dev, src)
+        cuda.d2h(dst, dev)
+        cuda.record(end)
+        cuda.sync()
+        assert np.array_equal(src, dst) and cuda.elapsed_ms(start, end) >= 0
+    finally:
+        cuda.close()
+
+
+@pytest.mark.gpu
+def test_gpu_execute_plan(models, tmp_path):
+    """On a GPU the plan runs and passes, or the runtime's refusal is the reason (RTX refuses cc 9.0, measured)."""
+    from scripts.tensors import run_onnxruntime
+
+    host = _local_gpu()
+    cc = host["gpus"][0]["compute_capability"]
+    plan = tmp_path / "model.plan"
+    target = cc if precision_support("rtx", cc, "fp32") is None else None  # None: RTX's own target set
+    build_plan(RTX, models["tiny"], plan, model="tiny", input_profiles=X_PROFILE, compute_capability=target,
+               log=quiet)
+    x = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    result = execute_plan(plan, backend="tensorrt_rtx", compute_capability=cc, inputs=x,
+                          expected=run_onnxruntime(models["tiny"], x), tolerance={"atol": 1e-3, "rtol": 1e-3},
+                          opt_inputs={"x": np.zeros((4, 3, 8, 8), np.float32)}, host=host, iterations=20)
+    print(json.dumps(result, indent=1, default=str))
+    if result["status"] == "not-run":
+        assert "cannot load this plan" in result["reason"]
+    else:
+        assert result["status"] == "pass", result
+        assert result["performance"]["latency_ms"]["p50"] > 0 and result["performance"]["batch"] == 4
