@@ -23,7 +23,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import FactoryError
-from .simplify import io_problem, load_checked
+from .simplify import _version, io_problem, load_checked
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
 QUANTIZED = ("int8", "fp8")
@@ -169,7 +169,9 @@ def make_precision_variant(src, dst, precision: str, *, model: str, input_specs:
             raise FactoryError(f"no tool could make the {precision} variant: "
                                + "; ".join(f"{a['tool']}: {a['reason']}" for a in attempts), model=model,
                                path=str(src))
-        facts.update(tool=attempts[-1]["tool"], attempts=attempts, **describe_variant(result, precision))
+        tool = attempts[-1]["tool"]
+        facts.update(tool=tool, tool_version=_version(PACKAGES[tool]), attempts=attempts,
+                     **describe_variant(result, precision))
         facts["parity_vs_source"] = parity(result, src, input_specs, seed=seed)
         with atomic_path(dst) as tmp:
             shutil.copyfile(result, tmp)
@@ -326,3 +328,5 @@ TOOLS = {
     "int8": [("modelopt", "run_modelopt"), ("onnxruntime-quantize_static", "run_ort_int8")],
     "fp8": [("modelopt", "run_modelopt")],
 }
+PACKAGES = {"modelopt": "nvidia-modelopt", "onnxconverter-common": "onnxconverter-common",
+            "onnxruntime-quantize_static": "onnxruntime"}
