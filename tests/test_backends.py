@@ -185,7 +185,7 @@ def test_parser_rejection_names_model_and_file(models, tmp_path, which, parser_s
 # ----------------------------------------------------------------- the full-TensorRT path, run with RTX's module
 def test_full_tensorrt_path_without_target(models, tmp_path):
     """compute_capability=None (full TensorRT: the local GPU) + the TRT 10 STRONGLY_TYPED flag. RTX, given no
-    target, picks several itself (measured bitmask 0x7e: sm80..sm121 plus an unnamed bit)."""
+    target, picks several itself (measured bitmask 0x7e: sm80..sm121 plus 0x40, presumably '>12.0')."""
     path = tmp_path / "m.plan"
     facts = build_plan(RTX, models["tiny"], path, model="tiny", input_profiles=X_PROFILE, compute_capability=None,
                        strongly_typed_flag=True, log=quiet)

@@ -3,7 +3,10 @@
 Measured with tensorrt_rtx 1.7.1.116 on a GPU-less CPU host (November 2026):
 - targets: ComputeCapability has SM75, SM80, SM86, SM89, SM120, SM121 only (no sm90/sm100); one target per plan
   after `num_compute_capabilities = 1; set_compute_capability(SMxx, 0)` (the count must be set first). Without any
-  target the builder picks several itself (header bitmask 0x7e).
+  target the builder picks several itself (header bitmask 0x7e; on an H100 the runtime then listed the plan's
+  "Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0", so bit 0x40 is presumably ">12.0").
+- runtime on an H100 (cc 9.0, driver 580.159): deserialize_cuda_engine returns None, logging "The engine cannot run
+  on this GPU, which has compute capability 9.0 ... TensorRT-RTX does not support this compute capability".
 - fp32 GEMM on SM75: Myelin "Cannot compile operation ... for Turing (SM75): FP32 GEMM is not supported".
 - IProgressMonitor works (phase_start / phase_finish are called).
 - timing cache: the API exists but "Timing cache operations are no-ops in TensorRT-RTX" (DeprecationWarning since
