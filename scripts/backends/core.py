@@ -211,7 +211,8 @@ def _add_profile(builder, network, config, logger, input_profiles: dict, model: 
         mn, opt, mx = ([int(d) for d in spec[k]] for k in ("min", "opt", "max"))
         for k, dims in (("min", mn), ("opt", opt), ("max", mx)):
             if len(dims) != len(shape):
-                raise err(f"input '{name}': {k} {dims} has rank {len(dims)}, the model's shape {shape} has {len(shape)}")
+                raise err(f"input '{name}': {k} {dims} has rank {len(dims)}, "
+                          f"the model's shape {shape} has rank {len(shape)}")
         for i, d in enumerate(shape):
             if d >= 0 and not mn[i] == opt[i] == mx[i] == d:
                 raise err(f"input '{name}': dimension {i} is fixed at {d} in the model, profile gives "
