@@ -11,16 +11,19 @@ from .errors import FactoryError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts", description="TensorRT engine factory stages")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one stage from a JSON spec (what the Snakemake rules call)")
+    run = sub.add_parser("run", help="run one stage (what the Snakemake rules call)")
     run.add_argument("stage")
-    run.add_argument("spec", help="JSON: {inputs: {...}, outputs: {...}, params: {...}}, or @file.json")
+    run.add_argument("io", help='JSON {"inputs": {label: path}, "outputs": {label: path}}, or @file.json')
+    run.add_argument("settings", help="JSON of the stage's settings, or @file.json")
     check = sub.add_parser("check", help="validate a config file and list what this host would build")
     check.add_argument("config", nargs="?", default="config/config.yaml")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            text = open(args.spec[1:]).read() if args.spec.startswith("@") else args.spec
-            facts = __import__("scripts.stages", fromlist=["run"]).run(args.stage, json.loads(text))
+            from .stages import run
+
+            spec = {**_json_arg(args.io), "params": _json_arg(args.settings)}
+            facts = run(args.stage, spec)
             print(json.dumps({"stage": args.stage, "facts": facts}, indent=1, default=str))
         elif args.command == "check":
             return _check(args.config)
@@ -28,6 +31,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _json_arg(text: str):
+    return json.loads(open(text[1:]).read() if text.startswith("@") else text)
 
 
 def _check(config_path: str) -> int:

@@ -46,7 +46,8 @@ def snakemake(workdir: Path, *args, config: dict | None = None, check=True):
 
 def planned_jobs(workdir: Path) -> list[tuple[str, str]]:
     """(rule, model wildcard) of every job a dry run would execute."""
-    out = snakemake(workdir, "-n").stdout + ""
+    proc = snakemake(workdir, "-n")
+    out = proc.stdout + proc.stderr
     jobs = []
     for block in re.split(r"\n(?=rule |localrule )", out):
         m = re.match(r"(?:local)?rule (\w+):", block)

@@ -14,7 +14,7 @@ rule build:
         plan=paths.PLAN,
         provenance=paths.provenance(paths.PLAN),
     params:
-        spec=spec(build_params),
+        **spec(build_params),
     log:
         paths.log("build", "{model}", "{key}", "sm{cc}", "{precision}"),
     benchmark:

@@ -1,5 +1,6 @@
 # Config validation, target resolution and the helpers every rule uses. Runs at DAG time: keep it cheap.
 import json
+import os
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -20,8 +21,8 @@ try:
 except FactoryError as e:
     raise WorkflowError(f"engine factory: {e}")
 
-PY = sys.executable
-STAGE = f"PYTHONPATH='{workflow.basedir}' '{PY}' -m scripts run {{stage}} {{{{params.spec:q}}}} > {{{{log}}}} 2>&1"
+PY = os.path.join(sys.prefix, "bin", "python")  # one spelling for python/python3: the command is code-tracked
+STAGE = f"PYTHONPATH='{workflow.basedir}' '{PY}' -m scripts run {{stage}} {{{{params.io:q}}}} {{{{params.settings:q}}}} > {{{{log}}}} 2>&1"
 
 
 wildcard_constraints:
@@ -33,12 +34,12 @@ def stage(name):
     return STAGE.format(stage=name)
 
 
-def spec(params_fn):
-    """params.spec: the stage's inputs, outputs and settings as JSON (a change re-runs exactly that job)."""
-    def make(wildcards, input, output):
-        return json.dumps({"inputs": dict(input.items()), "outputs": dict(output.items()),
-                           "params": params_fn(wildcards)})  # key order kept: input order matters
-    return make
+def spec(settings_fn):
+    """The params of every rule: `settings` (the stage's config, tracked: a change re-runs exactly that job) and
+    `io` (its named inputs and outputs; Snakemake does not track params derived from them, nor need it)."""
+    def io(wildcards, input, output):
+        return json.dumps({"inputs": dict(input.items()), "outputs": dict(output.items())})
+    return {"settings": lambda wildcards: json.dumps(settings_fn(wildcards)), "io": io}  # key order kept
 
 
 def model_cfg(model):

@@ -5,7 +5,7 @@ rule demo_asset:
     output:
         asset=paths.DEMO,
     params:
-        spec=spec(lambda wc: {}),
+        **spec(lambda wc: {}),
     log:
         paths.log("demo", "{asset}"),
     shell:

@@ -14,7 +14,7 @@ rule export:
         onnx=paths.ONNX,
         provenance=paths.provenance(paths.ONNX),
     params:
-        spec=spec(export_params),
+        **spec(export_params),
     log:
         paths.log("export", "{model}"),
     benchmark:

@@ -14,7 +14,7 @@ rule freeze:
         frozen=paths.FROZEN,
         provenance=paths.provenance(paths.FROZEN),
     params:
-        spec=spec(freeze_params),
+        **spec(freeze_params),
     log:
         paths.log("freeze", "{model}", "{fmt}"),
     benchmark:

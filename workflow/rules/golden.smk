@@ -21,7 +21,7 @@ rule golden:
         golden=paths.GOLDEN,
         provenance=paths.provenance(paths.GOLDEN),
     params:
-        spec=spec(golden_params),
+        **spec(golden_params),
     log:
         paths.log("golden", "{model}"),
     benchmark:
@@ -52,7 +52,7 @@ rule parity:
     output:
         json=paths.PARITY,
     params:
-        spec=spec(parity_params),
+        **spec(parity_params),
     log:
         paths.log("parity", "{model}", "{variant}"),
     resources:

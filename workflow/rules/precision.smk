@@ -14,7 +14,7 @@ rule precision:
         onnx=paths.PRECISION_ONNX,
         provenance=paths.provenance(paths.PRECISION_ONNX),
     params:
-        spec=spec(lambda wc: {"model": wc.model, "precision": wc.precision, "inputs": model_cfg(wc.model)["inputs"]}),
+        **spec(lambda wc: {"model": wc.model, "precision": wc.precision, "inputs": model_cfg(wc.model)["inputs"]}),
     log:
         paths.log("precision", "{model}", "{precision}"),
     benchmark:

@@ -8,7 +8,7 @@ rule simplify:
         onnx=paths.SIM_ONNX,
         provenance=paths.provenance(paths.SIM_ONNX),
     params:
-        spec=spec(lambda wc: {"model": wc.model, "inputs": model_cfg(wc.model)["inputs"],
+        **spec(lambda wc: {"model": wc.model, "inputs": model_cfg(wc.model)["inputs"],
                               "simplifier": model_settings(CFG, wc.model)["simplifier"]}),
     log:
         paths.log("simplify", "{model}"),

@@ -18,7 +18,7 @@ rule validate:
     output:
         json=paths.VALIDATION,
     params:
-        spec=spec(validate_params),
+        **spec(validate_params),
     log:
         paths.log("validate", "{model}", "{key}", "sm{cc}", "{precision}"),
     resources:
