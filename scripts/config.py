@@ -24,6 +24,7 @@ GENERATED_PREFIX = "artifacts/demo/"  # files under here are made by the workflo
 DEFAULTS = {
     "backend": "auto",
     "targets": {"rtx": ["8.0", "8.6", "8.9", "12.0"]},
+    "tensorrt": {"hardware_compatibility_level": "none", "version_compatible": False},
     "precisions": PRECISIONS,
     "simplifier": "onnxslim",
     "opset": 18,

@@ -25,7 +25,7 @@ BENCHMARK = ROOT + "/benchmarks/{rule}/{name}.tsv"
 WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
     "model": r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     "precision": r"fp32|fp16|bf16|int8|fp8",
-    "key": r"(rtx|trt)-[0-9][0-9.]*[0-9](-[a-z0-9_.]+)?",
+    "key": r"(rtx|trt)-[0-9][0-9.]*[0-9](-[a-z_]+)*",  # e.g. trt-10.13.3.9-ampere_plus-vc
     "cc": r"[0-9]{2,3}",
     "fmt": r"pt2|pt",
     "variant": r"export|sim|fp32|fp16|bf16|int8|fp8",

@@ -44,6 +44,11 @@ def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str 
             outputs = v["checks"]["onnx_parity"].get("outputs", {})
             cell["onnx_metrics"] = {k: {m: x for m, x in o.items() if m in ("max_abs", "cosine", "top1_agreement")}
                                     for k, o in outputs.items()}
+            perf = v["checks"]["plan_execution"].get("performance")
+            if perf:
+                cell["performance"] = {"p50_ms": perf["latency_ms"]["p50"], "throughput_per_s": perf["throughput_per_s"],
+                                       "speedup_p50": v.get("speedup_p50"),
+                                       "baseline": (v.get("baseline") or {}).get("provider")}
         cells.append(cell)
     cells += [{**s, "status": "skipped"} for s in skipped]
     per_model = {}
@@ -104,6 +109,10 @@ def render_html(summary: dict) -> str:
                     f"{e(k)}: {e(v['status'])} <small>{e(v['reason'])}</small>" for k, v in c.get("checks", {}).items())
                 if c["status"] == "skipped":
                     detail = e(detail)
+                perf = c.get("performance")
+                if perf:
+                    speedup = f", {perf['speedup_p50']:.1f}x vs {perf['baseline']}" if perf.get("speedup_p50") else ""
+                    detail += f"<br><small>p50 {perf['p50_ms']:.3f} ms, {perf['throughput_per_s']:.0f}/s{e(speedup)}</small>"
                 row.append(f"<td style='background:{COLOURS[c['status']]}'><b>{e(c['status'])}</b><br>{detail}</td>")
             out.append("<tr>" + "".join(row) + "</tr>")
         out.append("</table>")

@@ -100,43 +100,68 @@ def build(inputs, outputs, p):
     from .backends.core import build_plan
     from .host import probe_host
 
-    backend = load_backend(p["backend"])
     host = probe_host()
-    check_host_matches_key(backend, p, host)
-    facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
-                       input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
-                       workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
-                       compute_capability=p["compute_capability"] if backend.short == "rtx" else None,
-                       strongly_typed_flag=True, timing_cache_path=p["timing_cache"],
-                       hardware_compatibility_level=None, version_compatible=False,
-                       log=lambda *a: print(*a, flush=True))
+    opts = p.get("tensorrt") or {}
+    with _gpu_for(p, host) as gpu:  # full TensorRT builds on (and for) one local GPU; RTX needs none
+        backend = load_backend(p["backend"])
+        check_host_matches_key(backend, p, host)
+        facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
+                           input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
+                           workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
+                           compute_capability=p["compute_capability"] if backend.short == "rtx" else None,
+                           timing_cache_path=p["timing_cache"],
+                           hardware_compatibility_level=opts.get("hardware_compatibility_level"),
+                           version_compatible=opts.get("version_compatible", False),
+                           log=lambda *a: print(*a, flush=True))
+    facts["gpu"] = gpu
     provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=host)
     return facts
+
+
+def _gpu_for(p: dict, host: dict):
+    """Pin full-TensorRT jobs to a GPU of the key's compute capability; RTX builds need no GPU."""
+    import contextlib
+
+    from .gpus import pinned_gpu
+
+    if p["backend"] != "tensorrt":
+        return contextlib.nullcontext(None)
+    return pinned_gpu(host, p["compute_capability"], model=p["model"])
 
 
 def check_host_matches_key(backend, p: dict, host: dict) -> None:
     """The job's key names a backend version (and, for full TensorRT, the GPU): refuse to build anything else."""
     from .errors import FactoryError
 
-    if backend.key != p["key"]:
+    if not p["key"].startswith(backend.key) or p["key"][len(backend.key):][:1] not in ("", "-"):
         raise FactoryError(f"this job builds key '{p['key']}' but the installed backend is '{backend.key}'",
                            model=p["model"])
     if backend.short == "trt":
         ccs = {g["compute_capability"] for g in host["gpus"]}
         if p["compute_capability"] not in ccs:
-            raise FactoryError(f"this job builds for sm{p['compute_capability']} but this host's GPUs are "
-                               f"{sorted(ccs) or 'none'}", model=p["model"])
+            raise FactoryError(f"this job builds for compute capability {p['compute_capability']} but this host's "
+                               f"GPUs are {sorted(ccs) or 'none'}", model=p["model"])
 
 
 @runner("validate")
 def validate(inputs, outputs, p):
+    import contextlib
+
+    from .gpus import gpus_of, pinned_gpu
     from .host import probe_host
     from .validate import validate_plan
 
-    return validate_plan(outputs["json"], plan=inputs["plan"], parity=inputs["parity"], golden_path=inputs["golden"],
-                         tolerance=p["tolerance"], backend=p["backend"], key=p["key"], version=p["version"],
-                         cc=p["compute_capability"], precision=p["precision"], opt_shapes=p["inputs"],
-                         host=probe_host())
+    host = probe_host()
+    # Run on one GPU of the plan's compute capability when there is one (held, so jobs don't share it);
+    # otherwise execution reports not-run with the reason.
+    has_gpu = bool(gpus_of(host, p["compute_capability"]))
+    with (pinned_gpu(host, p["compute_capability"], model=p["model"]) if has_gpu else contextlib.nullcontext()) as gpu:
+        run_host = {**host, "gpus": [gpu]} if gpu else host
+        return validate_plan(outputs["json"], plan=inputs["plan"], parity=inputs["parity"],
+                             golden_path=inputs["golden"], tolerance=p["tolerance"], backend=p["backend"],
+                             key=p["key"], version=p["version"], cc=p["compute_capability"],
+                             precision=p["precision"], opt_shapes=p["inputs"], host=run_host,
+                             onnx_path=inputs["onnx"])
 
 
 @runner("report")

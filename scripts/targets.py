@@ -6,6 +6,19 @@ from . import paths
 from .config import model_settings
 
 
+def backend_key(cfg: dict, backend) -> str:
+    """The backend part of a plan key: backend and exact version, plus full TensorRT's portability options
+    (a plan built hardware- or version-compatible is a different artifact)."""
+    opts = cfg["tensorrt"]
+    level, vc = opts["hardware_compatibility_level"], opts["version_compatible"]
+    if backend.short == "rtx" and (level != "none" or vc):
+        from .errors import FactoryError
+
+        raise FactoryError("TensorRT-RTX supports neither option (measured: the level is ignored, VERSION_COMPATIBLE "
+                           "fails the build); set them only with backend: tensorrt", key="tensorrt")
+    return backend.key + (f"-{level}" if level != "none" else "") + ("-vc" if vc else "")
+
+
 def target_ccs(cfg: dict, backend_short: str, gpus: list[dict]) -> list[str]:
     """TensorRT-RTX builds ahead of time for configured targets; full TensorRT for each local compute capability."""
     if backend_short == "rtx":

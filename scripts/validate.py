@@ -34,8 +34,9 @@ def write_parity(out: str, *, onnx_path: str, golden_path: str, tolerance: dict,
 
 
 def validate_plan(out: str, *, plan: str, parity: str, golden_path: str, tolerance: dict, backend: str, key: str,
-                  version: str, cc: str, precision: str, opt_shapes: dict, host: dict) -> dict:
-    """validation.json for one plan: the ONNX parity of its precision variant, its header, its execution."""
+                  version: str, cc: str, precision: str, opt_shapes: dict, host: dict, onnx_path: str | None = None) -> dict:
+    """validation.json for one plan: the ONNX parity of its precision variant, its header, its execution; when the
+    plan ran, its latency beside onnxruntime's on the same ONNX variant (speed-up)."""
     from .plan_check import check_plan_header
     from .runtime import execute_plan
     from .tensors import random_inputs
@@ -43,16 +44,25 @@ def validate_plan(out: str, *, plan: str, parity: str, golden_path: str, toleran
     with open(parity) as f:
         parity_result = json.load(f)
     inputs, expected = load_golden(golden_path)
+    opt_inputs = random_inputs(opt_shapes, shape_key="opt", seed=1)
     checks = {
         "onnx_parity": parity_result,
         "plan_header": check_plan_header(plan, backend_short=key.split("-")[0], version=version,
                                          compute_capability=cc),
         "plan_execution": execute_plan(plan, backend=backend, compute_capability=cc, inputs=inputs,
                                        expected=expected, tolerance=tolerance,
-                                       opt_inputs=random_inputs(opt_shapes, shape_key="opt", seed=1), host=host),
+                                       opt_inputs=opt_inputs, host=host),
     }
     result = {"plan": plan, "key": key, "compute_capability": cc, "precision": precision,
               "status": overall_status(checks), "checks": checks}
+    performance = checks["plan_execution"].get("performance")
+    if performance and onnx_path:
+        from .baseline import onnxruntime_latency
+
+        base = onnxruntime_latency(onnx_path, opt_inputs)
+        result["baseline"] = base
+        if base["status"] == "ran":
+            result["speedup_p50"] = base["latency_ms"]["p50"] / performance["latency_ms"]["p50"]
     atomic.write_json(out, result)
     return {"status": result["status"]}
 

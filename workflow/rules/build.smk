@@ -4,7 +4,8 @@
 def build_params(wc):
     return {"model": wc.model, "backend": BACKEND.name, "key": wc.key, "compute_capability": paths.cc_dotted(wc.cc),
             "precision": wc.precision, "inputs": model_cfg(wc.model)["inputs"],
-            "build": model_settings(CFG, wc.model)["build"], "timing_cache": paths.timing_cache(wc.key, wc.cc)}
+            "build": model_settings(CFG, wc.model)["build"], "timing_cache": paths.timing_cache(wc.key, wc.cc),
+            "tensorrt": CFG["tensorrt"] if BACKEND.short == "trt" else None}
 
 
 rule build:

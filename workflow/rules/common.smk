@@ -11,13 +11,14 @@ from scripts.backends import load_backend, resolve_backend
 from scripts.config import check, model_settings
 from scripts.errors import FactoryError
 from scripts.host import probe_host
-from scripts.targets import plan_jobs
+from scripts.targets import backend_key, plan_jobs
 
 try:
     CFG = check(config)
     HOST = probe_host()
     BACKEND = load_backend(resolve_backend(CFG["backend"], HOST["gpus"]))
-    PLAN_JOBS, SKIPPED = plan_jobs(CFG, backend_short=BACKEND.short, backend_key=BACKEND.key, gpus=HOST["gpus"])
+    KEY = backend_key(CFG, BACKEND)
+    PLAN_JOBS, SKIPPED = plan_jobs(CFG, backend_short=BACKEND.short, backend_key=KEY, gpus=HOST["gpus"])
 except FactoryError as e:
     raise WorkflowError(f"engine factory: {e}")
 

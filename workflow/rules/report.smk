@@ -18,7 +18,7 @@ rule report:
         json=report(paths.REPORT_JSON, caption="../report/summary.rst", category="Engine factory"),
         html=report(paths.REPORT_HTML, caption="../report/index.rst", category="Engine factory"),
     params:
-        **spec(lambda wc: {"jobs": PLAN_JOBS, "skipped": SKIPPED, "backend": BACKEND.key,
+        **spec(lambda wc: {"jobs": PLAN_JOBS, "skipped": SKIPPED, "backend": KEY,
                               "models": {m: {"framework": CFG["models"][m]["framework"],
                                              "precisions": model_settings(CFG, m)["precisions"]}
                                          for m in CFG["models"]}}),

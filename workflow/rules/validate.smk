@@ -13,6 +13,7 @@ def validate_params(wc):
 rule validate:
     input:
         plan=paths.PLAN,
+        onnx=paths.PRECISION_ONNX,
         parity=lambda wc: paths.parity(wc.model, wc.precision),
         golden=paths.GOLDEN,
     output:

@@ -1,0 +1,54 @@
+"""Pin a job to one local GPU of a given compute capability.
+
+Snakemake's `gpu_sm{cc}` resource (registered with the number of such GPUs) caps how many jobs use those GPUs at
+once; this module decides *which* one a job gets: the first GPU of that compute capability whose lock file it can
+take, exported as CUDA_VISIBLE_DEVICES before any CUDA context exists. Where CUDA_VISIBLE_DEVICES is already set
+(Slurm, or the user), it is respected: the job uses what it was given, and the caller checks the compute capability.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+
+from .errors import FactoryError
+
+LOCK_DIR = os.environ.get("FACTORY_GPU_LOCK_DIR", os.path.join(tempfile.gettempdir(), "engine-factory-gpu-locks"))
+
+
+def gpus_of(host: dict, cc: str) -> list[dict]:
+    return [g for g in host["gpus"] if g["compute_capability"] == cc]
+
+
+@contextlib.contextmanager
+def pinned_gpu(host: dict, cc: str, *, model: str, wait_s: float = 3600.0):
+    """Yield the GPU dict this process now owns (CUDA_VISIBLE_DEVICES set to it); release on exit."""
+    candidates = gpus_of(host, cc)
+    if not candidates:
+        found = sorted({g["compute_capability"] for g in host["gpus"]}) or "none"
+        raise FactoryError(f"this job needs a GPU of compute capability {cc}; this host has {found}", model=model)
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        yield candidates[0]
+        return
+    os.makedirs(LOCK_DIR, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for gpu in candidates:
+            handle = open(os.path.join(LOCK_DIR, f"{gpu.get('uuid') or gpu['index']}.lock"), "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu.get("uuid") or gpu["index"])
+            try:
+                yield {**gpu, "cuda_index": 0}  # the only visible device now
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        if time.monotonic() > deadline:
+            raise FactoryError(f"no GPU of compute capability {cc} became free in {wait_s:.0f} s", model=model)
+        time.sleep(0.5)
