@@ -136,6 +136,9 @@ def test_changing_one_models_profile_rebuilds_only_that_model(zoo):
     (lambda c: c["models"]["tiny_cnn"].update(precisions=["fp4"]), r"models.tiny_cnn.precisions.0: 'fp4' is not one of"),
     (lambda c: c["models"].update({"../up": c["models"]["tiny_cnn"]}), r"model '../up'.*path component"),
     (lambda c: c["models"]["tiny_cnn"].pop("calibration"), r"models.tiny_cnn.calibration"),
+    (lambda c: c.update(backend="tensorrt"), r"backend 'tensorrt' needs NVIDIA TensorRT.*pip install tensorrt.*backend: tensorrt_rtx"),
+    (lambda c: c.update(tensorrt={"hardware_compatibility_level": "ampere_plus"}),
+     r"config key 'tensorrt': TensorRT-RTX supports neither option"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, edit, message):
     cfg = json.loads(json.dumps(TINY_ZOO))
@@ -144,6 +147,25 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, message):
     assert proc.returncode != 0
     assert re.search(message, proc.stdout + proc.stderr), proc.stdout + proc.stderr
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_local_gpus_become_resources_and_pin_validation(zoo, tmp_path):
+    """Two (simulated) sm86 GPUs: a gpu_sm86 resource of 2, and each sm86 validation job asks for one of them."""
+    facts = {"gpus": [{"index": i, "name": "simulated A6000", "compute_capability": "8.6", "uuid": f"GPU-sim-{i}",
+                       "cuda_index": i} for i in range(2)], "driver_version": "580.1", "cuda_driver_version": "13.0"}
+    (tmp_path / "host.json").write_text(json.dumps(facts))
+    env = {**os.environ, "FACTORY_HOST_FACTS": str(tmp_path / "host.json")}
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(zoo), "--configfile", str(zoo / "config.yaml"), "--cores",
+                           "2", "-n", "--forcerun", "validate"], capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    jobs = [b for b in re.split(r"\n(?=rule )", out) if b.startswith("rule validate:")]
+    assert jobs and all(("gpu_sm86=1" in b) == ("cc=86" in b) for b in jobs), out
+    # the driver is a param of validation only: with the simulated driver, validation re-runs, nothing is rebuilt
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(zoo), "--configfile", str(zoo / "config.yaml"), "--cores",
+                           "2", "-n"], capture_output=True, text=True, env=env, timeout=300)
+    rules = set(re.findall(r"^rule (\w+):", proc.stdout + proc.stderr, re.M))
+    assert rules == {"validate", "report", "all"}, rules
 
 
 def test_bad_calibration_fails_with_model_and_file_and_leaves_nothing(tmp_path):

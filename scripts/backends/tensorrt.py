@@ -19,8 +19,8 @@ def import_module():
     except ImportError as e:
         raise FactoryError(
             f"backend 'tensorrt' needs NVIDIA TensorRT, which does not import here ({e}). Install it with "
-            "`pip install tensorrt-cu12` (or tensorrt-cu13; NVIDIA's index: "
-            "`--extra-index-url https://pypi.nvidia.com`) on a host with an NVIDIA GPU and driver, "
+            "`pip install tensorrt-cu12` (or tensorrt-cu13, from NVIDIA's package index) on a host with an NVIDIA "
+            "GPU and driver, "
             "or set `backend: tensorrt_rtx`, which builds without a GPU.", key="backend") from e
     return tensorrt
 

@@ -5,7 +5,7 @@ def build_params(wc):
     return {"model": wc.model, "backend": BACKEND.name, "key": wc.key, "compute_capability": paths.cc_dotted(wc.cc),
             "precision": wc.precision, "inputs": model_cfg(wc.model)["inputs"],
             "build": model_settings(CFG, wc.model)["build"], "timing_cache": paths.timing_cache(wc.key, wc.cc),
-            "tensorrt": CFG["tensorrt"] if BACKEND.short == "trt" else None}
+            **({"tensorrt": CFG["tensorrt"]} if BACKEND.short == "trt" else {})}
 
 
 rule build:
@@ -22,5 +22,6 @@ rule build:
         paths.benchmark("build", "{model}", "{key}", "sm{cc}", "{precision}")
     resources:
         mem_mb=4000,
+        **gpu_resources(lambda wc: BACKEND.short == "trt"),  # full TensorRT builds on a GPU of the key
     shell:
         stage("build")

@@ -22,6 +22,13 @@ try:
 except FactoryError as e:
     raise WorkflowError(f"engine factory: {e}")
 
+# One Snakemake resource per local compute capability, sized by its GPU count (`--resources gpu_sm90=N` overrides):
+# jobs that use such a GPU take one unit, and scripts/gpus.py hands each its own device.
+for _cc in sorted({g["compute_capability"] for g in HOST["gpus"]}):
+    if f"gpu_sm{paths.cc_tag(_cc)}" not in workflow.global_resources:
+        workflow.register_resource(f"gpu_sm{paths.cc_tag(_cc)}",
+                                   sum(g["compute_capability"] == _cc for g in HOST["gpus"]))
+
 PY = os.path.join(sys.prefix, "bin", "python")  # one spelling for python/python3: the command is code-tracked
 STAGE = f"PYTHONPATH='{workflow.basedir}' '{PY}' -m scripts run {{stage}} {{{{params.io:q}}}} {{{{params.settings:q}}}} > {{{{log}}}} 2>&1"
 
@@ -41,6 +48,14 @@ def spec(settings_fn):
     def io(wildcards, input, output):
         return json.dumps({"inputs": dict(input.items()), "outputs": dict(output.items())})
     return {"settings": lambda wildcards: json.dumps(settings_fn(wildcards)), "io": io}  # key order kept
+
+
+def gpu_resources(uses_gpu):
+    """resources entries `gpu_sm{cc}: 1` for the jobs (by wildcards) that run on a local GPU of their `cc`."""
+    def needs(tag):
+        return lambda wildcards: int(wildcards.cc == tag and uses_gpu(wildcards))
+    tags = {paths.cc_tag(g["compute_capability"]) for g in HOST["gpus"]}
+    return {f"gpu_sm{tag}": needs(tag) for tag in sorted(tags)}
 
 
 def model_cfg(model):

@@ -24,5 +24,6 @@ rule validate:
         paths.log("validate", "{model}", "{key}", "sm{cc}", "{precision}"),
     resources:
         mem_mb=2000,
+        **gpu_resources(lambda wc: True),  # plan execution holds one GPU of the plan's compute capability
     shell:
         stage("validate")
