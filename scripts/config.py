@@ -30,6 +30,7 @@ DEFAULTS = {
     "opset": 18,
     "build": {"workspace_mb": 1024, "optimization_level": 3},
     "golden_seed": 0,
+    "golden_device": "cpu",
     "tolerances": {},
 }
 
@@ -61,22 +62,36 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool) -> None:
     if not SAFE_NAME.match(name) or ".." in name:
         raise FactoryError("the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
                            model=name, key=f"models.{name}")
-    sources = {"pytorch": ("checkpoint", "torchscript"), "onnx": ("onnx",)}[m["framework"]]
+    sources = {"pytorch": ("checkpoint", "torchscript"), "onnx": ("onnx",),
+               "tensorflow": ("checkpoint",)}[m["framework"]]
     given = [k for k in sources if k in m]
     if len(given) != 1:
         raise FactoryError(f"framework '{m['framework']}' needs exactly one of {', '.join(sources)}",
                            model=name, key=f"models.{name}")
-    if "checkpoint" in given and "model" not in m:
+    if m["framework"] == "pytorch" and "checkpoint" in given and "model" not in m:
         raise FactoryError("a state_dict checkpoint needs the model class as an import path ('package.module:Class')",
                            model=name, key=f"models.{name}.model")
     for input_name, spec in m["inputs"].items():
         _complete_profile(name, input_name, spec)
+    if m["framework"] == "tensorflow":  # format, opset <= 18, names, layouts, the checkpoint's files
+        from .tf_stages import check_model_config
+
+        check_model_config(name, m, model_settings(cfg, name, m)["opset"], check_files, GENERATED_PREFIX)
+    else:
+        for k in ("format", "signature"):
+            if k in m:
+                raise FactoryError(f"'{k}' is for TensorFlow models", model=name, key=f"models.{name}.{k}")
+        for input_name, spec in m["inputs"].items():
+            if "layout" in spec:
+                raise FactoryError("'layout' is for TensorFlow models (tf2onnx can present NHWC inputs as NCHW); "
+                                   f"{m['framework']} inputs are taken as the model takes them",
+                                   model=name, key=f"models.{name}.inputs.{input_name}.layout")
     precisions = model_settings(cfg, name, m)["precisions"]
     if QUANTIZED & set(precisions) and "calibration" not in m:
         raise FactoryError(f"precisions {sorted(QUANTIZED & set(precisions))} need calibration data "
                            "(an .npz/.npy file or a directory of them)", model=name, key=f"models.{name}.calibration")
     if check_files:
-        for key in (*given, "calibration", "samples"):
+        for key in (*(given if m["framework"] != "tensorflow" else ()), "calibration", "samples"):
             path = m.get(key)
             if path and not path.startswith(GENERATED_PREFIX) and not os.path.exists(path):
                 raise FactoryError("file not found", model=name, key=f"models.{name}.{key}", path=path)

@@ -27,9 +27,14 @@ def golden_inputs(input_specs: dict, *, model: str, seed: int, samples: str | No
     return arrays
 
 
-def framework_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[str] | None, *, model: str):
-    """Run the model as its framework defines it: eager PyTorch, TorchScript, or onnxruntime for ONNX sources."""
+def framework_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[str] | None, *, model: str,
+                      device: str = "cpu"):
+    """Run the model as its framework defines it: eager PyTorch, TorchScript, or onnxruntime for ONNX sources.
+    PyTorch models run on `device` ("cpu" or "cuda"), always in fp32 (TF32 off, so a GPU golden stays fp32)."""
     kind = source["kind"]
+    if device != "cpu" and kind in ("onnx",):
+        raise FactoryError(f"golden outputs of {kind} sources are computed on the CPU only", model=model,
+                           key="golden_device")
     if kind == "onnx":
         result = run_onnxruntime(source["path"], feeds)
         return result if outputs is None else {k: result[k] for k in outputs}
@@ -37,12 +42,16 @@ def framework_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[
 
     from .freeze import load_state_dict_model, load_torchscript
 
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FactoryError("golden_device is cuda but torch sees no CUDA GPU here", model=model, key="golden_device")
     if kind == "checkpoint":
         net = load_state_dict_model(source["path"], source["model_ref"], source.get("model_kwargs", {}), model=model)
     else:
         net = load_torchscript(source["path"], model=model)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    net = net.to(device)
     with torch.no_grad():
-        result = net(*(torch.from_numpy(a) for a in feeds.values()))
+        result = net(*(torch.from_numpy(a).to(device) for a in feeds.values()))
     if isinstance(result, dict):
         result = [result[k] for k in outputs]
     elif isinstance(result, torch.Tensor):
@@ -50,17 +59,18 @@ def framework_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[
     if len(result) != len(outputs):
         raise FactoryError(f"the model returns {len(result)} outputs, the config names {len(outputs)}: {outputs}",
                            model=model, key=f"models.{model}.outputs")
-    return {name: t.detach().float().numpy() for name, t in zip(outputs, result)}
+    return {name: t.detach().float().cpu().numpy() for name, t in zip(outputs, result)}
 
 
 def make_golden(out: str, *, model: str, source: dict, input_specs: dict, outputs: list[str] | None, seed: int,
-                samples: str | None = None) -> dict:
+                samples: str | None = None, device: str = "cpu") -> dict:
     feeds = golden_inputs(input_specs, model=model, seed=seed, samples=samples)
-    result = framework_outputs(source, feeds, outputs, model=model)
+    result = framework_outputs(source, feeds, outputs, model=model, device=device)
     with atomic.atomic_path(out) as tmp:
         np.savez(tmp, **{f"in/{k}": v for k, v in feeds.items()}, **{f"out/{k}": v for k, v in result.items()})
     return {"inputs": {k: list(v.shape) for k, v in feeds.items()}, "outputs": {k: list(v.shape) for k, v in result.items()},
-            "source": "samples" if samples else f"seeded random (seed {seed}, opt shape)", "framework": source["kind"]}
+            "source": "samples" if samples else f"seeded random (seed {seed}, opt shape)", "framework": source["kind"],
+            "device": device}
 
 
 def load_golden(path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -6,7 +6,7 @@ plain function and writes the provenance sidecar of its main output.
 """
 from __future__ import annotations
 
-from . import provenance
+from . import intoto, provenance
 
 RUNNERS = {}
 
@@ -82,7 +82,8 @@ def golden(inputs, outputs, p):
 
     source = {**p["source"], "path": inputs["source"]}
     facts = make_golden(outputs["golden"], model=p["model"], source=source, input_specs=p["inputs"],
-                        outputs=p["outputs"], seed=p["seed"], samples=inputs.get("samples"))
+                        outputs=p["outputs"], seed=p["seed"], samples=inputs.get("samples"),
+                        device=p.get("device", "cpu"))
     return _record(outputs["golden"], "golden", inputs, p, facts)
 
 
@@ -115,6 +116,7 @@ def build(inputs, outputs, p):
                            log=lambda *a: print(*a, flush=True))
     facts["gpu"] = gpu
     provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=host)
+    intoto.write_statement(outputs["plan"], outputs.get("intoto"))
     return facts
 
 

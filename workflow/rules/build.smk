@@ -14,6 +14,7 @@ rule build:
     output:
         plan=paths.PLAN,
         provenance=paths.provenance(paths.PLAN),
+        intoto=paths.intoto(paths.PLAN),
     params:
         **spec(build_params),
     log:

@@ -10,13 +10,14 @@ from scripts import paths
 from scripts.backends import load_backend, resolve_backend
 from scripts.config import check, model_settings
 from scripts.errors import FactoryError
-from scripts.host import probe_host
+from scripts.host import backend_for_keys, probe_host
+from scripts.provenance import stage_tools
 from scripts.targets import backend_key, plan_jobs
 
 try:
     CFG = check(config)
     HOST = probe_host()
-    BACKEND = load_backend(resolve_backend(CFG["backend"], HOST["gpus"]))
+    BACKEND = backend_for_keys(load_backend(resolve_backend(CFG["backend"], HOST["gpus"])), HOST)
     KEY = backend_key(CFG, BACKEND)
     PLAN_JOBS, SKIPPED = plan_jobs(CFG, backend_short=BACKEND.short, backend_key=KEY, gpus=HOST["gpus"])
 except FactoryError as e:
@@ -38,8 +39,10 @@ wildcard_constraints:
 
 
 def stage(name):
-    """The shell command of every rule: one stage runner in its own process, output to the rule's log."""
-    return STAGE.format(stage=name)
+    """The shell command of every rule: one stage runner in its own process, output to the rule's log. The
+    stage's tool versions end it as a comment: an upgrade is a code change to Snakemake, re-running that stage."""
+    tools = " ".join(f"{k}=={v}" for k, v in stage_tools(name).items())
+    return STAGE.format(stage=name) + (f"  # tools: {tools}" if tools else "")
 
 
 def spec(settings_fn):

@@ -10,7 +10,7 @@ def golden_params(wc):
     m = model_cfg(wc.model)
     kind = "checkpoint" if "checkpoint" in m else "torchscript" if "torchscript" in m else "onnx"
     return {"model": wc.model, "inputs": m["inputs"], "outputs": m.get("outputs"),
-            "seed": model_settings(CFG, wc.model)["golden_seed"],
+            "seed": model_settings(CFG, wc.model)["golden_seed"], "device": CFG["golden_device"],
             "source": {"kind": kind, "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {})}}
 
 

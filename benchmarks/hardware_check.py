@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""What a GPU host can show of the factory's GPU-side code, for real (run on the lent H100; see docs/hardware-runs.md).
+
+    python3 benchmarks/hardware_check.py cuda OUT.json   # host probe, cuda-python + pycuda round trips, golden on GPU
+    python3 benchmarks/hardware_check.py rtx OUT.json    # TensorRT-RTX plan built there, then the runtime path on it
+
+Each part prints and writes a JSON of what it saw. Nothing here turns a refusal into a pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def round_trip(kind: str, device: int) -> dict:
+    """Page-locked host buffers, async copies on one stream, events: data goes to the GPU and back unchanged."""
+    from scripts.runtime import make_cuda
+
+    cuda = make_cuda(kind, device)
+    try:
+        data = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+        host_in, host_out = cuda.host_buffer(data.shape, data.dtype), cuda.host_buffer(data.shape, data.dtype)
+        host_in[...] = data
+        dev = cuda.device_buffer(data.nbytes)
+        start, end = cuda.event(), cuda.event()
+        cuda.record(start)
+        cuda.h2d(dev, host_in)
+        cuda.d2h(host_out, dev)
+        cuda.record(end)
+        cuda.sync()
+        return {"implementation": cuda.name, "bytes": int(data.nbytes), "equal": bool(np.array_equal(host_out, data)),
+                "round_trip_ms": round(cuda.elapsed_ms(start, end), 3)}
+    finally:
+        cuda.close()
+
+
+def part_cuda() -> dict:
+    from scripts.demo import make_asset
+    from scripts.golden import make_golden, load_golden
+    from scripts.host import probe_host
+
+    host = probe_host()
+    result = {"host": host, "round_trips": {}}
+    for kind in ("cuda-python", "pycuda"):
+        try:
+            result["round_trips"][kind] = round_trip(kind, 0)
+        except Exception as e:
+            result["round_trips"][kind] = {"error": f"{type(e).__name__}: {e}"}
+    tmp = Path(tempfile.mkdtemp())
+    make_asset(str(tmp / "tiny_cnn.pth"))
+    specs = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],
+                   "max": [32, 3, 32, 32]}}
+    source = {"kind": "checkpoint", "path": str(tmp / "tiny_cnn.pth"), "model_ref": "scripts.demo:TinyCNN"}
+    golden = {}
+    for device in ("cpu", "cuda"):
+        t = time.perf_counter()
+        make_golden(str(tmp / f"{device}.npz"), model="tiny_cnn", source=source, input_specs=specs,
+                    outputs=["logits"], seed=0, device=device)
+        golden[device] = {"seconds": round(time.perf_counter() - t, 3), "outputs": load_golden(str(tmp / f"{device}.npz"))[1]}
+    diff = np.abs(golden["cuda"]["outputs"]["logits"] - golden["cpu"]["outputs"]["logits"])
+    result["golden"] = {"cpu_s": golden["cpu"]["seconds"], "cuda_s": golden["cuda"]["seconds"],
+                        "max_abs_cuda_vs_cpu": float(diff.max()), "shape": list(diff.shape)}
+    return result
+
+
+def part_rtx() -> dict:
+    import torch
+
+    from scripts.backends import build_plan, load_backend
+    from scripts.host import probe_host
+    from scripts.plan_check import check_plan_header
+    from scripts.runtime import execute_plan
+    from scripts.tensors import DEFAULT_TOLERANCES, random_inputs
+
+    host = probe_host()
+    backend = load_backend("tensorrt_rtx")
+    tmp = Path(tempfile.mkdtemp())
+    from scripts.demo import _classes
+
+    torch.manual_seed(0)
+    net = _classes()["TinyCNN"]().eval()
+    torch.onnx.export(net, (torch.zeros(2, 3, 32, 32),), str(tmp / "m.onnx"), dynamo=False, opset_version=18,
+                      input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}})
+    specs = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],
+                   "max": [32, 3, 32, 32]}}
+    feeds = random_inputs(specs, seed=0)
+    with torch.no_grad():
+        expected = {"logits": net(torch.from_numpy(feeds["x"])).numpy()}
+    result = {"host_gpus": host["gpus"], "backend": backend.key, "plans": {}}
+    for cc in ("8.9", None):  # a plan for sm89; and one with RTX's default target set (no 9.0 in it either)
+        plan = tmp / f"{cc or 'default'}.plan"
+        facts = build_plan(backend.module, str(tmp / "m.onnx"), str(plan), model="tiny_cnn",
+                           input_profiles={"x": {k: specs["x"][k] for k in ("min", "opt", "max")}},
+                           compute_capability=cc, log=lambda *a: None)
+        header = check_plan_header(str(plan), backend_short="rtx", version=backend.version,
+                                   compute_capability=cc or "8.9", host=host)
+        by_key = execute_plan(str(plan), backend="tensorrt_rtx", compute_capability=cc or "8.9", inputs=feeds,
+                              expected=expected, tolerance=DEFAULT_TOLERANCES["fp32"], host=host)
+        # Ask the runtime anyway, on the GPU that is here: TensorRT-RTX's own refusal is the answer to record.
+        on_this_gpu = execute_plan(str(plan), backend="tensorrt_rtx", compute_capability=None, inputs=feeds,
+                                   expected=expected, tolerance=DEFAULT_TOLERANCES["fp32"], host=host)
+        result["plans"][cc or "default"] = {"build_seconds": facts.get("build_seconds"), "header": header,
+                                            "execution_for_its_key": by_key, "execution_on_this_gpu": on_this_gpu}
+    return result
+
+
+if __name__ == "__main__":
+    part, out = sys.argv[1], sys.argv[2]
+    result = {"part": part, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              **(part_cuda() if part == "cuda" else part_rtx())}
+    text = json.dumps(result, indent=1, default=str)
+    Path(out).write_text(text)
+    print(text)
