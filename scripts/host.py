@@ -6,6 +6,10 @@ says why under `probe_errors`.
 Override (tests, ops, cluster pools): when the environment variable FACTORY_HOST_FACTS names a JSON file, each of its
 top-level keys replaces the probed value (e.g. `{"gpus": [{"index": 0, "name": "RTX A4000",
 "compute_capability": "8.6", ...}], "driver_version": "580.1"}`); `overrides` records the file.
+A driver or CUDA change re-runs validation only (they are params of the validate rule); a compute-capability
+change is a new target. The file may also hold `backend_versions` (e.g. `{"tensorrt_rtx": "1.8.0.1"}`): artifact keys
+then name that version, as after an upgrade (`backend_for_keys`); build jobs still refuse a key whose version is not
+the installed module's, so this simulates an upgrade for status/prune/tests, it never mislabels a plan.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ def probe_host() -> dict:
         _probe_cuda(facts)
     else:  # no driver library at all: CUDA cannot work either (saves ~40 ms per job, measured)
         facts["probe_errors"].append("CUDA runtime: not probed (no NVIDIA driver library)")
+    facts["backends"] = installed_backends()
     path = os.environ.get(OVERRIDE_ENV)
     if path:
         try:
@@ -33,6 +38,39 @@ def probe_host() -> dict:
         except (OSError, ValueError) as e:
             facts["probe_errors"].append(f"{OVERRIDE_ENV}={path}: {e}")
     return facts
+
+
+def backend_for_keys(backend, host: dict):
+    """`backend` as the artifact keys see it: with `backend_versions.<name>` in the host facts (test/ops override),
+    its version and key are replaced; the module stays the installed one."""
+    import dataclasses
+
+    version = (host.get("backend_versions") or {}).get(backend.name)
+    if not version or str(version) == backend.version:
+        return backend
+    return dataclasses.replace(backend, version=str(version), key=f"{backend.short}-{version}")
+
+
+def installed_backends() -> dict:
+    """{module: version or None} for the TensorRT backends, read from package metadata (importing full TensorRT
+    costs seconds; its version is what the key needs)."""
+    import importlib.metadata
+    import importlib.util
+
+    dists = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+             "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")}
+    found = {}
+    for module, names in dists.items():
+        version = None
+        if importlib.util.find_spec(module) is not None:
+            for name in names:
+                try:
+                    version = importlib.metadata.version(name)
+                    break
+                except importlib.metadata.PackageNotFoundError:
+                    continue
+        found[module] = version
+    return found
 
 
 def _text(v) -> str:

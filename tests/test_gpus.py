@@ -54,3 +54,13 @@ def test_build_refuses_a_host_that_does_not_match_its_key():
         check_host_matches_key(trt, {**ok, "key": "trt-10.13.3.90"}, HOST)
     with pytest.raises(FactoryError, match=r"compute capability 8.9 but this host's GPUs are \['8.6', '9.0'\]"):
         check_host_matches_key(trt, {**ok, "compute_capability": "8.9"}, HOST)
+
+
+def test_probe_names_the_installed_backends():
+    import tensorrt_rtx
+
+    from scripts.host import probe_host
+
+    backends = probe_host()["backends"]
+    assert backends["tensorrt_rtx"] == tensorrt_rtx.__version__
+    assert backends["tensorrt"] is None  # full TensorRT is not installable here
