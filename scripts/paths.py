@@ -46,6 +46,11 @@ def provenance(path: str) -> str:
     return f"{path}.provenance.json"
 
 
+def intoto(path: str) -> str:
+    """The plan's in-toto Statement (SLSA Provenance v1 predicate), written beside its provenance sidecar."""
+    return f"{path}.intoto.json"
+
+
 def frozen(model: str, fmt: str) -> str:
     return FROZEN.format(model=model, fmt=fmt)
 

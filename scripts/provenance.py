@@ -18,8 +18,17 @@ from . import atomic, paths
 SCHEMA_VERSION = 1
 TOOLS = ["torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "onnxsim", "nvidia-modelopt",
          "onnxconverter-common", "tensorrt-rtx-cu13", "tensorrt", "tensorflow-cpu", "tf2onnx", "numpy",
-         "snakemake", "cuda-python"]
+         "snakemake", "cuda-python", "pycuda", "tensorflow"]
 REPO = Path(__file__).resolve().parent.parent
+# The tools whose version decides what a stage writes (the backend's version is in the plan key instead). The
+# workflow writes them into each rule's command as a shell comment, so Snakemake's code trigger re-runs exactly the
+# stages whose tools changed (and what depends on them); `python -m scripts status` names the change.
+STAGE_TOOLS = {"freeze": ["torch"], "freeze_tf": ["tensorflow-cpu", "tensorflow"],
+               "export": ["torch", "onnx", "onnxscript", "tf2onnx"],
+               "simplify": ["onnxslim", "onnxsim", "onnx", "onnxruntime"],
+               "precision": ["nvidia-modelopt", "onnxconverter-common", "onnx", "onnxruntime"],
+               "golden": ["torch", "onnxruntime", "tensorflow-cpu", "tensorflow"], "parity": ["onnxruntime"],
+               "validate": ["onnxruntime", "cuda-python", "pycuda"]}
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -44,6 +53,17 @@ def size(path: str | os.PathLike) -> int:
 def tool_versions() -> dict[str, str]:
     versions = {}
     for dist in TOOLS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def stage_tools(stage: str) -> dict[str, str]:
+    """{dist: version} of the installed tools that decide `stage`'s output (see STAGE_TOOLS)."""
+    versions = {}
+    for dist in STAGE_TOOLS.get(stage, []):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
