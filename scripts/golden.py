@@ -32,12 +32,22 @@ def framework_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[
     """Run the model as its framework defines it: eager PyTorch, TorchScript, or onnxruntime for ONNX sources.
     PyTorch models run on `device` ("cpu" or "cuda"), always in fp32 (TF32 off, so a GPU golden stays fp32)."""
     kind = source["kind"]
-    if device != "cpu" and kind in ("onnx",):
+    if device != "cpu" and kind in ("onnx", "tensorflow"):  # tensorflow-cpu: no GPU build
         raise FactoryError(f"golden outputs of {kind} sources are computed on the CPU only", model=model,
                            key="golden_device")
     if kind == "onnx":
-        result = run_onnxruntime(source["path"], feeds)
+        try:
+            result = run_onnxruntime(source["path"], feeds)
+        except Exception as e:  # e.g. custom ops (TensorRT plugins) that onnxruntime does not know
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FactoryError(f"onnxruntime cannot run the source ONNX, so there are no golden outputs: {first}; "
+                               "give the framework's outputs another way or use a model onnxruntime can run",
+                               model=model, path=source["path"])
         return result if outputs is None else {k: result[k] for k in outputs}
+    if kind == "tensorflow":
+        from .tf_stages import golden_outputs
+
+        return golden_outputs(source, feeds, outputs, model=model)
     import torch
 
     from .freeze import load_state_dict_model, load_torchscript

@@ -168,6 +168,30 @@ def test_local_gpus_become_resources_and_pin_validation(zoo, tmp_path):
     assert rules == {"validate", "report", "all"}, rules
 
 
+def test_onnx_the_parser_rejects_fails_with_its_errors_and_leaves_no_plan(tmp_path):
+    """A valid ONNX file (a custom-domain op) that TensorRT's parser cannot import: the build names the model, the
+    file and the parser's own messages; no plan is left behind."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("FancyOp", ["features"], ["scores"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 16])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 16])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)]),
+              str(tmp_path / "custom.onnx"))
+    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]}, "precisions": ["fp32"],
+           "models": {"custom": {"framework": "onnx", "onnx": str(tmp_path / "custom.onnx"), "inputs": MLP_INPUTS,
+                                 "outputs": ["scores"]}}}
+    proc = snakemake(tmp_path, "--keep-going", config=cfg, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert re.search(r"model 'custom', file 'artifacts/custom/onnx/model.fp32.onnx': tensorrt_rtx \S+ cannot parse the "
+                     r"ONNX model \(1 error\(s\)\):\n.*FancyOp", out), out[-3000:]
+    assert re.search(r"model 'custom', file '.*custom.onnx': onnxruntime cannot run the source ONNX", out)
+    assert not (tmp_path / paths.plan("custom", "rtx-1.7.1.116", "89", "fp32")).exists()
+    assert not list((tmp_path / "artifacts" / "custom").rglob("*.tmp*"))
+
+
 def test_bad_calibration_fails_with_model_and_file_and_leaves_nothing(tmp_path):
     import numpy as np
 
