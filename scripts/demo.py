@@ -4,6 +4,7 @@
     tiny_cnn.pth, two_tower.pth          state_dicts of the classes below (seeded, briefly trained)
     tiny_mlp.opset11.onnx                an old-opset ONNX file, to enter the chain at import (framework: onnx)
     <model>.calib.npz                    calibration inputs for int8/fp8, named like the model's inputs
+    tf_cnn.keras, tf_two_head.h5, tf1_mlp.ckpt/   TensorFlow models (scripts/tf_demo.py)
 """
 from __future__ import annotations
 
@@ -104,8 +105,13 @@ def _trained(name: str):
 def make_asset(path: str) -> None:
     p = Path(path)
     name, kind = p.name.split(".", 1)
+    from .tf_demo import TF_DEMO_MODELS, make_tf_asset
+
+    if name in TF_DEMO_MODELS:
+        return make_tf_asset(p, name, kind)
     if name not in DEMO_MODELS:
-        raise FactoryError(f"no demo asset named '{p.name}' (demo models: {', '.join(DEMO_MODELS)})", path=path)
+        raise FactoryError(f"no demo asset named '{p.name}' (demo models: "
+                           f"{', '.join([*DEMO_MODELS, *TF_DEMO_MODELS])})", path=path)
     torch, _ = _torch()
     if kind == "pth":
         buf = io.BytesIO()

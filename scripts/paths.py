@@ -8,6 +8,8 @@ from __future__ import annotations
 
 ROOT = "artifacts"
 FROZEN = ROOT + "/{model}/frozen/model.{fmt}"                 # fmt: pt2 (torch.export) | pt (TorchScript)
+FROZEN_PB = ROOT + "/{model}/frozen/model.pb"                 # TensorFlow: GraphDef, variables folded in
+FROZEN_PB_IO = FROZEN_PB + ".io.json"                         # its tensor names, shapes, dtypes, layouts
 ONNX = ROOT + "/{model}/onnx/model.onnx"                       # exported (or imported) ONNX
 SIM_ONNX = ROOT + "/{model}/onnx/model.sim.onnx"
 PRECISION_ONNX = ROOT + "/{model}/onnx/model.{precision}.onnx"
@@ -17,6 +19,7 @@ PLAN = ROOT + "/{model}/plans/{key}/sm{cc}/{precision}/model.plan"
 VALIDATION = ROOT + "/{model}/validation/{key}/sm{cc}/{precision}/validation.json"
 TIMING_CACHE = ROOT + "/cache/timing/{key}/sm{cc}.cache"       # shared by every build of one key
 DEMO = ROOT + "/demo/{asset}"
+DEMO_DIR = ROOT + "/demo/{asset}.ckpt"                        # a demo TF1 checkpoint (several files)
 REPORT_JSON = ROOT + "/report/summary.json"
 REPORT_HTML = ROOT + "/report/index.html"
 LOG = ROOT + "/logs/{rule}/{name}.log"
@@ -53,6 +56,10 @@ def intoto(path: str) -> str:
 
 def frozen(model: str, fmt: str) -> str:
     return FROZEN.format(model=model, fmt=fmt)
+
+
+def frozen_io(model: str) -> str:
+    return FROZEN_PB_IO.format(model=model)
 
 
 def onnx(model: str) -> str:

@@ -49,9 +49,25 @@ def freeze(inputs, outputs, p):
     return _record(outputs["frozen"], "freeze", inputs, p, facts)
 
 
+@runner("freeze_tf")
+def freeze_tf(inputs, outputs, p):
+    from .tf_stages import freeze_tf as freeze
+
+    facts = freeze(inputs["source"], outputs["frozen"], outputs["io"], model=p["model"], fmt=p["format"],
+                   input_specs=p["inputs"], outputs=p["outputs"], signature=p["signature"])
+    return _record(outputs["frozen"], "freeze", inputs, p, facts)
+
+
 @runner("export")
 def export(inputs, outputs, p):
     from . import export as e
+
+    if p["source_format"] == "pb":  # TensorFlow: tf2onnx on the frozen GraphDef and its io sidecar
+        from .tf_stages import export_tf
+
+        facts = export_tf(inputs["source"], inputs["io"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
+                          outputs=p["outputs"], opset=p["opset"])
+        return _record(outputs["onnx"], "export", inputs, p, facts)
 
     kw = dict(model=p["model"], input_specs=p["inputs"], outputs=p["outputs"], opset=p["opset"])
     fn = {"pt2": e.export_pt2, "pt": e.export_torchscript, "onnx": e.import_onnx}[p["source_format"]]
@@ -80,7 +96,7 @@ def precision(inputs, outputs, p):
 def golden(inputs, outputs, p):
     from .golden import make_golden
 
-    source = {**p["source"], "path": inputs["source"]}
+    source = {**p["source"], "path": inputs["source"], "io": inputs.get("io")}  # io: TensorFlow's tensor sidecar
     facts = make_golden(outputs["golden"], model=p["model"], source=source, input_specs=p["inputs"],
                         outputs=p["outputs"], seed=p["seed"], samples=inputs.get("samples"),
                         device=p.get("device", "cpu"))

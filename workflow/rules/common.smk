@@ -13,6 +13,7 @@ from scripts.errors import FactoryError
 from scripts.host import backend_for_keys, probe_host
 from scripts.provenance import stage_tools
 from scripts.targets import backend_key, plan_jobs
+from scripts.tf_stages import MEM_MB as TF_MEM_MB, source_files as tf_source_files
 
 try:
     CFG = check(config)
@@ -70,10 +71,30 @@ def source_path(model):
     return m.get("checkpoint") or m.get("torchscript") or m.get("onnx")
 
 
-def frozen_format(model):
-    """pt2 for state_dict checkpoints (torch.export), pt for TorchScript sources, None for ONNX sources."""
+def source_inputs(model):
+    """A model's source files, labelled: `source`, plus a TF1 checkpoint's index and data shards."""
     m = model_cfg(model)
+    if m["framework"] == "tensorflow":
+        return tf_source_files(m["checkpoint"], m["format"])
+    return {"source": source_path(model)}
+
+
+def frozen_format(model):
+    """pt2 for state_dict checkpoints (torch.export), pt for TorchScript sources, pb for TensorFlow (frozen
+    GraphDef), None for ONNX sources."""
+    m = model_cfg(model)
+    if m["framework"] == "tensorflow":
+        return "pb"
     return "pt2" if "checkpoint" in m else "pt" if "torchscript" in m else None
+
+
+def framework_mem_mb(stage, default):
+    """mem_mb of a model's framework jobs (freeze, export, golden): the model's `mem_mb`, else TensorFlow's
+    measured need (tf2onnx peaks at 5-8 GB on ResNet50-size models), else `default`."""
+    def mem_mb(wildcards):
+        m = model_cfg(wildcards.model)
+        return m.get("mem_mb") or (TF_MEM_MB[stage] if m["framework"] == "tensorflow" else default)
+    return mem_mb
 
 
 def exported_from(model):

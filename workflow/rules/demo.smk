@@ -10,3 +10,17 @@ rule demo_asset:
         paths.log("demo", "{asset}"),
     shell:
         stage("demo")
+
+
+rule demo_asset_dir:  # a TF1 checkpoint is several files (.meta, .index, .data-*): one directory
+    output:
+        asset=directory(paths.DEMO_DIR),
+    params:
+        **spec(lambda wc: {}),
+    log:
+        paths.log("demo", "{asset}.ckpt"),
+    shell:
+        stage("demo")
+
+
+ruleorder: demo_asset_dir > demo_asset

@@ -7,9 +7,14 @@ def export_params(wc):
             "outputs": m.get("outputs"), "opset": model_settings(CFG, wc.model)["opset"]}
 
 
+def export_inputs(wc):
+    tf = frozen_format(wc.model) == "pb"  # TensorFlow: the frozen GraphDef and its tensor sidecar
+    return {"source": exported_from(wc.model), **({"io": paths.frozen_io(wc.model)} if tf else {})}
+
+
 rule export:
     input:
-        source=lambda wc: exported_from(wc.model),
+        unpack(export_inputs),
     output:
         onnx=paths.ONNX,
         provenance=paths.provenance(paths.ONNX),
@@ -20,6 +25,6 @@ rule export:
     benchmark:
         paths.benchmark("export", "{model}")
     resources:
-        mem_mb=3000,
+        mem_mb=framework_mem_mb("export", 3000),
     shell:
         stage("export")

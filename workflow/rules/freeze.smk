@@ -20,6 +20,34 @@ rule freeze:
     benchmark:
         paths.benchmark("freeze", "{model}", "{fmt}")
     resources:
-        mem_mb=2000,
+        mem_mb=framework_mem_mb("freeze", 2000),
     shell:
         stage("freeze")
+
+
+# TensorFlow (Keras .keras/.h5, SavedModel, TF1 checkpoint) -> frozen GraphDef + the sidecar of its tensors/layouts
+
+
+def freeze_tf_params(wc):
+    m = model_cfg(wc.model)
+    return {"model": wc.model, "format": m["format"], "signature": m.get("signature", "serving_default"),
+            "inputs": m["inputs"], "outputs": m["outputs"]}
+
+
+rule freeze_tf:
+    input:
+        unpack(lambda wc: source_inputs(wc.model)),
+    output:
+        frozen=paths.FROZEN_PB,
+        io=paths.FROZEN_PB_IO,
+        provenance=paths.provenance(paths.FROZEN_PB),
+    params:
+        **spec(freeze_tf_params),
+    log:
+        paths.log("freeze", "{model}", "pb"),
+    benchmark:
+        paths.benchmark("freeze", "{model}", "pb")
+    resources:
+        mem_mb=framework_mem_mb("freeze", 2000),
+    shell:
+        stage("freeze_tf")

@@ -2,13 +2,19 @@
 
 
 def golden_inputs(wc):
-    samples = model_cfg(wc.model).get("samples")
-    return {"source": source_path(wc.model), **({"samples": samples} if samples else {})}
+    m = model_cfg(wc.model)
+    samples = m.get("samples")
+    io = {"io": paths.frozen_io(wc.model)} if m["framework"] == "tensorflow" else {}  # which inputs tf2onnx transposes
+    return {**source_inputs(wc.model), **io, **({"samples": samples} if samples else {})}
 
 
 def golden_params(wc):
     m = model_cfg(wc.model)
     kind = "checkpoint" if "checkpoint" in m else "torchscript" if "torchscript" in m else "onnx"
+    if m["framework"] == "tensorflow":
+        return {"model": wc.model, "inputs": m["inputs"], "outputs": m["outputs"],
+                "seed": model_settings(CFG, wc.model)["golden_seed"], "device": CFG["golden_device"],
+                "source": {"kind": "tensorflow", "format": m["format"], "signature": m.get("signature")}}
     return {"model": wc.model, "inputs": m["inputs"], "outputs": m.get("outputs"),
             "seed": model_settings(CFG, wc.model)["golden_seed"], "device": CFG["golden_device"],
             "source": {"kind": kind, "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {})}}
@@ -27,7 +33,7 @@ rule golden:
     benchmark:
         paths.benchmark("golden", "{model}")
     resources:
-        mem_mb=2000,
+        mem_mb=framework_mem_mb("golden", 2000),
     shell:
         stage("golden")
 
