@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default
 
-.PHONY: run test test-slow install check report clean bench
+.PHONY: run test test-slow install check report clean bench status verify prune scheduled
 
 run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES)
@@ -32,6 +32,21 @@ check: $(STAMP)
 
 report: $(STAMP)
 	$(SNAKEMAKE) --cores 1 --report artifacts/report/snakemake-report.html
+
+# Operations (README "Operations"): exit status 1 means "needs work" (status) or "integrity problem" (verify).
+status: $(STAMP)
+	$(BIN)/python -m scripts status
+
+verify: $(STAMP)
+	$(BIN)/python -m scripts verify
+
+# Lists the keys this host/config no longer builds; `make prune DELETE=1` removes them, KEEP="key ..." keeps some.
+prune: $(STAMP)
+	$(BIN)/python -m scripts prune $(if $(DELETE),--delete) $(foreach k,$(KEEP),--keep $(k))
+
+# The scheduled run (cron / systemd timer): factory, status, verify, artifacts/scheduled/last-run.md.
+scheduled: $(STAMP)
+	$(BIN)/python -m scripts scheduled --cores $(CORES)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmarks.py
