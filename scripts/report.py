@@ -30,6 +30,13 @@ def model_notes(model: str) -> dict:
     if exported.get("opset_converted"):
         c = exported["opset_converted"]
         notes["opset_upgrade"] = f"opset {c['from']} converted to {c['to']} by onnx's version converter"
+    layout = {k: v for k, v in exported.get("layout", {}).items() if v}
+    if layout:  # TensorFlow image inputs: the layout the plan takes
+        nchw = exported.get("inputs_as_nchw", [])
+        notes["layout"] = layout
+        notes["layout_note"] = "plan input layout: " + ", ".join(
+            f"{k} {v}" + (" (tf2onnx transposes it to the model's NHWC)" if k in nchw else "")
+            for k, v in layout.items())
     return notes
 
 
@@ -88,6 +95,8 @@ def render_html(summary: dict) -> str:
         out.append(f"<h2>{e(model)} <small>({e(info['framework'])})</small></h2><ul>")
         if info.get("opset_upgrade"):
             out.append(f"<li>{e(info['opset_upgrade'])}</li>")
+        if info.get("layout_note"):
+            out.append(f"<li>{e(info['layout_note'])}</li>")
         out.append(f"<li>ONNX opset {e(str(info.get('opset')))}; simplified by "
                    f"<b>{e(str(info.get('simplifier_used')))}</b>"
                    + "".join(f" <small>[{e(a.get('tool', ''))}: {e(a.get('status', ''))} {e(a.get('reason', ''))}]"

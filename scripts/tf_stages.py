@@ -296,7 +296,7 @@ def _tf1_tensor(graph, name: str, *, model: str, key: str, placeholder: bool):
     try:
         op = graph.get_operation_by_name(name)
     except KeyError:
-        hint = sorted(o.name for o in graph.get_operations() if o.type.startswith("Placeholder"))
+        hint = sorted(o.name for o in graph.get_operations() if o.type in ("Placeholder", "PlaceholderV2"))
         raise FactoryError(f"the graph has no node '{name}'" + (f" (its placeholders: {hint})" if placeholder else ""),
                            model=model, key=key)
     if placeholder and not op.type.startswith("Placeholder"):
