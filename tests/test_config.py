@@ -24,7 +24,7 @@ def test_defaults_filled_and_repo_config_valid():
     assert s["tolerances"]["fp16"]["atol"] == 1e-2
     from scripts.config import load_file
     demo = load_file("config/config.yaml")
-    assert set(demo["models"]) == {"tiny_cnn", "two_tower", "tiny_mlp"}
+    assert set(demo["models"]) == {"tiny_cnn", "two_tower", "tiny_mlp", "tf_cnn", "tf_two_head", "tf1_mlp"}
 
 
 def test_unknown_key_is_named():
