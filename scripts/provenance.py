@@ -18,16 +18,16 @@ from . import atomic, paths
 SCHEMA_VERSION = 1
 TOOLS = ["torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "onnxsim", "nvidia-modelopt",
          "onnxconverter-common", "tensorrt-rtx-cu13", "tensorrt", "tensorflow-cpu", "tf2onnx", "numpy",
-         "snakemake", "cuda-python", "pycuda", "tensorflow"]
+         "snakemake", "cuda-python", "pycuda", "tensorflow", "keras"]
 REPO = Path(__file__).resolve().parent.parent
 # The tools whose version decides what a stage writes (the backend's version is in the plan key instead). The
 # workflow writes them into each rule's command as a shell comment, so Snakemake's code trigger re-runs exactly the
 # stages whose tools changed (and what depends on them); `python -m scripts status` names the change.
-STAGE_TOOLS = {"freeze": ["torch"], "freeze_tf": ["tensorflow-cpu", "tensorflow"],
-               "export": ["torch", "onnx", "onnxscript", "tf2onnx"],
+STAGE_TOOLS = {"freeze": ["torch"], "freeze_tf": ["tensorflow-cpu", "tensorflow", "keras"],
+               "export": ["torch", "onnx", "onnxscript", "tf2onnx", "tensorflow-cpu", "tensorflow"],
                "simplify": ["onnxslim", "onnxsim", "onnx", "onnxruntime"],
                "precision": ["nvidia-modelopt", "onnxconverter-common", "onnx", "onnxruntime"],
-               "golden": ["torch", "onnxruntime", "tensorflow-cpu", "tensorflow"], "parity": ["onnxruntime"],
+               "golden": ["torch", "onnxruntime", "tensorflow-cpu", "tensorflow", "keras"], "parity": ["onnxruntime"],
                "validate": ["onnxruntime", "cuda-python", "pycuda"]}
 
 
