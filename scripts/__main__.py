@@ -82,6 +82,7 @@ def _ops_commands(sub) -> None:
     pr = add("prune", "remove plans/validations/timing caches of keys this host/config no longer builds")
     pr.add_argument("--keep", action="append", help="a key (rtx-1.7.1.116) or key/smCC to keep; repeatable")
     pr.add_argument("--delete", action="store_true", help="really delete (default: list only)")
+    pr.add_argument("--force", action="store_true", help="delete even while plans of this host's keys are missing")
     ch = add("changes", "what changed since the last scheduled run's snapshot (runs nothing)", snakemake=False)
     ch.add_argument("--before", help="snapshot to compare from (default artifacts/scheduled/snapshot.json)")
     ch.add_argument("--after", help="snapshot to compare to (default: the artifacts now)")

@@ -79,6 +79,8 @@ def statement(record: dict) -> dict:
         if os.path.isfile(cache["path"]):
             from .provenance import sha256
             entry["digest"] = {"sha256": sha256(cache["path"])}
+        else:  # a ResourceDescriptor needs a uri, digest or content
+            entry["uri"] = f"file:{cache['path']}"
         byproducts.append(entry)
     return {
         "_type": STATEMENT_TYPE,

@@ -4,7 +4,8 @@ prune is how they go, when nobody needs them.
 
 A key here is `{backend}-{version}` with a compute capability: `--keep rtx-1.7.1.116` keeps every compute capability
 of that version, `--keep rtx-1.7.1.116/sm86` one of them (name the keys other hosts sharing this artifacts folder
-still build). Without `--delete` it only lists what it would remove.
+still build). Without `--delete` it only lists what it would remove. With `--delete` it refuses while plans of the
+keys this host builds are missing (you would be left with neither the old plans nor the new), unless `--force`.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def _kept(key: str, cc: str, keep) -> bool:
 def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.ROOT) -> dict:
     base = Path(directory)
     rows = parse_summary(ask_snakemake(directory, configfiles, dry_run=False)["summary"])
-    produced = {(t["key"], t["cc"]) for r in rows if r["rule"] == "build" and (t := parse_plan_path(r["file"]))}
+    plan_rows = [(r, t) for r in rows if r["rule"] == "build" and (t := parse_plan_path(r["file"]))]
+    produced = {(t["key"], t["cc"]) for _, t in plan_rows}
     if not produced and not keep:
         raise RuntimeError("this host/config produces no plans: refusing to prune everything (name --keep keys)")
     victims = []
@@ -43,12 +45,16 @@ def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.
             victims.append({"kind": "timing cache", "path": f.relative_to(base).as_posix(), "key": key, "cc": cc,
                             "bytes": _size(f)})
     return {"produced": sorted(f"{k}/sm{c}" for k, c in produced), "keep": list(keep), "remove": victims,
-            "bytes": sum(v["bytes"] for v in victims)}
+            "bytes": sum(v["bytes"] for v in victims),
+            "missing": sorted(r["file"] for r, _ in plan_rows if r["status"] == "missing")}
 
 
-def prune(directory: str = ".", configfiles=(), keep=(), delete: bool = False) -> dict:
+def prune(directory: str = ".", configfiles=(), keep=(), delete: bool = False, force: bool = False) -> dict:
     report = plan_prune(directory, configfiles, keep)
     base = Path(directory)
+    if delete and report["remove"] and report["missing"] and not force:
+        raise RuntimeError(f"{len(report['missing'])} plan(s) of the keys this host builds are missing (e.g. "
+                           f"{report['missing'][0]}): build them first (make run), or prune with --force")
     if delete:
         for v in report["remove"]:
             p = base / v["path"]
@@ -77,6 +83,6 @@ def render(report: dict) -> str:
 
 
 def main(args) -> int:
-    report = prune(args.directory, args.configfile or (), keep=args.keep or (), delete=args.delete)
+    report = prune(args.directory, args.configfile or (), keep=args.keep or (), delete=args.delete, force=args.force)
     print(json.dumps(report, indent=1) if args.json else render(report))
     return 0

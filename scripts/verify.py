@@ -90,6 +90,7 @@ def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
             ok = False
         for entry in record.get("inputs", []):
             ipath = entry["path"]
+            accounted.add(ipath)  # e.g. TensorFlow's model.pb.io.json: checked here, as an input
             if not h.exists(ipath):
                 problem("missing", ipath, f"input '{entry['label']}' of {path} is missing", via=side)
                 ok = False

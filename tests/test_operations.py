@@ -80,6 +80,10 @@ def test_status_all_current_and_the_cli_exit_code(built):
     assert [(t["key"], t["cc"], t["precision"]) for t in report["targets"]] == [(KEY, "89", "fp16"),
                                                                                (KEY, "89", "fp32")]
     assert report["not_produced"] == [] and report["keys"] == [KEY]
+    # the first build of a key finds no timing cache yet (later builds of the key load it, see below)
+    loaded = [json.loads((built / paths.provenance(plan_of(p))).read_text())["facts"]["timing_cache"]["loaded"]
+              for p in ("fp32", "fp16")]
+    assert False in loaded
     proc = cli("status", "-d", str(built), "--configfile", str(built / "config.yaml"))
     assert proc.returncode == 0 and "2 current, 0 stale, 0 missing" in proc.stdout, proc.stdout + proc.stderr
 
@@ -157,7 +161,7 @@ def test_tensorrt_upgrade_is_a_new_key_old_plans_kept_then_pruned(zoo, tmp_path,
     report = collect(zoo)
     assert report["keys"] == ["rtx-1.8.0.1"]
     assert report["counts"] == {"current": 0, "stale": 0, "missing": 2} and report["needs_work"]
-    assert all(t["reruns"] == ["build", "validate"] for t in report["targets"])  # the ONNX chain is reused
+    assert all(t["reruns"] == ["build", "validate"] for t in report["targets"]), report  # the ONNX chain is reused
     old = report["not_produced"]
     assert sorted(t["plan"] for t in old) == sorted(map(plan_of, ("fp16", "fp32")))
     assert all("key rtx-1.7.1.116 is not built by this host (it builds rtx-1.8.0.1)" == t["why"] for t in old)
@@ -176,7 +180,10 @@ def test_tensorrt_upgrade_is_a_new_key_old_plans_kept_then_pruned(zoo, tmp_path,
     assert (zoo / plan_of("fp32")).exists()
     assert prune.prune(str(zoo), [str(zoo / "config.yaml")], keep=[KEY])["remove"] == []
     assert prune.prune(str(zoo), [str(zoo / "config.yaml")], keep=[f"{KEY}/sm89"])["remove"] == []
+    # the new key's plans are missing (the builds were refused): deleting the old ones needs --force
     proc = cli("prune", "-d", str(zoo), "--configfile", str(zoo / "config.yaml"), "--delete")
+    assert proc.returncode == 2 and "build them first" in proc.stderr and (zoo / plan_of("fp32")).exists()
+    proc = cli("prune", "-d", str(zoo), "--configfile", str(zoo / "config.yaml"), "--delete", "--force")
     assert proc.returncode == 0 and "removed" in proc.stdout, proc.stdout + proc.stderr
     assert not (zoo / "artifacts/tiny_mlp/plans" / KEY).exists()
     assert not (zoo / "artifacts/tiny_mlp/validation" / KEY).exists()
