@@ -173,6 +173,19 @@ def test_shape_mismatch_says_which_layout(tf_assets, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_keras_lambda_code_is_refused(tmp_path):
+    _tf()
+    import keras
+
+    inp = keras.Input((4,), name="f")
+    keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp)).save(tmp_path / "lam.keras")
+    with pytest.raises(FactoryError, match=r"model 'm', file '.*lam.keras': cannot load the Keras model.*Lambda"):
+        freeze_tf(str(tmp_path / "lam.keras"), str(tmp_path / "out" / "m.pb"), str(tmp_path / "out" / "m.io.json"),
+                  model="m", fmt="keras", input_specs={"f": spec(["batch", 4], [1, 4], [2, 4], [4, 4])},
+                  outputs=["y"])
+    assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
+
+
 def test_unsupported_op_names_model_and_tf2onnx_message_and_leaves_nothing(tf_assets, tmp_path):
     specs = copy.deepcopy(SAVED)
     pb, io = tmp_path / "frozen" / "model.pb", tmp_path / "frozen" / "model.pb.io.json"
