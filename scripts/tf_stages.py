@@ -52,14 +52,15 @@ def check_model_config(name: str, m: dict, opset: int, check_files: bool, genera
     """What the schema cannot say about a `framework: tensorflow` model. Cheap: runs at DAG time."""
     key = f"models.{name}"
     if "format" not in m:
-        raise FactoryError(f"a TensorFlow model needs 'format' ({' | '.join(FORMATS)})", model=name, key=f"{key}.format")
+        raise FactoryError(f"a TensorFlow model needs 'format' ({' | '.join(FORMATS)})", model=name,
+                           key=f"{key}.format")
     for k in ("model", "model_kwargs", "torchscript", "onnx"):
         if k in m:
             raise FactoryError(f"'{k}' is not used by TensorFlow models (the graph comes from the checkpoint)",
                                model=name, key=f"{key}.{k}")
     if opset > MAX_OPSET:
-        raise FactoryError(f"opset {opset}: tf2onnx 1.17 converts to opsets up to {MAX_OPSET}; set opset <= {MAX_OPSET} "
-                           "for this model", model=name, key=f"{key}.opset")
+        raise FactoryError(f"opset {opset}: tf2onnx 1.17 converts to opsets up to {MAX_OPSET}; set opset <= "
+                           f"{MAX_OPSET} for this model", model=name, key=f"{key}.opset")
     if not m.get("outputs"):
         raise FactoryError("a TensorFlow model needs 'outputs' (Keras: names in the model's output order; SavedModel: "
                            "signature output keys; TF1: output node names)", model=name, key=f"{key}.outputs")
@@ -129,6 +130,10 @@ def freeze_tf(source: str, out: str, io_out: str, *, model: str, fmt: str, input
         raise FactoryError(f"unknown TensorFlow format '{fmt}'", model=model, key=f"models.{model}.format")
     graph_format = graph_data_format(graph_def)
     for entry in ins:
+        want = input_specs[entry["name"]].get("dtype", "float32")
+        if entry["dtype"] != want:
+            raise FactoryError(f"input '{entry['name']}' is {entry['dtype']} in the graph, the config says {want}",
+                               model=model, key=f"models.{model}.inputs.{entry['name']}.dtype")
         entry["layout"] = _graph_layout(entry, graph_format)
         entry["presented_layout"] = _presented(entry, layouts[entry["name"]], model)
         entry["transpose_to_nchw"] = entry["layout"] == "NHWC" and entry["presented_layout"] == "NCHW"
@@ -148,7 +153,7 @@ def freeze_tf(source: str, out: str, io_out: str, *, model: str, fmt: str, input
             "inputs": ins, "outputs": outs}
 
 
-def _tensor_entry(tf, name: str, t) -> dict:
+def _tensor_entry(name: str, t) -> dict:
     shape = t.shape.as_list() if t.shape.rank is not None else None
     return {"name": name, "tensor": t.name, "shape": shape, "dtype": t.dtype.name}
 
@@ -163,7 +168,7 @@ def load_keras(path: str, *, model: str):
         raise FactoryError(f"cannot load the Keras model: {type(e).__name__}: {e}", model=model, path=path)
 
 
-def keras_function(tf, net, input_specs: dict, outputs: list[str], *, model: str, path: str):
+def keras_function(tf, net, input_specs: dict, outputs: list[str], *, model: str):
     """A tf.function over the Keras model: inputs in the config's order, outputs as a tuple in the config's order."""
     n_in = len(net.inputs)
     if n_in != len(input_specs):
@@ -208,7 +213,7 @@ def _freeze_keras(tf, path, model, input_specs, outputs):
     transposed = _assumed_transposes(input_specs)
     for (name, spec), t in zip(input_specs.items(), net.inputs):  # the model's declared shapes vs the config
         _check_shape({"name": name, "shape": list(t.shape), "transpose_to_nchw": transposed[name]}, spec, model)
-    fn = keras_function(tf, net, input_specs, outputs, model=model, path=path)
+    fn = keras_function(tf, net, input_specs, outputs, model=model)
     try:
         concrete = fn.get_concrete_function(*_specs(tf, input_specs, transposed))
         frozen = convert_variables_to_constants_v2(concrete)
@@ -217,8 +222,8 @@ def _freeze_keras(tf, path, model, input_specs, outputs):
     except Exception as e:
         raise FactoryError(f"cannot trace and freeze the Keras model with the config's input specs: "
                            f"{type(e).__name__}: {e}", model=model, path=path)
-    ins = [_tensor_entry(tf, n, t) for n, t in zip(input_specs, frozen.inputs)]
-    outs = [_tensor_entry(tf, n, t) for n, t in zip(outputs, frozen.outputs)]
+    ins = [_tensor_entry(n, t) for n, t in zip(input_specs, frozen.inputs)]
+    outs = [_tensor_entry(n, t) for n, t in zip(outputs, frozen.outputs)]
     return frozen.graph.as_graph_def(), ins, outs
 
 
@@ -253,11 +258,12 @@ def _freeze_saved_model(tf, path, model, input_specs, outputs, signature):
     try:
         frozen = convert_variables_to_constants_v2(sig)
     except Exception as e:
-        raise FactoryError(f"cannot freeze the signature '{signature}': {type(e).__name__}: {e}", model=model, path=path)
+        raise FactoryError(f"cannot freeze the signature '{signature}': {type(e).__name__}: {e}", model=model,
+                           path=path)
     by_input = dict(zip(sorted(kw), frozen.inputs))    # flattened structures follow sorted dict keys
     by_output = dict(zip(out_keys, frozen.outputs))
-    ins = [_tensor_entry(tf, n, by_input[n]) for n in input_specs]
-    outs = [_tensor_entry(tf, n, by_output[n]) for n in outputs]
+    ins = [_tensor_entry(n, by_input[n]) for n in input_specs]
+    outs = [_tensor_entry(n, by_output[n]) for n in outputs]
     return frozen.graph.as_graph_def(), ins, outs
 
 
@@ -310,14 +316,10 @@ def _freeze_tf1(tf, path, model, input_specs, outputs):
     v1 = tf.compat.v1
     graph, sess = tf1_session(tf, path, model=model)
     with sess:
-        ins = [_tensor_entry(tf, n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.inputs", placeholder=True))
+        ins = [_tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.inputs", placeholder=True))
                for n in input_specs]
-        outs = [_tensor_entry(tf, n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.outputs",
-                                                 placeholder=False)) for n in outputs]
-        for e, (n, s) in zip(ins, input_specs.items()):
-            if e["dtype"] != s.get("dtype", "float32"):
-                raise FactoryError(f"placeholder '{n}' is {e['dtype']}, the config says {s.get('dtype', 'float32')}",
-                                   model=model, key=f"models.{model}.inputs.{n}.dtype")
+        outs = [_tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.outputs", placeholder=False))
+                for n in outputs]
         try:
             graph_def = v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), list(outputs))
         except Exception as e:
@@ -454,7 +456,7 @@ def golden_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[str
     fmt, path = source["format"], source["path"]
     if fmt in ("keras", "h5"):
         net = load_keras(path, model=model)
-        fn = keras_function(tf, net, tf_feeds, outputs, model=model, path=path)
+        fn = keras_function(tf, net, tf_feeds, outputs, model=model)
         result = fn(*(tf.constant(a) for a in tf_feeds.values()))
     elif fmt == "saved_model":
         _loaded, sig = load_signature(tf, path, source.get("signature") or "serving_default", model=model)

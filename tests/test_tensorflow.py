@@ -1,4 +1,4 @@
-"""TensorFlow sources: Keras (.keras, .h5), SavedModel, TF1 checkpoint -> frozen GraphDef -> tf2onnx -> the shared chain.
+"""TensorFlow sources: Keras (.keras, .h5), SavedModel, TF1 checkpoint -> frozen GraphDef -> tf2onnx -> shared chain.
 
 Unit tests call the stage functions in-process on tiny models; the end-to-end tests run the real workflow in a
 temporary directory on every source format, and a tf2onnx failure."""
@@ -228,7 +228,8 @@ def test_config_errors(edit, message):
 def test_config_checks_tf1_parts_and_layout_only_for_tensorflow(tf_assets, tmp_path):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tf_assets / "tf1_mlp.ckpt", ckpt)
-    cfg = {"precisions": ["fp32"], "models": {"m": {"framework": "tensorflow", "format": "tf1_checkpoint", "inputs": MLP,
+    cfg = {"precisions": ["fp32"],
+           "models": {"m": {"framework": "tensorflow", "format": "tf1_checkpoint", "inputs": MLP,
                             "checkpoint": str(ckpt / "model.ckpt"), "outputs": ["scores"]}}}
     check(copy.deepcopy(cfg))  # the prefix form, its .meta present
     next(ckpt.glob("*.data-*")).unlink()
