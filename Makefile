@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default
 
-.PHONY: run test test-slow install check report clean bench status verify prune scheduled
+.PHONY: run test test-slow test-slurm install check report clean bench status verify prune scheduled
 
 run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES)
@@ -16,6 +16,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
+
+# A real single-node Slurm (root): installs slurm-wlm and munge from Debian packages, starts munged, slurmctld and
+# slurmd, runs the workflow through `--executor slurm`, stops them (~4 min; README "Running on Slurm"). CI runs it.
+test-slurm: $(STAMP)
+	$(BIN)/python tests/slurm_cluster.py install
+	FACTORY_SLURM_REQUIRED=1 $(BIN)/python -m pytest -q -s -m slurm tests
 
 install: $(STAMP)
 

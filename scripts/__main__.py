@@ -114,13 +114,17 @@ def _check(config_path: str) -> int:
     from .backends import load_backend, resolve_backend
     from .config import load_file
     from .host import backend_for_keys, probe_host
-    from .targets import plan_jobs
+    from .cluster import describe
+    from .targets import plan_jobs, target_gpus
 
     cfg = load_file(config_path)
     host = probe_host()
-    backend = backend_for_keys(load_backend(resolve_backend(cfg["backend"], host["gpus"])), host)
-    jobs, skipped = plan_jobs(cfg, backend_short=backend.short, backend_key=backend.key, gpus=host["gpus"])
+    gpus = target_gpus(cfg, host["gpus"])  # the Slurm pools' where configured
+    backend = backend_for_keys(load_backend(resolve_backend(cfg["backend"], gpus)), host)
+    jobs, skipped = plan_jobs(cfg, backend_short=backend.short, backend_key=backend.key, gpus=gpus)
     print(f"config {config_path}: ok; backend {backend.key}; {len(jobs)} plans to build, {len(skipped)} skipped")
+    for line in describe(cfg):
+        print(f"  {line}")
     for s in skipped:
         print(f"  skip {s['model']} {s['precision']} sm{s['cc']}: {s['reason']}")
     return 0

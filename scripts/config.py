@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from . import cluster
 from .errors import FactoryError
 from .tensors import DEFAULT_TOLERANCES
 
@@ -55,6 +56,7 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True) -> dic
         cfg[key] = {**cfg[key], **value} if isinstance(cfg.get(key), dict) and key != "models" else value
     for name, model in cfg["models"].items():
         _check_model(name, model, cfg, check_files)
+    cluster.check(cfg)  # Slurm pools: one per compute capability, GPUs asked for one way
     return cfg
 
 

@@ -119,9 +119,9 @@ def build(inputs, outputs, p):
 
     host = probe_host()
     opts = p.get("tensorrt") or {}
+    backend = load_backend(p["backend"])
+    check_host_matches_key(backend, p, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
     with _gpu_for(p, host) as gpu:  # full TensorRT builds on (and for) one local GPU; RTX needs none
-        backend = load_backend(p["backend"])
-        check_host_matches_key(backend, p, host)
         facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
                            input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
                            workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
@@ -158,7 +158,15 @@ def check_host_matches_key(backend, p: dict, host: dict) -> None:
         ccs = {g["compute_capability"] for g in host["gpus"]}
         if p["compute_capability"] not in ccs:
             raise FactoryError(f"this job builds for compute capability {p['compute_capability']} but this host's "
-                               f"GPUs are {sorted(ccs) or 'none'}", model=p["model"])
+                               f"GPUs are {sorted(ccs) or 'none'} ({_where(host)})", model=p["model"])
+
+
+def _where(host: dict) -> str:
+    """This host, and the Slurm job and partition when the job runs under Slurm (a pool routed to the wrong nodes)."""
+    import os
+
+    job, partition = os.environ.get("SLURM_JOB_ID"), os.environ.get("SLURM_JOB_PARTITION")
+    return f"host {host.get('hostname')}" + (f", Slurm job {job} in partition {partition}" if job else "")
 
 
 @runner("validate")

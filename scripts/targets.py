@@ -19,8 +19,20 @@ def backend_key(cfg: dict, backend) -> str:
     return backend.key + (f"-{level}" if level != "none" else "") + ("-vc" if vc else "")
 
 
+def target_gpus(cfg: dict, local_gpus: list[dict]) -> list[dict]:
+    """The GPUs full TensorRT builds for: one per Slurm pool where `slurm.pools` is configured (the jobs run on the
+    pools' nodes, so this host's GPUs do not matter), else the local GPUs."""
+    from .cluster import pools
+
+    if pools(cfg):
+        return [{"name": f"pool {name}", "compute_capability": p["compute_capability"], "pool": name}
+                for name, p in pools(cfg).items()]
+    return local_gpus
+
+
 def target_ccs(cfg: dict, backend_short: str, gpus: list[dict]) -> list[str]:
-    """TensorRT-RTX builds ahead of time for configured targets; full TensorRT for each local compute capability."""
+    """TensorRT-RTX builds ahead of time for configured targets; full TensorRT for each compute capability of
+    `gpus` (from target_gpus: the Slurm pools', else the local GPUs')."""
     if backend_short == "rtx":
         return list(cfg["targets"]["rtx"])
     return sorted({g["compute_capability"] for g in gpus}, key=lambda cc: tuple(map(int, cc.split("."))))

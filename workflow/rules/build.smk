@@ -24,5 +24,6 @@ rule build:
     resources:
         mem_mb=4000,
         **gpu_resources(lambda wc: BACKEND.short == "trt"),  # full TensorRT builds on a GPU of the key
+        **slurm_resources(lambda wc: BACKEND.short == "trt"),  # ... in the Slurm pool of the key; RTX: CPU route
     shell:
         stage("build")

@@ -6,30 +6,33 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from scripts import paths
+from scripts import cluster, paths
 from scripts.backends import load_backend, resolve_backend
 from scripts.config import check, model_settings
 from scripts.errors import FactoryError
 from scripts.host import backend_for_keys, probe_host
 from scripts.provenance import stage_tools
-from scripts.targets import backend_key, plan_jobs
+from scripts.targets import backend_key, plan_jobs, target_gpus
 from scripts.tf_stages import MEM_MB as TF_MEM_MB, source_files as tf_source_files
 
 try:
     CFG = check(config)
     HOST = probe_host()
-    BACKEND = backend_for_keys(load_backend(resolve_backend(CFG["backend"], HOST["gpus"])), HOST)
+    GPUS = target_gpus(CFG, HOST["gpus"])  # the Slurm pools' where configured, else the local GPUs
+    BACKEND = backend_for_keys(load_backend(resolve_backend(CFG["backend"], GPUS)), HOST)
     KEY = backend_key(CFG, BACKEND)
-    PLAN_JOBS, SKIPPED = plan_jobs(CFG, backend_short=BACKEND.short, backend_key=KEY, gpus=HOST["gpus"])
+    PLAN_JOBS, SKIPPED = plan_jobs(CFG, backend_short=BACKEND.short, backend_key=KEY, gpus=GPUS)
 except FactoryError as e:
     raise WorkflowError(f"engine factory: {e}")
 
 # One Snakemake resource per local compute capability, sized by its GPU count (`--resources gpu_sm90=N` overrides):
-# jobs that use such a GPU take one unit, and scripts/gpus.py hands each its own device.
-for _cc in sorted({g["compute_capability"] for g in HOST["gpus"]}):
+# jobs that use such a GPU take one unit, and scripts/gpus.py hands each its own device. Not with Slurm pools:
+# their jobs run on the pools' nodes, where Slurm hands out the GPUs.
+LOCAL_GPUS = [] if cluster.pools(CFG) else HOST["gpus"]
+for _cc in sorted({g["compute_capability"] for g in LOCAL_GPUS}):
     if f"gpu_sm{paths.cc_tag(_cc)}" not in workflow.global_resources:
         workflow.register_resource(f"gpu_sm{paths.cc_tag(_cc)}",
-                                   sum(g["compute_capability"] == _cc for g in HOST["gpus"]))
+                                   sum(g["compute_capability"] == _cc for g in LOCAL_GPUS))
 
 PY = os.path.join(sys.prefix, "bin", "python")  # one spelling for python/python3: the command is code-tracked
 STAGE = f"PYTHONPATH='{workflow.basedir}' '{PY}' -m scripts run {{stage}} {{{{params.io:q}}}} {{{{params.settings:q}}}} > {{{{log}}}} 2>&1"
@@ -58,8 +61,17 @@ def gpu_resources(uses_gpu):
     """resources entries `gpu_sm{cc}: 1` for the jobs (by wildcards) that run on a local GPU of their `cc`."""
     def needs(tag):
         return lambda wildcards: int(wildcards.cc == tag and uses_gpu(wildcards))
-    tags = {paths.cc_tag(g["compute_capability"]) for g in HOST["gpus"]}
+    tags = {paths.cc_tag(g["compute_capability"]) for g in LOCAL_GPUS}
     return {f"gpu_sm{tag}": needs(tag) for tag in sorted(tags)}
+
+
+def slurm_resources(uses_gpu=lambda wildcards: False):
+    """Slurm routing of a rule's jobs (the config's `slurm` section, read by snakemake-executor-plugin-slurm): jobs
+    that use a GPU (by wildcards) go to the pool of their `cc`, all others to `slurm.cpu` (scripts/cluster.py).
+    From wildcards only, never a file. No entries without a `slurm` section; local runs ignore them."""
+    def value(name):
+        return lambda wildcards: cluster.resources(CFG, wildcards.cc if uses_gpu(wildcards) else None)[name]
+    return {name: value(name) for name in cluster.resource_names(CFG)}
 
 
 def model_cfg(model):

@@ -8,6 +8,8 @@ rule demo_asset:
         **spec(lambda wc: {}),
     log:
         paths.log("demo", "{asset}"),
+    resources:
+        **slurm_resources(),
     shell:
         stage("demo")
 
@@ -19,6 +21,8 @@ rule demo_asset_dir:  # a TF1 checkpoint is several files (.meta, .index, .data-
         **spec(lambda wc: {}),
     log:
         paths.log("demo", "{asset}.ckpt"),
+    resources:
+        **slurm_resources(),
     shell:
         stage("demo")
 

@@ -26,5 +26,6 @@ rule export:
         paths.benchmark("export", "{model}")
     resources:
         mem_mb=framework_mem_mb("export", 3000),
+        **slurm_resources(),
     shell:
         stage("export")

@@ -21,6 +21,7 @@ rule freeze:
         paths.benchmark("freeze", "{model}", "{fmt}")
     resources:
         mem_mb=framework_mem_mb("freeze", 2000),
+        **slurm_resources(),
     shell:
         stage("freeze")
 
@@ -49,5 +50,6 @@ rule freeze_tf:
         paths.benchmark("freeze", "{model}", "pb")
     resources:
         mem_mb=framework_mem_mb("freeze", 2000),
+        **slurm_resources(),
     shell:
         stage("freeze_tf")

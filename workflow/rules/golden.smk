@@ -34,6 +34,7 @@ rule golden:
         paths.benchmark("golden", "{model}")
     resources:
         mem_mb=framework_mem_mb("golden", 2000),
+        **slurm_resources(),
     shell:
         stage("golden")
 
@@ -63,5 +64,6 @@ rule parity:
         paths.log("parity", "{model}", "{variant}"),
     resources:
         mem_mb=2000,
+        **slurm_resources(),
     shell:
         stage("parity")

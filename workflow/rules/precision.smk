@@ -21,5 +21,6 @@ rule precision:
         paths.benchmark("precision", "{model}", "{precision}")
     resources:
         mem_mb=4000,
+        **slurm_resources(),
     shell:
         stage("precision")

@@ -24,5 +24,7 @@ rule report:
                                          for m in CFG["models"]}}),
     log:
         paths.log("report", "all"),
+    resources:
+        **slurm_resources(),
     shell:
         stage("report")

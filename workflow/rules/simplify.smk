@@ -16,5 +16,6 @@ rule simplify:
         paths.benchmark("simplify", "{model}")
     resources:
         mem_mb=3000,
+        **slurm_resources(),
     shell:
         stage("simplify")

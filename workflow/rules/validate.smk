@@ -25,5 +25,6 @@ rule validate:
     resources:
         mem_mb=2000,
         **gpu_resources(lambda wc: True),  # plan execution holds one GPU of the plan's compute capability
+        **slurm_resources(lambda wc: True),  # Slurm: the pool of the plan's cc, else the CPU route (not-run there)
     shell:
         stage("validate")
