@@ -9,7 +9,6 @@ Each part prints and writes a JSON of what it saw. Nothing here turns a refusal 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time

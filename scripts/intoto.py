@@ -19,20 +19,13 @@ import json
 import os
 
 from . import atomic, paths
+from .atomic import read_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:engine-factory:buildtype:tensorrt-plan:v1"
 BUILDER_ID = "urn:engine-factory:builder:snakemake"
 MAX_CHAIN = 32  # provenance records followed back from the plan (a chain is ~6 long)
-
-
-def _read(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def resolved_dependencies(record: dict) -> list[dict]:
@@ -47,7 +40,7 @@ def resolved_dependencies(record: dict) -> list[dict]:
             seen.add(ident)
             annotations = {"label": entry["label"], "consumedBy": rec.get("stage"), "depth": depth,
                            "size": entry.get("size")}
-            parent = _read(entry["provenance"]) if entry.get("provenance") else None
+            parent = read_json(entry["provenance"]) if entry.get("provenance") else None
             if parent:
                 annotations["producedBy"] = parent.get("stage")
                 if depth + 1 < MAX_CHAIN:

@@ -6,25 +6,17 @@ and simplified ONNX for the opset-upgrade and simplifier notes); computes nothin
 from __future__ import annotations
 
 import html
-import json
-import os
 
 from . import atomic, paths
+from .atomic import read_json
 
 COLOURS = {"pass": "#c8f7c5", "fail": "#f7c5c5", "not-run": "#f7efc5", "skipped": "#e4e4e4", "missing": "#ffffff"}
 
 
-def _read(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def model_notes(model: str) -> dict:
     """What happened to a model on its way to ONNX: opset upgrade, simplifier path."""
-    exported = (_read(paths.provenance(paths.onnx(model))) or {}).get("facts", {})
-    simplified = (_read(paths.provenance(paths.sim_onnx(model))) or {}).get("facts", {})
+    exported = (read_json(paths.provenance(paths.onnx(model))) or {}).get("facts", {})
+    simplified = (read_json(paths.provenance(paths.sim_onnx(model))) or {}).get("facts", {})
     notes = {"opset": exported.get("opset"), "simplifier_used": simplified.get("simplifier_used"),
              "simplifier_attempts": simplified.get("attempts", [])}
     if exported.get("opset_converted"):
@@ -43,7 +35,7 @@ def model_notes(model: str) -> dict:
 def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None) -> dict:
     cells = []
     for j in jobs:
-        v = _read(paths.validation(**j))
+        v = read_json(paths.validation(**j))
         cell = {**j, "plan": paths.plan(**j), "status": v["status"] if v else "missing"}
         if v:
             cell["checks"] = {name: {"status": c["status"], "reason": c.get("reason", "")}
@@ -62,7 +54,7 @@ def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str 
     for model, info in models.items():
         parity = {}
         for variant in ["export", "sim", *info["precisions"]]:
-            r = _read(paths.parity(model, variant)) or {"status": "missing", "reason": "no parity result"}
+            r = read_json(paths.parity(model, variant)) or {"status": "missing", "reason": "no parity result"}
             parity[variant] = {"status": r["status"], "reason": r.get("reason", "")}
         per_model[model] = {**info, **model_notes(model), "onnx_parity": parity}
     counts = {}

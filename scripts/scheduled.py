@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 from . import atomic, paths
+from .atomic import read_json
 from .status import parse_plan_path, snakemake_command
 
 DIR = "scheduled"
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
@@ -44,7 +36,7 @@ def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
         entry = {**t, "mtime_ns": st.st_mtime_ns, "size": st.st_size, "validation": None}
         v = base / paths.validation(**t)
         if v.exists():
-            entry["validation"] = {"mtime_ns": v.stat().st_mtime_ns, "status": (_read(v) or {}).get("status")}
+            entry["validation"] = {"mtime_ns": v.stat().st_mtime_ns, "status": (read_json(v) or {}).get("status")}
         plans[rel] = entry
     return {"taken": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "plans": plans}
 
@@ -105,7 +97,7 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
     base = Path(directory)
     out = base / paths.ROOT / DIR
     out.mkdir(parents=True, exist_ok=True)
-    before = _read(out / "snapshot.json") or snapshot(directory)
+    before = read_json(out / "snapshot.json") or snapshot(directory)
     log = out / "run.log"
     cmd = [c for c in snakemake_command(directory, configfiles, "--keep-going", *extra) if c != "--nolock"]
     cmd[cmd.index("--cores") + 1] = str(cores)
@@ -141,11 +133,11 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
 def main(args) -> int:
     if args.command == "changes":
         base = Path(args.directory)
-        before = _read(Path(args.before) if args.before else base / paths.ROOT / DIR / "snapshot.json")
+        before = read_json(Path(args.before) if args.before else base / paths.ROOT / DIR / "snapshot.json")
         if before is None:
             print("no snapshot of an earlier run (artifacts/scheduled/snapshot.json): nothing to compare with")
             return 1
-        after = _read(Path(args.after)) if args.after else snapshot(args.directory)
+        after = read_json(Path(args.after)) if args.after else snapshot(args.directory)
         summary = {"changes": changes(before, after)}
         print(json.dumps(summary, indent=1) if args.json else render(summary), end="")
         return 0

@@ -7,7 +7,6 @@ simplifier is tried, then the unsimplified model is copied. The facts record whi
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import FactoryError

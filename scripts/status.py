@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from . import paths
+from .atomic import read_json
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE = REPO / "workflow" / "profiles" / "default"
@@ -159,14 +160,6 @@ def dict_diff(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
 
 
 # ------------------------------------------------------------------------------------------------ categories
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _tool_changes(base: Path, job: dict) -> list[str]:
     """'onnxslim 0.1.97 -> 0.1.98' for the job's stage tools that differ from the provenance of what it made
     (for parity/validate, which have no sidecar: of their ONNX/plan input)."""
@@ -185,7 +178,7 @@ def _tool_changes(base: Path, job: dict) -> list[str]:
         candidates.append(paths.onnx(w["model"]) if v == "export" else paths.sim_onnx(w["model"]) if v == "sim"
                           else paths.precision_onnx(w["model"], v))
     for c in candidates:
-        record = _read_json(base / paths.provenance(c))
+        record = read_json(base / paths.provenance(c))
         if record:
             recorded = record.get("tools", {})
             return [f"{t} {recorded.get(t, 'absent')} -> {v}" for t, v in current.items() if recorded.get(t) != v]
@@ -284,7 +277,7 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         reasons.sort(key=lambda r: (r["category"], r["stage"] or "", r["detail"]))
         plan = paths.plan(**t)
         validation = paths.validation(**t)
-        v = _read_json(base / validation)
+        v = read_json(base / validation)
         state = "missing" if not (base / plan).exists() else "stale" if pending else "current"
         if state == "missing":  # the plan itself (and so its validation) being missing is the state, not a reason
             reasons = [r for r in reasons if not (r["category"] == "missing" and r["stage"] in ("build", "validate"))]

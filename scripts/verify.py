@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from . import paths
+from .atomic import read_json
 from .provenance import sha256
 
 SIDECAR = ".provenance.json"
@@ -46,14 +47,6 @@ class _Hasher:
         return self.cache[p]
 
 
-def _load(path: Path) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
     start = time.monotonic()
     base = Path(directory)
@@ -68,7 +61,7 @@ def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
     chains_ok = 0
     for side in sidecars:
         accounted.add(side)
-        record = _load(base / side)
+        record = read_json(base / side)
         if record is None or "artifact" not in record:
             problem("tampered", side, "provenance sidecar is not readable JSON with an artifact")
             continue
@@ -100,7 +93,7 @@ def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
                         "checkpoint is broken)", via=side)
                 ok = False
             if h.digest(ipath) != entry["sha256"]:
-                parent = _load(h.path(entry["provenance"])) if entry.get("provenance") else None
+                parent = read_json(h.path(entry["provenance"])) if entry.get("provenance") else None
                 if parent and parent.get("artifact", {}).get("sha256") != h.digest(ipath):
                     ok = False  # the input itself is tampered: reported at its own sidecar
                     continue
@@ -113,7 +106,7 @@ def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
     for st in statements:
         accounted.add(st)
         plan = st[:-len(STATEMENT)]
-        doc = _load(base / st)
+        doc = read_json(base / st)
         if not h.exists(plan):
             problem("orphaned", st, "in-toto statement of a plan that is not on disk")
             continue

@@ -1,7 +1,5 @@
 """Shared fixtures: the demo zoo's files, made once per test session from the project's own fixed seeds."""
 import copy
-import os
-import shutil
 from pathlib import Path
 
 import pytest

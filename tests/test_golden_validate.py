@@ -12,7 +12,7 @@ from scripts.golden import load_golden, make_golden
 from scripts.tensors import DEFAULT_TOLERANCES, compare_outputs
 from scripts.validate import onnx_parity, overall_status, write_parity
 
-from conftest import CNN_INPUTS, TWO_TOWER_INPUTS, leftovers
+from conftest import CNN_INPUTS, TWO_TOWER_INPUTS
 
 
 @pytest.fixture(scope="module")
