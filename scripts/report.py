@@ -107,7 +107,8 @@ def render_html(summary: dict) -> str:
                     row.append("<td></td>")
                     continue
                 detail = c.get("reason", "") if c["status"] == "skipped" else "<br>".join(
-                    f"{e(k)}: {e(v['status'])} <small>{e(v['reason'])}</small>" for k, v in c.get("checks", {}).items())
+                    f"{e(k)}: {e(v['status'])} <small>{e(v['reason'])}</small>" for k, v in c.get("checks", {}).items()
+                    if k != "onnx_parity")  # the row's ONNX parity column already shows it
                 if c["status"] == "skipped":
                     detail = e(detail)
                 perf = c.get("performance")
