@@ -19,38 +19,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def round_trip(kind: str, device: int) -> dict:
-    """Page-locked host buffers, async copies on one stream, events: data goes to the GPU and back unchanged."""
-    from scripts.runtime import make_cuda
-
-    cuda = make_cuda(kind, device)
-    try:
-        data = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
-        host_in, host_out = cuda.host_buffer(data.shape, data.dtype), cuda.host_buffer(data.shape, data.dtype)
-        host_in[...] = data
-        dev = cuda.device_buffer(data.nbytes)
-        start, end = cuda.event(), cuda.event()
-        cuda.record(start)
-        cuda.h2d(dev, host_in)
-        cuda.d2h(host_out, dev)
-        cuda.record(end)
-        cuda.sync()
-        return {"implementation": cuda.name, "bytes": int(data.nbytes), "equal": bool(np.array_equal(host_out, data)),
-                "round_trip_ms": round(cuda.elapsed_ms(start, end), 3)}
-    finally:
-        cuda.close()
-
-
 def part_cuda() -> dict:
     from scripts.demo import make_asset
     from scripts.golden import make_golden, load_golden
     from scripts.host import probe_host
+    from scripts.runtime import memory_round_trip
 
     host = probe_host()
     result = {"host": host, "round_trips": {}}
     for kind in ("cuda-python", "pycuda"):
         try:
-            result["round_trips"][kind] = round_trip(kind, 0)
+            result["round_trips"][kind] = memory_round_trip(kind, 0)
         except Exception as e:
             result["round_trips"][kind] = {"error": f"{type(e).__name__}: {e}"}
     tmp = Path(tempfile.mkdtemp())

@@ -163,6 +163,26 @@ def _benchmark(trt, engine, context, cuda, logger, feeds: dict, iterations: int,
 
 
 # --------------------------------------------------------------------------- device memory: two implementations
+def memory_round_trip(kind: str, device: int, shape=(1024, 1024)) -> dict:
+    """Page-locked host buffers, async copies on one stream, events: seeded data to the GPU and back."""
+    cuda = make_cuda(kind, device)
+    try:
+        data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        host_in, host_out = cuda.host_buffer(data.shape, data.dtype), cuda.host_buffer(data.shape, data.dtype)
+        host_in[...] = data
+        dev = cuda.device_buffer(data.nbytes)
+        start, end = cuda.event(), cuda.event()
+        cuda.record(start)
+        cuda.h2d(dev, host_in)
+        cuda.d2h(host_out, dev)
+        cuda.record(end)
+        cuda.sync()
+        return {"implementation": cuda.name, "bytes": int(data.nbytes), "equal": bool(np.array_equal(host_out, data)),
+                "round_trip_ms": round(cuda.elapsed_ms(start, end), 3)}
+    finally:
+        cuda.close()
+
+
 def make_cuda(kind: str, device: int):
     """cuda-python by default; pycuda when asked for and installed (else cuda-python, noted in `name`)."""
     if kind == "pycuda":

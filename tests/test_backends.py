@@ -331,26 +331,13 @@ def test_gpu_host_probe():
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["cuda-python", "pycuda"])
 def test_gpu_memory_round_trip(kind):
-    from scripts.runtime import make_cuda
+    from scripts.runtime import memory_round_trip
 
     host = _local_gpu()
     if kind == "pycuda":
         pytest.importorskip("pycuda.driver")
-    cuda = make_cuda(kind, host["gpus"][0]["cuda_index"])
-    try:
-        assert cuda.name == kind
-        src, dst = cuda.host_buffer((3, 5), np.float32), cuda.host_buffer((3, 5), np.float32)
-        src[...] = np.arange(15, dtype=np.float32).reshape(3, 5)
-        dev = cuda.device_buffer(src.nbytes)
-        start, end = cuda.event(), cuda.event()
-        cuda.record(start)
-        cuda.h2d(dev, src)
-        cuda.d2h(dst, dev)
-        cuda.record(end)
-        cuda.sync()
-        assert np.array_equal(src, dst) and cuda.elapsed_ms(start, end) >= 0
-    finally:
-        cuda.close()
+    result = memory_round_trip(kind, host["gpus"][0]["cuda_index"], shape=(3, 5))
+    assert result["implementation"] == kind and result["equal"] and result["round_trip_ms"] >= 0
 
 
 @pytest.mark.gpu
