@@ -51,6 +51,18 @@ def install(timeout_s: float = 600) -> None:
         raise RuntimeError(f"installed {PACKAGES} but {still} are still missing")
 
 
+def require() -> None:
+    """Skip the calling test where this machine cannot run the cluster; fail instead under FACTORY_SLURM_REQUIRED
+    (`make test-slurm`, CI), where a skip would hide a broken set-up."""
+    import pytest
+
+    reason = unavailable()
+    if reason:
+        if os.environ.get("FACTORY_SLURM_REQUIRED"):
+            pytest.fail(f"Slurm test cluster unavailable: {reason}")
+        pytest.skip(reason)
+
+
 def unavailable() -> str | None:
     """Why this machine cannot run the test cluster, or None."""
     if os.geteuid() != 0:

@@ -124,11 +124,7 @@ def _secs(a: str, b: str) -> float:
 # ----------------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    reason = slurm_cluster.unavailable()
-    if reason:
-        if os.environ.get("FACTORY_SLURM_REQUIRED"):
-            pytest.fail(f"Slurm test cluster unavailable: {reason}")
-        pytest.skip(reason)
+    slurm_cluster.require()
     t0 = time.monotonic()
     slurm_cluster.install()
     TIMINGS["install_s"] = round(time.monotonic() - t0, 1)

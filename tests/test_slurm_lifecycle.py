@@ -1,5 +1,4 @@
 """The test cluster's daemons are gone after a test, also when the test fails (marker `slurm`)."""
-import os
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,7 @@ def running(pid: int) -> bool:
 
 
 def test_daemons_are_stopped_by_pid_even_when_the_test_fails(tmp_path):
-    reason = slurm_cluster.unavailable()
-    if reason:
-        if os.environ.get("FACTORY_SLURM_REQUIRED"):
-            pytest.fail(f"Slurm test cluster unavailable: {reason}")
-        pytest.skip(reason)
+    slurm_cluster.require()
     slurm_cluster.install()
     cluster = slurm_cluster.Cluster(tmp_path)
     with pytest.raises(RuntimeError, match="a failing test"):
