@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import importlib.metadata
 import os
 import subprocess
@@ -50,7 +51,12 @@ def size(path: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
 
 
+TOOLS_ENV = "FACTORY_TOOL_VERSIONS"  # read once by the Snakefile: its jobs run the same interpreter and venv
+
+
 def tool_versions() -> dict[str, str]:
+    if os.environ.get(TOOLS_ENV):
+        return json.loads(os.environ[TOOLS_ENV])
     versions = {}
     for dist in TOOLS:
         try:
@@ -71,8 +77,14 @@ def stage_tools(stage: str) -> dict[str, str]:
     return versions
 
 
+GIT_ENV = "FACTORY_WORKFLOW_GIT"  # set once by the Snakefile at DAG time: jobs then skip two git calls each
+
+
 def git_commit() -> dict:
     """The workflow's commit, and whether its tracked files differ from it."""
+    if os.environ.get(GIT_ENV):
+        return json.loads(os.environ[GIT_ENV])
+
     def git(*args):
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
     try:
@@ -86,9 +98,17 @@ def git_commit() -> dict:
 
 
 def describe_input(label: str, path: str) -> dict:
-    entry = {"label": label, "path": str(path), "sha256": sha256(path), "size": size(path)}
+    """An input's path, sha256 and size, and its own sidecar. When that sidecar recorded the file's size and mtime
+    and both still match, its sha256 is reused instead of hashing the file again (make's and Snakemake's own test
+    of up-to-dateness; `verify` re-hashes everything regardless)."""
     side = paths.provenance(str(path))
-    if os.path.exists(side):
+    recorded = (atomic.read_json(side) or {}).get("artifact", {}) if os.path.exists(side) else {}
+    stat = os.stat(path)
+    if os.path.isfile(path) and recorded.get("mtime_ns") == stat.st_mtime_ns and recorded.get("size") == stat.st_size:
+        entry = {"label": label, "path": str(path), "sha256": recorded["sha256"], "size": stat.st_size}
+    else:
+        entry = {"label": label, "path": str(path), "sha256": sha256(path), "size": size(path)}
+    if recorded or os.path.exists(side):
         entry["provenance"] = side
     return entry
 
@@ -98,7 +118,8 @@ def write(artifact: str, *, stage: str, inputs: dict[str, str], params: dict, fa
     """Write the sidecar of `artifact` (atomically) and return its path."""
     record = {
         "schema_version": SCHEMA_VERSION,
-        "artifact": {"path": str(artifact), "sha256": sha256(artifact), "size": size(artifact)},
+        "artifact": {"path": str(artifact), "sha256": sha256(artifact), "size": size(artifact),
+                     "mtime_ns": os.stat(artifact).st_mtime_ns},
         "stage": stage,
         "inputs": [describe_input(label, p) for label, p in sorted(inputs.items()) if p],
         "params": params,

@@ -122,3 +122,20 @@ def test_provenance_chain_and_hashes(cnn_onnx, demo_dir, tmp_path):
     parent = json.loads(open(rec["inputs"][0]["provenance"]).read())  # the chain goes on to the checkpoint
     assert parent["inputs"][0]["path"].endswith("tiny_cnn.pth")
     assert rec["tools"]["onnx"] == "1.23.2" and "commit" in rec["workflow"]
+
+
+def test_input_hash_reused_only_while_size_and_mtime_match(tmp_path):
+    import hashlib
+    import os
+
+    from scripts.provenance import describe_input
+
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"first version")
+    provenance.write(str(src), stage="export", inputs={}, params={}, host={"gpus": []})
+    assert describe_input("onnx", str(src))["sha256"] == hashlib.sha256(b"first version").hexdigest()
+    # rewritten with the same size but a new mtime: hashed again, not taken from the (now stale) sidecar
+    src.write_bytes(b"other version")
+    st = os.stat(src)
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert describe_input("onnx", str(src))["sha256"] == hashlib.sha256(b"other version").hexdigest()
