@@ -114,11 +114,12 @@ def describe_input(label: str, path: str) -> dict:
 
 
 def write(artifact: str, *, stage: str, inputs: dict[str, str], params: dict, facts: dict | None = None,
-          host: dict | None = None) -> str:
-    """Write the sidecar of `artifact` (atomically) and return its path."""
+          host: dict | None = None, artifact_sha256: str | None = None) -> str:
+    """Write the sidecar of `artifact` (atomically) and return its path. `artifact_sha256`: the digest of the bytes
+    the stage itself just wrote there (saves reading them back)."""
     record = {
         "schema_version": SCHEMA_VERSION,
-        "artifact": {"path": str(artifact), "sha256": sha256(artifact), "size": size(artifact),
+        "artifact": {"path": str(artifact), "sha256": artifact_sha256 or sha256(artifact), "size": size(artifact),
                      "mtime_ns": os.stat(artifact).st_mtime_ns},
         "stage": stage,
         "inputs": [describe_input(label, p) for label, p in sorted(inputs.items()) if p],

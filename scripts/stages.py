@@ -6,6 +6,8 @@ plain function and writes the provenance sidecar of its main output.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 from . import intoto, provenance
 
 RUNNERS = {}
@@ -117,11 +119,15 @@ def build(inputs, outputs, p):
     from .backends.core import build_plan
     from .host import probe_host
 
-    host = probe_host()
     opts = p.get("tensorrt") or {}
     backend = load_backend(p["backend"])
+    # The host facts are for provenance, and for full TensorRT also for the checks and the GPU pin below. For a
+    # TensorRT-RTX build the probe (mostly loading NVML) runs while the builder works: it releases the GIL (measured).
+    pool = ThreadPoolExecutor(1)
+    probing = pool.submit(probe_host)
+    host = probing.result() if backend.short == "trt" else {"gpus": []}
     check_host_matches_key(backend, p, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
-    with _gpu_for(p, host) as gpu:  # full TensorRT builds on (and for) one local GPU; RTX needs none
+    with pool, _gpu_for(p, host) as gpu:  # full TensorRT builds on (and for) one local GPU; RTX needs none
         facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
                            input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
                            workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
@@ -131,7 +137,8 @@ def build(inputs, outputs, p):
                            version_compatible=opts.get("version_compatible", False),
                            log=lambda *a: print(*a, flush=True))
     facts["gpu"] = gpu
-    provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=host)
+    provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=probing.result(),
+                     artifact_sha256=facts.pop("plan_sha256"))
     intoto.write_statement(outputs["plan"], outputs.get("intoto"))
     return facts
 

@@ -7,9 +7,11 @@ passed in place of `tensorrt` wherever the APIs coincide.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import time
 import warnings
 from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -301,11 +303,13 @@ def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, w
                            + "\n  ".join(logger.errors() or ["(no error logged)"]), model=model, path=str(onnx_path))
     if timing_cache_path:
         _save_timing_cache(config, timing_cache_path, cache_facts)
-    with atomic_path(plan_path) as tmp, open(tmp, "wb") as f:
+    with ThreadPoolExecutor(1) as pool, atomic_path(plan_path) as tmp, open(tmp, "wb") as f:
+        digest = pool.submit(lambda: hashlib.sha256(memoryview(serialized)).hexdigest())  # hashed while written
         f.write(serialized)  # IHostMemory exposes the buffer protocol: no extra copy of a large plan
     log(f"[build {model}] done in {seconds:.1f} s, {serialized.nbytes} bytes")
     return {
         "backend": trt.__name__, "version": trt.__version__, "build_seconds": round(seconds, 3),
+        "plan_sha256": digest.result(),
         "plan_bytes": int(serialized.nbytes), "targets": [str(compute_capability)] if compute_capability else None,
         "input_shapes": shapes, "input_profiles": input_profiles, "workspace_mb": int(workspace_mb),
         "optimization_level": int(optimization_level), "strongly_typed_flag": bool(strongly_typed_flag),
