@@ -22,6 +22,11 @@ def gpus_of(host: dict, cc: str) -> list[dict]:
     return [g for g in host["gpus"] if g["compute_capability"] == cc]
 
 
+def pinned_gpu_if(wanted: bool, host: dict, cc: str, *, model: str):
+    """`pinned_gpu` where the job runs on a GPU, else a context that yields None."""
+    return pinned_gpu(host, cc, model=model) if wanted else contextlib.nullcontext(None)
+
+
 @contextlib.contextmanager
 def pinned_gpu(host: dict, cc: str, *, model: str, wait_s: float = 3600.0):
     """Yield the GPU dict this process now owns (CUDA_VISIBLE_DEVICES set to it); release on exit."""

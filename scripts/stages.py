@@ -117,6 +117,7 @@ def parity(inputs, outputs, p):
 def build(inputs, outputs, p):
     from .backends import load_backend
     from .backends.core import build_plan
+    from .gpus import pinned_gpu_if
     from .host import probe_host
 
     opts = p.get("tensorrt") or {}
@@ -127,7 +128,8 @@ def build(inputs, outputs, p):
     probing = pool.submit(probe_host)
     host = probing.result() if backend.short == "trt" else {"gpus": []}
     check_host_matches_key(backend, p, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
-    with pool, _gpu_for(p, host) as gpu:  # full TensorRT builds on (and for) one local GPU; RTX needs none
+    # full TensorRT builds on (and for) one local GPU of the key's compute capability; RTX needs none
+    with pool, pinned_gpu_if(backend.short == "trt", host, p["compute_capability"], model=p["model"]) as gpu:
         facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
                            input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
                            workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
@@ -141,17 +143,6 @@ def build(inputs, outputs, p):
                      artifact_sha256=facts.pop("plan_sha256"))
     intoto.write_statement(outputs["plan"], outputs.get("intoto"))
     return facts
-
-
-def _gpu_for(p: dict, host: dict):
-    """Pin full-TensorRT jobs to a GPU of the key's compute capability; RTX builds need no GPU."""
-    import contextlib
-
-    from .gpus import pinned_gpu
-
-    if p["backend"] != "tensorrt":
-        return contextlib.nullcontext(None)
-    return pinned_gpu(host, p["compute_capability"], model=p["model"])
 
 
 def check_host_matches_key(backend, p: dict, host: dict) -> None:
@@ -178,17 +169,15 @@ def _where(host: dict) -> str:
 
 @runner("validate")
 def validate(inputs, outputs, p):
-    import contextlib
-
-    from .gpus import gpus_of, pinned_gpu
+    from .gpus import gpus_of, pinned_gpu_if
     from .host import probe_host
     from .validate import validate_plan
 
     host = probe_host()
     # Run on one GPU of the plan's compute capability when there is one (held, so jobs don't share it);
     # otherwise execution reports not-run with the reason.
-    has_gpu = bool(gpus_of(host, p["compute_capability"]))
-    with (pinned_gpu(host, p["compute_capability"], model=p["model"]) if has_gpu else contextlib.nullcontext()) as gpu:
+    cc = p["compute_capability"]
+    with pinned_gpu_if(bool(gpus_of(host, cc)), host, cc, model=p["model"]) as gpu:
         run_host = {**host, "gpus": [gpu]} if gpu else host
         return validate_plan(outputs["json"], plan=inputs["plan"], parity=inputs["parity"],
                              golden_path=inputs["golden"], tolerance=p["tolerance"], backend=p["backend"],

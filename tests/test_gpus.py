@@ -64,3 +64,10 @@ def test_probe_names_the_installed_backends():
     backends = probe_host()["backends"]
     assert backends["tensorrt_rtx"] == tensorrt_rtx.__version__
     assert backends["tensorrt"] is None  # full TensorRT is not installable here
+
+
+def test_pin_only_where_the_job_runs_on_a_gpu():
+    with gpus.pinned_gpu_if(False, HOST, "8.9", model="m") as gpu:  # e.g. a TensorRT-RTX build: no GPU needed
+        assert gpu is None and "CUDA_VISIBLE_DEVICES" not in os.environ
+    with gpus.pinned_gpu_if(True, HOST, "9.0", model="m") as gpu:
+        assert gpu["uuid"] == "GPU-2"

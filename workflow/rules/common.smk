@@ -93,13 +93,18 @@ def source_inputs(model):
     return {"source": source_path(model)}
 
 
+def source_kind(model):
+    """What a model starts from: checkpoint (state_dict + class), torchscript, onnx or tensorflow."""
+    m = model_cfg(model)
+    if m["framework"] == "tensorflow":
+        return "tensorflow"
+    return "checkpoint" if "checkpoint" in m else "torchscript" if "torchscript" in m else "onnx"
+
+
 def frozen_format(model):
     """pt2 for state_dict checkpoints (torch.export), pt for TorchScript sources, pb for TensorFlow (frozen
     GraphDef), None for ONNX sources."""
-    m = model_cfg(model)
-    if m["framework"] == "tensorflow":
-        return "pb"
-    return "pt2" if "checkpoint" in m else "pt" if "torchscript" in m else None
+    return {"checkpoint": "pt2", "torchscript": "pt", "tensorflow": "pb", "onnx": None}[source_kind(model)]
 
 
 def framework_mem_mb(stage, default):

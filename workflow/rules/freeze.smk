@@ -3,7 +3,7 @@
 
 def freeze_params(wc):
     m = model_cfg(wc.model)
-    return {"model": wc.model, "source_kind": "checkpoint" if "checkpoint" in m else "torchscript",
+    return {"model": wc.model, "source_kind": source_kind(wc.model),
             "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {}), "inputs": m["inputs"]}
 
 

@@ -10,14 +10,13 @@ def golden_inputs(wc):
 
 def golden_params(wc):
     m = model_cfg(wc.model)
-    kind = "checkpoint" if "checkpoint" in m else "torchscript" if "torchscript" in m else "onnx"
-    if m["framework"] == "tensorflow":
-        return {"model": wc.model, "inputs": m["inputs"], "outputs": m["outputs"],
-                "seed": model_settings(CFG, wc.model)["golden_seed"], "device": CFG["golden_device"],
-                "source": {"kind": "tensorflow", "format": m["format"], "signature": m.get("signature")}}
+    kind = source_kind(wc.model)
+    if kind == "tensorflow":
+        source = {"kind": kind, "format": m["format"], "signature": m.get("signature")}
+    else:
+        source = {"kind": kind, "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {})}
     return {"model": wc.model, "inputs": m["inputs"], "outputs": m.get("outputs"),
-            "seed": model_settings(CFG, wc.model)["golden_seed"], "device": CFG["golden_device"],
-            "source": {"kind": kind, "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {})}}
+            "seed": model_settings(CFG, wc.model)["golden_seed"], "device": CFG["golden_device"], "source": source}
 
 
 rule golden:
