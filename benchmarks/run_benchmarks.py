@@ -8,9 +8,9 @@ Measures, in one run:
   2. a full `make run` on the demo zoo from empty artifacts (wall time), and per-stage wall time and peak memory
      from the rules' `benchmark:` files (Snakemake's own per-job measurement);
   3. the build stage's overhead: the same ONNX file and target built (a) by a bare TensorRT-RTX builder call in a
-     fresh Python and (b) by the workflow's build stage command (`python -m scripts run build ...`), alternated,
-     plus each one's Python start-up alone (interpreter + imports), reported separately, on the demo CNN and on a
-     ResNet-18-sized CNN. Target: (b) beyond its start-up <= 1.05 x (a) beyond its start-up.
+     fresh Python and (b) by the workflow's build stage command (`python -m scripts run build ...`), with each one's
+     Python start-up alone (interpreter + imports), all four in every round, on the demo CNN and on a ResNet-18-sized
+     CNN. Target: (b) beyond its start-up <= 1.05 x (a) beyond its start-up; start-up reported separately.
 """
 from __future__ import annotations
 
@@ -53,8 +53,10 @@ config.add_optimization_profile(profile)
 plan = builder.build_serialized_network(network, config)
 open(plan_path, "wb").write(plan)
 """
-# What the stage process imports before it can build: its Python start-up, measured alone.
-STAGE_STARTUP = "import scripts.stages, scripts.backends.core, scripts.provenance, scripts.host, tensorrt_rtx"
+# What the build stage process imports before it starts working (`python -m scripts run build`: runpy, the CLI with
+# argparse, the build runner's modules, the backend): its Python start-up, measured alone, reported separately.
+STAGE_STARTUP = ("import runpy, scripts.__main__, scripts.stages, scripts.backends.core, scripts.gpus, scripts.host, "
+                 "scripts.provenance, scripts.intoto, tensorrt_rtx")
 
 
 def resnetish_onnx(path: Path) -> None:
@@ -111,7 +113,8 @@ def stage_table() -> dict:
 
 
 def build_overhead(repeat: int) -> dict:
-    """The build stage against a bare TensorRT-RTX builder call on the same ONNX file and target, alternated."""
+    """The build stage against a bare TensorRT-RTX builder call on the same ONNX file and target, and each one's
+    start-up alone, interleaved."""
     tmp = Path(tempfile.mkdtemp())
     demo = REPO / "artifacts" / "tiny_cnn" / "onnx" / "model.fp16.onnx"
     if not demo.exists():
@@ -123,30 +126,38 @@ def build_overhead(repeat: int) -> dict:
 
     provenance.write(str(tmp / "resnetish.onnx"), stage="export", inputs={}, params={}, host={})
     cases = {"tiny_cnn fp16 (demo)": (demo, [3, 32, 32]), "resnet18-sized fp32, 21 MB": (tmp / "resnetish.onnx", [3, 224, 224])}
-    # as the Snakefile runs every job: git commit and tool versions read once, inherited through the environment
+    from scripts.host import PROBED_ENV, probe_host
+
+    # as the Snakefile runs every job: host probe, git commit and tool versions read once, inherited through the
+    # environment
     env = {**os.environ, "PYTHONPATH": str(REPO), provenance.GIT_ENV: json.dumps(provenance.git_commit()),
-           provenance.TOOLS_ENV: json.dumps(provenance.tool_versions())}
-    out = {"target": "sm89", "repeat": repeat,
-           "startup_bare_s": median_of(repeat, lambda: timed([PY, "-c", "import tensorrt_rtx"]))["median_s"],
-           "startup_stage_s": median_of(repeat, lambda: timed([PY, "-c", STAGE_STARTUP], env=env))["median_s"]}
+           provenance.TOOLS_ENV: json.dumps(provenance.tool_versions()), PROBED_ENV: json.dumps(probe_host())}
+    out = {"target": "sm89", "repeat": repeat}
+    startup_bare, startup_stage = [PY, "-c", "import tensorrt_rtx"], [PY, "-c", STAGE_STARTUP]
     for name, (onnx, chw) in cases.items():
         profile = {"x": {"dtype": "float32", "shape": ["batch", *chw], "min": [1, *chw], "opt": [8, *chw],
                          "max": [32, *chw]}}
         io = {"inputs": {"onnx": str(onnx)}, "outputs": {"plan": str(tmp / "stage.plan")}}
         settings = {"model": "bench", "backend": "tensorrt_rtx", "key": _rtx_key(), "compute_capability": "8.9",
                     "precision": "fp16", "inputs": profile, "build": {"workspace_mb": 1024, "optimization_level": 3},
-                    "timing_cache": str(tmp / "timing.cache"), "tensorrt": None}
-        bare, stage = [], []
-        for _ in range(repeat):  # alternate, so that drift hits both alike
-            bare.append(timed([PY, "-c", BARE_BUILD, str(onnx), str(tmp / "bare.plan"), json.dumps(profile)]))
-            stage.append(timed([PY, "-m", "scripts", "run", "build", json.dumps(io), json.dumps(settings)], env=env))
-        b, s = statistics.median(bare), statistics.median(stage)
-        bare_work, stage_work = b - out["startup_bare_s"], s - out["startup_stage_s"]
-        out[name] = {"onnx_mb": round(onnx.stat().st_size / 2**20, 1), "bare_process_s": round(b, 3),
-                     "stage_process_s": round(s, 3), "bare_beyond_startup_s": round(bare_work, 3),
-                     "stage_beyond_startup_s": round(stage_work, 3),
+                    "timing_cache": None, "tensorrt": None}  # as the workflow runs RTX builds: no timing cache
+        runs = {"startup_bare": [], "bare": [], "startup_stage": [], "stage": []}
+        for _ in range(repeat):  # each round runs all four, so that drift hits them alike
+            runs["startup_bare"].append(timed(startup_bare))
+            runs["bare"].append(timed([PY, "-c", BARE_BUILD, str(onnx), str(tmp / "bare.plan"), json.dumps(profile)]))
+            runs["startup_stage"].append(timed(startup_stage, env=env))
+            runs["stage"].append(timed([PY, "-m", "scripts", "run", "build", json.dumps(io), json.dumps(settings)],
+                                       env=env))
+        med = {k: statistics.median(v) for k, v in runs.items()}
+        bare_work, stage_work = med["bare"] - med["startup_bare"], med["stage"] - med["startup_stage"]
+        per_round = [(s - ss) / (b - sb) - 1 for sb, b, ss, s in zip(*runs.values())]
+        out[name] = {"onnx_mb": round(onnx.stat().st_size / 2**20, 1),
+                     "startup_bare_s": round(med["startup_bare"], 3), "startup_stage_s": round(med["startup_stage"], 3),
+                     "bare_process_s": round(med["bare"], 3), "stage_process_s": round(med["stage"], 3),
+                     "bare_beyond_startup_s": round(bare_work, 3), "stage_beyond_startup_s": round(stage_work, 3),
                      "overhead_beyond_startup": round(stage_work / bare_work - 1, 3),
-                     "runs_s": {"bare": [round(x, 3) for x in bare], "stage": [round(x, 3) for x in stage]}}
+                     "overhead_per_round_median": round(statistics.median(per_round), 3),
+                     "runs_s": {k: [round(x, 3) for x in v] for k, v in runs.items()}}
     shutil.rmtree(tmp)
     return out
 

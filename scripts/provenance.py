@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import importlib.metadata
 import os
 import subprocess
 from pathlib import Path
@@ -57,6 +56,8 @@ TOOLS_ENV = "FACTORY_TOOL_VERSIONS"  # read once by the Snakefile: its jobs run 
 def tool_versions() -> dict[str, str]:
     if os.environ.get(TOOLS_ENV):
         return json.loads(os.environ[TOOLS_ENV])
+    import importlib.metadata  # ~15 ms to import: only where the Snakefile did not pass the versions
+
     versions = {}
     for dist in TOOLS:
         try:
@@ -68,6 +69,8 @@ def tool_versions() -> dict[str, str]:
 
 def stage_tools(stage: str) -> dict[str, str]:
     """{dist: version} of the installed tools that decide `stage`'s output (see STAGE_TOOLS)."""
+    import importlib.metadata
+
     versions = {}
     for dist in STAGE_TOOLS.get(stage, []):
         try:
@@ -136,6 +139,6 @@ def write(artifact: str, *, stage: str, inputs: dict[str, str], params: dict, fa
 
 
 def _host_facts() -> dict:
-    from .host import probe_host  # NVML probe; never raises
+    from .host import job_host_facts  # the Snakefile's probe, or a probe now; never raises
 
-    return probe_host()
+    return job_host_facts()

@@ -6,8 +6,6 @@ plain function and writes the provenance sidecar of its main output.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from . import intoto, provenance
 
 RUNNERS = {}
@@ -118,18 +116,14 @@ def build(inputs, outputs, p):
     from .backends import load_backend
     from .backends.core import build_plan
     from .gpus import pinned_gpu_if
-    from .host import probe_host
+    from .host import job_host_facts
 
     opts = p.get("tensorrt") or {}
     backend = load_backend(p["backend"])
-    # The host facts are for provenance, and for full TensorRT also for the checks and the GPU pin below. For a
-    # TensorRT-RTX build the probe (mostly loading NVML) runs while the builder works: it releases the GIL (measured).
-    pool = ThreadPoolExecutor(1)
-    probing = pool.submit(probe_host)
-    host = probing.result() if backend.short == "trt" else {"gpus": []}
+    host = job_host_facts()  # provenance; for full TensorRT also the checks and the GPU pin below
     check_host_matches_key(backend, p, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
     # full TensorRT builds on (and for) one local GPU of the key's compute capability; RTX needs none
-    with pool, pinned_gpu_if(backend.short == "trt", host, p["compute_capability"], model=p["model"]) as gpu:
+    with pinned_gpu_if(backend.short == "trt", host, p["compute_capability"], model=p["model"]) as gpu:
         facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
                            input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
                            workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
@@ -139,7 +133,9 @@ def build(inputs, outputs, p):
                            version_compatible=opts.get("version_compatible", False),
                            log=lambda *a: print(*a, flush=True))
     facts["gpu"] = gpu
-    provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=probing.result(),
+    if not p["timing_cache"]:
+        facts["timing_cache"] = {"path": None, "reason": backend.timing_cache_unused or "no timing cache configured"}
+    provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=host,
                      artifact_sha256=facts.pop("plan_sha256"))
     intoto.write_statement(outputs["plan"], outputs.get("intoto"))
     return facts
@@ -170,10 +166,10 @@ def _where(host: dict) -> str:
 @runner("validate")
 def validate(inputs, outputs, p):
     from .gpus import gpus_of, pinned_gpu_if
-    from .host import probe_host
+    from .host import job_host_facts
     from .validate import validate_plan
 
-    host = probe_host()
+    host = job_host_facts()
     # Run on one GPU of the plan's compute capability when there is one (held, so jobs don't share it);
     # otherwise execution reports not-run with the reason.
     cc = p["compute_capability"]

@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from scripts import intoto, provenance
 from scripts.backends import build_plan, load_backend, precision_support, resolve_backend
 from scripts.errors import FactoryError
 from scripts.host import probe_host
@@ -125,13 +126,22 @@ def test_progress_is_logged(models, tmp_path):
 
 
 def test_timing_cache_written_and_reused(models, tmp_path):
+    """Full TensorRT's timing-cache path (the workflow gives RTX builds none), run with the RTX module standing in."""
     cache = tmp_path / "cache" / "timing.cache"
     kw = dict(model="tiny", input_profiles=X_PROFILE, compute_capability="8.6", timing_cache_path=str(cache),
               log=quiet)
     first = build_plan(RTX, models["tiny"], tmp_path / "a.plan", **kw)["timing_cache"]
     assert first["loaded"] is False and first["written"] and cache.stat().st_size > 0
-    second = build_plan(RTX, models["tiny"], tmp_path / "b.plan", **kw)["timing_cache"]
+    facts = build_plan(RTX, models["tiny"], tmp_path / "b.plan", **kw)
+    second = facts["timing_cache"]
     assert second["loaded"] is True
+    # the plan's in-toto statement lists the cache as a byproduct: its digest and whether the build loaded it
+    provenance.write(str(tmp_path / "b.plan"), stage="build", inputs={"onnx": models["tiny"]}, params={},
+                     facts=facts, host={}, artifact_sha256=facts["plan_sha256"])
+    st = json.loads(open(intoto.write_statement(str(tmp_path / "b.plan"))).read())
+    [byproduct] = st["predicate"]["runDetails"]["byproducts"]
+    assert byproduct["name"] == str(cache) and byproduct["digest"] == {"sha256": provenance.sha256(cache)}
+    assert byproduct["annotations"]["loaded"] is True
     # measured: RTX keeps the API but its timing cache never holds entries; the notes say so
     assert any("no-ops" in n for n in second["notes"]) and second["entries_after"] == 0
     # an unreadable cache file is replaced, not fatal
@@ -310,6 +320,20 @@ def test_host_probe_and_override(tmp_path, monkeypatch):
     assert facts["gpus"] == [gpu] and facts["driver_version"] == "580.1" and facts["overrides"] == str(override)
     override.write_text("{not json")
     assert any("FACTORY_HOST_FACTS" in e for e in probe_host()["probe_errors"])
+
+
+def test_jobs_take_the_snakefiles_probe_of_this_host_only(monkeypatch):
+    """Stage jobs use the probe their Snakefile made (PROBED_ENV), never one made on another host."""
+    from scripts.host import PROBED_ENV, job_host_facts
+
+    monkeypatch.delenv("FACTORY_HOST_FACTS", raising=False)
+    probed = {**probe_host(), "driver_version": "probed-by-the-snakefile"}
+    monkeypatch.setenv(PROBED_ENV, json.dumps(probed))
+    assert job_host_facts() == probed
+    monkeypatch.setenv(PROBED_ENV, json.dumps({**probed, "hostname": "another-node"}))
+    assert job_host_facts()["driver_version"] != "probed-by-the-snakefile"  # probed afresh here
+    monkeypatch.delenv(PROBED_ENV)
+    assert job_host_facts()["hostname"] == probe_host()["hostname"]
 
 
 # ------------------------------------------------------------------------------- GPU hosts (`pytest -m gpu`)

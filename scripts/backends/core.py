@@ -36,6 +36,11 @@ class Backend:
     def strongly_typed_flag(self) -> bool:
         return default_strongly_typed_flag(self.module)
 
+    @property
+    def timing_cache_unused(self) -> str | None:
+        """Why this backend's builds keep no timing cache; None when they keep one per key."""
+        return _backend_module(self.name).TIMING_CACHE_UNUSED
+
 
 def _backend_module(name: str):
     mod = BACKENDS.get(name) or _BY_SHORT.get(name)

@@ -10,8 +10,8 @@ Measured with tensorrt_rtx 1.7.1.116 on a GPU-less CPU host (November 2026):
 - fp32 GEMM on SM75: Myelin "Cannot compile operation ... for Turing (SM75): FP32 GEMM is not supported".
 - IProgressMonitor works (phase_start / phase_finish are called).
 - timing cache: the API exists but "Timing cache operations are no-ops in TensorRT-RTX" (DeprecationWarning since
-  1.2); the cache serializes to a 172-byte file with 0 entries. The core keeps using it (same code path as full
-  TensorRT) and records that it had no effect.
+  1.2); the cache serializes to a 172-byte file with 0 entries. NVIDIA's "Timing Cache Migration" page: no impact on
+  the engine, and it forces a GPU query during AOT builds; "do not use". So RTX builds use none (TIMING_CACHE).
 - hardware_compatibility_level: logs "setHardwareCompatibilityLevel() is unsupported in TensorRT-RTX" and stays NONE.
 - BuilderFlag.VERSION_COMPATIBLE: accepted, then the build fails: "Unable to load library: libnvinfer_lean.so.1".
 - NetworkDefinitionCreationFlag.STRONGLY_TYPED: accepted (networks are strongly typed anyway).
@@ -22,6 +22,9 @@ MODULE = "tensorrt_rtx"
 SHORT = "rtx"
 # AOT targets -> ComputeCapability member names; "sm86" in artifact paths == "8.6" here.
 TARGETS = {"7.5": "SM75", "8.0": "SM80", "8.6": "SM86", "8.9": "SM89", "12.0": "SM120", "12.1": "SM121"}
+# Why the builds of this backend keep no timing cache (None: they keep one per key); recorded in each plan's provenance.
+TIMING_CACHE_UNUSED = ("TensorRT-RTX: timing cache calls have no effect on the engine and force a GPU query during "
+                       "AOT builds (NVIDIA, TensorRT-RTX 'Timing Cache Migration': do not use)")
 
 
 def import_module():

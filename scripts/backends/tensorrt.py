@@ -9,6 +9,7 @@ from ..errors import FactoryError
 
 MODULE = "tensorrt"
 SHORT = "trt"
+TIMING_CACHE_UNUSED = None  # full TensorRT keeps a timing cache per key (tactic timings: faster rebuilds)
 HARDWARE_COMPATIBILITY = {"none": "NONE", "ampere_plus": "AMPERE_PLUS",
                           "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
 

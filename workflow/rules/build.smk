@@ -2,9 +2,10 @@
 
 
 def build_params(wc):
+    timing_cache = None if BACKEND.timing_cache_unused else paths.timing_cache(wc.key, wc.cc)  # none for RTX
     return {"model": wc.model, "backend": BACKEND.name, "key": wc.key, "compute_capability": paths.cc_dotted(wc.cc),
             "precision": wc.precision, "inputs": model_cfg(wc.model)["inputs"],
-            "build": model_settings(CFG, wc.model)["build"], "timing_cache": paths.timing_cache(wc.key, wc.cc),
+            "build": model_settings(CFG, wc.model)["build"], "timing_cache": timing_cache,
             **({"tensorrt": CFG["tensorrt"]} if BACKEND.short == "trt" else {})}
 
 
