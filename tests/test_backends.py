@@ -3,6 +3,7 @@
 The full-TensorRT code path runs with the `tensorrt_rtx` module passed in place of `tensorrt` where the APIs
 coincide; what RTX refuses there (hardware compatibility, version compatible) is asserted as measured.
 """
+import hashlib
 import json
 
 import numpy as np
@@ -148,6 +149,16 @@ def test_timing_cache_written_and_reused(models, tmp_path):
     cache.write_bytes(b"junk")
     third = build_plan(RTX, models["tiny"], tmp_path / "c.plan", **kw)["timing_cache"]
     assert third["written"]
+
+
+def test_plan_written_and_hashed_together(tmp_path):
+    from scripts.backends.core import _write_hashed
+
+    data = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
+    assert _write_hashed(tmp_path / "p.plan", data) == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "p.plan").read_bytes() == data
+    with pytest.raises(FileNotFoundError):  # a failed write raises (the hashing thread is joined, nothing hangs)
+        _write_hashed(tmp_path / "missing" / "p.plan", data)
 
 
 # ------------------------------------------------------------------------------------------------- profiles
