@@ -11,7 +11,7 @@ Measured with tensorrt_rtx 1.7.1.116 on a GPU-less CPU host (November 2026):
 - IProgressMonitor works (phase_start / phase_finish are called).
 - timing cache: the API exists but "Timing cache operations are no-ops in TensorRT-RTX" (DeprecationWarning since
   1.2); the cache serializes to a 172-byte file with 0 entries. NVIDIA's "Timing Cache Migration" page: no impact on
-  the engine, and it forces a GPU query during AOT builds; "do not use". So RTX builds use none (TIMING_CACHE).
+  the engine, and it forces a GPU query during AOT builds; "do not use". So RTX builds use none (TIMING_CACHE_UNUSED).
 - hardware_compatibility_level: logs "setHardwareCompatibilityLevel() is unsupported in TensorRT-RTX" and stays NONE.
 - BuilderFlag.VERSION_COMPATIBLE: accepted, then the build fails: "Unable to load library: libnvinfer_lean.so.1".
 - NetworkDefinitionCreationFlag.STRONGLY_TYPED: accepted (networks are strongly typed anyway).
