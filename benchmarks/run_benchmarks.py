@@ -34,7 +34,7 @@ PY = str(REPO / ".venv" / "bin" / "python")
 SNAKEMAKE = [str(REPO / ".venv" / "bin" / "snakemake"), "--workflow-profile", "workflow/profiles/default"]
 
 BARE_BUILD = r"""
-import json, sys, time, tensorrt_rtx as trt
+import json, sys, tensorrt_rtx as trt
 onnx_path, plan_path, profile_json = sys.argv[1], sys.argv[2], sys.argv[3]
 logger = trt.Logger(trt.Logger.WARNING)
 builder = trt.Builder(logger)
@@ -125,11 +125,12 @@ def build_overhead(repeat: int) -> dict:
     resnetish_onnx(tmp / "resnetish.onnx")
     sys.path.insert(0, str(REPO))
     from scripts import provenance  # as the export stage leaves it: the ONNX with its sidecar
-
-    provenance.write(str(tmp / "resnetish.onnx"), stage="export", inputs={}, params={}, host={})
-    cases = {"tiny_cnn fp16 (demo)": (demo, [3, 32, 32]), "resnet18-sized fp32, 21 MB": (tmp / "resnetish.onnx", [3, 224, 224])}
     from scripts.host import PROBED_ENV, probe_host
 
+    provenance.write(str(tmp / "resnetish.onnx"), stage="export", inputs={}, params={}, host={})
+    cases = {"tiny_cnn fp16 (demo)": (demo, [3, 32, 32]),
+             "resnet18-sized fp32, 21 MB": (tmp / "resnetish.onnx", [3, 224, 224])}
+    key = _rtx_key()
     # as the Snakefile runs every job: host probe, git commit and tool versions read once, inherited through the
     # environment
     env = {**os.environ, "PYTHONPATH": str(REPO), provenance.GIT_ENV: json.dumps(provenance.git_commit()),
@@ -140,7 +141,7 @@ def build_overhead(repeat: int) -> dict:
         profile = {"x": {"dtype": "float32", "shape": ["batch", *chw], "min": [1, *chw], "opt": [8, *chw],
                          "max": [32, *chw]}}
         io = {"inputs": {"onnx": str(onnx)}, "outputs": {"plan": str(tmp / "stage.plan")}}
-        settings = {"model": "bench", "backend": "tensorrt_rtx", "key": _rtx_key(), "compute_capability": "8.9",
+        settings = {"model": "bench", "backend": "tensorrt_rtx", "key": key, "compute_capability": "8.9",
                     "precision": "fp16", "inputs": profile, "build": {"workspace_mb": 1024, "optimization_level": 3},
                     "timing_cache": None, "tensorrt": None}  # as the workflow runs RTX builds: no timing cache
         runs = {"startup_bare": [], "bare": [], "startup_stage": [], "stage": []}
