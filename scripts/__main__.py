@@ -97,12 +97,11 @@ def _ops_commands(sub) -> None:
 
 def _attest(plans: list[str]) -> int:
     import glob
-    import os
 
     from . import intoto, paths
 
     if not plans:
-        plans = [p for p in sorted(glob.glob(f"{paths.ROOT}/*/plans/*/sm*/*/model.plan"))
+        plans = [p for p in sorted(glob.glob(paths.plan_glob()))
                  if not os.path.exists(paths.intoto(p))]
     for plan in plans:
         print(intoto.write_statement(plan))

@@ -6,6 +6,9 @@ A plan is valid only for (backend, backend version, compute capability), plus ou
 """
 from __future__ import annotations
 
+import os
+import re
+
 ROOT = "artifacts"
 FROZEN = ROOT + "/{model}/frozen/model.{fmt}"                 # fmt: pt2 (torch.export) | pt (TorchScript)
 FROZEN_PB = ROOT + "/{model}/frozen/model.pb"                 # TensorFlow: GraphDef, variables folded in
@@ -84,6 +87,21 @@ def parity(model: str, variant: str) -> str:
 
 def plan(model: str, key: str, cc: str, precision: str) -> str:
     return PLAN.format(model=model, key=key, cc=cc, precision=precision)
+
+
+def plan_glob(root: str = ROOT) -> str:
+    """Glob pattern (relative to the workflow directory) of every plan under `root`."""
+    return PLAN.replace(ROOT, root, 1).format(model="*", key="*", cc="*", precision="*")
+
+
+_PLAN_RE = re.compile(r"^(?:.*/)?" + PLAN.replace(".", r"\.").format(
+    model=r"(?P<model>[^/]+)", key=r"(?P<key>[^/]+)", cc=r"(?P<cc>\d+)", precision=r"(?P<precision>[^/]+)") + "$")
+
+
+def parse_plan(path: str) -> dict | None:
+    """{model, key, cc, precision} of a plan's path (any prefix before `artifacts/`), else None."""
+    m = _PLAN_RE.match(path.replace(os.sep, "/"))
+    return m.groupdict() if m else None
 
 
 def validation(model: str, key: str, cc: str, precision: str) -> str:

@@ -14,11 +14,8 @@ import shutil
 from pathlib import Path
 
 from . import paths
-from .status import ask_snakemake, parse_plan_path, parse_summary
-
-
-def _size(p: Path) -> int:
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+from .provenance import size
+from .status import ask_snakemake, parse_summary
 
 
 def _kept(key: str, cc: str, keep) -> bool:
@@ -28,7 +25,7 @@ def _kept(key: str, cc: str, keep) -> bool:
 def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.ROOT) -> dict:
     base = Path(directory)
     rows = parse_summary(ask_snakemake(directory, configfiles, dry_run=False)["summary"])
-    plan_rows = [(r, t) for r in rows if r["rule"] == "build" and (t := parse_plan_path(r["file"]))]
+    plan_rows = [(r, t) for r in rows if r["rule"] == "build" and (t := paths.parse_plan(r["file"]))]
     produced = {(t["key"], t["cc"]) for _, t in plan_rows}
     if not produced and not keep:
         raise RuntimeError("this host/config produces no plans: refusing to prune everything (name --keep keys)")
@@ -38,12 +35,12 @@ def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.
             key, cc = d.parent.name, d.name[2:]
             if (key, cc) not in produced and not _kept(key, cc, keep):
                 victims.append({"kind": kind, "path": d.relative_to(base).as_posix(), "key": key, "cc": cc,
-                                "bytes": _size(d)})
+                                "bytes": size(d)})
     for f in sorted(base.glob(f"{root}/cache/timing/*/sm*.cache*")):
         key, cc = f.parent.name, f.name[2:].split(".")[0]
         if (key, cc) not in produced and not _kept(key, cc, keep):
             victims.append({"kind": "timing cache", "path": f.relative_to(base).as_posix(), "key": key, "cc": cc,
-                            "bytes": _size(f)})
+                            "bytes": size(f)})
     return {"produced": sorted(f"{k}/sm{c}" for k, c in produced), "keep": list(keep), "remove": victims,
             "bytes": sum(v["bytes"] for v in victims),
             "missing": sorted(r["file"] for r, _ in plan_rows if r["status"] == "missing")}

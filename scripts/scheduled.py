@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import atomic, paths
 from .atomic import read_json
-from .status import parse_plan_path, snakemake_command
+from .status import snakemake_command
 
 DIR = "scheduled"
 
@@ -27,9 +27,9 @@ def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
     """Every plan on disk with its mtime/size and its validation's mtime/status (cheap: no hashing)."""
     base = Path(directory)
     plans = {}
-    for p in sorted(base.glob(f"{root}/*/plans/*/sm*/*/model.plan")):
+    for p in sorted(base.glob(paths.plan_glob(root))):
         rel = p.relative_to(base).as_posix()
-        t = parse_plan_path(rel)
+        t = paths.parse_plan(rel)
         if not t:
             continue
         st = p.stat()
@@ -56,7 +56,7 @@ def changes(before: dict, after: dict) -> dict:
 def _names(plans: list[str], limit: int = 8) -> str:
     items = []
     for p in plans[:limit]:
-        t = parse_plan_path(p)
+        t = paths.parse_plan(p)
         items.append(f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}" if t else p)
     return ", ".join(items) + (f", … ({len(plans) - limit} more)" if len(plans) > limit else "")
 

@@ -35,8 +35,6 @@ REPO = Path(__file__).resolve().parent.parent
 PROFILE = REPO / "workflow" / "profiles" / "default"
 HOST_PARAMS = {"driver", "cuda", "driver_version", "cuda_driver_version"}
 SOURCE_LABELS = {"source", "calibration", "samples"}
-_PLAN_RE = re.compile(r"^(?:.*/)?artifacts/(?P<model>[^/]+)/plans/(?P<key>[^/]+)/sm(?P<cc>\d+)/(?P<precision>[^/]+)/"
-                      r"model\.plan$")
 
 
 # ------------------------------------------------------------------------------------------------ snakemake
@@ -242,11 +240,6 @@ def chain_files(model: str, key: str, cc: str, precision: str) -> set[str]:
             paths.plan(model, key, cc, precision), paths.validation(model, key, cc, precision)}
 
 
-def parse_plan_path(path: str) -> dict | None:
-    m = _PLAN_RE.match(path.replace(os.sep, "/"))
-    return m.groupdict() if m else None
-
-
 # ------------------------------------------------------------------------------------------------ status
 def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> dict:
     """The status report (a dict; see `render` for the text form)."""
@@ -262,7 +255,7 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
     for row in rows:
         if row["rule"] != "build" or not row["file"].endswith("model.plan"):
             continue
-        t = parse_plan_path(row["file"])
+        t = paths.parse_plan(row["file"])
         if not t:
             continue
         chain = chain_files(**t)
@@ -292,9 +285,9 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
     key_ccs = {(t["key"], t["cc"]) for t in targets}
     models = {t["model"] for t in targets}
     not_produced = []
-    for p in sorted(base.glob(f"{root}/*/plans/*/sm*/*/model.plan")):
+    for p in sorted(base.glob(paths.plan_glob(root))):
         rel = p.relative_to(base).as_posix()
-        t = parse_plan_path(rel)
+        t = paths.parse_plan(rel)
         if not t or rel in produced:
             continue
         if t["model"] not in models:

@@ -120,7 +120,7 @@ def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
             problem("tampered", st, f"statement subject is {subject.get('name')}, not {plan}")
         elif recorded != h.digest(plan):
             problem("tampered", plan, f"sha256 differs from its in-toto statement ({recorded[:12]}…)", via=st)
-    for p in (base / root).glob("*/plans/*/*/*/model.plan"):
+    for p in base.glob(paths.plan_glob(root)):
         rel = p.relative_to(base).as_posix()
         if rel + SIDECAR in accounted and not (base / (rel + STATEMENT)).exists():
             problem("missing", rel + STATEMENT, "plan has no in-toto statement (a plan built before statements "

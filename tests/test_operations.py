@@ -316,7 +316,7 @@ def test_summary_parsing_and_changes():
     assert rows[1]["pending"] is False
 
     def snap(**plans):
-        return {"taken": "t", "plans": {p: {**status.parse_plan_path(p), "mtime_ns": m, "size": 1,
+        return {"taken": "t", "plans": {p: {**paths.parse_plan(p), "mtime_ns": m, "size": 1,
                                             "validation": {"mtime_ns": v, "status": s}} for p, (m, v, s) in
                                         plans.items()}}
     a = "artifacts/m/plans/rtx-1.7.1.116/sm89/fp16/model.plan"
