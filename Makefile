@@ -4,7 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
-SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default
+# Your own zoo: make run ZOO=~/zoo/my-zoo.yaml [DIR=~/zoo] (several files: ZOO="zoo.yaml site.yaml", overlays).
+# Without ZOO: the demo zoo, config/config.yaml. DIR: the working directory (where artifacts/ goes; default: here).
+ZOO ?=
+DIR ?=
+WORKFLOW_ARGS := $(if $(ZOO),--configfile $(abspath $(ZOO))) $(if $(DIR),--directory $(abspath $(DIR)))
+OPS_ARGS := $(if $(ZOO),--configfile $(abspath $(ZOO))) $(if $(DIR),-d $(abspath $(DIR)))
+# RETRY_FAILED=1 retries the targets whose recorded failure would otherwise keep them out of the run.
+export FACTORY_RETRY_FAILED := $(RETRY_FAILED)
+SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default $(WORKFLOW_ARGS)
 
 .PHONY: run test test-slow test-slurm install check report clean bench status verify prune scheduled
 
@@ -31,28 +39,30 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip check
+	# `python -m scripts` from any directory: the checkout on the venv's path, relative (moves with both)
+	$(BIN)/python -c "import os, site; sp = site.getsitepackages()[0]; open(os.path.join(sp, 'engine-factory.pth'), 'w').write(os.path.relpath('$(CURDIR)', sp) + '\n')"
 	touch $(STAMP)
 
 check: $(STAMP)
-	$(BIN)/python -m scripts check config/config.yaml
+	$(BIN)/python -m scripts check $(OPS_ARGS)
 
 report: $(STAMP)
 	$(SNAKEMAKE) --cores 1 --report artifacts/report/snakemake-report.html
 
 # Operations (README "Operations"): exit status 1 means "needs work" (status) or "integrity problem" (verify).
 status: $(STAMP)
-	$(BIN)/python -m scripts status
+	$(BIN)/python -m scripts status $(OPS_ARGS)
 
 verify: $(STAMP)
-	$(BIN)/python -m scripts verify
+	$(BIN)/python -m scripts verify $(if $(DIR),-d $(abspath $(DIR)))
 
 # Lists the keys this host/config no longer builds; `make prune DELETE=1` removes them, KEEP="key ..." keeps some.
 prune: $(STAMP)
-	$(BIN)/python -m scripts prune $(if $(DELETE),--delete) $(foreach k,$(KEEP),--keep $(k))
+	$(BIN)/python -m scripts prune $(OPS_ARGS) $(if $(DELETE),--delete) $(foreach k,$(KEEP),--keep $(k))
 
 # The scheduled run (cron / systemd timer): factory, status, verify, artifacts/scheduled/last-run.md.
 scheduled: $(STAMP)
-	$(BIN)/python -m scripts scheduled --cores $(CORES)
+	$(BIN)/python -m scripts scheduled $(OPS_ARGS) --cores $(CORES)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmarks.py

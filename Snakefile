@@ -1,6 +1,7 @@
 # The TensorRT engine factory: checkpoint -> frozen -> ONNX -> simplified ONNX -> precision variants -> plans
 # -> validation -> report. Stage logic lives in the `scripts` package; each rule file is one stage.
-configfile: "config/config.yaml"
+# The zoo comes from --configfile (several: overlays), else config/config.yaml (the demo): no `configfile:` here,
+# which Snakemake would merge into the user's zoo (workflow/rules/common.smk loads it).
 
 
 include: "workflow/rules/common.smk"
@@ -19,3 +20,4 @@ rule all:
     input:
         paths.REPORT_JSON,
         paths.REPORT_HTML,
+        paths.OUTCOME,

@@ -36,7 +36,7 @@ def part_cuda() -> dict:
     make_asset(str(tmp / "tiny_cnn.pth"))
     specs = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],
                    "max": [32, 3, 32, 32]}}
-    source = {"kind": "checkpoint", "path": str(tmp / "tiny_cnn.pth"), "model_ref": "scripts.demo:TinyCNN"}
+    source = {"kind": "checkpoint", "path": str(tmp / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
     golden = {}
     for device in ("cpu", "cuda"):
         t = time.perf_counter()
@@ -61,10 +61,10 @@ def part_rtx() -> dict:
     host = probe_host()
     backend = load_backend("tensorrt_rtx")
     tmp = Path(tempfile.mkdtemp())
-    from scripts.demo import _classes
+    from scripts.demo.models import TinyCNN
 
     torch.manual_seed(0)
-    net = _classes()["TinyCNN"]().eval()
+    net = TinyCNN().eval()
     torch.onnx.export(net, (torch.zeros(2, 3, 32, 32),), str(tmp / "m.onnx"), dynamo=False, opset_version=18,
                       input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}})
     specs = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],

@@ -1,4 +1,4 @@
-"""Command line: `python -m scripts <command> ...` (run `python -m scripts -h`)."""
+"""Command line: `python -m scripts <command> ...` (run `python -m scripts -h`; every command has -h)."""
 from __future__ import annotations
 
 import argparse
@@ -9,18 +9,58 @@ import time
 
 from .errors import FactoryError
 
+STAGES_HELP = """stages (each is one Snakemake rule's job; the workflow passes the arguments):
+  demo       make one demo-zoo file (checkpoint, old-opset ONNX, calibration set) from fixed seeds
+  freeze     PyTorch state_dict + class -> torch.export .pt2; TorchScript -> frozen .pt
+  freeze_tf  TensorFlow (Keras .keras/.h5, SavedModel, TF1 checkpoint) -> frozen GraphDef .pb + tensor sidecar
+  export     frozen model -> model.onnx (or import and upgrade a user's ONNX file)
+  simplify   model.onnx -> model.sim.onnx (onnxslim / onnxsim, checked in onnxruntime, with fallbacks)
+  precision  model.sim.onnx -> model.<precision>.onnx (ModelOpt AutoCast / PTQ, in a child process)
+  golden     reference outputs of the framework in fp32 on fixed inputs
+  parity     one ONNX variant in onnxruntime vs the golden outputs
+  build      one TensorRT / TensorRT-RTX plan for one key, compute capability and precision
+  validate   one plan: ONNX parity of its variant, header check, execution on a GPU where possible
+  report     summary.json + index.html over every target
+
+example (what the build rule runs):
+  python -m scripts run build \\
+    '{"inputs": {"onnx": "artifacts/m/onnx/model.fp16.onnx"}, "outputs": {"plan": "artifacts/m/plans/rtx-1.7.1.116/sm89/fp16/model.plan", ...}}' \\
+    '{"model": "m", "backend": "tensorrt_rtx", "key": "rtx-1.7.1.116", "compute_capability": "8.9", ...}'
+"""
+CHECK_EXAMPLES = """examples:
+  python -m scripts check                               # the demo zoo (config/config.yaml)
+  python -m scripts check --configfile ~/zoo/my-zoo.yaml -d ~/zoo
+  python -m scripts check --configfile my-zoo.yaml site.yaml --json
+exit status: 0 ok, 1 the config (or a model class) is wrong; the message names the file, key and model.
+"""
+
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="python -m scripts", description="TensorRT engine factory stages")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run one stage (what the Snakemake rules call)")
-    run.add_argument("stage")
-    run.add_argument("io", help='JSON {"inputs": {label: path}, "outputs": {label: path}}, or @file.json')
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="TensorRT engine factory: the stages the Snakemake rules run, and operations over a workflow "
+                    "directory. The factory itself runs through Snakemake (make run).",
+        epilog="examples:\n  python -m scripts check --configfile my-zoo.yaml\n  python -m scripts status -d ~/zoo "
+               "--configfile ~/zoo/my-zoo.yaml\n  python -m scripts verify -d ~/zoo\n  python -m scripts run -h")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    run = sub.add_parser("run", help="run one stage (what the Snakemake rules call)", epilog=STAGES_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Run one stage in this process: read its inputs, write its outputs atomically "
+                                     "with their provenance sidecars.")
+    run.add_argument("stage", help="the stage (listed below)")
+    run.add_argument("io", help='JSON {"inputs": {label: path}, "outputs": {label: path}, "wildcards": {...}}, '
+                                "or @file.json")
     run.add_argument("settings", help="JSON of the stage's settings, or @file.json")
     if argv[:1] != ["run"]:  # every job runs `run`: the other commands' parsers cost it ~1 ms (measured)
-        check = sub.add_parser("check", help="validate a config file and list what this host would build")
-        check.add_argument("config", nargs="?", default="config/config.yaml")
+        check = sub.add_parser("check", help="validate a zoo's config and list what this host would build",
+                               description="Validate the config (schema, files, model classes imported for real) "
+                                           "and list what this host would build and skip, exactly as the Snakefile "
+                                           "resolves it.", epilog=CHECK_EXAMPLES,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        check.add_argument("config", nargs="?", help="a config file (same as --configfile FILE)")
+        _workflow_args(check)
+        check.add_argument("--json", action="store_true", help="machine-readable output")
         _ops_commands(sub)
     args = parser.parse_args(argv)
     try:
@@ -33,13 +73,22 @@ def main(argv=None) -> int:
             print(json.dumps({"stage": args.stage, "facts": facts}, indent=1, default=str))
             print("stage-metrics: " + json.dumps(_metrics(args.stage, started)), flush=True)
         elif args.command == "check":
-            return _check(args.config)
+            return _check(args)
         elif args.command in OPS:
             return OPS[args.command](args)
     except FactoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _workflow_args(p, snakemake: bool = True) -> None:
+    p.add_argument("--directory", "-d", default=".", help="the workflow's working directory, where artifacts/ is "
+                                                          "(default: .)")
+    if snakemake:
+        p.add_argument("--configfile", nargs="+", metavar="FILE",
+                       help="the zoo's config file(s), as given to snakemake; several are overlays "
+                            "(default: the demo zoo, config/config.yaml)")
 
 
 def _metrics(stage: str, started: float) -> dict:
@@ -55,9 +104,13 @@ def _ops(module: str):
     def call(args):
         import importlib
 
+        if hasattr(args, "configfile"):
+            from .config import load
+
+            load(args.configfile or (), workdir=args.directory)  # a bad config: one line naming it, exit 1
         try:
             return importlib.import_module(f".{module}", __package__).main(args)
-        except RuntimeError as e:  # snakemake itself failed (bad config, ...): its message says why
+        except RuntimeError as e:  # snakemake itself failed: its message says why
             print(f"error: {e}", file=sys.stderr)
             return 2
     return call
@@ -69,29 +122,35 @@ OPS = {"status": _ops("status"), "verify": _ops("verify"), "prune": _ops("prune"
 
 def _ops_commands(sub) -> None:
     """Operations over a workflow directory: status, verify, prune, changes, scheduled, attest (see README)."""
-    def add(name, help, snakemake=True):
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--directory", "-d", default=".", help="the workflow's working directory (default: .)")
-        if snakemake:
-            p.add_argument("--configfile", nargs="+", help="config overlays, as given to snakemake")
+    def add(name, help, example, snakemake=True):
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                           epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        _workflow_args(p, snakemake)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
-    st = add("status", "current / stale (why) / missing per plan this host and config would build; exit 1 if "
-                       "anything needs work")
-    st.add_argument("--verbose", "-v", action="store_true", help="list current plans too")
+    st = add("status", "current / stale (why) / missing / failed per plan this host and config would build; exit 1 "
+                       "if anything needs work or failed", "python -m scripts status -d ~/zoo --configfile "
+                                                          "~/zoo/my-zoo.yaml -v")
+    st.add_argument("--verbose", "-v", action="store_true", help="every plan and every reason (default: one line "
+                                                                  "per model and reason class)")
     v = add("verify", "re-hash artifacts along the provenance chain; exit 1 on tampered, missing or orphaned files",
-            snakemake=False)
+            "python -m scripts verify -d ~/zoo --strict", snakemake=False)
     v.add_argument("--strict", action="store_true", help="also fail on stale chains (inputs re-made since)")
-    pr = add("prune", "remove plans/validations/timing caches of keys this host/config no longer builds")
+    pr = add("prune", "remove plans/validations/timing caches of keys this host/config no longer builds",
+             "python -m scripts prune --keep rtx-1.7.1.116/sm86 --delete")
     pr.add_argument("--keep", action="append", help="a key (rtx-1.7.1.116) or key/smCC to keep; repeatable")
     pr.add_argument("--delete", action="store_true", help="really delete (default: list only)")
     pr.add_argument("--force", action="store_true", help="delete even while plans of this host's keys are missing")
-    ch = add("changes", "what changed since the last scheduled run's snapshot (runs nothing)", snakemake=False)
+    ch = add("changes", "what changed since the last scheduled run's snapshot (runs nothing)",
+             "python -m scripts changes -d ~/zoo", snakemake=False)
     ch.add_argument("--before", help="snapshot to compare from (default artifacts/scheduled/snapshot.json)")
     ch.add_argument("--after", help="snapshot to compare to (default: the artifacts now)")
-    sc = add("scheduled", "run the factory, then status and verify; write artifacts/scheduled/last-run.md")
+    sc = add("scheduled", "run the factory, then status and verify; write artifacts/scheduled/last-run.md",
+             "python -m scripts scheduled -d ~/zoo --configfile ~/zoo/my-zoo.yaml --cores 8")
     sc.add_argument("--cores", default="all")
-    at = sub.add_parser("attest", help="(re)write plans' in-toto statements from their provenance sidecars")
+    at = sub.add_parser("attest", help="(re)write plans' in-toto statements from their provenance sidecars",
+                        epilog="example:\n  python -m scripts attest artifacts/m/plans/rtx-1.7.1.116/sm89/fp16/"
+                               "model.plan", formatter_class=argparse.RawDescriptionHelpFormatter)
     at.add_argument("plans", nargs="*", help="plan files (default: every plan under artifacts/ lacking one)")
 
 
@@ -112,23 +171,40 @@ def _json_arg(text: str):
     return json.loads(open(text[1:]).read() if text.startswith("@") else text)
 
 
-def _check(config_path: str) -> int:
-    from .backends import load_backend, resolve_backend
-    from .config import load_file
-    from .host import backend_for_keys, probe_host
+def _check(args) -> int:
+    """The config checked, every model class imported for real, and the targets exactly as the Snakefile resolves
+    them (scripts/factory.py)."""
     from .cluster import describe
-    from .targets import plan_jobs, target_gpus
+    from .config import load
+    from .factory import resolve
+    from .modelcode import import_class
 
-    cfg = load_file(config_path)
-    host = probe_host()
-    gpus = target_gpus(cfg, host["gpus"])  # the Slurm pools' where configured
-    backend = backend_for_keys(load_backend(resolve_backend(cfg["backend"], gpus)), host)
-    jobs, skipped = plan_jobs(cfg, backend_short=backend.short, backend_key=backend.key, gpus=gpus)
-    print(f"config {config_path}: ok; backend {backend.key}; {len(jobs)} plans to build, {len(skipped)} skipped")
-    for line in describe(cfg):
+    files = [*([args.config] if args.config else []), *(args.configfile or [])]
+    cfg = load(files, workdir=args.directory)
+    for name, m in cfg["models"].items():
+        if m.get("model"):
+            import_class(m["model"], model=name, python_path=cfg["python_path"])
+    cwd = os.getcwd()
+    try:
+        os.chdir(args.directory)  # failure records and content caches live under the workflow directory
+        f = resolve(cfg)
+        failed = f.failed
+    finally:
+        os.chdir(cwd)
+    result = {"config": files or ["config/config.yaml (demo zoo)"], "ok": True, "backend": f.backend.name,
+              "key": f.key, "models": list(cfg["models"]), "plans": len(f.jobs), "jobs": f.jobs,
+              "skipped": f.skipped, "failed": failed, "slurm": describe(cfg)}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"config {' + '.join(result['config'])}: ok; {len(cfg['models'])} models; backend {f.key}; "
+          f"{len(f.jobs)} plans to build, {len(f.skipped)} skipped, {len(failed)} known failures")
+    for line in result["slurm"]:
         print(f"  {line}")
-    for s in skipped:
+    for s in f.skipped:
         print(f"  skip {s['model']} {s['precision']} sm{s['cc']}: {s['reason']}")
+    for x in failed:
+        print(f"  failed {x['model']} {x['precision']} sm{x['cc']} at {x['stage']}: {x['reason']} (log {x['log']})")
     return 0
 
 

@@ -1,5 +1,11 @@
 """Load and check the workflow config: the JSON schema first (unknown or mistyped keys), then what a schema
-cannot say (safe model names, consistent shapes, files that must exist). Every error names the model and key.
+cannot say (safe model names, consistent shapes, files that must exist, model classes that exist). Every error
+names the model and key.
+
+The config is the user's zoo alone: `load(files)` reads the files given (`--configfile`, several are overlays),
+or the demo zoo `config/config.yaml` when none is given; it is never merged with the demo. Relative file paths in a
+file are relative to *that file*; absolute ones are kept. Paths inside the workflow directory are stored relative to
+it (so moving the directory, checkout or zoo together, changes no job), others absolute.
 
 Cheap to import: the Snakefile calls this at DAG time.
 """
@@ -16,11 +22,13 @@ from . import cluster
 from .errors import FactoryError
 from .tensors import DEFAULT_TOLERANCES
 
-SCHEMA = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+REPO = Path(__file__).resolve().parent.parent
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+DEMO_CONFIG = REPO / "config" / "config.yaml"  # the embedded demo zoo: used only when no config file is given
 PRECISIONS = ["fp32", "fp16", "bf16", "int8", "fp8"]
 QUANTIZED = {"int8", "fp8"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-GENERATED_PREFIX = "artifacts/demo/"  # files under here are made by the workflow's own demo rule
+MODEL_FILE_KEYS = ("checkpoint", "torchscript", "onnx", "calibration", "samples")  # paths, resolved per file
 
 DEFAULTS = {
     "backend": "auto",
@@ -33,15 +41,93 @@ DEFAULTS = {
     "golden_seed": 0,
     "golden_device": "cpu",
     "tolerances": {},
+    "python_path": [],
 }
 
 
-def load_file(path) -> dict:
-    with open(path) as f:
-        return check(yaml.safe_load(f) or {}, source=str(path))
+def load(configfiles=(), *, overrides: dict | None = None, workdir: str = ".") -> dict:
+    """The checked config of `configfiles` (the demo zoo when empty), later files overlaying earlier ones
+    (nested mappings merge, as Snakemake merges --configfile files), then `overrides` (Snakemake's --config).
+    A model is defined in one file only: the same name in two files is an error naming both."""
+    files = [str(f) for f in configfiles] or [str(DEMO_CONFIG)]
+    merged: dict = {}
+    defined_in: dict[str, str] = {}
+    for f in files:
+        raw = read_file(f)
+        resolve_paths(raw, base=os.path.dirname(os.path.abspath(f)), workdir=workdir)
+        for name in raw.get("models") or {}:
+            if name in defined_in:
+                raise FactoryError(f"defined in both {defined_in[name]} and {f}: an overlay may add models and "
+                                   "change top-level settings, not merge into another file's model",
+                                   model=name, key=f"models.{name}")
+            defined_in[name] = f
+        deep_merge(merged, raw)
+    if overrides:
+        overrides = copy.deepcopy(dict(overrides))
+        resolve_paths(overrides, base=os.path.abspath(workdir), workdir=workdir)
+        deep_merge(merged, overrides)
+    return check(merged, source=" + ".join(files), workdir=workdir)
 
 
-def check(raw: dict, *, source: str = "config", check_files: bool = True) -> dict:
+def load_file(path, workdir: str = ".") -> dict:
+    return load([path], workdir=workdir)
+
+
+def read_file(path: str) -> dict:
+    """One YAML mapping; a missing or malformed file is a one-line error naming it."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise FactoryError("config file not found", path=str(path))
+    except OSError as e:
+        raise FactoryError(f"cannot read the config file: {e.strerror}", path=str(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise FactoryError(f"not valid YAML{where}: {getattr(e, 'problem', None) or e}", path=str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise FactoryError(f"a config file holds a mapping of keys, this one a {type(raw).__name__}", path=str(path))
+    return raw
+
+
+def resolve_path(value: str, *, base: str, workdir: str) -> str:
+    """`value` relative to `base` (absolute and ~ kept); relative to `workdir` when inside it, else absolute."""
+    p = os.path.expanduser(value)
+    if not os.path.isabs(p):
+        p = os.path.normpath(os.path.join(base, p))
+    rel = os.path.relpath(p, os.path.abspath(workdir))
+    return rel if rel != ".." and not rel.startswith(".." + os.sep) else p
+
+
+def resolve_paths(raw: dict, *, base: str, workdir: str) -> None:
+    """Resolve, in place, the file paths one config file names (models' sources, calibration, samples, python_path).
+    Values of the wrong type are left for the schema to name."""
+    if isinstance(raw.get("python_path"), str):
+        raw["python_path"] = [raw["python_path"]]
+    if isinstance(raw.get("python_path"), list):  # directories for PYTHONPATH: absolute
+        raw["python_path"] = [os.path.abspath(os.path.join(base, os.path.expanduser(p))) if isinstance(p, str) else p
+                              for p in raw["python_path"]]
+    models = raw.get("models")
+    for m in (models.values() if isinstance(models, dict) else ()):
+        for key in MODEL_FILE_KEYS:
+            if isinstance(m, dict) and isinstance(m.get(key), str):
+                m[key] = resolve_path(m[key], base=base, workdir=workdir)
+
+
+def deep_merge(into: dict, new: dict) -> dict:
+    """Snakemake's --configfile semantics: nested mappings merge, anything else is replaced."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            deep_merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
+    return into
+
+
+def check(raw: dict, *, source: str = "config", check_files: bool = True, workdir: str = ".") -> dict:
     """Validate `raw` and return it with defaults filled in. Raises FactoryError naming the offending key."""
     import jsonschema
 
@@ -55,12 +141,12 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True) -> dic
     for key, value in raw.items():
         cfg[key] = {**cfg[key], **value} if isinstance(cfg.get(key), dict) and key != "models" else value
     for name, model in cfg["models"].items():
-        _check_model(name, model, cfg, check_files)
+        _check_model(name, model, cfg, check_files, workdir)
     cluster.check(cfg)  # Slurm pools: one per compute capability, GPUs asked for one way
     return cfg
 
 
-def _check_model(name: str, m: dict, cfg: dict, check_files: bool) -> None:
+def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str) -> None:
     if not SAFE_NAME.match(name) or ".." in name:
         raise FactoryError("the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
                            model=name, key=f"models.{name}")
@@ -73,12 +159,17 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool) -> None:
     if m["framework"] == "pytorch" and "checkpoint" in given and "model" not in m:
         raise FactoryError("a state_dict checkpoint needs the model class as an import path ('package.module:Class')",
                            model=name, key=f"models.{name}.model")
+    if "model" in m:  # found in the user's package without running it (scripts/modelcode.py says why)
+        from .modelcode import check_defined, search_path
+
+        check_defined(m["model"], search_path(cfg["python_path"]), model=name)
     for input_name, spec in m["inputs"].items():
         _complete_profile(name, input_name, spec)
     if m["framework"] == "tensorflow":  # format, opset <= 18, names, layouts, the checkpoint's files
         from .tf_stages import check_model_config
 
-        check_model_config(name, m, model_settings(cfg, name, m)["opset"], check_files, GENERATED_PREFIX)
+        check_model_config(name, m, model_settings(cfg, name, m)["opset"],
+                           check_files and (lambda p: _exists(p, workdir)))
     else:
         for k in ("format", "signature"):
             if k in m:
@@ -95,8 +186,15 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool) -> None:
     if check_files:
         for key in (*(given if m["framework"] != "tensorflow" else ()), "calibration", "samples"):
             path = m.get(key)
-            if path and not path.startswith(GENERATED_PREFIX) and not os.path.exists(path):
+            if path and not _exists(path, workdir):
                 raise FactoryError("file not found", model=name, key=f"models.{name}.{key}", path=path)
+
+
+def _exists(path: str, workdir: str) -> bool:
+    """Whether a configured file exists, or is one the workflow makes itself (the demo zoo's assets)."""
+    from .paths import made_by_workflow
+
+    return made_by_workflow(path) or os.path.exists(os.path.join(workdir, path))
 
 
 def _complete_profile(model: str, input_name: str, spec: dict) -> None:

@@ -15,3 +15,8 @@ class FactoryError(Exception):
         prefix = ", ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
         self.model, self.path, self.key = model, path, key
+
+
+class WrongHost(FactoryError):
+    """The job runs where it cannot (another backend version, no GPU of its compute capability, no free GPU): a
+    fact about the host, not the job's inputs, so it is not recorded as the target's failure (scripts/failures.py)."""

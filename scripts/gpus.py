@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 
-from .errors import FactoryError
+from .errors import WrongHost  # facts about the host, not the job's inputs: never a recorded failure
 
 LOCK_DIR = os.environ.get("FACTORY_GPU_LOCK_DIR", os.path.join(tempfile.gettempdir(), "engine-factory-gpu-locks"))
 
@@ -33,7 +33,7 @@ def pinned_gpu(host: dict, cc: str, *, model: str, wait_s: float = 3600.0):
     candidates = gpus_of(host, cc)
     if not candidates:
         found = sorted({g["compute_capability"] for g in host["gpus"]}) or "none"
-        raise FactoryError(f"this job needs a GPU of compute capability {cc}; this host has {found}", model=model)
+        raise WrongHost(f"this job needs a GPU of compute capability {cc}; this host has {found}", model=model)
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
         yield candidates[0]
         return
@@ -55,5 +55,5 @@ def pinned_gpu(host: dict, cc: str, *, model: str, wait_s: float = 3600.0):
                 handle.close()
             return
         if time.monotonic() > deadline:
-            raise FactoryError(f"no GPU of compute capability {cc} became free in {wait_s:.0f} s", model=model)
+            raise WrongHost(f"no GPU of compute capability {cc} became free in {wait_s:.0f} s", model=model)
         time.sleep(0.5)

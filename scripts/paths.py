@@ -25,8 +25,21 @@ DEMO = ROOT + "/demo/{asset}"
 DEMO_DIR = ROOT + "/demo/{asset}.ckpt"                        # a demo TF1 checkpoint (several files)
 REPORT_JSON = ROOT + "/report/summary.json"
 REPORT_HTML = ROOT + "/report/index.html"
+OUTCOME = ROOT + "/report/outcome.json"                       # written only when no target failed
+REPORT_SPEC = ROOT + "/report/spec.json"                      # what the report covers (written at DAG time)
 LOG = ROOT + "/logs/{rule}/{name}.log"
 BENCHMARK = ROOT + "/benchmarks/{rule}/{name}.tsv"
+FAILURE = ROOT + "/failed/{rule}/{name}.json"                 # a job's recorded (deterministic) failure
+FAILURE_GLOB = ROOT + "/failed/*/*.json"
+CONTENT_CACHE = ROOT + "/cache/content-sha256.json"           # scripts/fingerprint.py
+DEMO_ROOT = ROOT + "/demo/"                                   # the demo zoo's files, made by the workflow itself
+
+# Each rule's job name: its log, benchmark and failure record are named by it.
+JOB_NAMES = {
+    "demo": "{asset}", "freeze": "{model}.{fmt}", "freeze_tf": "{model}.pb", "export": "{model}",
+    "simplify": "{model}", "golden": "{model}", "precision": "{model}.{precision}", "parity": "{model}.{variant}",
+    "build": "{model}.{key}.sm{cc}.{precision}", "validate": "{model}.{key}.sm{cc}.{precision}", "report": "all",
+}
 
 WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
     "model": r"[A-Za-z0-9][A-Za-z0-9_.-]*",
@@ -118,3 +131,23 @@ def log(rule: str, *parts: str) -> str:
 
 def benchmark(rule: str, *parts: str) -> str:
     return BENCHMARK.format(rule=rule, name=".".join(parts))
+
+
+def job_log(rule: str, wildcards: dict | None = None) -> str:
+    """The rule's log pattern, or with `wildcards` the log of one job."""
+    name = JOB_NAMES[rule]
+    return LOG.format(rule=rule, name=name.format(**wildcards) if wildcards is not None else name)
+
+
+def job_benchmark(rule: str) -> str:
+    return BENCHMARK.format(rule=rule, name=JOB_NAMES[rule])
+
+
+def failure(rule: str, wildcards: dict) -> str:
+    """Where a job's deterministic failure is recorded (scripts/failures.py)."""
+    return FAILURE.format(rule=rule, name=JOB_NAMES[rule].format(**wildcards))
+
+
+def made_by_workflow(path: str) -> bool:
+    """A configured file the workflow makes itself (the demo zoo's checkpoints, ONNX and calibration files)."""
+    return path.replace(os.sep, "/").startswith(DEMO_ROOT)

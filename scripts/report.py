@@ -10,7 +10,8 @@ import html
 from . import atomic, paths
 from .atomic import read_json
 
-COLOURS = {"pass": "#c8f7c5", "fail": "#f7c5c5", "not-run": "#f7efc5", "skipped": "#e4e4e4", "missing": "#ffffff"}
+COLOURS = {"pass": "#c8f7c5", "fail": "#f7c5c5", "not-run": "#f7efc5", "skipped": "#e4e4e4", "missing": "#ffffff",
+           "failed": "#f29b9b"}
 
 
 def model_notes(model: str) -> dict:
@@ -32,7 +33,10 @@ def model_notes(model: str) -> dict:
     return notes
 
 
-def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None) -> dict:
+def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None,
+              failed: list[dict] = ()) -> dict:
+    """Every (model, precision, target) ends as a cell: validated (pass / fail / not-run), skipped (reason), failed
+    (the stage, the first lines of its error, its log) or missing (its job did not finish: see Snakemake's output)."""
     cells = []
     for j in jobs:
         v = read_json(paths.validation(**j))
@@ -50,6 +54,8 @@ def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str 
                                        "baseline": (v.get("baseline") or {}).get("provider")}
         cells.append(cell)
     cells += [{**s, "status": "skipped"} for s in skipped]
+    cells += [{**{k: f[k] for k in ("model", "key", "cc", "precision", "stage", "reason", "error", "log")},
+               "plan": paths.plan(f["model"], f["key"], f["cc"], f["precision"]), "status": "failed"} for f in failed]
     per_model = {}
     for model, info in models.items():
         parity = {}
@@ -63,8 +69,8 @@ def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str 
     return {"backend": backend, "counts": counts, "models": per_model, "plans": cells}
 
 
-def write_report(json_out: str, html_out: str, *, jobs, skipped, models, backend=None) -> dict:
-    summary = summarize(jobs, skipped, models, backend)
+def write_report(json_out: str, html_out: str, *, jobs, skipped, models, backend=None, failed=()) -> dict:
+    summary = summarize(jobs, skipped, models, backend, failed)
     atomic.write_json(json_out, summary)
     with atomic.atomic_path(html_out) as tmp:
         tmp.write_text(render_html(summary))
@@ -85,6 +91,9 @@ def render_html(summary: dict) -> str:
         cells = [c for c in summary["plans"] if c["model"] == model]
         ccs = sorted({c["cc"] for c in cells}, key=int)
         out.append(f"<h2>{e(model)} <small>({e(info['framework'])})</small></h2><ul>")
+        for f in info.get("failed", []):
+            out.append(f"<li style='color:#a00'>failed at {e(f['stage'])}: {e(f['reason'][:400])} "
+                       f"<small>(log: {e(str(f['log']))})</small></li>")
         if info.get("opset_upgrade"):
             out.append(f"<li>{e(info['opset_upgrade'])}</li>")
         if info.get("layout_note"):
@@ -105,6 +114,10 @@ def render_html(summary: dict) -> str:
                 c = next((c for c in cells if c["cc"] == cc and c["precision"] == precision), None)
                 if c is None:
                     row.append("<td></td>")
+                    continue
+                if c["status"] == "failed":
+                    row.append(f"<td style='background:{COLOURS['failed']}'><b>failed</b> at {e(c['stage'])}<br>"
+                               f"<small>{e(c['error'][:400])}</small><br><small>log: {e(str(c['log']))}</small></td>")
                     continue
                 detail = c.get("reason", "") if c["status"] == "skipped" else "<br>".join(
                     f"{e(k)}: {e(v['status'])} <small>{e(v['reason'])}</small>" for k, v in c.get("checks", {}).items()

@@ -19,9 +19,22 @@ def runner(name):
 
 
 def run(stage: str, spec: dict) -> dict:
+    """Run one stage. A deterministic failure is recorded (scripts/failures.py) and re-raised; success clears the
+    job's earlier record. `spec["wildcards"]` names the job (the workflow passes it; plain calls may omit it)."""
+    from . import failures
+
     if stage not in RUNNERS:
         raise SystemExit(f"unknown stage '{stage}' (stages: {', '.join(sorted(RUNNERS))})")
-    return RUNNERS[stage](spec["inputs"], spec["outputs"], spec["params"])
+    wildcards = spec.get("wildcards") or {}
+    try:
+        facts = RUNNERS[stage](spec["inputs"], spec["outputs"], spec["params"])
+    except BaseException as e:
+        if wildcards:
+            failures.record(stage, wildcards, spec["inputs"], spec["params"], e)
+        raise
+    if wildcards:
+        failures.clear(stage, wildcards)
+    return facts
 
 
 def _record(artifact, stage, inputs, params, facts):
@@ -143,15 +156,15 @@ def build(inputs, outputs, p):
 
 def check_host_matches_key(backend, p: dict, host: dict) -> None:
     """The job's key names a backend version (and, for full TensorRT, the GPU): refuse to build anything else."""
-    from .errors import FactoryError
+    from .errors import WrongHost
 
     if not p["key"].startswith(backend.key) or p["key"][len(backend.key):][:1] not in ("", "-"):
-        raise FactoryError(f"this job builds key '{p['key']}' but the installed backend is '{backend.key}'",
+        raise WrongHost(f"this job builds key '{p['key']}' but the installed backend is '{backend.key}'",
                            model=p["model"])
     if backend.short == "trt":
         ccs = {g["compute_capability"] for g in host["gpus"]}
         if p["compute_capability"] not in ccs:
-            raise FactoryError(f"this job builds for compute capability {p['compute_capability']} but this host's "
+            raise WrongHost(f"this job builds for compute capability {p['compute_capability']} but this host's "
                                f"GPUs are {sorted(ccs) or 'none'} ({_where(host)})", model=p["model"])
 
 
@@ -187,4 +200,4 @@ def report(inputs, outputs, p):
     from .report import write_report
 
     return write_report(outputs["json"], outputs["html"], jobs=p["jobs"], skipped=p["skipped"], models=p["models"],
-                        backend=p["backend"])
+                        backend=p["backend"], failed=p.get("failed", []))

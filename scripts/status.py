@@ -11,8 +11,14 @@ into categories, with the provenance sidecars for the details:
   config      a stage's settings changed (the params diff names the keys), or its set of inputs
   tool        a stage's tool changed version (e.g. onnxslim 0.1.97 -> 0.1.98); see provenance.STAGE_TOOLS
   host        the driver or CUDA version changed: validation re-runs, the plan is kept
+  model code  the source of a model's configured class changed (scripts/modelcode.py)
   code        the rule's command changed (workflow upgrade)
   incomplete  a job was interrupted; forced: --forcerun
+  failed      (a state) the target's chain holds a recorded failure that still applies: not retried until its
+              inputs, settings or tools change (scripts/failures.py)
+
+Sources are compared by content: each job's settings carry the sha256 of the source files it reads, so a checkpoint
+replaced by other bytes with an older mtime shows as `checkpoint` here (Snakemake sees a params change).
 
 A new TensorRT version or compute capability is a new key: its plans are `missing`, and the old key's plans are
 listed as no longer produced (kept; `prune` removes them).
@@ -221,9 +227,16 @@ def job_reasons(base: Path, job: dict, chain: set[str]) -> list[dict]:
             if not diffs:
                 add("config", f"params of {rule} changed")
             host = [d for d in diffs if d[0].split(".")[-1] in HOST_PARAMS]
-            other = [d for d in diffs if d not in host]
+            sources = [d for d in diffs if d[0].startswith("source_sha256.")]
+            code = [d for d in diffs if d[0] == "model_code"]
+            other = [d for d in diffs if d not in host + sources + code]
             if host:
                 add("host", ", ".join(f"{k} {a} -> {b}" for k, a, b in host))
+            for _ in sources:  # the source's path is the job's input of that label
+                add("checkpoint", f"the content of {rule}'s source file(s) changed")
+                break
+            if code:
+                add("model code", f"the model class's source changed ({rule} re-runs)")
             if other:
                 add("config", ", ".join(f"{k}: {json.dumps(a)} -> {json.dumps(b)}" for k, a, b in other))
         elif kind == "Forced execution":
@@ -241,6 +254,20 @@ def chain_files(model: str, key: str, cc: str, precision: str) -> set[str]:
 
 
 # ------------------------------------------------------------------------------------------------ status
+def known_failures(directory: str, configfiles=()) -> list[dict]:
+    """The plan targets that end failed (scripts/factory.py), resolved as the Snakefile resolves them."""
+    from .config import load
+    from .factory import resolve
+
+    cwd = os.getcwd()
+    try:
+        cfg = load(configfiles, workdir=directory)
+        os.chdir(directory)
+        return resolve(cfg).failed
+    finally:
+        os.chdir(cwd)
+
+
 def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> dict:
     """The status report (a dict; see `render` for the text form)."""
     base = Path(directory)
@@ -279,6 +306,12 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         targets.append({**t, "plan": plan, "state": state, "reasons": reasons,
                         "reruns": sorted({j["rule"] for j in pending.values()}),
                         "validation": v.get("status") if v else None})
+    for f in known_failures(directory, configfiles):
+        t = {k: f[k] for k in ("model", "key", "cc", "precision")}
+        targets.append({**t, "plan": paths.plan(**t), "state": "failed", "reruns": [],
+                        "reasons": [{"category": "failed", "stage": f["stage"],
+                                     "detail": f"{f['stage']}: {f['reason']} (log {f['log']})"}],
+                        "validation": None})
     targets.sort(key=lambda t: (t["model"], t["key"], int(t["cc"]), t["precision"]))
     produced = {t["plan"] for t in targets}
     keys = sorted({t["key"] for t in targets})
@@ -299,31 +332,49 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         else:
             why = f"{t['precision']} is not built for {t['model']} at sm{t['cc']} (not configured, or skipped)"
         not_produced.append({**t, "plan": rel, "why": why})
-    counts = {s: sum(t["state"] == s for t in targets) for s in ("current", "stale", "missing")}
+    counts = {s: sum(t["state"] == s for t in targets) for s in STATES}
     return {"counts": counts, "targets": targets, "not_produced": not_produced, "keys": keys,
-            "needs_work": bool(counts["stale"] or counts["missing"]), "snakemake_seconds": sm["seconds"]}
+            "needs_work": bool(counts["stale"] or counts["missing"]), "failed": counts["failed"],
+            "snakemake_seconds": sm["seconds"]}
+
+
+STATES = ("current", "stale", "missing", "failed")
+
+
+def _summarize(details: list[str]) -> str:
+    unique = list(dict.fromkeys(details))
+    return unique[0] + (f" (+{len(unique) - 1} other)" if len(unique) > 1 else "")
 
 
 def render(report: dict, verbose: bool = False) -> str:
-    """Text form: counts, then the plans that need work grouped by (state, reasons, re-runs); -v lists each plan."""
+    """Text form. Default: one line per model, state and reason class (each reason said once); -v: every plan with
+    its reasons in full."""
     c = report["counts"]
-    lines = [f"status: {c['current']} current, {c['stale']} stale, {c['missing']} missing "
+    lines = [f"status: {c['current']} current, {c['stale']} stale, {c['missing']} missing, {c['failed']} failed "
              f"(keys {', '.join(report['keys']) or 'none'}; asked snakemake in {report['snakemake_seconds']} s)"]
     groups: dict[tuple, list] = {}
     for t in report["targets"]:
         if t["state"] == "current" and not verbose:
             continue
-        why = "; ".join(f"{r['category']}: {r['detail']}" for r in t["reasons"])
-        groups.setdefault((t["state"], why, ", ".join(t["reruns"])), []).append(t)
-    for (state, why, reruns), items in groups.items():
-        lines.append(f"  {state} ({len(items)})" + (f" - {why}" if why else "") + (f" [re-runs {reruns}]" if reruns
-                                                                                    else ""))
-        by_key: dict[tuple, list] = {}
+        classes = tuple(sorted({r["category"] for r in t["reasons"]}))
+        groups.setdefault((t["model"], t["state"], classes if not verbose else id(t)), []).append(t)
+    for (model, state, _), items in groups.items():
+        plans = ", ".join(f"sm{t['cc']} {t['precision']}" for t in items)
+        if verbose:
+            t = items[0]
+            lines.append(f"  {model} {t['key']} {plans}: {state}" + (f" ({t['validation']})" if t["validation"] else "")
+                         + (f" [re-runs {', '.join(t['reruns'])}]" if t["reruns"] else ""))
+            lines += [f"      {r['category']}: {r['detail']}" for r in t["reasons"]]
+            continue
+        by_class: dict[str, list] = {}
         for t in items:
-            by_key.setdefault((t["model"], t["key"]), []).append(
-                f"sm{t['cc']} {t['precision']}" + (f" ({t['validation']})" if verbose and t["validation"] else ""))
-        for (model, key), names in by_key.items():
-            lines.append(f"      {model} {key}: {', '.join(names)}")
+            for r in t["reasons"]:
+                by_class.setdefault(r["category"], []).append(r["detail"])
+        why = "; ".join(f"{k}: {_summarize(v)}" for k, v in by_class.items())
+        reruns = sorted({r for t in items for r in t["reruns"]})
+        lines.append(f"  {model}: {len(items)} {state}" + (f" - {why}" if why else "")
+                     + (f" [re-runs {', '.join(reruns)}]" if reruns else "")
+                     + (f" ({plans})" if len(items) <= 4 else ""))
     if report["not_produced"]:
         groups2: dict[tuple, list] = {}
         for t in report["not_produced"]:
@@ -332,7 +383,11 @@ def render(report: dict, verbose: bool = False) -> str:
                      "(kept; `python -m scripts prune` lists what it would remove):")
         for (key, cc, why), items in sorted(groups2.items()):
             lines.append(f"  {key} sm{cc}: {len(items)} plan(s) - {why}")
-    lines.append("needs work: run the factory (make run)" if report["needs_work"] else "nothing to do")
+    if report["failed"]:
+        lines.append(f"{report['failed']} failed target(s): not retried until their inputs, settings or tools change "
+                     "(retry now: make run RETRY_FAILED=1)")
+    lines.append("needs work: run the factory (make run)" if report["needs_work"] else "nothing to do"
+                 + (" but fix the failed targets" if report["failed"] else ""))
     return "\n".join(lines)
 
 
@@ -342,4 +397,4 @@ def main(args) -> int:
         print(json.dumps(report, indent=1))
     else:
         print(render(report, verbose=args.verbose))
-    return 1 if report["needs_work"] else 0
+    return 1 if report["needs_work"] or report["failed"] else 0

@@ -48,8 +48,9 @@ def _tf():
 
 # ---------------------------------------------------------------------------------------------- config (no TF)
 
-def check_model_config(name: str, m: dict, opset: int, check_files: bool, generated_prefix: str) -> None:
-    """What the schema cannot say about a `framework: tensorflow` model. Cheap: runs at DAG time."""
+def check_model_config(name: str, m: dict, opset: int, exists) -> None:
+    """What the schema cannot say about a `framework: tensorflow` model. Cheap: runs at DAG time. `exists`: a
+    test of configured paths (False: files are not checked)."""
     key = f"models.{name}"
     if "format" not in m:
         raise FactoryError(f"a TensorFlow model needs 'format' ({' | '.join(FORMATS)})", model=name,
@@ -80,13 +81,15 @@ def check_model_config(name: str, m: dict, opset: int, check_files: bool, genera
     if suffixes and not path.endswith(suffixes):
         raise FactoryError(f"format '{fmt}' needs a file ending in {' or '.join(suffixes)}", model=name,
                            key=f"{key}.checkpoint", path=path)
-    if check_files and not path.startswith(generated_prefix):
+    from .paths import made_by_workflow
+
+    if exists and not made_by_workflow(path):
         files = source_files(path, fmt)
         for f in files.values():
-            if not os.path.exists(f):
+            if not exists(f):
                 raise FactoryError("file not found" if f == path else f"file not found (part of the checkpoint {path})",
                                    model=name, key=f"{key}.checkpoint", path=f)
-        if fmt == "saved_model" and not os.path.exists(os.path.join(path, "saved_model.pb")):
+        if fmt == "saved_model" and not exists(os.path.join(path, "saved_model.pb")):
             raise FactoryError("not a SavedModel directory (no saved_model.pb in it)", model=name,
                                key=f"{key}.checkpoint", path=path)
 

@@ -36,7 +36,7 @@ def cnn_onnx(demo_dir, tmp_path_factory) -> Path:
 
     d = tmp_path_factory.mktemp("cnn")
     freeze_pytorch(str(demo_dir / "tiny_cnn.pth"), str(d / "model.pt2"), model="tiny_cnn",
-                   model_ref="scripts.demo:TinyCNN", model_kwargs={}, input_specs=copy.deepcopy(CNN_INPUTS))
+                   model_ref="scripts.demo.models:TinyCNN", model_kwargs={}, input_specs=copy.deepcopy(CNN_INPUTS))
     export_pt2(str(d / "model.pt2"), str(d / "model.onnx"), model="tiny_cnn", input_specs=copy.deepcopy(CNN_INPUTS),
                outputs=["logits"], opset=18)
     return d / "model.onnx"

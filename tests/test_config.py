@@ -11,7 +11,7 @@ from conftest import CNN_INPUTS
 
 
 def base(**model):
-    m = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "scripts.demo:TinyCNN",
+    m = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "scripts.demo.models:TinyCNN",
          "inputs": copy.deepcopy(CNN_INPUTS), "calibration": "artifacts/demo/tiny_cnn.calib.npz", **model}
     return {"models": {"tiny_cnn": m}}
 

@@ -18,7 +18,7 @@ from conftest import CNN_INPUTS, TWO_TOWER_INPUTS
 @pytest.fixture(scope="module")
 def cnn_golden(demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("golden") / "golden.npz"
-    source = {"kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "scripts.demo:TinyCNN"}
+    source = {"kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
     facts = make_golden(str(out), model="tiny_cnn", source=source, input_specs=copy.deepcopy(CNN_INPUTS),
                         outputs=["logits"], seed=0)
     assert facts["inputs"] == {"x": [4, 3, 32, 32]} and facts["outputs"] == {"logits": [4, 10]}
@@ -26,7 +26,7 @@ def cnn_golden(demo_dir, tmp_path_factory):
 
 
 def test_golden_is_seeded_and_reproducible(cnn_golden, demo_dir, tmp_path):
-    source = {"kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "scripts.demo:TinyCNN"}
+    source = {"kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
     make_golden(str(tmp_path / "g.npz"), model="tiny_cnn", source=source, input_specs=copy.deepcopy(CNN_INPUTS),
                 outputs=["logits"], seed=0)
     a, b = load_golden(str(cnn_golden)), load_golden(str(tmp_path / "g.npz"))
@@ -38,7 +38,7 @@ def test_golden_from_user_samples(demo_dir, tmp_path):
     rng = np.random.default_rng(7)
     np.savez(tmp_path / "samples.npz", image=rng.standard_normal((3, 3, 16, 16)).astype(np.float32),
              features=rng.standard_normal((3, 8)).astype(np.float32))
-    source = {"kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "scripts.demo:TwoTower"}
+    source = {"kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "scripts.demo.models:TwoTower"}
     make_golden(str(tmp_path / "g.npz"), model="two_tower", source=source,
                 input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits", "embedding"], seed=0,
                 samples=str(tmp_path / "samples.npz"))
@@ -53,7 +53,7 @@ def test_golden_from_user_samples(demo_dir, tmp_path):
 
 
 def test_wrong_output_count_named(demo_dir, tmp_path):
-    source = {"kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "scripts.demo:TwoTower"}
+    source = {"kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "scripts.demo.models:TwoTower"}
     with pytest.raises(FactoryError, match="models.two_tower.outputs.*returns 2 outputs"):
         make_golden(str(tmp_path / "g.npz"), model="two_tower", source=source,
                     input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits"], seed=0)

@@ -77,7 +77,7 @@ def collect(workdir):
 # ----------------------------------------------------------------------------------------------------- status
 def test_status_all_current_and_the_cli_exit_code(built):
     report = collect(built)
-    assert report["counts"] == {"current": 2, "stale": 0, "missing": 0} and not report["needs_work"]
+    assert report["counts"] == {"current": 2, "stale": 0, "missing": 0, "failed": 0} and not report["needs_work"]
     assert [(t["key"], t["cc"], t["precision"]) for t in report["targets"]] == [(KEY, "89", "fp16"),
                                                                                (KEY, "89", "fp32")]
     assert report["not_produced"] == [] and report["keys"] == [KEY]
@@ -154,7 +154,7 @@ def test_tensorrt_upgrade_is_a_new_key_old_plans_kept_then_pruned(zoo, tmp_path,
     host_facts(tmp_path, monkeypatch, backend_versions={"tensorrt_rtx": "1.8.0.1"})
     report = collect(zoo)
     assert report["keys"] == ["rtx-1.8.0.1"]
-    assert report["counts"] == {"current": 0, "stale": 0, "missing": 2} and report["needs_work"]
+    assert report["counts"] == {"current": 0, "stale": 0, "missing": 2, "failed": 0} and report["needs_work"]
     assert all(t["reruns"] == ["build", "validate"] for t in report["targets"]), report  # the ONNX chain is reused
     old = report["not_produced"]
     assert sorted(t["plan"] for t in old) == sorted(map(plan_of, ("fp16", "fp32")))

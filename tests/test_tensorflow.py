@@ -211,7 +211,7 @@ TF_MODEL = {"framework": "tensorflow", "format": "keras", "checkpoint": "artifac
     (lambda m: m.update(format="h5"), r"models.m.checkpoint.*format 'h5' needs a file ending in .h5 or .hdf5"),
     (lambda m: m.pop("outputs"), r"models.m.outputs"),
     (lambda m: m.update(outputs=["logits:0"]), r"models.m.outputs.*without the ':0' suffix"),
-    (lambda m: m.update(model="scripts.demo:TinyCNN"), r"models.m.model.*not used by TensorFlow"),
+    (lambda m: m.update(model="scripts.demo.models:TinyCNN"), r"models.m.model.*not used by TensorFlow"),
     (lambda m: m.update(signature="serving_default"), r"models.m.signature.*SavedModels only"),
     (lambda m: m.update(inputs={"f": spec(["batch", 16], [1, 16], [4, 16], [16, 16], layout="NCHW")}),
      r"models.m.inputs.f.layout.*rank-4"),
@@ -235,7 +235,7 @@ def test_config_checks_tf1_parts_and_layout_only_for_tensorflow(tf_assets, tmp_p
     next(ckpt.glob("*.data-*")).unlink()
     with pytest.raises(FactoryError, match=r"file '.*model.ckpt.data-00000-of-00001': file not found \(part of"):
         check(copy.deepcopy(cfg))
-    torch_model = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "scripts.demo:TinyCNN",
+    torch_model = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "scripts.demo.models:TinyCNN",
                    "inputs": CNN_NCHW, "outputs": ["logits"]}
     with pytest.raises(FactoryError, match=r"models.t.inputs.x.layout.*for TensorFlow models"):
         check({"precisions": ["fp32"], "models": {"t": torch_model}})

@@ -5,9 +5,9 @@ rule demo_asset:
     output:
         asset=paths.DEMO,
     params:
-        **spec(lambda wc: {}),
+        **spec("demo"),
     log:
-        paths.log("demo", "{asset}"),
+        paths.job_log("demo"),
     resources:
         **slurm_resources(),
     shell:
@@ -18,7 +18,7 @@ rule demo_asset_dir:  # a TF1 checkpoint is several files (.meta, .index, .data-
     output:
         asset=directory(paths.DEMO_DIR),
     params:
-        **spec(lambda wc: {}),
+        **spec("demo"),
     log:
         paths.log("demo", "{asset}.ckpt"),
     resources:

@@ -2,23 +2,18 @@
 # One process per variant: ModelOpt patches onnxruntime in-process.
 
 
-def calibration_input(wc):
-    return {"calibration": model_cfg(wc.model)["calibration"]} if wc.precision in ("int8", "fp8") else {}
-
-
 rule precision:
     input:
-        unpack(calibration_input),
-        onnx=paths.SIM_ONNX,
+        unpack(stage_inputs("precision")),
     output:
         onnx=paths.PRECISION_ONNX,
         provenance=paths.provenance(paths.PRECISION_ONNX),
     params:
-        **spec(lambda wc: {"model": wc.model, "precision": wc.precision, "inputs": model_cfg(wc.model)["inputs"]}),
+        **spec("precision"),
     log:
-        paths.log("precision", "{model}", "{precision}"),
+        paths.job_log("precision"),
     benchmark:
-        paths.benchmark("precision", "{model}", "{precision}")
+        paths.job_benchmark("precision")
     resources:
         mem_mb=4000,
         **slurm_resources(),

@@ -3,17 +3,16 @@
 
 rule simplify:
     input:
-        onnx=paths.ONNX,
+        unpack(stage_inputs("simplify")),
     output:
         onnx=paths.SIM_ONNX,
         provenance=paths.provenance(paths.SIM_ONNX),
     params:
-        **spec(lambda wc: {"model": wc.model, "inputs": model_cfg(wc.model)["inputs"],
-                              "simplifier": model_settings(CFG, wc.model)["simplifier"]}),
+        **spec("simplify"),
     log:
-        paths.log("simplify", "{model}"),
+        paths.job_log("simplify"),
     benchmark:
-        paths.benchmark("simplify", "{model}")
+        paths.job_benchmark("simplify")
     resources:
         mem_mb=3000,
         **slurm_resources(),

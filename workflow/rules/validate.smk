@@ -1,27 +1,17 @@
 # validate: per plan, ONNX parity of its variant + plan header + plan execution (not-run where impossible).
 
 
-def validate_params(wc):
-    m = model_cfg(wc.model)
-    return {"model": wc.model, "backend": BACKEND.name, "key": wc.key, "version": BACKEND.version,
-            "compute_capability": paths.cc_dotted(wc.cc), "precision": wc.precision, "inputs": m["inputs"],
-            "tolerance": model_settings(CFG, wc.model)["tolerances"][wc.precision],
-            # a driver or CUDA change keeps the plans but re-runs their validation
-            "driver": HOST.get("driver_version"), "cuda": HOST.get("cuda_driver_version")}
-
-
 rule validate:
     input:
-        plan=paths.PLAN,
-        onnx=paths.PRECISION_ONNX,
-        parity=lambda wc: paths.parity(wc.model, wc.precision),
-        golden=paths.GOLDEN,
+        unpack(stage_inputs("validate")),
     output:
         json=paths.VALIDATION,
     params:
-        **spec(validate_params),
+        **spec("validate"),
     log:
-        paths.log("validate", "{model}", "{key}", "sm{cc}", "{precision}"),
+        paths.job_log("validate"),
+    benchmark:
+        paths.job_benchmark("validate")
     resources:
         mem_mb=2000,
         **gpu_resources(lambda wc: True),  # plan execution holds one GPU of the plan's compute capability

@@ -1,6 +1,6 @@
 """The demo zoo's TensorFlow models, made by the project itself from fixed seeds (no downloads).
 
-`make_tf_asset(path)` writes one asset under artifacts/demo/ (scripts/demo.py dispatches here):
+`make_tf_asset(path)` writes one asset under artifacts/demo/ (scripts/demo/assets.py dispatches here):
     tf_cnn.keras        Keras 3 CNN on NHWC [batch, 32, 32, 3], 10 classes (the demo presents it as NCHW)
     tf_two_head.h5      Keras model saved as legacy HDF5: one image input, two outputs (logits, embedding)
     tf1_mlp.ckpt/       a TF1 checkpoint (model.ckpt.meta/.index/.data-*): placeholder `features` -> node `scores`
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .errors import FactoryError
+from .. import atomic
+from ..errors import FactoryError
 
 # name -> (asset kind, input shapes without batch, in the layout the plan takes)
 TF_DEMO_MODELS = {
@@ -26,7 +26,7 @@ STEPS = 30
 
 
 def _tf():
-    from .tf_stages import _tf as quiet_tf
+    from ..tf_stages import _tf as quiet_tf
 
     return quiet_tf()
 

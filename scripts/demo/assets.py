@@ -1,10 +1,10 @@
 """The embedded demo zoo: small models and the files they start from, all made from fixed seeds (no downloads).
 
 `make_asset(path)` writes one file under artifacts/demo/ (the `demo_asset` rule calls it):
-    tiny_cnn.pth, two_tower.pth          state_dicts of the classes below (seeded, briefly trained)
+    tiny_cnn.pth, two_tower.pth          state_dicts of the classes in scripts/demo/models (seeded, briefly trained)
     tiny_mlp.opset11.onnx                an old-opset ONNX file, to enter the chain at import (framework: onnx)
     <model>.calib.npz                    calibration inputs for int8/fp8, named like the model's inputs
-    tf_cnn.keras, tf_two_head.h5, tf1_mlp.ckpt/   TensorFlow models (scripts/tf_demo.py)
+    tf_cnn.keras, tf_two_head.h5, tf1_mlp.ckpt/   TensorFlow models (scripts/demo/tf_assets.py)
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .errors import FactoryError
+from .. import atomic
+from ..errors import FactoryError
 
 
 def _torch():
@@ -25,52 +25,9 @@ def _torch():
 
 
 def _classes():
-    torch, nn = _torch()
+    from . import models
 
-    class TinyCNN(nn.Module):
-        """conv-bn-relu x2, global pooling, linear: a 10-class image classifier on [batch, 3, 32, 32]."""
-
-        def __init__(self, num_classes: int = 10, width: int = 32):  # ModelOpt skips fp8 for <= 16 channels
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.head = nn.Linear(2 * width, num_classes)
-
-        def forward(self, x):
-            return self.head(self.features(x))
-
-    class TwoTower(nn.Module):
-        """Two inputs (an image and a feature vector), two outputs (class logits and an embedding)."""
-
-        def __init__(self, num_classes: int = 5, embed: int = 16):
-            super().__init__()
-            self.image = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.feats = nn.Sequential(nn.Linear(8, 16), nn.ReLU())
-            self.embed = nn.Linear(24, embed)
-            self.classify = nn.Linear(embed, num_classes)
-
-        def forward(self, image, features):
-            e = self.embed(torch.cat([self.image(image), self.feats(features)], dim=1))
-            return self.classify(torch.relu(e)), e
-
-    class TinyMLP(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-
-        def forward(self, features):
-            return self.net(features)
-
-    return {"TinyCNN": TinyCNN, "TwoTower": TwoTower, "TinyMLP": TinyMLP}
-
-
-def __getattr__(name):  # `scripts.demo:TinyCNN` resolves without importing torch at module import
-    classes = _classes()
-    if name in classes:
-        return classes[name]
-    raise AttributeError(name)
+    return {"TinyCNN": models.TinyCNN, "TwoTower": models.TwoTower, "TinyMLP": models.TinyMLP}
 
 
 # name -> (class, input shapes without batch, calibration seed)
@@ -105,7 +62,7 @@ def _trained(name: str):
 def make_asset(path: str) -> None:
     p = Path(path)
     name, kind = p.name.split(".", 1)
-    from .tf_demo import TF_DEMO_MODELS, make_tf_asset
+    from .tf_assets import TF_DEMO_MODELS, make_tf_asset
 
     if name in TF_DEMO_MODELS:
         return make_tf_asset(p, name, kind)

@@ -1,0 +1,350 @@
+"""The resolved factory: a config and a host decide the backend, the plan key and every job; and, for one job's
+wildcards, each stage's inputs and settings. The Snakefile's rules, `check`, `status` and the failure records all
+ask here, so they cannot disagree about what is built or what a job runs on.
+
+    f = resolve(cfg, host)          # probe -> targets -> backend -> key -> plan jobs / skipped
+    f.inputs("build", wildcards)    # {label: path}
+    f.settings("build", wildcards)  # the stage's tracked settings (a change re-runs exactly that job)
+    f.failed                        # plan jobs whose chain holds a recorded failure that still applies
+
+Settings also carry what Snakemake cannot see by itself: the content digest of every source file the job reads
+(`source_sha256`; a checkpoint replaced by other bytes with an older mtime still re-runs it) and, for the stages that
+run the model's class, the digest of its code (`model_code`).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import paths
+from .config import QUANTIZED, model_settings
+
+MODEL_RULES = ("freeze", "freeze_tf", "export", "simplify", "golden")  # one job per model
+
+
+def _wc(wildcards) -> dict:
+    return dict(wildcards.items()) if hasattr(wildcards, "items") else dict(wildcards)
+
+
+@dataclass
+class Factory:
+    cfg: dict
+    host: dict
+    gpus: list
+    backend: Any            # scripts.backends.Backend, as the keys see it
+    key: str                # the backend part of every plan key
+    jobs: list[dict]        # {model, key, cc, precision} of every plan to build
+    skipped: list[dict]     # the same, with the reason it is not built
+    workdir: str = "."
+    _code_cache: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------------------------------- a model
+    def model(self, name: str) -> dict:
+        return self.cfg["models"][name]
+
+    def source_kind(self, name: str) -> str:
+        """What a model starts from: checkpoint (state_dict + class), torchscript, onnx or tensorflow."""
+        m = self.model(name)
+        if m["framework"] == "tensorflow":
+            return "tensorflow"
+        return "checkpoint" if "checkpoint" in m else "torchscript" if "torchscript" in m else "onnx"
+
+    def frozen_format(self, name: str) -> str | None:
+        """pt2 for state_dict checkpoints (torch.export), pt for TorchScript, pb for TensorFlow, None for ONNX."""
+        return {"checkpoint": "pt2", "torchscript": "pt", "tensorflow": "pb", "onnx": None}[self.source_kind(name)]
+
+    def freeze_rule(self, name: str) -> str | None:
+        fmt = self.frozen_format(name)
+        return None if fmt is None else "freeze_tf" if fmt == "pb" else "freeze"
+
+    def source_path(self, name: str) -> str:
+        m = self.model(name)
+        return m.get("checkpoint") or m.get("torchscript") or m.get("onnx")
+
+    def source_inputs(self, name: str) -> dict:
+        """A model's source files, labelled: `source`, plus a TF1 checkpoint's index and data shards."""
+        m = self.model(name)
+        if m["framework"] == "tensorflow":
+            from .tf_stages import source_files
+
+            return source_files(m["checkpoint"], m["format"])
+        return {"source": self.source_path(name)}
+
+    def exported_from(self, name: str) -> str:
+        fmt = self.frozen_format(name)
+        return paths.frozen(name, fmt) if fmt else self.source_path(name)
+
+    def mem_mb(self, rule: str, name: str, default: int) -> int:
+        """mem_mb of a model's framework jobs: the model's `mem_mb`, else TensorFlow's measured need, else default."""
+        from .tf_stages import MEM_MB
+
+        m = self.model(name)
+        stage = "freeze" if rule == "freeze_tf" else rule
+        return m.get("mem_mb") or (MEM_MB[stage] if m["framework"] == "tensorflow" else default)
+
+    @functools.cached_property
+    def python_search_path(self) -> list[str]:
+        from .modelcode import search_path
+
+        return search_path(self.cfg["python_path"])
+
+    def model_code(self, name: str) -> dict | None:
+        """Fingerprint of the configured class's source (scripts/modelcode.py), once per model and process."""
+        ref = self.model(name).get("model")
+        if not ref:
+            return None
+        if name not in self._code_cache:
+            from .modelcode import code_fingerprint
+
+            self._code_cache[name] = code_fingerprint(ref, self.python_search_path, model=name)
+        return self._code_cache[name]
+
+    # ------------------------------------------------------------------------------------------- stages
+    def inputs(self, rule: str, wildcards) -> dict[str, str]:
+        w = _wc(wildcards)
+        return {label: p for label, p in _INPUTS[rule](self, w).items() if p}
+
+    def settings(self, rule: str, wildcards) -> dict:
+        w = _wc(wildcards)
+        s = _SETTINGS[rule](self, w)
+        sources = self.source_digests(rule, w)
+        if sources:
+            s["source_sha256"] = sources
+        if rule in ("freeze", "golden") and self.model_code(w["model"]):
+            s["model_code"] = self.model_code(w["model"])["sha256"]
+        return s
+
+    def source_digests(self, rule: str, w: dict) -> dict[str, str]:
+        """{label: sha256} of the job's inputs that no rule makes (checkpoints, ONNX sources, calibration, samples)."""
+        import os
+
+        from . import fingerprint
+
+        out = {}
+        for label, p in self.inputs(rule, w).items():
+            if not p.replace(os.sep, "/").startswith(paths.ROOT + "/") and os.path.exists(p):
+                out[label] = fingerprint.sha256(p)
+        return out
+
+    # ------------------------------------------------------------------------------------------- failures
+    def chain(self, model: str, precision: str | None = None, key: str | None = None, cc: str | None = None,
+              variant: str | None = None) -> list[tuple[str, dict]]:
+        """The jobs (rule, wildcards) one result depends on, upstream first: a plan's validation, or the ONNX parity
+        of one variant (`variant`: export | sim | <precision>)."""
+        out = []
+        rule = self.freeze_rule(model)
+        if rule:
+            out.append((rule, {"model": model, **({"fmt": self.frozen_format(model)} if rule == "freeze" else {})}))
+        out.append(("export", {"model": model}))
+        variant = variant or precision
+        if variant != "export":
+            out.append(("simplify", {"model": model}))
+        if variant not in (None, "export", "sim"):
+            out.append(("precision", {"model": model, "precision": variant}))
+        out.append(("golden", {"model": model}))
+        if variant:
+            out.append(("parity", {"model": model, "variant": variant}))
+        if key:
+            plan = {"model": model, "key": key, "cc": cc, "precision": precision}
+            out += [("build", plan), ("validate", plan)]
+        return out
+
+    @functools.cached_property
+    def failures(self) -> dict[tuple, dict]:
+        """{(rule, wildcards as sorted items): record} of the recorded failures that still apply."""
+        from . import failures
+
+        found = {}
+        for rec in failures.load_all(self.workdir):
+            rule, w = rec["rule"], rec["wildcards"]
+            if rule not in _SETTINGS or w.get("model") not in self.cfg["models"]:
+                continue
+            try:
+                inputs = self.inputs(rule, w)
+                settings = self.settings(rule, w)
+            except (KeyError, TypeError, ValueError):  # wildcards this config no longer has (a dropped precision)
+                continue
+            if failures.still_applies(rec, inputs, settings):
+                found[(rule, tuple(sorted(w.items())))] = rec
+        return found
+
+    def failure_of(self, **target) -> dict | None:
+        """The first recorded failure along a result's chain (see `chain`), or None."""
+        for rule, w in self.chain(**target):
+            rec = self.failures.get((rule, tuple(sorted(w.items()))))
+            if rec:
+                return rec
+        return None
+
+    @functools.cached_property
+    def failed(self) -> list[dict]:
+        """Plan jobs that end failed: {model, key, cc, precision, stage, error, log, record}."""
+        from .failures import first_line
+
+        out = []
+        for j in self.jobs:
+            rec = self.failure_of(**j)
+            if rec:
+                out.append({**j, "stage": rec["rule"], "error": rec.get("error", ""), "reason": first_line(rec),
+                            "log": rec.get("log"), "record": rec["path"]})
+        return out
+
+    @property
+    def buildable(self) -> list[dict]:
+        """Plan jobs to run: every job minus the failed ones."""
+        failed = [{k: j[k] for k in ("model", "key", "cc", "precision")} for j in self.failed]
+        return [j for j in self.jobs if j not in failed]
+
+    def report_inputs(self) -> list[str]:
+        """What the report reads: each buildable plan's validation, each model's parity and ONNX provenance results
+        whose chain did not fail, and the failure records that apply."""
+        out = [paths.REPORT_SPEC] + [paths.validation(**j) for j in self.buildable]
+        for model in self.cfg["models"]:
+            if self.failure_of(model=model, variant="export") is None:
+                out += [paths.parity(model, "export"), paths.provenance(paths.onnx(model))]
+            if self.failure_of(model=model, variant="sim") is None:
+                out += [paths.parity(model, "sim"), paths.provenance(paths.sim_onnx(model))]
+            out += [paths.parity(model, p) for p in model_settings(self.cfg, model)["precisions"]
+                    if self.failure_of(model=model, variant=p) is None]
+        return out + sorted({rec["path"] for rec in self.failures.values()})
+
+    def write_report_spec(self, path: str = paths.REPORT_SPEC) -> None:
+        """The report's settings as a file, rewritten only when they change: the report's command stays short at any
+        zoo size, and a change of what it covers (a failure recorded or retried, a target added) re-runs it by the
+        file's mtime, also after a report the failure handler wrote (which Snakemake holds no record of)."""
+        import json
+
+        from .atomic import read_json, write_json
+
+        spec = json.loads(json.dumps(self.report_settings()))
+        if read_json(path) != spec:
+            try:
+                write_json(path, spec)
+            except OSError:  # a read-only artifacts folder (status there): the report cannot run anyway
+                pass
+
+    def report_settings(self) -> dict:
+        return {"jobs": self.buildable, "skipped": self.skipped, "failed": self.failed, "backend": self.key,
+                "models": {m: {"framework": self.model(m)["framework"],
+                               "precisions": model_settings(self.cfg, m)["precisions"],
+                               "failed": [{"stage": r["rule"], "reason": r.get("error", "")[:500], "log": r.get("log")}
+                                          for r in (self.failures.get((rule, tuple(sorted(w.items()))))
+                                                    for rule, w in self.chain(model=m)) if r]}
+                           for m in self.cfg["models"]}}
+
+
+# --------------------------------------------------------------------------------------------- stage specs
+def _parity_onnx(f: Factory, w: dict) -> str:
+    v = w["variant"]
+    return paths.onnx(w["model"]) if v == "export" else paths.sim_onnx(w["model"]) if v == "sim" \
+        else paths.precision_onnx(w["model"], v)
+
+
+def _golden_inputs(f: Factory, w: dict) -> dict:
+    m = f.model(w["model"])
+    io = {"io": paths.frozen_io(w["model"])} if m["framework"] == "tensorflow" else {}  # tf2onnx's transposes
+    return {**f.source_inputs(w["model"]), **io, "samples": m.get("samples")}
+
+
+_INPUTS = {
+    "demo": lambda f, w: {},
+    "freeze": lambda f, w: {"source": f.source_path(w["model"])},
+    "freeze_tf": lambda f, w: f.source_inputs(w["model"]),
+    "export": lambda f, w: {"source": f.exported_from(w["model"]),
+                            "io": paths.frozen_io(w["model"]) if f.frozen_format(w["model"]) == "pb" else None},
+    "simplify": lambda f, w: {"onnx": paths.onnx(w["model"])},
+    "precision": lambda f, w: {"onnx": paths.sim_onnx(w["model"]),
+                               "calibration": f.model(w["model"]).get("calibration")
+                               if w["precision"] in QUANTIZED else None},
+    "golden": _golden_inputs,
+    "parity": lambda f, w: {"onnx": _parity_onnx(f, w), "golden": paths.golden(w["model"])},
+    "build": lambda f, w: {"onnx": paths.precision_onnx(w["model"], w["precision"])},
+    "validate": lambda f, w: {"plan": paths.plan(**w), "onnx": paths.precision_onnx(w["model"], w["precision"]),
+                              "parity": paths.parity(w["model"], w["precision"]), "golden": paths.golden(w["model"])},
+}
+
+
+def _freeze_settings(f: Factory, w: dict) -> dict:
+    m = f.model(w["model"])
+    return {"model": w["model"], "source_kind": f.source_kind(w["model"]), "model_ref": m.get("model"),
+            "model_kwargs": m.get("model_kwargs", {}), "inputs": m["inputs"]}
+
+
+def _freeze_tf_settings(f: Factory, w: dict) -> dict:
+    m = f.model(w["model"])
+    return {"model": w["model"], "format": m["format"], "signature": m.get("signature", "serving_default"),
+            "inputs": m["inputs"], "outputs": m["outputs"]}
+
+
+def _export_settings(f: Factory, w: dict) -> dict:
+    m = f.model(w["model"])
+    return {"model": w["model"], "source_format": f.frozen_format(w["model"]) or "onnx", "inputs": m["inputs"],
+            "outputs": m.get("outputs"), "opset": model_settings(f.cfg, w["model"])["opset"]}
+
+
+def _golden_settings(f: Factory, w: dict) -> dict:
+    m = f.model(w["model"])
+    kind = f.source_kind(w["model"])
+    if kind == "tensorflow":
+        source = {"kind": kind, "format": m["format"], "signature": m.get("signature")}
+    else:
+        source = {"kind": kind, "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {})}
+    return {"model": w["model"], "inputs": m["inputs"], "outputs": m.get("outputs"),
+            "seed": model_settings(f.cfg, w["model"])["golden_seed"], "device": f.cfg["golden_device"],
+            "source": source}
+
+
+def _parity_settings(f: Factory, w: dict) -> dict:
+    precision = "fp32" if w["variant"] in ("export", "sim") else w["variant"]
+    return {"variant": w["variant"], "tolerance": model_settings(f.cfg, w["model"])["tolerances"][precision]}
+
+
+def _build_settings(f: Factory, w: dict) -> dict:
+    b = f.backend
+    timing_cache = None if b.timing_cache_unused else paths.timing_cache(w["key"], w["cc"])  # none for RTX
+    return {"model": w["model"], "backend": b.name, "key": w["key"], "compute_capability": paths.cc_dotted(w["cc"]),
+            "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
+            "build": model_settings(f.cfg, w["model"])["build"], "timing_cache": timing_cache,
+            **({"tensorrt": f.cfg["tensorrt"]} if b.short == "trt" else {})}
+
+
+def _validate_settings(f: Factory, w: dict) -> dict:
+    m = f.model(w["model"])
+    return {"model": w["model"], "backend": f.backend.name, "key": w["key"], "version": f.backend.version,
+            "compute_capability": paths.cc_dotted(w["cc"]), "precision": w["precision"], "inputs": m["inputs"],
+            "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]],
+            # a driver or CUDA change keeps the plans but re-runs their validation
+            "driver": f.host.get("driver_version"), "cuda": f.host.get("cuda_driver_version")}
+
+
+_SETTINGS = {
+    "demo": lambda f, w: {},
+    "freeze": _freeze_settings,
+    "freeze_tf": _freeze_tf_settings,
+    "export": _export_settings,
+    "simplify": lambda f, w: {"model": w["model"], "inputs": f.model(w["model"])["inputs"],
+                              "simplifier": model_settings(f.cfg, w["model"])["simplifier"]},
+    "precision": lambda f, w: {"model": w["model"], "precision": w["precision"],
+                               "inputs": f.model(w["model"])["inputs"]},
+    "golden": _golden_settings,
+    "parity": _parity_settings,
+    "build": _build_settings,
+    "validate": _validate_settings,
+}
+
+
+# --------------------------------------------------------------------------------------------- resolve
+def resolve(cfg: dict, host: dict | None = None, *, workdir: str = ".") -> Factory:
+    """probe -> targets -> backend -> key -> plan jobs, the one sequence the Snakefile and `check` both use."""
+    from .backends import load_backend, resolve_backend
+    from .host import backend_for_keys, probe_host
+    from .targets import backend_key, plan_jobs, target_gpus
+
+    host = probe_host() if host is None else host
+    gpus = target_gpus(cfg, host["gpus"])  # the Slurm pools' where configured, else the local GPUs
+    backend = backend_for_keys(load_backend(resolve_backend(cfg["backend"], gpus)), host)
+    key = backend_key(cfg, backend)
+    jobs, skipped = plan_jobs(cfg, backend_short=backend.short, backend_key=key, gpus=gpus)
+    return Factory(cfg=cfg, host=host, gpus=gpus, backend=backend, key=key, jobs=jobs, skipped=skipped,
+                   workdir=workdir)
