@@ -28,7 +28,7 @@ test-slow: $(STAMP)
 # A real single-node Slurm (root): installs slurm-wlm and munge from Debian packages, starts munged, slurmctld and
 # slurmd, runs the workflow through `--executor slurm`, stops them (~4 min; README "Running on Slurm"). CI runs it.
 test-slurm: $(STAMP)
-	$(BIN)/python tests/slurm_cluster.py install
+	$(BIN)/python tests/helpers/slurm_cluster.py install
 	FACTORY_SLURM_REQUIRED=1 $(BIN)/python -m pytest -q -s -m slurm tests
 
 install: $(STAMP)

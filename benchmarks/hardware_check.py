@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def part_cuda() -> dict:
     from scripts.demo import make_asset
-    from scripts.golden import make_golden, load_golden
+    from scripts.validation.golden import make_golden, load_golden
     from scripts.host import probe_host
-    from scripts.runtime import memory_round_trip
+    from scripts.backends.runtime import memory_round_trip
 
     host = probe_host()
     result = {"host": host, "round_trips": {}}
@@ -36,7 +36,7 @@ def part_cuda() -> dict:
     make_asset(str(tmp / "tiny_cnn.pth"))
     specs = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],
                    "max": [32, 3, 32, 32]}}
-    source = {"kind": "checkpoint", "path": str(tmp / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
+    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(tmp / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
     golden = {}
     for device in ("cpu", "cuda"):
         t = time.perf_counter()
@@ -54,8 +54,8 @@ def part_rtx() -> dict:
 
     from scripts.backends import build_plan, load_backend
     from scripts.host import probe_host
-    from scripts.plan_check import check_plan_header
-    from scripts.runtime import execute_plan
+    from scripts.backends.header import check_plan_header
+    from scripts.backends.runtime import execute_plan
     from scripts.tensors import DEFAULT_TOLERANCES, random_inputs
 
     host = probe_host()
@@ -78,7 +78,7 @@ def part_rtx() -> dict:
         facts = build_plan(backend.module, str(tmp / "m.onnx"), str(plan), model="tiny_cnn",
                            input_profiles={"x": {k: specs["x"][k] for k in ("min", "opt", "max")}},
                            compute_capability=cc, log=lambda *a: None)
-        header = check_plan_header(str(plan), backend_short="rtx", version=backend.version,
+        header = check_plan_header(str(plan), backend="rtx", version=backend.version,
                                    compute_capability=cc or "8.9", host=host)
         by_key = execute_plan(str(plan), backend="tensorrt_rtx", compute_capability=cc or "8.9", inputs=feeds,
                               expected=expected, tolerance=DEFAULT_TOLERANCES["fp32"], host=host)

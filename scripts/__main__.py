@@ -109,7 +109,7 @@ def _ops(module: str):
 
             load(args.configfile or (), workdir=args.directory)  # a bad config: one line naming it, exit 1
         try:
-            return importlib.import_module(f".{module}", __package__).main(args)
+            return importlib.import_module(f".ops.{module}", __package__).main(args)
         except RuntimeError as e:  # snakemake itself failed: its message says why
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -111,10 +111,12 @@ def resolve_paths(raw: dict, *, base: str, workdir: str) -> None:
         raw["python_path"] = [os.path.abspath(os.path.join(base, os.path.expanduser(p))) if isinstance(p, str) else p
                               for p in raw["python_path"]]
     models = raw.get("models")
-    for m in (models.values() if isinstance(models, dict) else ()):
-        for key in MODEL_FILE_KEYS:
-            if isinstance(m, dict) and isinstance(m.get(key), str):
-                m[key] = resolve_path(m[key], base=base, workdir=workdir)
+    for name, m in (list(models.items()) if isinstance(models, dict) else ()):
+        if isinstance(m, dict):
+            models[name] = m = dict(m)  # a YAML alias may share one mapping between models: resolve each once
+            for key in MODEL_FILE_KEYS:
+                if isinstance(m.get(key), str):
+                    m[key] = resolve_path(m[key], base=base, workdir=workdir)
 
 
 def deep_merge(into: dict, new: dict) -> dict:
@@ -147,47 +149,40 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True, workdi
 
 
 def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str) -> None:
+    """The checks every model gets; its framework module adds its own (scripts/frameworks)."""
+    from .frameworks import all_frameworks, framework_of
+
     if not SAFE_NAME.match(name) or ".." in name:
         raise FactoryError("the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
                            model=name, key=f"models.{name}")
-    sources = {"pytorch": ("checkpoint", "torchscript"), "onnx": ("onnx",),
-               "tensorflow": ("checkpoint",)}[m["framework"]]
-    given = [k for k in sources if k in m]
+    fw = framework_of(m)
+    given = [k for k in fw.SOURCE_KEYS if k in m]
     if len(given) != 1:
-        raise FactoryError(f"framework '{m['framework']}' needs exactly one of {', '.join(sources)}",
+        raise FactoryError(f"framework '{m['framework']}' needs exactly one of {', '.join(fw.SOURCE_KEYS)}",
                            model=name, key=f"models.{name}")
-    if m["framework"] == "pytorch" and "checkpoint" in given and "model" not in m:
-        raise FactoryError("a state_dict checkpoint needs the model class as an import path ('package.module:Class')",
-                           model=name, key=f"models.{name}.model")
-    if "model" in m:  # found in the user's package without running it (scripts/modelcode.py says why)
-        from .modelcode import check_defined, search_path
-
-        check_defined(m["model"], search_path(cfg["python_path"]), model=name)
+    for other_name, other in all_frameworks().items():
+        for k in (*other.CONFIG_KEYS, *other.SOURCE_KEYS):
+            if k in m and k not in (*fw.CONFIG_KEYS, *fw.SOURCE_KEYS):
+                raise FactoryError(f"'{k}' is not used by {fw.TITLE} models (it is for {other.TITLE} models)",
+                                   model=name, key=f"models.{name}.{k}")
+        for input_name, spec in m["inputs"].items():
+            for k in other.INPUT_KEYS:
+                if k in spec and k not in fw.INPUT_KEYS:
+                    raise FactoryError(f"'{k}' is for {other.TITLE} models ({other.INPUT_KEYS[k]}); {fw.TITLE} "
+                                       "inputs are taken as the model takes them",
+                                       model=name, key=f"models.{name}.inputs.{input_name}.{k}")
     for input_name, spec in m["inputs"].items():
         _complete_profile(name, input_name, spec)
-    if m["framework"] == "tensorflow":  # format, opset <= 18, names, layouts, the checkpoint's files
-        from .tf_stages import check_model_config
-
-        check_model_config(name, m, model_settings(cfg, name, m)["opset"],
-                           check_files and (lambda p: _exists(p, workdir)))
-    else:
-        for k in ("format", "signature"):
-            if k in m:
-                raise FactoryError(f"'{k}' is for TensorFlow models", model=name, key=f"models.{name}.{k}")
-        for input_name, spec in m["inputs"].items():
-            if "layout" in spec:
-                raise FactoryError("'layout' is for TensorFlow models (tf2onnx can present NHWC inputs as NCHW); "
-                                   f"{m['framework']} inputs are taken as the model takes them",
-                                   model=name, key=f"models.{name}.inputs.{input_name}.layout")
+    exists = (lambda p: _exists(p, workdir)) if check_files else None
+    fw.check_config(name, m, cfg, exists)
     precisions = model_settings(cfg, name, m)["precisions"]
     if QUANTIZED & set(precisions) and "calibration" not in m:
         raise FactoryError(f"precisions {sorted(QUANTIZED & set(precisions))} need calibration data "
                            "(an .npz/.npy file or a directory of them)", model=name, key=f"models.{name}.calibration")
-    if check_files:
-        for key in (*(given if m["framework"] != "tensorflow" else ()), "calibration", "samples"):
-            path = m.get(key)
-            if path and not _exists(path, workdir):
-                raise FactoryError("file not found", model=name, key=f"models.{name}.{key}", path=path)
+    for key in (*(given if fw.SINGLE_FILE_SOURCE else ()), "calibration", "samples"):
+        path = m.get(key)
+        if exists and path and not exists(path):
+            raise FactoryError("file not found", model=name, key=f"models.{name}.{key}", path=path)
 
 
 def _exists(path: str, workdir: str) -> bool:

@@ -43,45 +43,22 @@ class Factory:
     def model(self, name: str) -> dict:
         return self.cfg["models"][name]
 
-    def source_kind(self, name: str) -> str:
-        """What a model starts from: checkpoint (state_dict + class), torchscript, onnx or tensorflow."""
-        m = self.model(name)
-        if m["framework"] == "tensorflow":
-            return "tensorflow"
-        return "checkpoint" if "checkpoint" in m else "torchscript" if "torchscript" in m else "onnx"
+    def framework(self, name: str):
+        """The model's framework module (scripts/frameworks): every framework decision is asked there."""
+        from .frameworks import framework_of
+
+        return framework_of(self.model(name))
 
     def frozen_format(self, name: str) -> str | None:
-        """pt2 for state_dict checkpoints (torch.export), pt for TorchScript, pb for TensorFlow, None for ONNX."""
-        return {"checkpoint": "pt2", "torchscript": "pt", "tensorflow": "pb", "onnx": None}[self.source_kind(name)]
+        return self.framework(name).frozen_format(self.model(name))
 
     def freeze_rule(self, name: str) -> str | None:
-        fmt = self.frozen_format(name)
-        return None if fmt is None else "freeze_tf" if fmt == "pb" else "freeze"
-
-    def source_path(self, name: str) -> str:
-        m = self.model(name)
-        return m.get("checkpoint") or m.get("torchscript") or m.get("onnx")
-
-    def source_inputs(self, name: str) -> dict:
-        """A model's source files, labelled: `source`, plus a TF1 checkpoint's index and data shards."""
-        m = self.model(name)
-        if m["framework"] == "tensorflow":
-            from .tf_stages import source_files
-
-            return source_files(m["checkpoint"], m["format"])
-        return {"source": self.source_path(name)}
-
-    def exported_from(self, name: str) -> str:
-        fmt = self.frozen_format(name)
-        return paths.frozen(name, fmt) if fmt else self.source_path(name)
+        return self.framework(name).FREEZE_RULE
 
     def mem_mb(self, rule: str, name: str, default: int) -> int:
-        """mem_mb of a model's framework jobs: the model's `mem_mb`, else TensorFlow's measured need, else default."""
-        from .tf_stages import MEM_MB
-
-        m = self.model(name)
-        stage = "freeze" if rule == "freeze_tf" else rule
-        return m.get("mem_mb") or (MEM_MB[stage] if m["framework"] == "tensorflow" else default)
+        """mem_mb of a model's framework jobs: the model's `mem_mb`, else its framework's measured need."""
+        stage = "freeze" if rule == self.freeze_rule(name) else rule
+        return self.model(name).get("mem_mb") or self.framework(name).MEM_MB.get(stage, default)
 
     @functools.cached_property
     def python_search_path(self) -> list[str]:
@@ -111,7 +88,7 @@ class Factory:
         sources = self.source_digests(rule, w)
         if sources:
             s["source_sha256"] = sources
-        if rule in ("freeze", "golden") and self.model_code(w["model"]):
+        if rule in ("freeze", "golden") and self.model_code(w["model"]):  # the stages that run the class
             s["model_code"] = self.model_code(w["model"])["sha256"]
         return s
 
@@ -241,18 +218,30 @@ def _parity_onnx(f: Factory, w: dict) -> str:
         else paths.precision_onnx(w["model"], v)
 
 
+def _fw(f: Factory, w: dict):
+    return f.framework(w["model"]), w["model"], f.model(w["model"])
+
+
+def _freeze_inputs(f: Factory, w: dict) -> dict:
+    fw, name, m = _fw(f, w)
+    return fw.source_files(m)
+
+
+def _export_inputs(f: Factory, w: dict) -> dict:
+    fw, name, m = _fw(f, w)
+    return fw.export_inputs(name, m)
+
+
 def _golden_inputs(f: Factory, w: dict) -> dict:
-    m = f.model(w["model"])
-    io = {"io": paths.frozen_io(w["model"])} if m["framework"] == "tensorflow" else {}  # tf2onnx's transposes
-    return {**f.source_inputs(w["model"]), **io, "samples": m.get("samples")}
+    fw, name, m = _fw(f, w)
+    return {**fw.reference_inputs(name, m), "samples": m.get("samples")}
 
 
 _INPUTS = {
     "demo": lambda f, w: {},
-    "freeze": lambda f, w: {"source": f.source_path(w["model"])},
-    "freeze_tf": lambda f, w: f.source_inputs(w["model"]),
-    "export": lambda f, w: {"source": f.exported_from(w["model"]),
-                            "io": paths.frozen_io(w["model"]) if f.frozen_format(w["model"]) == "pb" else None},
+    "freeze": _freeze_inputs,
+    "freeze_tf": _freeze_inputs,
+    "export": _export_inputs,
     "simplify": lambda f, w: {"onnx": paths.onnx(w["model"])},
     "precision": lambda f, w: {"onnx": paths.sim_onnx(w["model"]),
                                "calibration": f.model(w["model"]).get("calibration")
@@ -266,33 +255,21 @@ _INPUTS = {
 
 
 def _freeze_settings(f: Factory, w: dict) -> dict:
-    m = f.model(w["model"])
-    return {"model": w["model"], "source_kind": f.source_kind(w["model"]), "model_ref": m.get("model"),
-            "model_kwargs": m.get("model_kwargs", {}), "inputs": m["inputs"]}
-
-
-def _freeze_tf_settings(f: Factory, w: dict) -> dict:
-    m = f.model(w["model"])
-    return {"model": w["model"], "format": m["format"], "signature": m.get("signature", "serving_default"),
-            "inputs": m["inputs"], "outputs": m["outputs"]}
+    fw, name, m = _fw(f, w)
+    return {"framework": m["framework"], **fw.freeze_settings(name, m)}
 
 
 def _export_settings(f: Factory, w: dict) -> dict:
-    m = f.model(w["model"])
-    return {"model": w["model"], "source_format": f.frozen_format(w["model"]) or "onnx", "inputs": m["inputs"],
-            "outputs": m.get("outputs"), "opset": model_settings(f.cfg, w["model"])["opset"]}
+    fw, name, m = _fw(f, w)
+    return {"model": name, "framework": m["framework"], "source_format": fw.frozen_format(m) or "onnx",
+            "inputs": m["inputs"], "outputs": m.get("outputs"), "opset": model_settings(f.cfg, name)["opset"]}
 
 
 def _golden_settings(f: Factory, w: dict) -> dict:
-    m = f.model(w["model"])
-    kind = f.source_kind(w["model"])
-    if kind == "tensorflow":
-        source = {"kind": kind, "format": m["format"], "signature": m.get("signature")}
-    else:
-        source = {"kind": kind, "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {})}
-    return {"model": w["model"], "inputs": m["inputs"], "outputs": m.get("outputs"),
-            "seed": model_settings(f.cfg, w["model"])["golden_seed"], "device": f.cfg["golden_device"],
-            "source": source}
+    fw, name, m = _fw(f, w)
+    return {"model": name, "inputs": m["inputs"], "outputs": m.get("outputs"),
+            "seed": model_settings(f.cfg, name)["golden_seed"], "device": f.cfg["golden_device"],
+            "source": fw.reference_settings(m)}
 
 
 def _parity_settings(f: Factory, w: dict) -> dict:
@@ -306,7 +283,7 @@ def _build_settings(f: Factory, w: dict) -> dict:
     return {"model": w["model"], "backend": b.name, "key": w["key"], "compute_capability": paths.cc_dotted(w["cc"]),
             "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
             "build": model_settings(f.cfg, w["model"])["build"], "timing_cache": timing_cache,
-            **({"tensorrt": f.cfg["tensorrt"]} if b.short == "trt" else {})}
+            **b.build_options(f.cfg)}
 
 
 def _validate_settings(f: Factory, w: dict) -> dict:
@@ -321,7 +298,7 @@ def _validate_settings(f: Factory, w: dict) -> dict:
 _SETTINGS = {
     "demo": lambda f, w: {},
     "freeze": _freeze_settings,
-    "freeze_tf": _freeze_tf_settings,
+    "freeze_tf": _freeze_settings,
     "export": _export_settings,
     "simplify": lambda f, w: {"model": w["model"], "inputs": f.model(w["model"])["inputs"],
                               "simplifier": model_settings(f.cfg, w["model"])["simplifier"]},
@@ -339,12 +316,12 @@ def resolve(cfg: dict, host: dict | None = None, *, workdir: str = ".") -> Facto
     """probe -> targets -> backend -> key -> plan jobs, the one sequence the Snakefile and `check` both use."""
     from .backends import load_backend, resolve_backend
     from .host import backend_for_keys, probe_host
-    from .targets import backend_key, plan_jobs, target_gpus
+    from .targets import plan_jobs, target_gpus
 
     host = probe_host() if host is None else host
     gpus = target_gpus(cfg, host["gpus"])  # the Slurm pools' where configured, else the local GPUs
     backend = backend_for_keys(load_backend(resolve_backend(cfg["backend"], gpus)), host)
-    key = backend_key(cfg, backend)
-    jobs, skipped = plan_jobs(cfg, backend_short=backend.short, backend_key=key, gpus=gpus)
+    key = backend.key_for(cfg)
+    jobs, skipped = plan_jobs(cfg, backend=backend, key=key, gpus=gpus)
     return Factory(cfg=cfg, host=host, gpus=gpus, backend=backend, key=key, jobs=jobs, skipped=skipped,
                    workdir=workdir)

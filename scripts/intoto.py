@@ -71,7 +71,7 @@ def statement(record: dict) -> dict:
                                                         ("loaded", "entries_before", "entries_after", "notes")}}
         if os.path.isfile(cache["path"]):
             from .provenance import sha256
-            entry["digest"] = {"sha256": sha256(cache["path"])}
+            entry["digest"] = {"sha256": sha256(cache["path"], cached=False)}
         else:  # a ResourceDescriptor needs a uri, digest or content
             entry["uri"] = f"file:{cache['path']}"
         byproducts.append(entry)

@@ -51,6 +51,17 @@ WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
 }
 
 
+# Each rule's main output (the file its job is known by); rules in WITH_SIDECAR write a provenance sidecar beside it,
+# the others (parity, validate) record their settings inside it.
+MAIN_OUTPUT = {"freeze": FROZEN, "freeze_tf": FROZEN_PB, "export": ONNX, "simplify": SIM_ONNX,
+               "precision": PRECISION_ONNX, "golden": GOLDEN, "parity": PARITY, "build": PLAN, "validate": VALIDATION}
+WITH_SIDECAR = {"freeze", "freeze_tf", "export", "simplify", "precision", "golden", "build"}
+
+
+def main_output(rule: str, wildcards: dict) -> str:
+    return MAIN_OUTPUT[rule].format(**wildcards)
+
+
 def cc_tag(cc: str) -> str:
     """'8.6' -> '86', '12.0' -> '120'."""
     return cc.replace(".", "")
@@ -107,14 +118,66 @@ def plan_glob(root: str = ROOT) -> str:
     return PLAN.replace(ROOT, root, 1).format(model="*", key="*", cc="*", precision="*")
 
 
-_PLAN_RE = re.compile(r"^(?:.*/)?" + PLAN.replace(".", r"\.").format(
-    model=r"(?P<model>[^/]+)", key=r"(?P<key>[^/]+)", cc=r"(?P<cc>\d+)", precision=r"(?P<precision>[^/]+)") + "$")
+def _matcher(pattern: str):
+    """A regex of `pattern` (any prefix before `artifacts/`), its wildcards as named groups of WILDCARDS' regexes."""
+    parts = re.split(r"\{(\w+)\}", pattern)
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{WILDCARDS.get(p, '[^/]+')})"
+                    for i, p in enumerate(parts))
+    return re.compile(r"^(?:.*/)?" + regex + "$")
+
+
+_PARSERS = {name: _matcher(pattern) for name, pattern in
+            {"plan": PLAN, "validation": VALIDATION, "parity": PARITY, "plan_dir": PLAN.rsplit("/", 2)[0],
+             "validation_dir": VALIDATION.rsplit("/", 2)[0], "timing_cache": TIMING_CACHE}.items()}
+
+
+def parse(kind: str, path: str) -> dict | None:
+    """The wildcards of a path of `kind` (plan, validation, parity, plan_dir, validation_dir, timing_cache), else
+    None. `plan_dir` / `validation_dir`: the `{key}/sm{cc}` directory of a model's plans / validations."""
+    m = _PARSERS[kind].match(str(path).replace(os.sep, "/"))
+    return m.groupdict() if m else None
 
 
 def parse_plan(path: str) -> dict | None:
     """{model, key, cc, precision} of a plan's path (any prefix before `artifacts/`), else None."""
-    m = _PLAN_RE.match(path.replace(os.sep, "/"))
-    return m.groupdict() if m else None
+    return parse("plan", path)
+
+
+def glob_of(kind: str, root: str = ROOT) -> str:
+    """Glob pattern (relative to the workflow directory) of every path of `kind` under `root`."""
+    pattern = {"plan_dir": PLAN.rsplit("/", 2)[0], "validation_dir": VALIDATION.rsplit("/", 2)[0],
+               "timing_cache": TIMING_CACHE + "*"}[kind]
+    return re.sub(r"\{\w+\}", "*", pattern.replace(ROOT, root, 1))
+
+
+def owner_of(path: str) -> str | None:
+    """The artifact a result belongs to: a plan's validation -> the plan; a parity result -> its ONNX variant."""
+    if (v := parse("validation", path)) is not None:
+        return plan(**v)
+    if (p := parse("parity", path)) is not None:
+        return variant_onnx(p["model"], p["variant"])
+    return None
+
+
+def variant_onnx(model: str, variant: str) -> str:
+    """The ONNX file of a parity variant: export | sim | <precision>."""
+    return onnx(model) if variant == "export" else sim_onnx(model) if variant == "sim" \
+        else precision_onnx(model, variant)
+
+
+SIDECAR_SUFFIX = ".provenance.json"
+STATEMENT_SUFFIX = ".intoto.json"
+OUTSIDE_CHAIN = {"demo", "logs", "benchmarks", "report", "cache", "scheduled", "failed"}  # top-level dirs of ROOT
+_TEMPORARY = re.compile(r"\.tmp\d+(\.|$)")  # scripts/atomic.py's names: `<stem>.tmp<pid><suffix>`
+
+
+def is_record(path: str) -> bool:
+    """A provenance sidecar or an in-toto statement (records of an artifact, not artifacts)."""
+    return str(path).endswith((SIDECAR_SUFFIX, STATEMENT_SUFFIX))
+
+
+def is_temporary(path: str) -> bool:
+    return bool(_TEMPORARY.search(os.path.basename(str(path))))
 
 
 def validation(model: str, key: str, cc: str, precision: str) -> str:

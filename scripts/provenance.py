@@ -7,13 +7,13 @@ tool versions; the host facts; and the workflow's git commit.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import subprocess
 from pathlib import Path
 
 from . import atomic, paths
+from .fingerprint import sha256
 
 SCHEMA_VERSION = 1
 TOOLS = ["torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "onnxsim", "nvidia-modelopt",
@@ -29,20 +29,6 @@ STAGE_TOOLS = {"freeze": ["torch"], "freeze_tf": ["tensorflow-cpu", "tensorflow"
                "precision": ["nvidia-modelopt", "onnxconverter-common", "onnx", "onnxruntime"],
                "golden": ["torch", "onnxruntime", "tensorflow-cpu", "tensorflow", "keras"], "parity": ["onnxruntime"],
                "validate": ["onnxruntime", "cuda-python", "pycuda"]}
-
-
-def sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, or of a directory's files (relative names and contents, in sorted order)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 def size(path: str | os.PathLike) -> int:
@@ -109,8 +95,9 @@ def describe_input(label: str, path: str) -> dict:
     stat = os.stat(path)
     if os.path.isfile(path) and recorded.get("mtime_ns") == stat.st_mtime_ns and recorded.get("size") == stat.st_size:
         entry = {"label": label, "path": str(path), "sha256": recorded["sha256"], "size": stat.st_size}
-    else:
-        entry = {"label": label, "path": str(path), "sha256": sha256(path), "size": size(path)}
+    else:  # sources through the content cache; artifacts (no cache entry per artifact: it would grow with the zoo)
+        source = not str(path).replace(os.sep, "/").startswith(paths.ROOT + "/")
+        entry = {"label": label, "path": str(path), "sha256": sha256(path, cached=source), "size": size(path)}
     if recorded or os.path.exists(side):
         entry["provenance"] = side
     return entry
@@ -122,7 +109,8 @@ def write(artifact: str, *, stage: str, inputs: dict[str, str], params: dict, fa
     the stage itself just wrote there (saves reading them back)."""
     record = {
         "schema_version": SCHEMA_VERSION,
-        "artifact": {"path": str(artifact), "sha256": artifact_sha256 or sha256(artifact), "size": size(artifact),
+        "artifact": {"path": str(artifact), "sha256": artifact_sha256 or sha256(artifact, cached=False),
+                     "size": size(artifact),
                      "mtime_ns": os.stat(artifact).st_mtime_ns},
         "stage": stage,
         "inputs": [describe_input(label, p) for label, p in sorted(inputs.items()) if p],

@@ -42,6 +42,11 @@ def _record(artifact, stage, inputs, params, facts):
     return facts
 
 
+def _recorded(stage: str, params: dict) -> dict:
+    """What a result without a sidecar (parity, validation) records of how it was made, for `status`."""
+    return {"params": params, "tools": provenance.stage_tools(stage)}
+
+
 @runner("demo")
 def demo(inputs, outputs, params):
     from .demo import make_asset
@@ -51,45 +56,23 @@ def demo(inputs, outputs, params):
 
 
 @runner("freeze")
-def freeze(inputs, outputs, p):
-    from . import freeze as f
-
-    if p["source_kind"] == "checkpoint":
-        facts = f.freeze_pytorch(inputs["source"], outputs["frozen"], model=p["model"], model_ref=p["model_ref"],
-                                 model_kwargs=p["model_kwargs"], input_specs=p["inputs"])
-    else:
-        facts = f.freeze_torchscript(inputs["source"], outputs["frozen"], model=p["model"])
-    return _record(outputs["frozen"], "freeze", inputs, p, facts)
-
-
 @runner("freeze_tf")
-def freeze_tf(inputs, outputs, p):
-    from .tf_stages import freeze_tf as freeze
+def freeze(inputs, outputs, p):
+    from .frameworks import framework_of
 
-    facts = freeze(inputs["source"], outputs["frozen"], outputs["io"], model=p["model"], fmt=p["format"],
-                   input_specs=p["inputs"], outputs=p["outputs"], signature=p["signature"])
-    return _record(outputs["frozen"], "freeze", inputs, p, facts)
+    return _record(outputs["frozen"], "freeze", inputs, p, framework_of(p).freeze(inputs, outputs, p))
 
 
 @runner("export")
 def export(inputs, outputs, p):
-    from . import export as e
+    from .frameworks import framework_of
 
-    if p["source_format"] == "pb":  # TensorFlow: tf2onnx on the frozen GraphDef and its io sidecar
-        from .tf_stages import export_tf
-
-        facts = export_tf(inputs["source"], inputs["io"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
-                          outputs=p["outputs"], opset=p["opset"])
-        return _record(outputs["onnx"], "export", inputs, p, facts)
-
-    kw = dict(model=p["model"], input_specs=p["inputs"], outputs=p["outputs"], opset=p["opset"])
-    fn = {"pt2": e.export_pt2, "pt": e.export_torchscript, "onnx": e.import_onnx}[p["source_format"]]
-    return _record(outputs["onnx"], "export", inputs, p, fn(inputs["source"], outputs["onnx"], **kw))
+    return _record(outputs["onnx"], "export", inputs, p, framework_of(p).export(inputs, outputs, p))
 
 
 @runner("simplify")
 def simplify(inputs, outputs, p):
-    from .simplify import simplify_onnx
+    from .graph.simplify import simplify_onnx
 
     facts = simplify_onnx(inputs["onnx"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
                           simplifier=p["simplifier"])
@@ -98,7 +81,7 @@ def simplify(inputs, outputs, p):
 
 @runner("precision")
 def precision(inputs, outputs, p):
-    from .precision import make_precision_variant
+    from .graph.precision import make_precision_variant
 
     facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],
                                    input_specs=p["inputs"], calibration_path=inputs.get("calibration"))
@@ -107,7 +90,7 @@ def precision(inputs, outputs, p):
 
 @runner("golden")
 def golden(inputs, outputs, p):
-    from .golden import make_golden
+    from .validation.golden import make_golden
 
     source = {**p["source"], "path": inputs["source"], "io": inputs.get("io")}  # io: TensorFlow's tensor sidecar
     facts = make_golden(outputs["golden"], model=p["model"], source=source, input_specs=p["inputs"],
@@ -118,10 +101,10 @@ def golden(inputs, outputs, p):
 
 @runner("parity")
 def parity(inputs, outputs, p):
-    from .validate import write_parity
+    from .validation.validate import write_parity
 
     return write_parity(outputs["json"], onnx_path=inputs["onnx"], golden_path=inputs["golden"],
-                        tolerance=p["tolerance"], variant=p["variant"])
+                        tolerance=p["tolerance"], variant=p["variant"], recorded=_recorded("parity", p))
 
 
 @runner("build")
@@ -136,11 +119,11 @@ def build(inputs, outputs, p):
     host = job_host_facts()  # provenance; for full TensorRT also the checks and the GPU pin below
     check_host_matches_key(backend, p, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
     # full TensorRT builds on (and for) one local GPU of the key's compute capability; RTX needs none
-    with pinned_gpu_if(backend.short == "trt", host, p["compute_capability"], model=p["model"]) as gpu:
+    with pinned_gpu_if(backend.builds_on_gpu, host, p["compute_capability"], model=p["model"]) as gpu:
         facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
                            input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
                            workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
-                           compute_capability=p["compute_capability"] if backend.short == "rtx" else None,
+                           compute_capability=backend.aot_target(p["compute_capability"]),
                            timing_cache_path=p["timing_cache"],
                            hardware_compatibility_level=opts.get("hardware_compatibility_level"),
                            version_compatible=opts.get("version_compatible", False),
@@ -155,17 +138,18 @@ def build(inputs, outputs, p):
 
 
 def check_host_matches_key(backend, p: dict, host: dict) -> None:
-    """The job's key names a backend version (and, for full TensorRT, the GPU): refuse to build anything else."""
+    """The job's key names a backend version (and, where builds run on a GPU, its compute capability): refuse to
+    build anything else."""
     from .errors import WrongHost
 
     if not p["key"].startswith(backend.key) or p["key"][len(backend.key):][:1] not in ("", "-"):
         raise WrongHost(f"this job builds key '{p['key']}' but the installed backend is '{backend.key}'",
-                           model=p["model"])
-    if backend.short == "trt":
+                        model=p["model"])
+    if backend.builds_on_gpu:
         ccs = {g["compute_capability"] for g in host["gpus"]}
         if p["compute_capability"] not in ccs:
             raise WrongHost(f"this job builds for compute capability {p['compute_capability']} but this host's "
-                               f"GPUs are {sorted(ccs) or 'none'} ({_where(host)})", model=p["model"])
+                            f"GPUs are {sorted(ccs) or 'none'} ({_where(host)})", model=p["model"])
 
 
 def _where(host: dict) -> str:
@@ -180,7 +164,7 @@ def _where(host: dict) -> str:
 def validate(inputs, outputs, p):
     from .gpus import gpus_of, pinned_gpu_if
     from .host import job_host_facts
-    from .validate import validate_plan
+    from .validation.validate import validate_plan
 
     host = job_host_facts()
     # Run on one GPU of the plan's compute capability when there is one (held, so jobs don't share it);
@@ -192,12 +176,12 @@ def validate(inputs, outputs, p):
                              golden_path=inputs["golden"], tolerance=p["tolerance"], backend=p["backend"],
                              key=p["key"], version=p["version"], cc=p["compute_capability"],
                              precision=p["precision"], opt_shapes=p["inputs"], host=run_host,
-                             onnx_path=inputs["onnx"])
+                             onnx_path=inputs["onnx"], recorded=_recorded("validate", p))
 
 
 @runner("report")
 def report(inputs, outputs, p):
-    from .report import write_report
+    from .validation.report import write_report
 
     return write_report(outputs["json"], outputs["html"], jobs=p["jobs"], skipped=p["skipped"], models=p["models"],
                         backend=p["backend"], failed=p.get("failed", []))

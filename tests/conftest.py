@@ -1,19 +1,11 @@
-"""Shared fixtures: the demo zoo's files, made once per test session from the project's own fixed seeds."""
+"""Shared fixtures: the demo zoo's files, made once per test session from the project's own fixed seeds.
+Helpers live in tests/helpers (a module, not this file)."""
 import copy
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-CNN_INPUTS = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32],
-                    "opt": [4, 3, 32, 32], "max": [8, 3, 32, 32]}}
-TWO_TOWER_INPUTS = {
-    "image": {"dtype": "float32", "shape": ["batch", 3, 16, 16], "min": [1, 3, 16, 16], "opt": [4, 3, 16, 16],
-              "max": [16, 3, 16, 16]},
-    "features": {"dtype": "float32", "shape": ["batch", 8], "min": [1, 8], "opt": [4, 8], "max": [16, 8]},
-}
-MLP_INPUTS = {"features": {"dtype": "float32", "shape": ["batch", 16], "min": [1, 16], "opt": [4, 16],
-                           "max": [64, 16]}}
+from helpers import CNN_INPUTS
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +23,8 @@ def demo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cnn_onnx(demo_dir, tmp_path_factory) -> Path:
     """The demo CNN frozen and exported once: (frozen .pt2, model.onnx)."""
-    from scripts.export import export_pt2
-    from scripts.freeze import freeze_pytorch
+    from scripts.frameworks.pytorch import export_pt2
+    from scripts.frameworks.pytorch import freeze_pytorch
 
     d = tmp_path_factory.mktemp("cnn")
     freeze_pytorch(str(demo_dir / "tiny_cnn.pth"), str(d / "model.pt2"), model="tiny_cnn",
@@ -45,8 +37,3 @@ def cnn_onnx(demo_dir, tmp_path_factory) -> Path:
 @pytest.fixture
 def specs():
     return copy.deepcopy(CNN_INPUTS)
-
-
-def leftovers(directory: Path) -> list[str]:
-    """Files a failed stage may have left behind (temporary or partial)."""
-    return sorted(p.name for p in Path(directory).rglob("*") if p.is_file())

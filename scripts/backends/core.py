@@ -26,11 +26,17 @@ PROGRESS_MAX_DEPTH = 3  # deeper build phases repeat per subgraph/layer: too cha
 
 @dataclass(frozen=True)
 class Backend:
+    """An installed backend. Its differences are answered by its own module (rtx.py, tensorrt.py), so no caller
+    tests a backend's name."""
     name: str      # "tensorrt_rtx" | "tensorrt"
     short: str     # "rtx" | "trt"
     module: Any    # the imported Python module
     version: str   # module.__version__
     key: str       # f"{short}-{version}", the backend part of an artifact key
+
+    @property
+    def spec(self):
+        return _backend_module(self.name)
 
     @property
     def strongly_typed_flag(self) -> bool:
@@ -39,7 +45,30 @@ class Backend:
     @property
     def timing_cache_unused(self) -> str | None:
         """Why this backend's builds keep no timing cache; None when they keep one per key."""
-        return _backend_module(self.name).TIMING_CACHE_UNUSED
+        return self.spec.TIMING_CACHE_UNUSED
+
+    @property
+    def builds_on_gpu(self) -> bool:
+        """Full TensorRT builds on (and for) a GPU of the key's compute capability; TensorRT-RTX ahead of time."""
+        return self.spec.BUILDS_ON_GPU
+
+    def aot_target(self, cc: str) -> str | None:
+        """The compute capability to hand the builder as an AOT target; None where the build is for the local GPU."""
+        return None if self.builds_on_gpu else cc
+
+    def target_ccs(self, cfg: dict, gpus: list[dict]) -> list[str]:
+        return self.spec.target_ccs(cfg, gpus)
+
+    def key_for(self, cfg: dict) -> str:
+        """The backend part of a plan key: backend, exact version, and the build options that make another
+        artifact (full TensorRT's portability options)."""
+        return self.key + self.spec.key_suffix(cfg["tensorrt"])
+
+    def build_options(self, cfg: dict) -> dict:
+        return self.spec.build_options(cfg)
+
+    def precision_support(self, cc: str, precision: str) -> str | None:
+        return self.spec.precision_support(str(cc), precision)
 
 
 def _backend_module(name: str):
@@ -69,9 +98,14 @@ def resolve_backend(requested: str, gpus: list) -> str:
     return rtx.MODULE
 
 
-def precision_support(backend_short: str, cc: str, precision: str) -> str | None:
-    """None when (backend, compute capability, precision) can be built, else the reason to skip it."""
-    return _backend_module(backend_short).precision_support(str(cc), precision)
+def precision_support(backend: str, cc: str, precision: str) -> str | None:
+    """None when (backend by name or short name, compute capability, precision) can be built, else the reason."""
+    return _backend_module(backend).precision_support(str(cc), precision)
+
+
+def spec_of(name: str):
+    """A backend's module of answers (rtx.py, tensorrt.py), by name or short name, without importing TensorRT."""
+    return _backend_module(name)
 
 
 def default_strongly_typed_flag(trt) -> bool:
@@ -258,42 +292,6 @@ def _add_profile(builder, network, config, logger, input_profiles: dict, model: 
     return {name: list(t.shape) for name, t in inputs.items()}
 
 
-def _set_compute_capability(trt, config, cc: str, model: str) -> None:
-    """TensorRT-RTX AOT target. The count must be set before set_compute_capability (measured)."""
-    if not hasattr(config, "set_compute_capability"):
-        raise FactoryError(f"{trt.__name__} builds for the local GPU only; it takes no compute_capability target",
-                           model=model, key="targets")
-    if cc not in rtx.TARGETS:
-        raise FactoryError(f"{trt.__name__} has no target for compute capability {cc} "
-                           f"(targets: {', '.join(rtx.TARGETS)})", model=model, key="targets")
-    config.num_compute_capabilities = 1
-    config.set_compute_capability(getattr(trt.ComputeCapability, rtx.TARGETS[cc]), 0)
-
-
-def _set_compatibility(trt, config, logger, level: str | None, version_compatible: bool, model: str) -> dict:
-    """Full TensorRT's portability options; both change the artifact key, so a backend that ignores them is an error.
-    Measured on TensorRT-RTX 1.7: the level is ignored with a warning (caught here); VERSION_COMPATIBLE is accepted
-    but the build then fails (libnvinfer_lean.so.1 missing), reported by the build's error."""
-    used = {"hardware_compatibility_level": None, "version_compatible": False}
-    if level and level != "none":
-        if level not in tensorrt.HARDWARE_COMPATIBILITY:
-            raise FactoryError(f"unknown hardware compatibility level '{level}' (choose from "
-                               f"{', '.join(tensorrt.HARDWARE_COMPATIBILITY)})", model=model,
-                               key="hardware_compatibility_level")
-        wanted = getattr(trt.HardwareCompatibilityLevel, tensorrt.HARDWARE_COMPATIBILITY[level])
-        seen = len(logger.records)
-        config.hardware_compatibility_level = wanted  # full TensorRT only
-        if config.hardware_compatibility_level != wanted:
-            warned = "; ".join(m for _, m in logger.records[seen:]) or "no message"
-            raise FactoryError(f"{trt.__name__} {trt.__version__} does not support hardware compatibility level "
-                               f"'{level}' ({warned})", model=model, key="hardware_compatibility_level")
-        used["hardware_compatibility_level"] = level
-    if version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)  # full TensorRT only
-        used["version_compatible"] = True
-    return used
-
-
 def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, workspace_mb: int = 1024,
                optimization_level: int = 3, compute_capability: str | None = None,
                strongly_typed_flag: bool | None = None, timing_cache_path: str | None = None,
@@ -314,9 +312,9 @@ def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, w
     shapes = _add_profile(builder, network, config, logger, input_profiles, model, onnx_path)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     config.builder_optimization_level = int(optimization_level)
-    if compute_capability is not None:
-        _set_compute_capability(trt, config, str(compute_capability), model)
-    compat = _set_compatibility(trt, config, logger, hardware_compatibility_level, version_compatible, model)
+    if compute_capability is not None:  # TensorRT-RTX: an AOT target; full TensorRT builds for the local GPU
+        rtx.set_aot_target(trt, config, str(compute_capability), model)
+    compat = tensorrt.set_compatibility(trt, config, logger, hardware_compatibility_level, version_compatible, model)
     monitor = _progress_monitor(trt, log, model)  # keep a reference for the whole build
     config.progress_monitor = monitor
     cache_facts = _load_timing_cache(config, timing_cache_path) if timing_cache_path else None

@@ -26,7 +26,7 @@ STEPS = 30
 
 
 def _tf():
-    from ..tf_stages import _tf as quiet_tf
+    from ..frameworks.tensorflow import import_tensorflow as quiet_tf
 
     return quiet_tf()
 

@@ -16,7 +16,7 @@ rule build:
         paths.job_benchmark("build")
     resources:
         mem_mb=4000,
-        **gpu_resources(lambda wc: BACKEND.short == "trt"),  # full TensorRT builds on a GPU of the key
-        **slurm_resources(lambda wc: BACKEND.short == "trt"),  # ... in the Slurm pool of the key; RTX: CPU route
+        **gpu_resources(lambda wc: BACKEND.builds_on_gpu),  # full TensorRT builds on a GPU of the key
+        **slurm_resources(lambda wc: BACKEND.builds_on_gpu),  # ... in the Slurm pool of the key; RTX: CPU route
     shell:
         stage("build")

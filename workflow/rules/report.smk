@@ -50,7 +50,7 @@ onerror:
     # A job failed (with --keep-going the others ran): write the report from what exists now, failures included,
     # so one failure never hides the rest. The next run leaves recorded failures out of its jobs (scripts/failures.py).
     try:
-        from scripts.report import write_report
+        from scripts.validation.report import write_report
 
         write_report(paths.REPORT_JSON, paths.REPORT_HTML, **resolve(CFG, HOST).report_settings())
         print(f"engine factory: report written with the failures: {paths.REPORT_HTML}", file=sys.stderr)

@@ -1,0 +1,80 @@
+"""ONNX files as sources (`framework: onnx`): nothing to freeze; the user's file enters the chain at export, where it
+is checked and an older opset is upgraded with onnx's version converter (recorded, and shown in the report); the
+reference outputs come from onnxruntime on the source.
+"""
+from __future__ import annotations
+
+from .. import atomic
+from ..errors import FactoryError
+
+TITLE = "ONNX"
+FREEZE_RULE = None
+SOURCE_KEYS = ("onnx",)
+SINGLE_FILE_SOURCE = True
+MEM_MB = {"freeze": 2000, "export": 3000, "golden": 2000}
+CONFIG_KEYS = ()
+INPUT_KEYS: dict = {}
+
+
+def check_config(name: str, m: dict, cfg: dict, exists) -> None:
+    """Nothing beyond the common checks: the file must exist, which the caller checks."""
+
+
+def frozen_format(m: dict) -> None:
+    return None
+
+
+def source_files(m: dict) -> dict[str, str]:
+    return {"source": m["onnx"]}
+
+
+def export_inputs(name: str, m: dict) -> dict[str, str]:
+    return source_files(m)
+
+
+def reference_inputs(name: str, m: dict) -> dict[str, str]:
+    return source_files(m)
+
+
+def reference_settings(m: dict) -> dict:
+    return {"framework": m["framework"], "kind": "onnx"}
+
+
+def import_onnx(src: str, out: str, *, model: str, input_specs: dict, outputs: list[str] | None,
+                opset: int) -> dict:
+    """The user's ONNX file, checked; upgraded to the configured opset when it is older."""
+    import onnx
+
+    from ..graph.onnx_io import finish_onnx
+
+    try:
+        proto = onnx.load(src)
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise FactoryError(f"not a valid ONNX model: {e}", model=model, path=src)
+    with atomic.atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset,
+                            upgrade_only=True)
+    return {"exporter": "import", **facts}
+
+
+def export(inputs: dict, outputs: dict, p: dict) -> dict:
+    return import_onnx(inputs["source"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
+                       outputs=p["outputs"], opset=p["opset"])
+
+
+def reference_outputs(source: dict, feeds: dict, outputs: list[str] | None, *, model: str, device: str = "cpu"):
+    from ..tensors import run_onnxruntime
+
+    if device != "cpu":
+        raise FactoryError("golden outputs of ONNX sources are computed on the CPU only", model=model,
+                           key="golden_device")
+    try:
+        result = run_onnxruntime(source["path"], feeds)
+    except Exception as e:  # e.g. custom ops (TensorRT plugins) that onnxruntime does not know
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FactoryError(f"onnxruntime cannot run the source ONNX, so there are no golden outputs: {first}; "
+                           "give the framework's outputs another way or use a model onnxruntime can run",
+                           model=model, path=source["path"])
+    return result if outputs is None else {k: result[k] for k in outputs}

@@ -1,0 +1,236 @@
+"""PyTorch: a state_dict checkpoint with its class, or a TorchScript archive.
+
+    freeze      state_dict `.pth` + class (import path from config) -> torch.export ExportedProgram `.pt2`, with the
+                dynamic dimensions of the config's input specs; TorchScript `.pt` -> frozen TorchScript `.pt`
+    export      `.pt2` -> torch.onnx.export(dynamo=True); `.pt` -> the legacy exporter (dynamo=False)
+    reference   the eager model (or the TorchScript archive) in fp32, on the CPU or a GPU
+
+The checkpoint is read with `weights_only=True`: the class comes from config, never from the pickle. The dynamo
+exporter is asked for opset 18 or newer: below 18 it writes invalid models (measured: asked for 17, it declares 17
+but emits ReduceMean with opset 18's attributes); lower opsets are reached with onnx's version converter afterwards
+(scripts/graph/onnx_io.py), or refused with a clear error.
+"""
+from __future__ import annotations
+
+from .. import atomic, paths
+from ..errors import FactoryError
+from ..modelcode import import_class
+
+TITLE = "PyTorch"
+FREEZE_RULE = "freeze"
+SOURCE_KEYS = ("checkpoint", "torchscript")
+SINGLE_FILE_SOURCE = True  # the config checks it exists
+MEM_MB = {"freeze": 2000, "export": 3000, "golden": 2000}  # measured peaks are well below for the demo models
+CONFIG_KEYS = ("model", "model_kwargs")  # keys only this framework reads
+INPUT_KEYS: dict = {}
+
+
+# ------------------------------------------------------------------------------------------------- config (cheap)
+def check_config(name: str, m: dict, cfg: dict, exists) -> None:
+    """What the schema cannot say about a PyTorch model (its source and class); `exists`: a test of configured
+    paths, or None when files are not checked. Runs at DAG time: the class is found, not imported."""
+    from ..modelcode import check_defined, search_path
+
+    if "checkpoint" in m and "model" not in m:
+        raise FactoryError("a state_dict checkpoint needs the model class as an import path ('package.module:Class')",
+                           model=name, key=f"models.{name}.model")
+    if "model" in m:
+        check_defined(m["model"], search_path(cfg["python_path"]), model=name)
+
+
+def source_kind(m: dict) -> str:
+    return "checkpoint" if "checkpoint" in m else "torchscript"
+
+
+def frozen_format(m: dict) -> str:
+    """pt2 for state_dict checkpoints (torch.export), pt for TorchScript sources."""
+    return "pt2" if source_kind(m) == "checkpoint" else "pt"
+
+
+def source_files(m: dict) -> dict[str, str]:
+    return {"source": m.get("checkpoint") or m.get("torchscript")}
+
+
+def export_inputs(name: str, m: dict) -> dict[str, str]:
+    return {"source": paths.frozen(name, frozen_format(m))}
+
+
+def reference_inputs(name: str, m: dict) -> dict[str, str]:
+    return source_files(m)
+
+
+def freeze_settings(name: str, m: dict) -> dict:
+    return {"model": name, "source_kind": source_kind(m), "model_ref": m.get("model"),
+            "model_kwargs": m.get("model_kwargs", {}), "inputs": m["inputs"]}
+
+
+def reference_settings(m: dict) -> dict:
+    return {"framework": m["framework"], "kind": source_kind(m), "model_ref": m.get("model"), "model_kwargs": m.get("model_kwargs", {})}
+
+
+# ------------------------------------------------------------------------------------------------- freeze
+def load_state_dict_model(checkpoint: str, ref: str, kwargs: dict, *, model: str):
+    """Instantiate the configured class and load the checkpoint's weights into it (strictly)."""
+    import torch
+
+    cls = import_class(ref, model=model)
+    try:
+        net = cls(**kwargs)
+    except TypeError as e:
+        raise FactoryError(f"cannot build {ref}(**model_kwargs): {e}", model=model, key=f"models.{model}.model_kwargs")
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FactoryError("checkpoint not found", model=model, path=checkpoint)
+    except Exception as e:  # weights_only refuses pickled objects; corrupt files land here too
+        raise FactoryError(f"cannot read the checkpoint safely (torch.load weights_only=True): {e}",
+                           model=model, path=checkpoint)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} wrapper
+    if not isinstance(state, dict):
+        raise FactoryError(f"expected a state_dict (a dict of tensors), found {type(state).__name__}",
+                           model=model, path=checkpoint)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise FactoryError(f"the checkpoint does not fit {ref}: {e}", model=model, path=checkpoint)
+    return net.eval()
+
+
+def example_args(input_specs: dict, shape_key: str = "opt"):
+    import torch
+
+    from ..tensors import random_inputs
+
+    return tuple(torch.from_numpy(a) for a in random_inputs(input_specs, shape_key=shape_key, seed=0).values())
+
+
+def dynamic_shapes(input_specs: dict):
+    """One torch.export Dim per named dimension, shared by every input that names it (e.g. 'batch')."""
+    from torch.export import Dim
+
+    dims, specs = {}, []
+    for spec in input_specs.values():
+        entry = {}
+        for i, d in enumerate(spec["shape"]):
+            if isinstance(d, str):
+                lo, hi = spec["min"][i], spec["max"][i]
+                if d in dims and (dims[d].min, dims[d].max) != (lo, hi):
+                    raise ValueError(f"dimension '{d}' has different min/max across inputs")
+                dims.setdefault(d, Dim(d, min=lo, max=hi))
+                entry[i] = dims[d]
+        specs.append(entry or None)
+    return tuple(specs)
+
+
+def freeze_pytorch(checkpoint: str, out: str, *, model: str, model_ref: str, model_kwargs: dict,
+                   input_specs: dict) -> dict:
+    import torch
+
+    net = load_state_dict_model(checkpoint, model_ref, model_kwargs, model=model)
+    try:
+        ep = torch.export.export(net, example_args(input_specs), dynamic_shapes=dynamic_shapes(input_specs))
+    except Exception as e:
+        raise FactoryError(f"torch.export failed for {model_ref} with the config's input specs: {e}",
+                           model=model, key=f"models.{model}.inputs")
+    with atomic.atomic_path(out) as tmp:
+        torch.export.save(ep, str(tmp))
+    return {"format": "torch.export", "model_class": model_ref,
+            "parameters": sum(p.numel() for p in net.parameters())}
+
+
+def load_torchscript(path: str, *, model: str):
+    import torch
+
+    try:
+        return torch.jit.load(path, map_location="cpu").eval()
+    except Exception as e:
+        raise FactoryError(f"not a loadable TorchScript archive: {e}", model=model, path=path)
+
+
+def freeze_torchscript(src: str, out: str, *, model: str) -> dict:
+    import torch
+
+    scripted = load_torchscript(src, model=model)
+    try:
+        frozen = torch.jit.freeze(scripted)
+    except Exception as e:  # freezing needs a ScriptModule in eval mode; traced modules qualify
+        raise FactoryError(f"torch.jit.freeze failed: {e}", model=model, path=src)
+    with atomic.atomic_path(out) as tmp:
+        torch.jit.save(frozen, str(tmp))
+    return {"format": "torchscript", "frozen": True}
+
+
+def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
+    """The freeze stage: the configured source -> outputs["frozen"]; returns facts for provenance."""
+    if p["source_kind"] == "checkpoint":
+        return freeze_pytorch(inputs["source"], outputs["frozen"], model=p["model"], model_ref=p["model_ref"],
+                              model_kwargs=p["model_kwargs"], input_specs=p["inputs"])
+    return freeze_torchscript(inputs["source"], outputs["frozen"], model=p["model"])
+
+
+# ------------------------------------------------------------------------------------------------- export
+def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int) -> dict:
+    import torch
+
+    from ..graph.onnx_io import finish_onnx
+
+    ep = torch.export.load(frozen)
+    with atomic.atomic_path(out) as tmp:
+        try:
+            torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False, opset_version=max(opset, 18),
+                              input_names=list(input_specs), output_names=list(outputs), verbose=False)
+        except Exception as e:
+            raise FactoryError(f"torch.onnx.export (dynamo) failed: {e}", model=model, path=frozen)
+        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+    return {"exporter": "torch.onnx.export(dynamo=True)", **facts}
+
+
+def export_torchscript(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
+                       opset: int) -> dict:
+    import torch
+
+    from ..graph.onnx_io import finish_onnx
+
+    scripted = load_torchscript(frozen, model=model)
+    axes = {name: {i: d for i, d in enumerate(spec["shape"]) if isinstance(d, str)} for name, spec in input_specs.items()}
+    with atomic.atomic_path(out) as tmp:
+        try:
+            torch.onnx.export(scripted, example_args(input_specs), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=list(input_specs), output_names=list(outputs), dynamic_axes=axes)
+        except Exception as e:
+            raise FactoryError(f"torch.onnx.export (TorchScript) failed: {e}", model=model, path=frozen)
+        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+    return {"exporter": "torch.onnx.export(dynamo=False)", **facts}
+
+
+def export(inputs: dict, outputs: dict, p: dict) -> dict:
+    fn = export_pt2 if p["source_format"] == "pt2" else export_torchscript
+    return fn(inputs["source"], outputs["onnx"], model=p["model"], input_specs=p["inputs"], outputs=p["outputs"],
+              opset=p["opset"])
+
+
+# ------------------------------------------------------------------------------------------------- reference
+def reference_outputs(source: dict, feeds: dict, outputs: list[str] | None, *, model: str, device: str = "cpu"):
+    """The model as PyTorch defines it, on `device` ("cpu" or "cuda"), always in fp32 (TF32 off, so a GPU golden
+    stays fp32)."""
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FactoryError("golden_device is cuda but torch sees no CUDA GPU here", model=model, key="golden_device")
+    if source["kind"] == "checkpoint":
+        net = load_state_dict_model(source["path"], source["model_ref"], source.get("model_kwargs", {}), model=model)
+    else:
+        net = load_torchscript(source["path"], model=model)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    net = net.to(device)
+    with torch.no_grad():
+        result = net(*(torch.from_numpy(a).to(device) for a in feeds.values()))
+    if isinstance(result, dict):
+        result = [result[k] for k in outputs]
+    elif isinstance(result, torch.Tensor):
+        result = [result]
+    if len(result) != len(outputs):
+        raise FactoryError(f"the model returns {len(result)} outputs, the config names {len(outputs)}: {outputs}",
+                           model=model, key=f"models.{model}.outputs")
+    return {name: t.detach().float().cpu().numpy() for name, t in zip(outputs, result)}

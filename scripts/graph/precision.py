@@ -1,0 +1,214 @@
+"""Precision variants as ONNX files (strongly typed builds take the precision from the ONNX).
+
+fp32 is a copy; fp16/bf16 come from ModelOpt's AutoCast (I/O types kept); int8/fp8 are ModelOpt Q/DQ models
+calibrated on the user's data. ModelOpt always runs in a child process: it monkeypatches onnxruntime's
+quantization classes and rewrites files beside its input, so the parent stays clean (and can run the fallbacks,
+onnxconverter-common for fp16 and onnxruntime's quantize_static for int8, unpatched). Each result must pass
+onnx.checker and keep the source's I/O names, types and dynamic dims before it is written to `dst`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path
+from ..config import PRECISIONS, QUANTIZED
+from ..errors import FactoryError
+from .calibration import calibration_facts, load_calibration
+from .onnx_io import check_against, load_checked, model_opset, tool_version
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------- variants
+
+def make_precision_variant(src, dst, precision: str, *, model: str, input_specs: dict, calibration_path=None,
+                           seed: int = 0) -> dict:
+    """Write the `precision` variant of `src` to `dst` (atomically); returns facts (tool, attempts, hashes...)."""
+    if precision not in PRECISIONS:
+        raise FactoryError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})", model=model,
+                           key="precisions")
+    source = load_checked(src, model=model)
+    facts: dict = {"precision": precision}
+    if precision in QUANTIZED and not calibration_path:
+        raise FactoryError(f"{precision} needs calibration data (an .npz, .npy or directory)", model=model,
+                           key=f"models.{model}.calibration")
+    calib = None
+    if calibration_path and precision != "fp32":
+        calib = load_calibration(calibration_path, input_specs, model=model)
+        facts["calibration"] = calibration_facts(calibration_path, calib)
+    if precision == "fp32":
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        return {**facts, "tool": "copy", "attempts": []}
+
+    # All tool output goes to a private temp dir; only the checked result is copied (atomically) to dst.
+    with tempfile.TemporaryDirectory(prefix=f"precision-{precision}-") as work:
+        attempts, result = [], None
+        for tool, fn_name in TOOLS[precision]:
+            d = Path(work) / tool
+            d.mkdir()
+            shutil.copyfile(src, d / "source.onnx")  # ModelOpt rewrites files beside its input: give it a copy
+            out, t0 = d / "out.onnx", time.perf_counter()
+            try:
+                globals()[fn_name](d / "source.onnx", out, precision, calib, input_specs)  # by name: patchable
+                problem = check_against(out, source)
+            except Exception as e:
+                problem = f"{type(e).__name__}: {e}"
+            attempts.append({"tool": tool, "status": "failed" if problem else "ok",
+                             "reason": problem[-800:] if problem else "valid ONNX, I/O kept",
+                             "seconds": round(time.perf_counter() - t0, 2)})
+            if not problem:
+                result = out
+                break
+        if result is None:
+            raise FactoryError(f"no tool could make the {precision} variant: "
+                               + "; ".join(f"{a['tool']}: {a['reason']}" for a in attempts), model=model,
+                               path=str(src))
+        tool = attempts[-1]["tool"]
+        facts.update(tool=tool, tool_version=tool_version(PACKAGES[tool]), attempts=attempts,
+                     **describe_variant(result, precision))
+        facts["parity_vs_source"] = parity(result, src, input_specs, seed=seed)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(result, tmp)
+    return facts
+
+
+LOW_TYPES = {"fp16": 10, "bf16": 16}  # onnx.TensorProto.FLOAT16, BFLOAT16
+
+
+def describe_variant(path, precision: str) -> dict:
+    """What the variant holds: opset, op counts, initializer dtypes, Q/DQ nodes and their dtype; warnings when
+    nothing was converted (ModelOpt skips layers it deems not worth it, e.g. fp8 convs with <= 16 channels)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    name = onnx.TensorProto.DataType.Name
+    ops = Counter(n.op_type for n in proto.graph.node)
+    inits = Counter(name(i.data_type) for i in proto.graph.initializer)
+    facts = {"opset": model_opset(proto),
+             "nodes": len(proto.graph.node), "initializer_dtypes": dict(inits), "warnings": []}
+    if precision in LOW_TYPES:
+        low = sum(i.data_type == LOW_TYPES[precision] for i in proto.graph.initializer) + sum(
+            1 for n in proto.graph.node if n.op_type == "Cast" and any(
+                a.name == "to" and a.i == LOW_TYPES[precision] for a in n.attribute))
+        facts["low_precision_tensors"] = low
+        if not low:
+            facts["warnings"].append(f"no {precision} tensor in the result: the variant computes in fp32")
+    else:
+        inits_by_name = {i.name: i for i in proto.graph.initializer}
+        qtypes = Counter()
+        for n in proto.graph.node:
+            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits_by_name:
+                qtypes[name(inits_by_name[n.input[2]].data_type)] += 1  # the zero point carries the type
+        facts.update(quantize_nodes=ops["QuantizeLinear"], dequantize_nodes=ops["DequantizeLinear"],
+                     quantized_dtypes=dict(qtypes))
+        if not ops["DequantizeLinear"]:
+            facts["warnings"].append(f"no Q/DQ node in the result: the tool found no layer worth {precision}")
+    return facts
+
+
+def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
+    """Variant vs source in onnxruntime (CPU) on seeded opt-shape inputs; "not-run" with the reason when
+    onnxruntime cannot run the variant (e.g. bf16 Conv has no CPU kernel)."""
+    from ..tensors import output_metrics, random_inputs, run_onnxruntime
+
+    feeds = random_inputs(input_specs, shape_key="opt", seed=seed)
+    try:
+        expected, actual = run_onnxruntime(source, feeds), run_onnxruntime(variant, feeds)
+    except Exception as e:
+        return {"status": "not-run", "reason": f"onnxruntime CPU cannot run it: {str(e).strip()[:300]}"}
+    return {"status": "measured", "outputs": {k: output_metrics(actual[k], v) for k, v in expected.items()}}
+
+
+# ---------------------------------------------------------------- tools
+
+def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict) -> None:
+    """ModelOpt in a child process (see the module doc); its log tail becomes the error on failure."""
+    spec = {"src": str(src), "out": str(out), "precision": precision, "calib": None}
+    if calib is not None:
+        spec["calib"] = str(src.parent / "calib.npz")
+        np.savez(spec["calib"], **calib)
+    (src.parent / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-c", "import sys; from scripts.graph.precision import modelopt_child; "
+                           "modelopt_child(sys.argv[1])", str(src.parent / "spec.json")], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise RuntimeError(f"ModelOpt exited with {proc.returncode}: " + "\n".join(lines[-6:]))
+
+
+def modelopt_child(spec_path: str) -> None:
+    """ModelOpt's side of run_modelopt, in the child process: one variant from the spec file."""
+    spec = json.loads(Path(spec_path).read_text())
+    calib = None
+    if spec["calib"]:
+        with np.load(spec["calib"]) as z:
+            calib = {k: z[k] for k in z.files}
+    if spec["precision"] in ("fp16", "bf16"):
+        import onnx
+        from modelopt.onnx.autocast import convert_to_mixed_precision
+
+        data_dir = None
+        if calib is not None:  # real inputs for AutoCast's range check (else it uses random data)
+            data_dir = Path(spec_path).parent / "calib_chunks"
+            data_dir.mkdir()
+            n = next(iter(calib.values())).shape[0]
+            for i in range(0, n, 8):
+                np.savez(data_dir / f"{i:08d}.npz", **{k: v[i:i + 8] for k, v in calib.items()})
+        proto = convert_to_mixed_precision(spec["src"], spec["precision"], keep_io_types=True, providers=["cpu"],
+                                           calibration_data=str(data_dir) if data_dir else None)
+        onnx.save(proto, spec["out"])
+    else:
+        from modelopt.onnx.quantization import quantize
+
+        quantize(spec["src"], quantize_mode=spec["precision"], calibration_data=calib, calibration_eps=["cpu"],
+                 high_precision_dtype="fp32", output_path=spec["out"], log_level="WARNING")
+
+
+def run_onnxconverter_fp16(src: Path, out: Path, precision: str, calib, input_specs: dict) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    onnx.save(float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(out))
+
+
+def run_ort_int8(src: Path, out: Path, precision: str, calib, input_specs: dict) -> None:
+    """onnxruntime's static Q/DQ quantization: symmetric int8 (TensorRT's form), bias left in float (with bias
+    quantization TensorRT-RTX rejects the Int32 DequantizeLinear). Runs in this process: never after ModelOpt
+    here, which is why ModelOpt runs in a child."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    n = next(iter(calib.values())).shape[0]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{k: v[i:i + 8] for k, v in calib.items()} for i in range(0, n, 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    op_types_to_quantize=["Conv", "ConvTranspose", "Gemm", "MatMul"],  # what ModelOpt targets too
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True})
+
+
+# precision -> the tools to try, in order
+TOOLS = {
+    "fp16": [("modelopt", "run_modelopt"), ("onnxconverter-common", "run_onnxconverter_fp16")],
+    "bf16": [("modelopt", "run_modelopt")],
+    "int8": [("modelopt", "run_modelopt"), ("onnxruntime-quantize_static", "run_ort_int8")],
+    "fp8": [("modelopt", "run_modelopt")],
+}
+PACKAGES = {"modelopt": "nvidia-modelopt", "onnxconverter-common": "onnxconverter-common",
+            "onnxruntime-quantize_static": "onnxruntime"}

@@ -1,0 +1,178 @@
+"""verify: re-hash every artifact and its inputs along the provenance chain and report what does not add up.
+
+  tampered  a file whose content no longer matches the sha256/size its own provenance sidecar (or, for a plan, its
+            in-toto statement) recorded
+  missing   a file the provenance names that is not on disk: a sidecar's artifact, an input, an input's sidecar
+  orphaned  a file under artifacts/ that nothing accounts for: an artifact without a sidecar, a validation or parity
+            result whose plan/ONNX is gone, a statement without its plan, a temporary leftover
+  stale     (a warning) an artifact made from an earlier version of an input that has since been legitimately
+            re-made or replaced (the input matches its own sidecar, or is a source file such as a checkpoint):
+            the factory has not re-run yet, or the artifact belongs to a key this host no longer builds
+
+Three passes: the provenance records (each artifact and its inputs), the in-toto statements, the files nothing
+accounts for. Any tampered, missing or orphaned file makes the exit status non-zero (`--strict`: stale too). Each
+file is hashed once, however many records name it, and never from the content cache: verify trusts no cache.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .. import paths
+from ..atomic import read_json
+from ..fingerprint import sha256
+
+FAILING = ("tampered", "missing", "orphaned")
+
+
+class _Check:
+    """The files of one workflow directory, hashed at most once each, and the problems found."""
+
+    def __init__(self, base: Path):
+        self.base, self.cache, self.files, self.problems, self.accounted = base, {}, 0, [], set()
+
+    def path(self, p: str) -> Path:
+        return Path(p) if os.path.isabs(p) else self.base / p
+
+    def exists(self, p: str) -> bool:
+        return self.path(p).exists()
+
+    def digest(self, p: str) -> str | None:
+        if p not in self.cache:
+            full = self.path(p)
+            self.cache[p] = sha256(full, cached=False) if full.exists() else None
+            self.files += full.exists()
+        return self.cache[p]
+
+    def problem(self, kind, path, detail, via=None):
+        self.problems.append({"kind": kind, "path": path, "detail": detail, **({"via": via} if via else {})})
+
+    def relative(self, pattern: str, root: str) -> list[str]:
+        return sorted(p.relative_to(self.base).as_posix() for p in (self.base / root).rglob(pattern))
+
+
+def _check_record(c: _Check, side: str) -> bool:
+    """One provenance sidecar: its artifact and every input it names. True when the chain holds."""
+    c.accounted.add(side)
+    record = read_json(c.base / side)
+    if record is None or "artifact" not in record:
+        c.problem("tampered", side, "provenance sidecar is not readable JSON with an artifact")
+        return False
+    art = record["artifact"]
+    path = art["path"]
+    c.accounted.add(path)
+    if path != side[:-len(paths.SIDECAR_SUFFIX)]:
+        c.problem("tampered", side, f"sidecar names artifact {path}, not the file beside it")
+    if not c.exists(path):
+        c.problem("missing", path, "artifact of this provenance sidecar is missing", via=side)
+        return False
+    found, ok = c.digest(path), True
+    if found != art["sha256"]:
+        c.problem("tampered", path, f"sha256 {found[:12]}… differs from its provenance ({art['sha256'][:12]}…)")
+        ok = False
+    elif "size" in art and c.path(path).is_file() and c.path(path).stat().st_size != art["size"]:
+        c.problem("tampered", path, f"size {c.path(path).stat().st_size} differs from its provenance ({art['size']})")
+        ok = False
+    inputs_ok = [_check_input(c, entry, path, side) for entry in record.get("inputs", [])]  # every input, always
+    return ok and all(inputs_ok)
+
+
+def _check_input(c: _Check, entry: dict, path: str, side: str) -> bool:
+    ipath = entry["path"]
+    c.accounted.add(ipath)  # e.g. TensorFlow's model.pb.io.json: checked here, as an input
+    if not c.exists(ipath):
+        c.problem("missing", ipath, f"input '{entry['label']}' of {path} is missing", via=side)
+        return False
+    if entry.get("provenance") and not c.exists(entry["provenance"]):
+        c.problem("missing", entry["provenance"], f"provenance of input {ipath} is missing (the chain to the "
+                  "checkpoint is broken)", via=side)
+        return False
+    if c.digest(ipath) == entry["sha256"]:
+        return True
+    parent = read_json(c.path(entry["provenance"])) if entry.get("provenance") else None
+    if parent and parent.get("artifact", {}).get("sha256") != c.digest(ipath):
+        return False  # the input itself is tampered: reported at its own sidecar
+    what = "was re-made since" if parent else "(a source file) changed since"
+    c.problem("stale", path, f"made from an earlier {ipath}, which {what}", via=side)
+    return False
+
+
+def _check_statements(c: _Check, root: str) -> int:
+    """Each plan's in-toto statement against the plan; plans without one."""
+    statements = c.relative(f"*{paths.STATEMENT_SUFFIX}", root)
+    for st in statements:
+        c.accounted.add(st)
+        plan = st[:-len(paths.STATEMENT_SUFFIX)]
+        doc = read_json(c.base / st)
+        if not c.exists(plan):
+            c.problem("orphaned", st, "in-toto statement of a plan that is not on disk")
+            continue
+        try:
+            subject = doc["subject"][0]
+            recorded = subject["digest"]["sha256"]
+        except (TypeError, KeyError, IndexError):
+            c.problem("tampered", st, "not an in-toto statement with a sha256 subject")
+            continue
+        if subject.get("name") != plan:
+            c.problem("tampered", st, f"statement subject is {subject.get('name')}, not {plan}")
+        elif recorded != c.digest(plan):
+            c.problem("tampered", plan, f"sha256 differs from its in-toto statement ({recorded[:12]}…)", via=st)
+    for p in c.base.glob(paths.plan_glob(root)):
+        rel = p.relative_to(c.base).as_posix()
+        if paths.provenance(rel) in c.accounted and not (c.base / paths.intoto(rel)).exists():
+            c.problem("missing", paths.intoto(rel), "plan has no in-toto statement (a plan built before statements "
+                      "existed gets one from its sidecar with `python -m scripts attest`)")
+    return len(statements)
+
+
+def _check_unaccounted(c: _Check, root: str) -> None:
+    """Files under a model's directory that no record names: temporaries, results of vanished artifacts, strays."""
+    top = c.base / root
+    model_dirs = [d for d in top.iterdir() if d.is_dir() and d.name not in paths.OUTSIDE_CHAIN] if top.is_dir() else []
+    for model_dir in sorted(model_dirs):
+        for f in sorted(model_dir.rglob("*")):
+            rel = f.relative_to(c.base).as_posix()
+            if not f.is_file() or rel in c.accounted or paths.is_record(rel) or rel.endswith(".lock"):
+                continue
+            owner = paths.owner_of(rel)
+            if paths.is_temporary(rel):
+                c.problem("orphaned", rel, "temporary file left by an interrupted stage")
+            elif owner is not None:
+                if not c.exists(owner):
+                    c.problem("orphaned", rel, f"result of {owner}, which is not on disk")
+            else:
+                c.problem("orphaned", rel, "artifact without a provenance sidecar")
+
+
+def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
+    start = time.monotonic()
+    c = _Check(Path(directory))
+    sidecars = c.relative(f"*{paths.SIDECAR_SUFFIX}", root)
+    plans_ok = sum(_check_record(c, side) and side.endswith("model.plan" + paths.SIDECAR_SUFFIX) for side in sidecars)
+    statements = _check_statements(c, root)
+    _check_unaccounted(c, root)
+    counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, "stale")}
+    return {"ok": not any(counts[k] for k in FAILING), "counts": counts, "problems": c.problems,
+            "sidecars": len(sidecars), "statements": statements, "files_hashed": c.files,
+            "plans_verified": plans_ok, "seconds": round(time.monotonic() - start, 2)}
+
+
+def render(report: dict) -> str:
+    c = report["counts"]
+    lines = [f"verify: {report['sidecars']} provenance records, {report['statements']} in-toto statements, "
+             f"{report['files_hashed']} files hashed in {report['seconds']} s; {report['plans_verified']} plans "
+             f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
+             f"{c['orphaned']}, stale {c['stale']}"]
+    for p in report["problems"]:
+        lines.append(f"  {p['kind']:<9} {p['path']}: {p['detail']}")
+    lines.append("ok" if report["ok"] else "FAILED: tampered, missing or orphaned files")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from . import emit
+
+    report = verify(args.directory)
+    emit(report, render, args.json)
+    return 0 if report["ok"] and not (args.strict and report["counts"]["stale"]) else 1

@@ -1,0 +1,78 @@
+"""validate: compare every ONNX variant and every plan with the golden outputs.
+
+Each check has a status in {pass, fail, not-run} and a reason. "not-run" is never turned into "pass".
+"""
+from __future__ import annotations
+
+import json
+
+from .. import atomic
+from .golden import load_golden
+from ..tensors import compare_outputs, run_onnxruntime
+
+CHECKS = ("onnx_parity", "plan_header", "plan_execution")
+
+
+def onnx_parity(onnx_path: str, golden_path: str, tolerance: dict) -> dict:
+    """Run one ONNX file in onnxruntime (CPU) on the golden inputs and compare with the golden outputs."""
+    inputs, expected = load_golden(golden_path)
+    try:
+        actual = run_onnxruntime(onnx_path, inputs)
+    except Exception as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "NOT_IMPLEMENTED" in message or "Could not find an implementation" in message:
+            # e.g. bf16 Conv: onnxruntime's CPU provider has no kernel for it. The model may be fine.
+            return {"status": "not-run", "reason": f"onnxruntime CPU cannot run this model: {message}"}
+        return {"status": "fail", "reason": f"onnxruntime failed: {message}"}
+    return compare_outputs(actual, expected, tolerance)
+
+
+def write_parity(out: str, *, onnx_path: str, golden_path: str, tolerance: dict, variant: str,
+                 recorded: dict | None = None) -> dict:
+    result = {"variant": variant, "onnx": onnx_path, **onnx_parity(onnx_path, golden_path, tolerance),
+              **({"recorded": recorded} if recorded else {})}
+    atomic.write_json(out, result)
+    return {"status": result["status"]}
+
+
+def validate_plan(out: str, *, plan: str, parity: str, golden_path: str, tolerance: dict, backend: str, key: str,
+                  version: str, cc: str, precision: str, opt_shapes: dict, host: dict, onnx_path: str | None = None,
+                  recorded: dict | None = None) -> dict:
+    """validation.json for one plan: the ONNX parity of its precision variant, its header, its execution; when the
+    plan ran, its latency beside onnxruntime's on the same ONNX variant (speed-up)."""
+    from ..backends.header import check_plan_header
+    from ..backends.runtime import execute_plan
+    from ..tensors import random_inputs
+
+    with open(parity) as f:
+        parity_result = json.load(f)
+    inputs, expected = load_golden(golden_path)
+    opt_inputs = random_inputs(opt_shapes, shape_key="opt", seed=1)
+    checks = {
+        "onnx_parity": parity_result,
+        "plan_header": check_plan_header(plan, backend=backend, version=version,
+                                         compute_capability=cc),
+        "plan_execution": execute_plan(plan, backend=backend, compute_capability=cc, inputs=inputs,
+                                       expected=expected, tolerance=tolerance,
+                                       opt_inputs=opt_inputs, host=host),
+    }
+    result = {"plan": plan, "key": key, "compute_capability": cc, "precision": precision,
+              "status": overall_status(checks), "checks": checks, **({"recorded": recorded} if recorded else {})}
+    performance = checks["plan_execution"].get("performance")
+    if performance and onnx_path:
+        from .baseline import onnxruntime_latency
+
+        base = onnxruntime_latency(onnx_path, opt_inputs)
+        result["baseline"] = base
+        if base["status"] == "ran":
+            result["speedup_p50"] = base["latency_ms"]["p50"] / performance["latency_ms"]["p50"]
+    atomic.write_json(out, result)
+    return {"status": result["status"]}
+
+
+def overall_status(checks: dict) -> str:
+    """fail if any check failed; pass only if every check passed; otherwise not-run (something could not run)."""
+    statuses = [c["status"] for c in checks.values()]
+    if "fail" in statuses:
+        return "fail"
+    return "pass" if all(s == "pass" for s in statuses) else "not-run"
