@@ -104,19 +104,14 @@ def describe(cfg: dict) -> list[str]:
     return lines
 
 
+SBATCH = (("partition", "-p {}"), ("constraint", "-C {}"), ("gres", "--gres={}"), ("gpus_option", "--gpus={}"),
+          ("runtime", "-t {}"), ("slurm_extra", "{}"))
+
+
 def _sbatch(route: dict) -> str:
-    opts = []
-    if route.get("partition"):
-        opts.append(f"-p {route['partition']}")
-    if route.get("constraint"):
-        opts.append(f"-C {route['constraint']}")
-    if route.get("gres"):
-        opts.append(f"--gres={route['gres']}")
+    """The sbatch options a route gives, as a person would type them (the plugin builds the real call)."""
+    gpus = None
     if route.get("gpu_model") or route.get("gpus"):
-        model = f"{route['gpu_model']}:" if route.get("gpu_model") else ""
-        opts.append(f"--gpus={model}{route.get('gpus', 1)}")
-    if route.get("runtime"):
-        opts.append(f"-t {route['runtime']}")
-    if route.get("slurm_extra"):
-        opts.append(route["slurm_extra"])
-    return " ".join(opts) or "(cluster defaults)"
+        gpus = (f"{route['gpu_model']}:" if route.get("gpu_model") else "") + str(route.get("gpus", 1))
+    values = {**route, "gpus_option": gpus}
+    return " ".join(form.format(values[k]) for k, form in SBATCH if values.get(k)) or "(cluster defaults)"

@@ -311,6 +311,29 @@ _SETTINGS = {
 }
 
 
+# --------------------------------------------------------------------------------------------- jobs' environment
+def job_environment(cfg: dict, host: dict) -> dict[str, str]:
+    """What the Snakefile hands its jobs through the environment:
+    - facts read once at DAG time (same interpreter, venv and host): saves each job ~25 ms for git and tool
+      versions and ~10-50 ms for the host probe (measured), and the workflow code digest of the failure records;
+    - PATH with this interpreter first and PYTHONPATH with the checkout, the config's python_path (the zoo's model
+      packages) and the user's own PYTHONPATH (kept): a rule's command is code to Snakemake, so a path in it would
+      re-run every job when the checkout or the venv moves (measured: 381 jobs)."""
+    import json
+    import os
+    import sys
+
+    from . import failures
+    from .host import PROBED_ENV
+    from .modelcode import job_pythonpath
+    from .provenance import GIT_ENV, TOOLS_ENV, git_commit, tool_versions
+
+    return {PROBED_ENV: json.dumps(host), GIT_ENV: json.dumps(git_commit()), TOOLS_ENV: json.dumps(tool_versions()),
+            failures.CODE_ENV: failures.workflow_code(),
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONPATH": job_pythonpath(cfg["python_path"])}
+
+
 # --------------------------------------------------------------------------------------------- resolve
 def resolve(cfg: dict, host: dict | None = None, *, workdir: str = ".") -> Factory:
     """probe -> targets -> backend -> key -> plan jobs, the one sequence the Snakefile and `check` both use."""

@@ -38,7 +38,7 @@ DEMO_ROOT = ROOT + "/demo/"                                   # the demo zoo's f
 JOB_NAMES = {
     "demo": "{asset}", "freeze": "{model}.{fmt}", "freeze_tf": "{model}.pb", "export": "{model}",
     "simplify": "{model}", "golden": "{model}", "precision": "{model}.{precision}", "parity": "{model}.{variant}",
-    "build": "{model}.{key}.sm{cc}.{precision}", "validate": "{model}.{key}.sm{cc}.{precision}", "report": "all",
+    "build": "{model}.{key}.sm{cc}.{precision}", "validate": "{model}.{key}.sm{cc}.{precision}", "report": "all", "outcome": "all",
 }
 
 WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards

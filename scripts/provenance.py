@@ -42,23 +42,19 @@ TOOLS_ENV = "FACTORY_TOOL_VERSIONS"  # read once by the Snakefile: its jobs run 
 def tool_versions() -> dict[str, str]:
     if os.environ.get(TOOLS_ENV):
         return json.loads(os.environ[TOOLS_ENV])
-    import importlib.metadata  # ~15 ms to import: only where the Snakefile did not pass the versions
-
-    versions = {}
-    for dist in TOOLS:
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return versions
+    return _installed(TOOLS)
 
 
 def stage_tools(stage: str) -> dict[str, str]:
     """{dist: version} of the installed tools that decide `stage`'s output (see STAGE_TOOLS)."""
-    import importlib.metadata
+    return _installed(STAGE_TOOLS.get(stage, []))
+
+
+def _installed(dists) -> dict[str, str]:
+    import importlib.metadata  # ~15 ms to import: only where the Snakefile did not pass the versions
 
     versions = {}
-    for dist in STAGE_TOOLS.get(stage, []):
+    for dist in dists:
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

@@ -124,11 +124,16 @@ def _enqueue(context, cuda, logger) -> None:
         raise RuntimeError("execute_async_v3 failed: " + ("; ".join(logger.errors()) or "no message"))
 
 
-def _infer(trt, engine, context, cuda, logger, feeds: dict) -> dict:
+def _bind_and_upload(trt, engine, context, cuda, feeds: dict) -> dict:
     bound = _bind(trt, engine, context, cuda, feeds)
     for host, dev, is_in in bound.values():
         if is_in:
             cuda.h2d(dev, host)
+    return bound
+
+
+def _infer(trt, engine, context, cuda, logger, feeds: dict) -> dict:
+    bound = _bind_and_upload(trt, engine, context, cuda, feeds)
     _enqueue(context, cuda, logger)
     for host, dev, is_in in bound.values():
         if not is_in:
@@ -138,10 +143,7 @@ def _infer(trt, engine, context, cuda, logger, feeds: dict) -> dict:
 
 
 def _benchmark(trt, engine, context, cuda, logger, feeds: dict, iterations: int, warmup: int) -> dict:
-    bound = _bind(trt, engine, context, cuda, feeds)
-    for host, dev, is_in in bound.values():
-        if is_in:
-            cuda.h2d(dev, host)
+    _bind_and_upload(trt, engine, context, cuda, feeds)
     for _ in range(warmup):
         _enqueue(context, cuda, logger)
     cuda.sync()

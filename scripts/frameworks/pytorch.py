@@ -170,38 +170,42 @@ def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- export
+def _export_with(exporter: str, call, frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
+                 opset: int) -> dict:
+    """Run `call(tmp_path)` (one torch.onnx.export), then bring the file to the config's opset and I/O."""
+    from ..graph.onnx_io import finish_onnx
+
+    with atomic.atomic_path(out) as tmp:
+        try:
+            call(str(tmp))
+        except Exception as e:
+            raise FactoryError(f"{exporter} failed: {e}", model=model, path=frozen)
+        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+    return {"exporter": exporter, **facts}
+
+
 def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int) -> dict:
     import torch
 
-    from ..graph.onnx_io import finish_onnx
-
     ep = torch.export.load(frozen)
-    with atomic.atomic_path(out) as tmp:
-        try:
-            torch.onnx.export(ep, (), str(tmp), dynamo=True, external_data=False, opset_version=max(opset, 18),
-                              input_names=list(input_specs), output_names=list(outputs), verbose=False)
-        except Exception as e:
-            raise FactoryError(f"torch.onnx.export (dynamo) failed: {e}", model=model, path=frozen)
-        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
-    return {"exporter": "torch.onnx.export(dynamo=True)", **facts}
+    return _export_with(
+        "torch.onnx.export(dynamo=True)",
+        lambda tmp: torch.onnx.export(ep, (), tmp, dynamo=True, external_data=False, opset_version=max(opset, 18),
+                                      input_names=list(input_specs), output_names=list(outputs), verbose=False),
+        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
 
 
 def export_torchscript(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
                        opset: int) -> dict:
     import torch
 
-    from ..graph.onnx_io import finish_onnx
-
     scripted = load_torchscript(frozen, model=model)
     axes = {name: {i: d for i, d in enumerate(spec["shape"]) if isinstance(d, str)} for name, spec in input_specs.items()}
-    with atomic.atomic_path(out) as tmp:
-        try:
-            torch.onnx.export(scripted, example_args(input_specs), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=list(input_specs), output_names=list(outputs), dynamic_axes=axes)
-        except Exception as e:
-            raise FactoryError(f"torch.onnx.export (TorchScript) failed: {e}", model=model, path=frozen)
-        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
-    return {"exporter": "torch.onnx.export(dynamo=False)", **facts}
+    return _export_with(
+        "torch.onnx.export(dynamo=False)",
+        lambda tmp: torch.onnx.export(scripted, example_args(input_specs), tmp, dynamo=False, opset_version=opset,
+                                      input_names=list(input_specs), output_names=list(outputs), dynamic_axes=axes),
+        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
 
 
 def export(inputs: dict, outputs: dict, p: dict) -> dict:

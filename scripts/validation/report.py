@@ -133,3 +133,23 @@ def render_html(summary: dict) -> str:
         out.append("</table>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def verdict(summary_path: str, out: str, log: str | None = None) -> None:
+    """The run's verdict (the `outcome` rule): raise naming the failed targets, so the run's exit status says that
+    something failed, else record that none did."""
+    from ..errors import FactoryError
+
+    summary = read_json(summary_path) or {}
+    failed = [p for p in summary.get("plans", []) if p.get("status") == "failed"]
+    lines = [f"  {p['model']} {p['precision']} sm{p['cc']}: {p['stage']}: {p['reason']} (log {p['log']})"
+             for p in failed[:20]]
+    text = (f"{len(failed)} of {len(summary.get('plans', []))} targets failed; they are not retried until their "
+            "inputs, settings or tools change (retry: make run RETRY_FAILED=1 or FACTORY_RETRY_FAILED=1); report: "
+            f"{paths.REPORT_HTML}\n" + "\n".join(lines)) if failed else "no target failed"
+    if log:
+        with atomic.atomic_path(log) as tmp:
+            tmp.write_text(text + "\n")
+    if failed:
+        raise FactoryError(text)
+    atomic.write_json(out, {"failed": 0, "counts": summary.get("counts", {})})

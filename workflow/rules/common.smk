@@ -1,5 +1,5 @@
 # Config, host and targets (scripts/factory.py resolves them; `python -m scripts check` asks the same function), and
-# the helpers every rule uses. Runs at DAG time: keep it cheap.
+# the helpers that all rules use. Runs at DAG time, so it stays cheap.
 import json
 import os
 import sys
@@ -7,13 +7,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from scripts import cluster, failures, paths
+from scripts import cluster, paths
 from scripts.config import load
 from scripts.errors import FactoryError
-from scripts.factory import resolve
-from scripts.host import PROBED_ENV, probe_host
-from scripts.modelcode import job_pythonpath
-from scripts.provenance import GIT_ENV, TOOLS_ENV, git_commit, stage_tools, tool_versions
+from scripts.factory import job_environment, resolve
+from scripts.host import probe_host
+from scripts.provenance import stage_tools
+from scripts.validation.report import verdict, write_report
 
 try:
     # The user's zoo alone: the --configfile files (overlays merge), else the demo zoo; never both.
@@ -23,17 +23,9 @@ try:
 except FactoryError as e:
     raise WorkflowError(f"engine factory: {e}")
 HOST, BACKEND, KEY = F.host, F.backend, F.key
-# Read once here and inherited by every job (same interpreter, same venv, same host): saves each job ~25 ms for git
-# and versions, ~10-50 ms for the host probe (measured).
-os.environ[PROBED_ENV] = json.dumps(HOST)
-os.environ[GIT_ENV] = json.dumps(git_commit())
-os.environ[TOOLS_ENV] = json.dumps(tool_versions())
-os.environ[failures.CODE_ENV] = failures.workflow_code()
-# Jobs find this interpreter and the code through the environment, not through paths in their commands: a command
-# is code to Snakemake, so a path in it would re-run every job when the checkout or the venv moves. The user's own
-# PYTHONPATH is kept after the checkout and the config's python_path (the zoo's model packages).
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-os.environ["PYTHONPATH"] = job_pythonpath(CFG["python_path"])
+# Jobs find this interpreter and the code through the environment (scripts/factory.py says why), not through paths in
+# their commands.
+os.environ.update(job_environment(CFG, HOST))
 # One Snakemake resource per local compute capability, sized by its GPU count (`--resources gpu_sm90=N` overrides):
 # jobs that use such a GPU take one unit, and scripts/gpus.py hands each its own device. Not with Slurm pools:
 # their jobs run on the pools' nodes, where Slurm hands out the GPUs.
@@ -44,10 +36,6 @@ for _cc in sorted({g["compute_capability"] for g in LOCAL_GPUS}):
                                    sum(g["compute_capability"] == _cc for g in LOCAL_GPUS))
 
 STAGE = "python3 -m scripts run {stage} {{params.io:q}} {{params.settings:q}} > {{log:q}} 2>&1"
-
-
-wildcard_constraints:
-    **paths.WILDCARDS,
 
 
 def stage(name):

@@ -8,6 +8,8 @@ rule demo_asset:
         **spec("demo"),
     log:
         paths.job_log("demo"),
+    benchmark:
+        paths.job_benchmark("demo")
     resources:
         **slurm_resources(),
     shell:
@@ -21,6 +23,8 @@ rule demo_asset_dir:  # a TF1 checkpoint is several files (.meta, .index, .data-
         **spec("demo"),
     log:
         paths.log("demo", "{asset}.ckpt"),
+    benchmark:
+        paths.benchmark("demo", "{asset}.ckpt")
     resources:
         **slurm_resources(),
     shell:

@@ -9,7 +9,7 @@ rule report:
         json=report(paths.REPORT_JSON, caption="../report/summary.rst", category="Engine factory"),
         html=report(paths.REPORT_HTML, caption="../report/index.rst", category="Engine factory"),
     params:  # the settings come through a file (at 100 models they exceed the kernel's argument limit)
-        settings="@" + paths.REPORT_SPEC,
+        settings=f"@{paths.REPORT_SPEC}",
         io=lambda wc, output: json.dumps({"inputs": {}, "outputs": dict(output.items())}),
     log:
         paths.job_log("report"),
@@ -26,32 +26,19 @@ rule outcome:  # fails while any target is failed (re-checked every run, so a cr
         paths.REPORT_JSON,
     output:
         paths.OUTCOME,
+    log:
+        paths.job_log("outcome"),
+    benchmark:
+        paths.job_benchmark("outcome")
     localrule: True
     run:
-        verdict(input[0], output[0])
-
-
-def verdict(summary_path, out):
-    """Raise (the run's exit status 1) naming the failed targets, else record that none failed."""
-    from scripts.atomic import read_json, write_json
-
-    summary = read_json(summary_path) or {}
-    failed = [p for p in summary.get("plans", []) if p.get("status") == "failed"]
-    if failed:
-        lines = [f"  {p['model']} {p['precision']} sm{p['cc']}: {p['stage']}: {p['reason']} (log {p['log']})"
-                 for p in failed[:20]]
-        raise WorkflowError(f"engine factory: {len(failed)} of {len(summary['plans'])} targets failed; they are not "
-                            "retried until their inputs, settings or tools change (retry: make run RETRY_FAILED=1 "
-                            f"or FACTORY_RETRY_FAILED=1); report: {paths.REPORT_HTML}\n" + "\n".join(lines))
-    write_json(out, {"failed": 0, "counts": summary.get("counts", {})})
+        verdict(input[0], output[0], log[0])
 
 
 onerror:
     # A job failed (with --keep-going the others ran): write the report from what exists now, failures included,
     # so one failure never hides the rest. The next run leaves recorded failures out of its jobs (scripts/failures.py).
     try:
-        from scripts.validation.report import write_report
-
         write_report(paths.REPORT_JSON, paths.REPORT_HTML, **resolve(CFG, HOST).report_settings())
         print(f"engine factory: report written with the failures: {paths.REPORT_HTML}", file=sys.stderr)
     except Exception as e:  # never hide Snakemake's own error
