@@ -42,11 +42,11 @@ def write_config(workdir: Path, cfg: dict, name: str = "zoo.yaml") -> Path:
 
 
 def snakemake(workdir: Path, *args, configfile: Path | None = None, env: dict | None = None, check: bool = True,
-              timeout: int = 1200, cores: str = "2") -> subprocess.CompletedProcess:
+              timeout: int = 1200, cores: str = "2", cwd=None) -> subprocess.CompletedProcess:
     """The real workflow on `workdir` (its config: `configfile`, default workdir/config/zoo.yaml)."""
     configfile = configfile or Path(workdir) / "config" / "zoo.yaml"
     proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(configfile), "--cores", cores,
-                           *args], capture_output=True, text=True, timeout=timeout, env=env)
+                           *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
     proc.out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
