@@ -8,10 +8,11 @@ take, exported as CUDA_VISIBLE_DEVICES before any CUDA context exists. Where CUD
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
 import time
+
+from filelock import FileLock, Timeout
 
 from .errors import WrongHost  # facts about the host, not the job's inputs: never a recorded failure
 
@@ -41,18 +42,16 @@ def pinned_gpu(host: dict, cc: str, *, model: str, wait_s: float = 3600.0):
     deadline = time.monotonic() + wait_s
     while True:
         for gpu in candidates:
-            handle = open(os.path.join(LOCK_DIR, f"{gpu.get('uuid') or gpu['index']}.lock"), "w")
+            lock = FileLock(os.path.join(LOCK_DIR, f"{gpu.get('uuid') or gpu['index']}.lock"))
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
+                lock.acquire(timeout=0)  # an OS lock: a killed job's lock is released with its process
+            except Timeout:
                 continue
             os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu.get("uuid") or gpu["index"])
             try:
                 yield {**gpu, "cuda_index": 0}  # the only visible device now
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-                handle.close()
+                lock.release()
             return
         if time.monotonic() > deadline:
             raise WrongHost(f"no GPU of compute capability {cc} became free in {wait_s:.0f} s", model=model)

@@ -6,7 +6,6 @@ passed in place of `tensorrt` wherever the APIs coincide.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import threading
 import time
@@ -196,8 +195,9 @@ def _save_timing_cache(config, path: str, facts: dict) -> None:
         warnings.simplefilter("ignore")  # RTX's no-op deprecation, already recorded on load
         ours = config.get_timing_cache()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{path}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        from filelock import FileLock
+
+        with FileLock(f"{path}.lock"):
             if Path(path).exists():
                 theirs = config.create_timing_cache(Path(path).read_bytes())
                 if theirs is not None:
