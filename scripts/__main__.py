@@ -52,7 +52,12 @@ def main(argv=None) -> int:
     run.add_argument("io", help='JSON {"inputs": {label: path}, "outputs": {label: path}, "wildcards": {...}}, '
                                 "or @file.json")
     run.add_argument("settings", help="JSON of the stage's settings, or @file.json")
-    if argv[:1] != ["run"]:  # every job runs `run`: the other commands' parsers cost it ~1 ms (measured)
+    ended = sub.add_parser("ended", help="what a rule runs when its stage exits non-zero: note a signal in the log",
+                           epilog="example:\n  python -m scripts ended 137 artifacts/logs/build/m.log   # exits 137",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    ended.add_argument("status", type=int, help="the stage's exit status (128 + N: killed by signal N)")
+    ended.add_argument("log", help="the stage's log")
+    if argv[:1] not in (["run"], ["ended"]):  # every job runs `run`: other parsers cost it ~1 ms (measured)
         check = sub.add_parser("check", help="validate a zoo's config and list what this host would build",
                                description="Validate the config (schema, files, model classes imported for real) "
                                            "and list what this host would build and skip, exactly as the Snakefile "
@@ -63,10 +68,13 @@ def main(argv=None) -> int:
         check.add_argument("--json", action="store_true", help="machine-readable output")
         _ops_commands(sub)
     args = parser.parse_args(argv)
+    if args.command == "ended":
+        return _ended(args.status, args.log)
     try:
         if args.command == "run":
             from .stages import run
 
+            _signals_end_cleanly()
             spec = {**_json_arg(args.io), "params": _json_arg(args.settings)}
             started = time.perf_counter()
             facts = run(args.stage, spec)
@@ -79,7 +87,40 @@ def main(argv=None) -> int:
     except FactoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        print(f"error: {e.strerror}, writing '{e.filename or '?'}'", file=sys.stderr)  # disk full, read-only, ...
+        return 1
     return 0
+
+
+DISK_ERRORS = {28, 122, 30, 13}  # ENOSPC, EDQUOT, EROFS, EACCES: a fact of the disk, said in one line
+
+
+def _signals_end_cleanly() -> None:
+    """SIGTERM/SIGHUP (Snakemake stopping its jobs, a node going down) end the stage like an error, so its cleanup
+    runs (temporary files, work folders); SIGKILL cannot be caught: `ended` notes it in the log."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
+def _ended(status: int, log: str) -> int:
+    import signal
+
+    if status > 128:
+        try:
+            name = signal.Signals(status - 128).name
+        except ValueError:
+            name = f"signal {status - 128}"
+        with open(log, "a") as f:
+            f.write(f"\nengine factory: the stage was killed by {name} (exit status {status}); it left no output "
+                    "and is re-run by the next run\n")
+    return status
 
 
 def _workflow_args(p, snakemake: bool = True) -> None:
@@ -117,6 +158,7 @@ def _ops(module: str):
 
 
 OPS = {"status": _ops("status"), "verify": _ops("verify"), "prune": _ops("prune"), "changes": _ops("scheduled"),
+       "unlock": _ops("runs"),
        "scheduled": _ops("scheduled"), "attest": lambda args: _attest(args.plans)}
 
 
@@ -136,6 +178,10 @@ def _ops_commands(sub) -> None:
     v = add("verify", "re-hash artifacts along the provenance chain; exit 1 on tampered, missing or orphaned files",
             "python -m scripts verify -d ~/zoo --strict", snakemake=False)
     v.add_argument("--strict", action="store_true", help="also fail on stale chains (inputs re-made since)")
+    v.add_argument("--repair", action="store_true", help="remove damaged, orphaned and temporary files and what was "
+                                                         "made from missing artifacts, so the next run rebuilds them")
+    add("unlock", "remove Snakemake's lock when no live run holds it (after a killed run); refuse otherwise",
+             "python -m scripts unlock -d ~/zoo")
     pr = add("prune", "remove plans/validations/timing caches of keys this host/config no longer builds",
              "python -m scripts prune --keep rtx-1.7.1.116/sm86 --delete")
     pr.add_argument("--keep", action="append", help="a key (rtx-1.7.1.116) or key/smCC to keep; repeatable")

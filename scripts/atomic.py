@@ -27,6 +27,35 @@ def atomic_path(final: str | os.PathLike):
         _remove(tmp)
 
 
+TEMP_PREFIX = "engine-factory-"  # private work folders in TMPDIR: engine-factory-<stage>-<pid>-<random>
+
+
+@contextlib.contextmanager
+def private_tempdir(stage: str):
+    """A work folder in TMPDIR, removed when the block ends. A stage killed by a signal cannot remove its own, so each
+    call first removes the folders of earlier stage processes that are no longer alive (the pid is in the name)."""
+    import re
+    import tempfile
+
+    root = Path(tempfile.gettempdir())
+    for d in root.glob(f"{TEMP_PREFIX}*-*-*"):
+        m = re.match(rf"{re.escape(TEMP_PREFIX)}[\w]+-(\d+)-", d.name)
+        if m and d.is_dir() and not _alive(int(m.group(1))):
+            shutil.rmtree(d, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{stage}-{os.getpid()}-") as work:
+        yield work
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def write_json(path: str | os.PathLike, data) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -27,7 +27,8 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEMO_CONFIG = REPO / "config" / "config.yaml"  # the embedded demo zoo: used only when no config file is given
 PRECISIONS = ["fp32", "fp16", "bf16", "int8", "fp8"]
 QUANTIZED = {"int8", "fp8"}
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: a trailing newline is no name
+MAX_NAME = 128  # a name is part of file names (logs: <name>.<key>.sm<cc>.<precision>.log) and must fit NAME_MAX 255
 MODEL_FILE_KEYS = ("checkpoint", "torchscript", "onnx", "calibration", "samples")  # paths, resolved per file
 
 DEFAULTS = {
@@ -152,9 +153,12 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
     """The checks every model gets; its framework module adds its own (scripts/frameworks)."""
     from .frameworks import all_frameworks, framework_of
 
-    if not SAFE_NAME.match(name) or ".." in name:
+    if not SAFE_NAME.fullmatch(name) or ".." in name:
         raise FactoryError("the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
-                           model=name, key=f"models.{name}")
+                           model=name.encode("unicode_escape").decode(), key=f"models.{name}")
+    if len(name) > MAX_NAME:
+        raise FactoryError(f"the name is {len(name)} characters; at most {MAX_NAME} (it is part of file names)",
+                           model=name[:40] + "…", key="models")
     fw = framework_of(m)
     given = [k for k in fw.SOURCE_KEYS if k in m]
     if len(given) != 1:

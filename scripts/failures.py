@@ -6,8 +6,8 @@ rerun; it is retried when anything it was made from changes: the stage's setting
 content digests and the model code's), the content of its inputs, its tools' versions, or the workflow's code.
 `FACTORY_RETRY_FAILED=1` (`make run RETRY_FAILED=1`) retries them all. A job that succeeds removes its record.
 
-Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, and a job on the
-wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
+Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
+disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
 """
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ def record(rule: str, wildcards: dict, inputs: dict, settings: dict, error: Base
     from .errors import WrongHost
 
     if isinstance(error, (*TRANSIENT, WrongHost)) or rule not in paths.JOB_NAMES or "model" not in wildcards:
+        return None
+    if isinstance(error, OSError) and error.errno in (28, 122, 30):  # disk full / quota / read-only: the disk's
         return None
     text = str(error).strip() or type(error).__name__
     lines = text.splitlines()

@@ -57,6 +57,22 @@ class _Cache:
         self._save()
         return digest
 
+    def derived(self, path: str, kind: str, compute):
+        """A fact computed from one file's content (e.g. the external-data files an ONNX model names), cached under
+        the same (size, mtime, ctime, inode) stamp as its digest."""
+        self._load()
+        full = os.path.realpath(path)
+        st = os.stat(full)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        key = f"{kind}:{full}"
+        hit = self.entries.get(key)
+        if hit and hit[:4] == stamp:
+            return hit[4]
+        value = compute(full)
+        self.entries[key] = [*stamp, value]
+        self._save()
+        return value
+
     def _save(self) -> None:
         """Atomic replace; a concurrent writer may win, which only costs it a re-hash later. A read-only
         artifacts folder just means no cache."""
@@ -71,6 +87,11 @@ class _Cache:
 
 
 _CACHE = _Cache()
+
+
+def derived(path: str | os.PathLike, kind: str, compute):
+    """`compute(path)` (JSON-serializable), cached while the file is unchanged (see _Cache.derived)."""
+    return _CACHE.derived(str(path), kind, compute)
 
 
 def files_of(path: str | os.PathLike, suffixes: tuple[str, ...] | None = None) -> list[Path]:

@@ -48,6 +48,7 @@ WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
     "cc": r"[0-9]{2,3}",
     "fmt": r"pt2|pt",
     "variant": r"export|sim|fp32|fp16|bf16|int8|fp8",
+    "asset": r"[A-Za-z0-9][A-Za-z0-9_.-]*",  # a demo file's name: nothing a shell would read as code
 }
 
 
@@ -176,6 +177,14 @@ def is_record(path: str) -> bool:
     return str(path).endswith((SIDECAR_SUFFIX, STATEMENT_SUFFIX))
 
 
+def artifact_of_record(path: str) -> str:
+    """The artifact a provenance sidecar or in-toto statement describes."""
+    for suffix in (SIDECAR_SUFFIX, STATEMENT_SUFFIX):
+        if str(path).endswith(suffix):
+            return str(path)[:-len(suffix)]
+    return str(path)
+
+
 def is_temporary(path: str) -> bool:
     return bool(_TEMPORARY.search(os.path.basename(str(path))))
 
@@ -213,4 +222,5 @@ def failure(rule: str, wildcards: dict) -> str:
 
 def made_by_workflow(path: str) -> bool:
     """A configured file the workflow makes itself (the demo zoo's checkpoints, ONNX and calibration files)."""
-    return path.replace(os.sep, "/").startswith(DEMO_ROOT)
+    p = path.replace(os.sep, "/")
+    return p.startswith(DEMO_ROOT) and re.fullmatch(WILDCARDS["asset"], p[len(DEMO_ROOT):]) is not None

@@ -231,6 +231,17 @@ def _write_hashed(path, data) -> str:
     return digest.hexdigest()
 
 
+def _refuse_bad_header(trt, path, compute_capability, model: str) -> None:
+    """The written plan must pass the header check `validate` applies (magic, version, size, targets)."""
+    from .header import check_plan_header
+
+    check = check_plan_header(path, backend=trt.__name__.split(".")[0], version=trt.__version__,
+                              compute_capability=compute_capability)
+    if check["status"] != "pass":
+        raise FactoryError(f"the plan {trt.__name__} wrote fails its header check ({check['reason']}); not kept",
+                           model=model)
+
+
 def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
     if not Path(onnx_path).is_file():
         raise FactoryError("ONNX file not found", model=model, path=str(onnx_path))
@@ -331,6 +342,7 @@ def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, w
         _save_timing_cache(config, timing_cache_path, cache_facts)
     with atomic_path(plan_path) as tmp:
         plan_sha256 = _write_hashed(tmp, serialized)
+        _refuse_bad_header(trt, tmp, compute_capability, model)  # before the rename: no damaged plan is ever left
     log(f"[build {model}] done in {seconds:.1f} s, {serialized.nbytes} bytes")
     return {
         "backend": trt.__name__, "version": trt.__version__, "build_seconds": round(seconds, 3),

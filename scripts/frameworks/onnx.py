@@ -25,7 +25,56 @@ def frozen_format(m: dict) -> None:
 
 
 def source_files(m: dict) -> dict[str, str]:
-    return {"source": m["onnx"]}
+    """The ONNX file and the external-data files it names (weights beside it): all inputs, so a change to any of
+    them, by content, rebuilds the model."""
+    return {"source": m["onnx"], **{f"external_data_{i}": p for i, p in enumerate(external_data_files(m["onnx"]))}}
+
+
+def external_data_files(path: str) -> list[str]:
+    """The files an ONNX model keeps its tensors in (`location` of external initializers), beside the model, read
+    without loading them (cached while the model file is unchanged). A location that leaves the model's folder is
+    refused: the ONNX file must not make the factory read other files."""
+    import os
+
+    from .. import fingerprint
+
+    if not os.path.isfile(path):
+        return []
+    base = os.path.dirname(path)
+    found = fingerprint.derived(path, "onnx-external-data", _external_locations)
+    out = []
+    for location in found:
+        full = os.path.normpath(os.path.join(base, location))
+        if os.path.isabs(location) or not full.startswith(os.path.normpath(base) + os.sep):
+            raise FactoryError(f"external data location '{location}' is outside the model's folder", path=path)
+        out.append(full)
+    return out
+
+
+def _tensors(graph):
+    """Every TensorProto of a graph: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            yield from ([attr.t] if attr.HasField("t") else []) + list(attr.tensors)
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def _external_locations(path: str) -> list[str]:
+    import onnx
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # not ONNX: the import stage says so with the model's name
+        return []
+    locations = []
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+            if location and location not in locations:
+                locations.append(location)
+    return locations
 
 
 def export_inputs(name: str, m: dict) -> dict[str, str]:

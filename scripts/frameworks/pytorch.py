@@ -12,6 +12,8 @@ but emits ReduceMean with opset 18's attributes); lower opsets are reached with 
 """
 from __future__ import annotations
 
+import os
+
 from .. import atomic, paths
 from ..errors import FactoryError
 from ..modelcode import import_class
@@ -79,12 +81,16 @@ def load_state_dict_model(checkpoint: str, ref: str, kwargs: dict, *, model: str
     except TypeError as e:
         raise FactoryError(f"cannot build {ref}(**model_kwargs): {e}", model=model, key=f"models.{model}.model_kwargs")
     try:
+        if os.path.getsize(checkpoint) == 0:
+            raise FactoryError("the checkpoint is empty (0 bytes)", model=model, path=checkpoint)
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FactoryError("checkpoint not found", model=model, path=checkpoint)
+    except FactoryError:
+        raise
     except Exception as e:  # weights_only refuses pickled objects; corrupt files land here too
-        raise FactoryError(f"cannot read the checkpoint safely (torch.load weights_only=True): {e}",
-                           model=model, path=checkpoint)
+        raise FactoryError(f"cannot read the checkpoint safely (torch.load weights_only=True): {type(e).__name__}: "
+                           f"{str(e).strip() or 'no message'}", model=model, path=checkpoint)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} wrapper
     if not isinstance(state, dict):

@@ -31,7 +31,18 @@ TITLE = "TensorFlow"
 FREEZE_RULE = "freeze_tf"
 SOURCE_KEYS = ("checkpoint",)
 SINGLE_FILE_SOURCE = False  # a file, a directory or a TF1 prefix: check_config checks its files
-CONFIG_KEYS = ("format", "signature")  # keys only this framework reads
+CONFIG_KEYS = ("format", "signature", "allow_ops")  # keys only this framework reads
+# Ops that touch the file system or call into Python. A SavedModel or TF1 graph is code: one holding any of these is
+# refused before anything of it runs (freeze, golden), unless the model's `allow_ops` names them. (The SavedModel's
+# own checkpoint restore is not in the frozen signature and is not affected.)
+UNSAFE_OPS = {"WriteFile", "ReadFile", "MatchingFiles", "DeleteFile", "PyFunc", "PyFuncStateless", "EagerPyFunc",
+              "SaveV2", "Save", "SaveSlices", "MergeV2Checkpoints", "WholeFileReader", "WholeFileReaderV2",
+              "TFRecordReader", "TFRecordReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2",
+              "TextLineReader", "TextLineReaderV2", "IdentityReader", "IdentityReaderV2", "LMDBReader",
+              "CreateSummaryFileWriter", "WriteSummary", "WriteScalarSummary", "WriteHistogramSummary",
+              "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary", "WriteRawProtoSummary",
+              "ImmutableConst", "DebugIdentity", "DebugIdentityV2", "DebugNumericSummary", "SaveDataset",
+              "DatasetToTFRecord", "ExperimentalDatasetToTFRecord"}
 INPUT_KEYS = {"layout": "tf2onnx can present NHWC inputs as NCHW"}  # input keys only it reads, and why
 FORMATS = ("keras", "h5", "saved_model", "tf1_checkpoint")
 MAX_OPSET = 18          # tf2onnx 1.17 converts to opsets <= 18
@@ -128,16 +139,28 @@ def reference_inputs(name: str, m: dict) -> dict[str, str]:
 
 def freeze_settings(name: str, m: dict) -> dict:
     return {"model": name, "format": m["format"], "signature": m.get("signature", "serving_default"),
-            "inputs": m["inputs"], "outputs": m["outputs"]}
+            "inputs": m["inputs"], "outputs": m["outputs"], "allow_ops": m.get("allow_ops", [])}
 
 
 def reference_settings(m: dict) -> dict:
-    return {"framework": m["framework"], "kind": "tensorflow", "format": m["format"], "signature": m.get("signature")}
+    return {"framework": m["framework"], "kind": "tensorflow", "format": m["format"], "signature": m.get("signature"),
+            "allow_ops": m.get("allow_ops", [])}
 
 
 def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
     return freeze_tf(inputs["source"], outputs["frozen"], outputs["io"], model=p["model"], fmt=p["format"],
-                     input_specs=p["inputs"], outputs=p["outputs"], signature=p["signature"])
+                     input_specs=p["inputs"], outputs=p["outputs"], signature=p["signature"],
+                     allow_ops=p.get("allow_ops", ()))
+
+
+def refuse_unsafe_ops(graph_def, *, model: str, allowed=()) -> None:
+    """Refuse a graph that would read or write files or call Python when it runs (UNSAFE_OPS), naming the ops."""
+    ops = {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
+    bad = sorted((ops & UNSAFE_OPS) - set(allowed))
+    if bad:
+        raise FactoryError(f"the graph holds ops that touch the file system or call Python ({', '.join(bad)}): refused "
+                           "before anything of it ran; name them in allow_ops to run it anyway (it then runs with this "
+                           "process's rights)", model=model, key=f"models.{model}.allow_ops")
 
 
 def export(inputs: dict, outputs: dict, p: dict) -> dict:
@@ -158,16 +181,16 @@ def tf_shape(spec: dict, key: str = "shape", transpose: bool = False) -> list:
 # ---------------------------------------------------------------------------------------------- freeze
 
 def freeze_tf(source: str, out: str, io_out: str, *, model: str, fmt: str, input_specs: dict, outputs: list[str],
-              signature: str = "serving_default") -> dict:
+              signature: str = "serving_default", allow_ops=()) -> dict:
     """Any TensorFlow source -> `out` (frozen GraphDef) + `io_out` (its tensors and layouts)."""
     tf = import_tensorflow()
     layouts = {n: s.get("layout") for n, s in input_specs.items()}
     if fmt in ("keras", "h5"):
-        graph_def, ins, outs = _freeze_keras(tf, source, model, input_specs, outputs)
+        graph_def, ins, outs = _freeze_keras(tf, source, model, input_specs, outputs, allow_ops)
     elif fmt == "saved_model":
-        graph_def, ins, outs = _freeze_saved_model(tf, source, model, input_specs, outputs, signature)
+        graph_def, ins, outs = _freeze_saved_model(tf, source, model, input_specs, outputs, signature, allow_ops)
     elif fmt == "tf1_checkpoint":
-        graph_def, ins, outs = _freeze_tf1(tf, source, model, input_specs, outputs)
+        graph_def, ins, outs = _freeze_tf1(tf, source, model, input_specs, outputs, allow_ops)
     else:
         raise FactoryError(f"unknown TensorFlow format '{fmt}'", model=model, key=f"models.{model}.format")
     graph_format = graph_data_format(graph_def)
@@ -248,7 +271,7 @@ def _assumed_transposes(input_specs: dict) -> dict[str, bool]:
     return {n: s.get("layout") == "NCHW" for n, s in input_specs.items()}
 
 
-def _freeze_keras(tf, path, model, input_specs, outputs):
+def _freeze_keras(tf, path, model, input_specs, outputs, allow_ops=()):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     net = load_keras(path, model=model)
@@ -258,6 +281,7 @@ def _freeze_keras(tf, path, model, input_specs, outputs):
     fn = keras_function(tf, net, input_specs, outputs, model=model)
     try:
         concrete = fn.get_concrete_function(*_specs(tf, input_specs, transposed))
+        refuse_unsafe_ops(concrete.graph.as_graph_def(), model=model, allowed=allow_ops)
         frozen = convert_variables_to_constants_v2(concrete)
     except FactoryError:
         raise
@@ -292,10 +316,11 @@ def _check_signature_names(sig, input_specs: dict, outputs: list[str], *, model:
     return kw, out_keys
 
 
-def _freeze_saved_model(tf, path, model, input_specs, outputs, signature):
+def _freeze_saved_model(tf, path, model, input_specs, outputs, signature, allow_ops=()):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     _loaded, sig = load_signature(tf, path, signature, model=model)
+    refuse_unsafe_ops(sig.graph.as_graph_def(), model=model, allowed=allow_ops)
     kw, out_keys = _check_signature_names(sig, input_specs, outputs, model=model, path=path)
     try:
         frozen = convert_variables_to_constants_v2(sig)
@@ -354,10 +379,11 @@ def _tf1_tensor(graph, name: str, *, model: str, key: str, placeholder: bool):
     return op.outputs[0]
 
 
-def _freeze_tf1(tf, path, model, input_specs, outputs):
+def _freeze_tf1(tf, path, model, input_specs, outputs, allow_ops=()):
     v1 = tf.compat.v1
     graph, sess = tf1_session(tf, path, model=model)
     with sess:
+        _refuse_tf1(v1, graph, outputs, model=model, allowed=allow_ops)
         ins = [_tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.inputs", placeholder=True))
                for n in input_specs]
         outs = [_tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.outputs", placeholder=False))
@@ -368,6 +394,15 @@ def _freeze_tf1(tf, path, model, input_specs, outputs):
             raise FactoryError(f"cannot fold the variables into constants: {type(e).__name__}: {e}", model=model,
                                path=path)
     return graph_def, ins, outs
+
+
+def _refuse_tf1(v1, graph, outputs, *, model: str, allowed=()) -> None:
+    """The ops the outputs depend on (the checkpoint's own save/restore ops are not among them)."""
+    try:
+        sub = v1.graph_util.extract_sub_graph(graph.as_graph_def(), list(outputs))
+    except (AssertionError, KeyError):  # an unknown output node: the caller names it
+        return
+    refuse_unsafe_ops(sub, model=model, allowed=allowed)
 
 
 def graph_data_format(graph_def) -> str | None:
@@ -500,18 +535,23 @@ def reference_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[
     transposed = {e["name"]: e["transpose_to_nchw"] for e in io["inputs"]}
     tf_feeds = {n: np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if transposed[n] else a for n, a in feeds.items()}
     fmt, path = source["format"], source["path"]
+    allowed = source.get("allow_ops", ())
     if fmt in ("keras", "h5"):
         net = load_keras(path, model=model)
         fn = keras_function(tf, net, tf_feeds, outputs, model=model)
-        result = fn(*(tf.constant(a) for a in tf_feeds.values()))
+        concrete = fn.get_concrete_function(*(tf.constant(a) for a in tf_feeds.values()))
+        refuse_unsafe_ops(concrete.graph.as_graph_def(), model=model, allowed=allowed)
+        result = concrete(*(tf.constant(a) for a in tf_feeds.values()))
     elif fmt == "saved_model":
         _loaded, sig = load_signature(tf, path, source.get("signature") or "serving_default", model=model)
+        refuse_unsafe_ops(sig.graph.as_graph_def(), model=model, allowed=allowed)
         _check_signature_names(sig, tf_feeds, outputs, model=model, path=path)
         r = sig(**{n: tf.constant(a) for n, a in tf_feeds.items()})
         result = [r[k] for k in outputs]
     else:
         graph, sess = tf1_session(tf, path, model=model)
         with sess:
+            _refuse_tf1(tf.compat.v1, graph, outputs, model=model, allowed=allowed)
             result = sess.run([graph.get_tensor_by_name(f"{n}:0") for n in outputs],
                               {graph.get_tensor_by_name(f"{n}:0"): a for n, a in tf_feeds.items()})
     arrays = [np.asarray(r) for r in result]

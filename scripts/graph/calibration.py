@@ -12,11 +12,12 @@ from ..errors import FactoryError
 from ..fingerprint import sha256
 
 
-def load_calibration(path, input_specs: dict, *, model: str) -> dict[str, np.ndarray]:
-    """Calibration inputs by name, cast to each input's dtype: an .npz (arrays named like the inputs), a single
-    .npy (one-input models), or a directory of such files concatenated on the batch (first) axis."""
+def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibration") -> dict[str, np.ndarray]:
+    """Calibration inputs (or, `what="samples"`, golden samples) by name, cast to each input's dtype: an .npz
+    (arrays named like the inputs), a single .npy (one-input models), or a directory of such files concatenated on
+    the batch (first) axis. Errors name the config key `models.<model>.<what>`, the file and the array."""
     p = Path(path)
-    key = f"models.{model}.calibration"
+    key = f"models.{model}.{what}"
     if not p.exists():
         raise FactoryError("calibration data not found", model=model, path=str(p), key=key)
     if p.is_dir():
@@ -70,6 +71,9 @@ def _read_calibration_file(f: Path, input_specs: dict, *, model: str, key: str) 
         if a.shape[0] < 1:
             raise error(f"input '{name}' has no samples in the calibration data")
         samples[name] = a.shape[0]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():  # NaN/Inf would silently change ModelOpt's calibrator
+            bad = int((~np.isfinite(a)).sum())
+            raise error(f"array '{name}' holds {bad} NaN or Inf value(s) of {a.size}: give finite values")
         out[name] = np.ascontiguousarray(a, dtype=want)
     if len(set(samples.values())) > 1:
         raise error(f"inputs have different sample counts in the calibration data: {samples}")

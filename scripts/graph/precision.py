@@ -13,14 +13,13 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, private_tempdir
 from ..config import PRECISIONS, QUANTIZED
 from ..errors import FactoryError
 from .calibration import calibration_facts, load_calibration
@@ -52,7 +51,7 @@ def make_precision_variant(src, dst, precision: str, *, model: str, input_specs:
         return {**facts, "tool": "copy", "attempts": []}
 
     # All tool output goes to a private temp dir; only the checked result is copied (atomically) to dst.
-    with tempfile.TemporaryDirectory(prefix=f"precision-{precision}-") as work:
+    with private_tempdir("precision") as work:
         attempts, result = [], None
         for tool, fn_name in TOOLS[precision]:
             d = Path(work) / tool

@@ -66,8 +66,16 @@ def render(summary: dict) -> str:
     lines = [f"# Engine factory: changes since {ch['since'] or 'the first run'}", ""]
     if "run" in summary:
         r = summary["run"]
-        lines.append(f"- factory run: {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} in "
-                     f"{r['seconds']} s (log: {r['log']})")
+        if r.get("locked_out"):
+            lines.append(f"- factory run: NOT RUN: the working directory is locked ({r['locked_out']})")
+        else:
+            lines.append(f"- factory run: {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} in "
+                         f"{r['seconds']} s (log: {r['log']})")
+        if r.get("lock") and r["lock"] != "not locked":
+            lines.append(f"- before the run: {r['lock']}")
+        if r.get("repaired"):
+            lines.append(f"- repaired before the run (removed, so the run made them again): {len(r['repaired'])} "
+                         f"file(s) ({', '.join(r['repaired'][:5])}{', …' if len(r['repaired']) > 5 else ''})")
     lines.append(f"- new keys built: {', '.join(ch['new_keys']) or 'none'}")
     lines.append(f"- plans built: {len(ch['built'])}" + (f" ({_names(ch['built'])})" if ch["built"] else ""))
     lines.append(f"- re-validated only: {len(ch['revalidated'])}"
@@ -90,30 +98,53 @@ def render(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prepare(directory: str, configfiles=()) -> dict:
+    """Before the factory: recover from a killed run (a stale lock), then repair what it left (scripts/ops/verify)."""
+    from . import runs, verify
+
+    lock = runs.recover(directory, configfiles)
+    if lock["in_progress"]:
+        return {"lock": lock["message"], "blocked": True}
+    repaired = verify.verify(directory, repair=True)["removed"]
+    return {"lock": lock["message"], "repaired": repaired, "blocked": False}
+
+
+def _why_not_current(t: dict, lock_message: str | None) -> str:
+    if t["state"] == "missing" and lock_message:
+        return f"missing: the factory did not run ({lock_message})"
+    if t["state"] == "missing":
+        return f"missing; log {paths.job_log('build', t)}"
+    return "; ".join(f"{r['category']}: {r['detail']}" for r in t["reasons"])
+
+
 def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> tuple[int, dict]:
-    """Factory, status, verify, summary. Returns (exit status, summary): non-zero if anything failed or needs work."""
+    """Recover, factory, status, verify, summary. Returns (exit status, summary): non-zero if anything failed or
+    needs work."""
     from . import status, verify
 
     base = Path(directory)
     out = base / paths.ROOT / DIR
     out.mkdir(parents=True, exist_ok=True)
     before = read_json(out / "snapshot.json") or snapshot(directory)
+    ready = prepare(directory, configfiles)
     log = out / "run.log"
     cmd = [c for c in snakemake_command(directory, configfiles, "--keep-going", *extra) if c != "--nolock"]
     cmd[cmd.index("--cores") + 1] = str(cores)
     start = time.monotonic()
     with open(log, "w") as f:
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = 1 if ready["blocked"] else subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+        if ready["blocked"]:
+            f.write(f"not run: {ready['lock']}\n")
     seconds = round(time.monotonic() - start, 1)
+    locked_out = ready["lock"] if ready["blocked"] or "Directory cannot be locked" in log.read_text() else None
     after = snapshot(directory)
     st = status.collect(directory, configfiles)
     vr = verify.verify(directory)
-    failed = [{"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}",
-               "why": f"{t['state']}; log {paths.log('build', t['model'], t['key'], 'sm' + t['cc'], t['precision'])}"
-               if t["state"] == "missing" else "; ".join(f"{r['category']}: {r['detail']}" for r in t["reasons"])}
+    failed = [{"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}", "why": _why_not_current(t, locked_out)}
               for t in st["targets"] if t["state"] != "current"]
     summary = {"run": {"rc": rc, "seconds": seconds, "log": log.relative_to(base).as_posix(),
-                       "command": " ".join(cmd)},
+                       "command": " ".join(cmd), "lock": ready["lock"], "repaired": ready.get("repaired", []),
+                       **({"locked_out": locked_out} if locked_out else {})},
                "changes": changes(before, after), "failed": failed,
                "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
                "verify": {"ok": vr["ok"], "counts": vr["counts"]}}
@@ -126,7 +157,7 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
                             "revalidated": len(ch["revalidated"]), "removed": len(ch["removed"]),
                             "failed": len(failed), "verify_ok": vr["ok"]}) + "\n")
     atomic.write_json(out / "snapshot.json", after)
-    code = 0 if rc == 0 and not st["needs_work"] and vr["ok"] else 1
+    code = 0 if rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"] else 1
     return code, summary
 
 

@@ -149,6 +149,12 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
     reasons, reruns, seen = [], [], set()
     for rule, w in f.chain(**job):
         row = rows.get(paths.main_output(rule, w))
+        if row and not row["pending"] and row["status"] == "missing":
+            # Snakemake does not re-make a missing file while what was made from it is up to date (measured)
+            reasons.append({"category": "missing", "stage": rule,
+                            "detail": f"{row['file']} is missing and no run re-makes it while what was made from it "
+                                      "is kept: `python -m scripts verify --repair` (make scheduled does it)"})
+            continue
         if not row or not row["pending"]:
             continue
         reruns.append(rule)
@@ -158,7 +164,7 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
                 seen.add(ident)
                 reasons.append(r)
     plan = paths.plan(**job)
-    state = "missing" if not (base / plan).exists() else "stale" if reruns else "current"
+    state = "missing" if not (base / plan).exists() else "stale" if reruns or reasons else "current"
     if state == "missing":  # the plan itself (and so its validation) being missing is the state, not a reason
         reasons = [r for r in reasons if not (r["category"] == "missing" and r["stage"] in ("build", "validate"))]
     if state == "stale" and not reasons:
@@ -207,11 +213,13 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
                         "reasons": [{"category": "failed", "stage": x["stage"],
                                      "detail": f"{x['stage']}: {x['reason']} (log {x['log']})"}]})
     targets.sort(key=lambda t: (t["model"], t["key"], int(t["cc"]), t["precision"]))
+    from .runs import live_runs
+
     counts = {s: sum(t["state"] == s for t in targets) for s in STATES}
     keys = sorted({t["key"] for t in targets} | {f.key})
     return {"counts": counts, "targets": targets, "not_produced": not_produced(base, targets, root), "keys": keys,
             "needs_work": bool(counts["stale"] or counts["missing"]), "failed": counts["failed"],
-            "snakemake_seconds": seconds}
+            "in_progress": [r["pid"] for r in live_runs(directory)], "snakemake_seconds": seconds}
 
 
 def _summarize(details: list[str]) -> str:
@@ -261,8 +269,12 @@ def render(report: dict, verbose: bool = False) -> str:
     if report["failed"]:
         lines.append(f"{report['failed']} failed target(s): not retried until their inputs, settings or tools change "
                      "(retry now: make run RETRY_FAILED=1)")
-    lines.append("needs work: run the factory (make run)" if report["needs_work"] else "nothing to do"
-                 + (" but fix the failed targets" if report["failed"] else ""))
+    if report.get("in_progress") and report["needs_work"]:
+        lines.append(f"a factory run is in progress (pid {', '.join(map(str, report['in_progress']))}): what is "
+                     "stale or missing may be being made now")
+    else:
+        lines.append("needs work: run the factory (make run)" if report["needs_work"] else "nothing to do"
+                     + (" but fix the failed targets" if report["failed"] else ""))
     return "\n".join(lines)
 
 

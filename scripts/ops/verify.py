@@ -12,6 +12,16 @@
 Three passes: the provenance records (each artifact and its inputs), the in-toto statements, the files nothing
 accounts for. Any tampered, missing or orphaned file makes the exit status non-zero (`--strict`: stale too). Each
 file is hashed once, however many records name it, and never from the content cache: verify trusts no cache.
+
+While a factory run is in progress in the directory (scripts/ops/runs.py), files it is writing are not judged:
+temporaries, files newer than the run's start and artifacts missing because a job is re-making them are counted as
+`in-flight`, and the verdict says a run is in progress.
+
+`--repair` (run by `make scheduled` before the factory) removes what a rerun must make again: a damaged artifact
+(content differs from its record) with its record, statement and results; temporary and orphaned files; and
+everything made from an artifact that is gone (it can no longer be verified), so the next run rebuilds the chain
+from the nearest artifact still intact. Snakemake itself never re-makes a missing intermediate while what was made
+from it is up to date (measured), which is why repair removes the latter. It refuses to run during a run.
 """
 from __future__ import annotations
 
@@ -145,17 +155,78 @@ def _check_unaccounted(c: _Check, root: str) -> None:
                 c.problem("orphaned", rel, "artifact without a provenance sidecar")
 
 
-def verify(directory: str = ".", root: str = paths.ROOT) -> dict:
+def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False) -> dict:
+    from .runs import state
+
     start = time.monotonic()
+    run = state(directory)
+    if repair and run["in_progress"]:
+        raise RuntimeError("a factory run is in progress here (" + ", ".join(f"pid {r['pid']}" for r in run["runs"])
+                           + "): repair after it ends")
     c = _Check(Path(directory))
     sidecars = c.relative(f"*{paths.SIDECAR_SUFFIX}", root)
     plans_ok = sum(_check_record(c, side) and side.endswith("model.plan" + paths.SIDECAR_SUFFIX) for side in sidecars)
     statements = _check_statements(c, root)
     _check_unaccounted(c, root)
-    counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, "stale")}
+    if run["in_progress"]:
+        _set_in_flight(c, min(r["started"] for r in run["runs"]))
+    removed = _repair(c, root) if repair else []
+    counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, "stale", "in-flight")}
     return {"ok": not any(counts[k] for k in FAILING), "counts": counts, "problems": c.problems,
             "sidecars": len(sidecars), "statements": statements, "files_hashed": c.files,
-            "plans_verified": plans_ok, "seconds": round(time.monotonic() - start, 2)}
+            "plans_verified": plans_ok, "in_progress": [r["pid"] for r in run["runs"]], "removed": removed,
+            "seconds": round(time.monotonic() - start, 2)}
+
+
+def _set_in_flight(c: _Check, run_started: float) -> None:
+    """During a run: temporaries, files written since it started and artifacts it is re-making are not judged."""
+    for p in c.problems:
+        full = c.path(p["path"])
+        new = full.exists() and full.stat().st_mtime >= run_started - 1
+        via_new = p.get("via") and c.path(p["via"]).exists() and c.path(p["via"]).stat().st_mtime >= run_started - 1
+        remade = p["kind"] == "missing" and p["path"].startswith(paths.ROOT + "/")
+        if paths.is_temporary(p["path"]) or new or via_new or remade:
+            p["kind"], p["detail"] = "in-flight", f"being written by the run in progress ({p['detail']})"
+
+
+def _repair(c: _Check, root: str) -> list[str]:
+    """Remove what the next run must make again (see the module doc); returns the removed paths."""
+    made_from: dict[str, list[str]] = {}  # input path -> artifacts whose records name it
+    for side in c.relative(f"*{paths.SIDECAR_SUFFIX}", root):
+        record = read_json(c.base / side) or {}
+        for entry in record.get("inputs", []):
+            made_from.setdefault(entry["path"], []).append(side[:-len(paths.SIDECAR_SUFFIX)])
+    owned: dict[str, list[str]] = {}  # artifact -> its results (a plan's validation, an ONNX variant's parity)
+    for result in c.relative("*.json", root):
+        if (owner := paths.owner_of(result)) is not None:
+            owned.setdefault(owner, []).append(result)
+    doomed: set[str] = set()
+
+    def drop(artifact: str) -> None:
+        if artifact in doomed:
+            return
+        doomed.update({artifact, paths.provenance(artifact), paths.intoto(artifact), *owned.get(artifact, [])})
+        for child in made_from.get(artifact, []):
+            drop(child)
+
+    for p in c.problems:
+        path = p["path"]
+        if p["kind"] == "tampered":
+            drop(paths.artifact_of_record(path))
+        elif p["kind"] == "orphaned":
+            doomed.add(path)
+        elif p["kind"] == "missing" and path.startswith(paths.ROOT + "/"):
+            drop(paths.artifact_of_record(path) if paths.is_record(path) else path)  # an artifact gone: its chain
+    plans = [p.relative_to(c.base).as_posix() for p in c.base.glob(paths.plan_glob(root))]
+    if doomed or any(not c.exists(paths.validation(**paths.parse_plan(p))) for p in plans):
+        doomed.update({paths.REPORT_JSON, paths.REPORT_HTML, paths.OUTCOME})  # its inputs change: it must run again
+    removed = []
+    for path in sorted(doomed):
+        full = c.path(path)
+        if full.is_file() or full.is_symlink():
+            full.unlink()
+            removed.append(path)
+    return removed
 
 
 def render(report: dict) -> str:
@@ -166,13 +237,22 @@ def render(report: dict) -> str:
              f"{c['orphaned']}, stale {c['stale']}"]
     for p in report["problems"]:
         lines.append(f"  {p['kind']:<9} {p['path']}: {p['detail']}")
-    lines.append("ok" if report["ok"] else "FAILED: tampered, missing or orphaned files")
+    if report.get("in_progress"):
+        lines.append(f"a factory run is in progress (pid {', '.join(map(str, report['in_progress']))}): "
+                     f"{c['in-flight']} file(s) it is writing were not judged; verify again after it ends")
+    if report.get("removed"):
+        lines.append(f"repaired: removed {len(report['removed'])} file(s); the next run makes them again:")
+        lines += [f"  removed {p}" for p in report["removed"]]
+    lines.append("ok" if report["ok"] else "FAILED: tampered, missing or orphaned files"
+                 + (" (repaired: run the factory)" if report.get("removed") else ""))
     return "\n".join(lines)
 
 
 def main(args) -> int:
     from . import emit
 
-    report = verify(args.directory)
+    report = verify(args.directory, repair=args.repair)
     emit(report, render, args.json)
+    if args.repair:
+        return 0  # what was wrong is gone; the factory run rebuilds it
     return 0 if report["ok"] and not (args.strict and report["counts"]["stale"]) else 1

@@ -19,7 +19,7 @@ def golden_inputs(input_specs: dict, *, model: str, seed: int, samples: str | No
         return random_inputs(input_specs, shape_key="opt", seed=seed)
     from ..graph.calibration import load_calibration  # same checks as calibration data: names, ranks, dims, dtypes
 
-    arrays = load_calibration(samples, input_specs, model=model)
+    arrays = load_calibration(samples, input_specs, model=model, what="samples")
     for name, spec in input_specs.items():
         batch = arrays[name].shape[0]
         if not spec["min"][0] <= batch <= spec["max"][0]:

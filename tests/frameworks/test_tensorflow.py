@@ -334,3 +334,36 @@ def test_tf2onnx_failure_in_the_workflow(tf_assets, tmp_path):
     assert "Lgamma] is not supported" in out
     assert (tmp_path / paths.frozen("odd", "pb")).exists()  # freeze succeeded; export left nothing behind
     assert not list((tmp_path / "artifacts" / "odd").glob("onnx/*"))
+
+
+def make_writing_saved_model(path, target):
+    """A SavedModel whose signature writes a file (tf.io.write_file) when it runs: a graph is code."""
+    tf = _tf()
+
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):
+            tf.io.write_file(str(target), "written by the model's graph")
+            return {"y": x * 2.0}
+
+    m = Module()
+    tf.saved_model.save(m, str(path), signatures={"serving_default": m.serve})
+    return path
+
+
+def test_a_graph_that_writes_files_is_refused_unless_allowed(tmp_path):
+    target = tmp_path / "pwned.txt"
+    saved = make_writing_saved_model(tmp_path / "writer", target)
+    specs = {"x": spec(["batch", 4], [1, 4], [2, 4], [8, 4])}
+    with pytest.raises(FactoryError, match=r"models.w.allow_ops.*touch the file system.*WriteFile"):
+        freeze_tf(str(saved), str(tmp_path / "m.pb"), str(tmp_path / "m.pb.io.json"), model="w", fmt="saved_model",
+                  input_specs=copy.deepcopy(specs), outputs=["y"])
+    feeds = {"x": np.ones((2, 4), np.float32)}
+    source = {"framework": "tensorflow", "kind": "tensorflow", "format": "saved_model", "path": str(saved)}
+    io = tmp_path / "io.json"
+    io.write_text(json.dumps({"inputs": [{"name": "x", "transpose_to_nchw": False}]}))
+    with pytest.raises(FactoryError, match="WriteFile"):
+        golden_outputs({**source, "io": str(io)}, feeds, ["y"], model="w")
+    assert not target.exists() and not (tmp_path / "m.pb").exists()
+    out = golden_outputs({**source, "io": str(io), "allow_ops": ["WriteFile"]}, feeds, ["y"], model="w")
+    assert target.exists() and np.allclose(out["y"], 2.0)  # the explicit opt-in runs it

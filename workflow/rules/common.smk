@@ -35,7 +35,9 @@ for _cc in sorted({g["compute_capability"] for g in LOCAL_GPUS}):
         workflow.register_resource(f"gpu_sm{paths.cc_tag(_cc)}",
                                    sum(g["compute_capability"] == _cc for g in LOCAL_GPUS))
 
-STAGE = "python3 -m scripts run {stage} {{params.io:q}} {{params.settings:q}} > {{log:q}} 2>&1"
+# Every value reaches the shell quoted (:q); a stage that dies (killed by a signal) still gets a last log line.
+STAGE = ("python3 -m scripts run {stage} {{params.io:q}} {{params.settings:q}} > {{log:q}} 2>&1 "
+         "|| python3 -m scripts ended $? {{log:q}}")
 
 
 def stage(name):
