@@ -69,21 +69,34 @@ def main(argv=None) -> int:
         _ops_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "ended":
-        return _ended(args.status, args.log)
-    try:
-        if args.command == "run":
-            from .stages import run
+        from .jobs import note_ended
 
-            _signals_end_cleanly()
-            spec = {**_json_arg(args.io), "params": _json_arg(args.settings)}
-            started = time.perf_counter()
-            facts = run(args.stage, spec)
-            print(json.dumps({"stage": args.stage, "facts": facts}, indent=1, default=str))
-            print("stage-metrics: " + json.dumps(_metrics(args.stage, started)), flush=True)
-        elif args.command == "check":
-            return _check(args)
-        elif args.command in OPS:
-            return OPS[args.command](args)
+        return note_ended(args.status, args.log)
+    if args.command == "run":
+        return run_stage(args.stage, args.io, args.settings)
+    return _guarded(lambda: _check(args) if args.command == "check" else OPS[args.command](args))
+
+
+def run_stage(stage: str, io: str, settings: str) -> int:
+    """One stage, as a rule's job runs it (scripts/jobs.py forks this; `python -m scripts run` calls it): its facts
+    and metrics to stdout (the job's log), an error as one line, the exit status returned."""
+    def run():
+        from .stages import run
+
+        _signals_end_cleanly()
+        spec = {**_json_arg(io), "params": _json_arg(settings)}
+        started = time.perf_counter()
+        facts = run(stage, spec)
+        print(json.dumps({"stage": stage, "facts": facts}, indent=1, default=str))
+        print("stage-metrics: " + json.dumps(_metrics(stage, started)), flush=True)
+        return 0
+    return _guarded(run)
+
+
+def _guarded(command) -> int:
+    """A command's expected errors as one line and exit status 1; anything else is a bug and keeps its traceback."""
+    try:
+        return command() or 0
     except FactoryError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -92,7 +105,6 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e.strerror}, writing '{e.filename or '?'}'", file=sys.stderr)  # disk full, read-only, ...
         return 1
-    return 0
 
 
 DISK_ERRORS = {28, 122, 30, 13}  # ENOSPC, EDQUOT, EROFS, EACCES: a fact of the disk, said in one line
@@ -107,20 +119,6 @@ def _signals_end_cleanly() -> None:
         raise SystemExit(128 + signum)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
-
-
-def _ended(status: int, log: str) -> int:
-    import signal
-
-    if status > 128:
-        try:
-            name = signal.Signals(status - 128).name
-        except ValueError:
-            name = f"signal {status - 128}"
-        with open(log, "a") as f:
-            f.write(f"\nengine factory: the stage was killed by {name} (exit status {status}); it left no output "
-                    "and is re-run by the next run\n")
-    return status
 
 
 def _workflow_args(p, snakemake: bool = True) -> None:

@@ -27,6 +27,23 @@ def _wc(wildcards) -> dict:
     return dict(wildcards.items()) if hasattr(wildcards, "items") else dict(wildcards)
 
 
+@dataclass(frozen=True)
+class TargetSet:
+    """The targets one build (and one validation) job covers for one (model, precision): every compute capability
+    of the precision where the backend builds ahead of time on the CPU (one process, one parse of the ONNX), one
+    where it builds on a GPU of that cc (each job runs on such a GPU, locally pinned or in its Slurm pool)."""
+    ccs: tuple[str, ...]          # tags: ("80", "86", "89", "120")
+    precisions: tuple[str, ...]   # the precisions built at exactly these targets
+    per_cc: bool = False          # one cc: its jobs run on a GPU of that cc
+
+    @property
+    def tag(self) -> str:
+        return paths.targets_tag(list(self.ccs))
+
+    def rule(self, stage: str) -> str:
+        return paths.set_rule(stage, self.tag)
+
+
 @dataclass
 class Factory:
     cfg: dict
@@ -38,6 +55,7 @@ class Factory:
     skipped: list[dict]     # the same, with the reason it is not built
     workdir: str = "."
     _code_cache: dict = field(default_factory=dict, repr=False)
+    _sets: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------------------------------- a model
     def model(self, name: str) -> dict:
@@ -104,6 +122,33 @@ class Factory:
                 out[label] = fingerprint.sha256(p)
         return out
 
+    # ------------------------------------------------------------------------------------------- target sets
+    def target_sets(self, stage: str) -> list[TargetSet]:
+        """The target sets of the build or the validate stage's jobs (see TargetSet), from the plan jobs. Builds
+        split per cc where the backend builds on a GPU; validations where there are GPUs to run plans on (each job
+        holds one GPU of its cc, locally or in the cc's Slurm pool)."""
+        if stage not in self._sets:
+            per_cc = self.backend.builds_on_gpu if stage == "build" else bool(self.gpus)
+            ccs_of: dict[str, list[str]] = {}
+            for j in self.jobs:
+                ccs = ccs_of.setdefault(j["precision"], [])
+                if j["cc"] not in ccs:
+                    ccs.append(j["cc"])
+            groups: dict[tuple, list[str]] = {}
+            for precision, ccs in ccs_of.items():
+                for part in ([(cc,) for cc in ccs] if per_cc else [tuple(ccs)]):
+                    groups.setdefault(part, []).append(precision)
+            self._sets[stage] = [TargetSet(ccs, tuple(ps), per_cc) for ccs, ps in groups.items()]
+        return self._sets[stage]
+
+    def target_set(self, stage: str, *, precision: str, cc: str | None = None,
+                   targets: str | None = None) -> TargetSet:
+        """The stage's set holding (precision, cc), or the set of a job's `targets` tag."""
+        for ts in self.target_sets(stage):
+            if precision in ts.precisions and (cc in ts.ccs if targets is None else ts.tag == targets):
+                return ts
+        raise KeyError(f"no {stage} job covers {precision} at {cc or targets}")
+
     # ------------------------------------------------------------------------------------------- failures
     def chain(self, model: str, precision: str | None = None, key: str | None = None, cc: str | None = None,
               variant: str | None = None) -> list[tuple[str, dict]]:
@@ -117,14 +162,15 @@ class Factory:
         variant = variant or precision
         if variant != "export":
             out.append(("simplify", {"model": model}))
-        if variant not in (None, "export", "sim"):
-            out.append(("precision", {"model": model, "precision": variant}))
         out.append(("golden", {"model": model}))
-        if variant:
+        if variant in ("export", "sim"):
             out.append(("parity", {"model": model, "variant": variant}))
-        if key:
-            plan = {"model": model, "key": key, "cc": cc, "precision": precision}
-            out += [("build", plan), ("validate", plan)]
+        elif variant:  # a precision variant's parity is its precision job's
+            out.append(("precision", {"model": model, "precision": variant, "variant": variant}))
+        if key:  # the jobs' wildcards, and the cc of the one plan asked about (their main output)
+            plan = {"model": model, "key": key, "precision": precision, "cc": cc}
+            out += [(stage, {**plan, "targets": self.target_set(stage, precision=precision, cc=cc).tag})
+                    for stage in paths.SET_STAGES]
         return out
 
     @functools.cached_property
@@ -143,13 +189,13 @@ class Factory:
             except (KeyError, TypeError, ValueError):  # wildcards this config no longer has (a dropped precision)
                 continue
             if failures.still_applies(rec, inputs, settings):
-                found[(rule, tuple(sorted(w.items())))] = rec
+                found[_job_id(rule, w)] = rec
         return found
 
     def failure_of(self, **target) -> dict | None:
         """The first recorded failure along a result's chain (see `chain`), or None."""
         for rule, w in self.chain(**target):
-            rec = self.failures.get((rule, tuple(sorted(w.items()))))
+            rec = self.failures.get(_job_id(rule, w))
             if rec:
                 return rec
         return None
@@ -206,16 +252,21 @@ class Factory:
                 "models": {m: {"framework": self.model(m)["framework"],
                                "precisions": model_settings(self.cfg, m)["precisions"],
                                "failed": [{"stage": r["rule"], "reason": r.get("error", "")[:500], "log": r.get("log")}
-                                          for r in (self.failures.get((rule, tuple(sorted(w.items()))))
+                                          for r in (self.failures.get(_job_id(rule, w))
                                                     for rule, w in self.chain(model=m)) if r]}
                            for m in self.cfg["models"]}}
 
 
+def _job_id(rule: str, w: dict) -> tuple:
+    """A job's identity: its rule and the wildcards that name it (not the cc or variant of the one result asked
+    about: a target set's jobs cover several ccs, a parity job two variants)."""
+    names = paths.job_wildcards(rule)
+    return rule, tuple(sorted((k, v) for k, v in w.items() if k in names))
+
+
 # --------------------------------------------------------------------------------------------- stage specs
-def _parity_onnx(f: Factory, w: dict) -> str:
-    v = w["variant"]
-    return paths.onnx(w["model"]) if v == "export" else paths.sim_onnx(w["model"]) if v == "sim" \
-        else paths.precision_onnx(w["model"], v)
+def _set_ccs(f: "Factory", stage: str, w: dict) -> tuple[str, ...]:
+    return f.target_set(stage, precision=w["precision"], targets=w["targets"]).ccs
 
 
 def _fw(f: Factory, w: dict):
@@ -245,11 +296,14 @@ _INPUTS = {
     "simplify": lambda f, w: {"onnx": paths.onnx(w["model"])},
     "precision": lambda f, w: {"onnx": paths.sim_onnx(w["model"]),
                                "calibration": f.model(w["model"]).get("calibration")
-                               if w["precision"] in QUANTIZED else None},
+                               if w["precision"] in QUANTIZED else None, "golden": paths.golden(w["model"])},
     "golden": _golden_inputs,
-    "parity": lambda f, w: {"onnx": _parity_onnx(f, w), "golden": paths.golden(w["model"])},
+    "parity": lambda f, w: {"export": paths.onnx(w["model"]), "sim": paths.sim_onnx(w["model"]),
+                            "golden": paths.golden(w["model"])},
     "build": lambda f, w: {"onnx": paths.precision_onnx(w["model"], w["precision"])},
-    "validate": lambda f, w: {"plan": paths.plan(**w), "onnx": paths.precision_onnx(w["model"], w["precision"]),
+    "validate": lambda f, w: {**{f"plan_sm{cc}": paths.plan(w["model"], w["key"], cc, w["precision"])
+                                 for cc in _set_ccs(f, "validate", w)},
+                              "onnx": paths.precision_onnx(w["model"], w["precision"]),
                               "parity": paths.parity(w["model"], w["precision"]), "golden": paths.golden(w["model"])},
 }
 
@@ -273,23 +327,25 @@ def _golden_settings(f: Factory, w: dict) -> dict:
 
 
 def _parity_settings(f: Factory, w: dict) -> dict:
-    precision = "fp32" if w["variant"] in ("export", "sim") else w["variant"]
-    return {"variant": w["variant"], "tolerance": model_settings(f.cfg, w["model"])["tolerances"][precision]}
+    return {"tolerance": model_settings(f.cfg, w["model"])["tolerances"]["fp32"]}
 
 
 def _build_settings(f: Factory, w: dict) -> dict:
     b = f.backend
-    timing_cache = None if b.timing_cache_unused else paths.timing_cache(w["key"], w["cc"])  # none for RTX
-    return {"model": w["model"], "backend": b.name, "key": w["key"], "compute_capability": paths.cc_dotted(w["cc"]),
+    ccs = _set_ccs(f, "build", w)
+    timing_caches = None if b.timing_cache_unused else {cc: paths.timing_cache(w["key"], cc) for cc in ccs}
+    return {"model": w["model"], "backend": b.name, "key": w["key"],
+            "compute_capabilities": [paths.cc_dotted(cc) for cc in ccs],
             "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
-            "build": model_settings(f.cfg, w["model"])["build"], "timing_cache": timing_cache,
+            "build": model_settings(f.cfg, w["model"])["build"], "timing_caches": timing_caches,  # none for RTX
             **b.build_options(f.cfg)}
 
 
 def _validate_settings(f: Factory, w: dict) -> dict:
     m = f.model(w["model"])
     return {"model": w["model"], "backend": f.backend.name, "key": w["key"], "version": f.backend.version,
-            "compute_capability": paths.cc_dotted(w["cc"]), "precision": w["precision"], "inputs": m["inputs"],
+            "compute_capabilities": [paths.cc_dotted(cc) for cc in _set_ccs(f, "validate", w)], "precision": w["precision"],
+            "inputs": m["inputs"],
             "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]],
             # a driver or CUDA change keeps the plans but re-runs their validation
             "driver": f.host.get("driver_version"), "cuda": f.host.get("cuda_driver_version")}
@@ -303,7 +359,8 @@ _SETTINGS = {
     "simplify": lambda f, w: {"model": w["model"], "inputs": f.model(w["model"])["inputs"],
                               "simplifier": model_settings(f.cfg, w["model"])["simplifier"]},
     "precision": lambda f, w: {"model": w["model"], "precision": w["precision"],
-                               "inputs": f.model(w["model"])["inputs"]},
+                               "inputs": f.model(w["model"])["inputs"],
+                               "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]]},
     "golden": _golden_settings,
     "parity": _parity_settings,
     "build": _build_settings,

@@ -37,9 +37,15 @@ DEMO_ROOT = ROOT + "/demo/"                                   # the demo zoo's f
 # Each rule's job name: its log, benchmark and failure record are named by it.
 JOB_NAMES = {
     "demo": "{asset}", "freeze": "{model}.{fmt}", "freeze_tf": "{model}.pb", "export": "{model}",
-    "simplify": "{model}", "golden": "{model}", "precision": "{model}.{precision}", "parity": "{model}.{variant}",
-    "build": "{model}.{key}.sm{cc}.{precision}", "validate": "{model}.{key}.sm{cc}.{precision}", "report": "all", "outcome": "all",
+    "simplify": "{model}", "golden": "{model}", "precision": "{model}.{precision}", "parity": "{model}",
+    "build": "{model}.{key}.{targets}.{precision}", "validate": "{model}.{key}.{targets}.{precision}",
+    "report": "all", "outcome": "all",
 }
+# Build and validation jobs each cover a set of targets (scripts/factory.py `TargetSet`: every TensorRT-RTX target
+# of one precision in one job, one compute capability per job for full TensorRT); each set is a rule of its own,
+# named after its targets (build_sm80_86_89_120), whose jobs' names carry the set's tag (sm80-86-89-120).
+SET_STAGES = ("build", "validate")
+_SET_RULE = re.compile(r"(build|validate)_sm[0-9_]+")
 
 WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
     "model": r"[A-Za-z0-9][A-Za-z0-9_.-]*",
@@ -61,6 +67,45 @@ WITH_SIDECAR = {"freeze", "freeze_tf", "export", "simplify", "precision", "golde
 
 def main_output(rule: str, wildcards: dict) -> str:
     return MAIN_OUTPUT[rule].format(**wildcards)
+
+
+def set_rule(stage: str, tag: str) -> str:
+    """The rule of one target set's jobs: ('build', 'sm80-86') -> 'build_sm80_86'."""
+    return f"{stage}_{tag.replace('-', '_')}"
+
+
+def job_wildcards(rule: str) -> tuple[str, ...]:
+    """The wildcards that name one job of `rule` (a parity job's has no variant: it checks two)."""
+    import string
+
+    return tuple(f for _, f, _, _ in string.Formatter().parse(JOB_NAMES[rule]) if f)
+
+
+def stage_of(rule: str) -> str:
+    """The stage a rule runs: 'build_sm80_86' -> 'build'; other rules are their stage."""
+    return rule.split("_sm", 1)[0] if _SET_RULE.fullmatch(rule) else rule
+
+
+def targets_tag(ccs: list[str]) -> str:
+    """['80', '86', '120'] -> 'sm80-86-120'."""
+    return "sm" + "-".join(ccs)
+
+
+def set_outputs(stage: str, ccs: list[str]) -> dict[str, str]:
+    """A target set job's named outputs (wildcards model, key, precision left open): per cc, the plan with its
+    provenance and in-toto statement (build) or the validation (validate)."""
+    out = {}
+    for cc in ccs:
+        if stage == "build":
+            plan = PLAN.replace("{cc}", cc)
+            out.update({f"plan_sm{cc}": plan, f"provenance_sm{cc}": provenance(plan), f"intoto_sm{cc}": intoto(plan)})
+        else:
+            out[f"json_sm{cc}"] = VALIDATION.replace("{cc}", cc)
+    return out
+
+
+def set_job_log(stage: str, tag: str) -> str:
+    return LOG.format(rule=stage, name=JOB_NAMES[stage].replace("{targets}", tag))
 
 
 def cc_tag(cc: str) -> str:

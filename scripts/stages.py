@@ -81,11 +81,17 @@ def simplify(inputs, outputs, p):
 
 @runner("precision")
 def precision(inputs, outputs, p):
+    """The variant, then its parity against the golden outputs (what the precision search of a later stage needs)."""
     from .graph.precision import make_precision_variant
+    from .validation.validate import write_parity
 
     facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],
                                    input_specs=p["inputs"], calibration_path=inputs.get("calibration"))
-    return _record(outputs["onnx"], "precision", inputs, p, facts)
+    _record(outputs["onnx"], "precision", inputs, p, facts)
+    facts["parity"] = write_parity(outputs["parity"], onnx_path=outputs["onnx"], golden_path=inputs["golden"],
+                                   tolerance=p["tolerance"], variant=p["precision"],
+                                   recorded=_recorded("precision", p))
+    return facts
 
 
 @runner("golden")
@@ -101,35 +107,49 @@ def golden(inputs, outputs, p):
 
 @runner("parity")
 def parity(inputs, outputs, p):
+    """The exported and the simplified ONNX of one model against its golden outputs."""
     from .validation.validate import write_parity
 
-    return write_parity(outputs["json"], onnx_path=inputs["onnx"], golden_path=inputs["golden"],
-                        tolerance=p["tolerance"], variant=p["variant"], recorded=_recorded("parity", p))
+    return {variant: write_parity(outputs[variant], onnx_path=inputs[variant], golden_path=inputs["golden"],
+                                  tolerance=p["tolerance"], variant=variant, recorded=_recorded("parity", p))
+            for variant in ("export", "sim")}
 
 
 @runner("build")
 def build(inputs, outputs, p):
+    """Every target of the job's set, one after another in this process (one import, one ONNX parse each)."""
     from .backends import load_backend
+    from .paths import cc_tag
+
+    backend = load_backend(p["backend"])
+    facts = {}
+    for cc in p["compute_capabilities"]:
+        tag = cc_tag(cc)
+        facts[cc] = _build_one(backend, inputs, {k: outputs[f"{k}_sm{tag}"] for k in ("plan", "intoto")}, p, cc,
+                               (p["timing_caches"] or {}).get(tag))
+    return facts
+
+
+def _build_one(backend, inputs, outputs, p, cc, timing_cache):
     from .backends.core import build_plan
     from .gpus import pinned_gpu_if
     from .host import job_host_facts
 
     opts = p.get("tensorrt") or {}
-    backend = load_backend(p["backend"])
     host = job_host_facts()  # provenance; for full TensorRT also the checks and the GPU pin below
-    check_host_matches_key(backend, p, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
+    check_host_matches_key(backend, p, cc, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
     # full TensorRT builds on (and for) one local GPU of the key's compute capability; RTX needs none
-    with pinned_gpu_if(backend.builds_on_gpu, host, p["compute_capability"], model=p["model"]) as gpu:
+    with pinned_gpu_if(backend.builds_on_gpu, host, cc, model=p["model"]) as gpu:
         facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
                            input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
                            workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
-                           compute_capability=backend.aot_target(p["compute_capability"]),
-                           timing_cache_path=p["timing_cache"],
+                           compute_capability=backend.aot_target(cc), timing_cache_path=timing_cache,
                            hardware_compatibility_level=opts.get("hardware_compatibility_level"),
                            version_compatible=opts.get("version_compatible", False),
                            log=lambda *a: print(*a, flush=True))
     facts["gpu"] = gpu
-    if not p["timing_cache"]:
+    facts["compute_capability"] = cc
+    if not timing_cache:
         facts["timing_cache"] = {"path": None, "reason": backend.timing_cache_unused or "no timing cache configured"}
     provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=host,
                      artifact_sha256=facts.pop("plan_sha256"))
@@ -137,7 +157,7 @@ def build(inputs, outputs, p):
     return facts
 
 
-def check_host_matches_key(backend, p: dict, host: dict) -> None:
+def check_host_matches_key(backend, p: dict, cc: str, host: dict) -> None:
     """The job's key names a backend version (and, where builds run on a GPU, its compute capability): refuse to
     build anything else."""
     from .errors import WrongHost
@@ -147,8 +167,8 @@ def check_host_matches_key(backend, p: dict, host: dict) -> None:
                         model=p["model"])
     if backend.builds_on_gpu:
         ccs = {g["compute_capability"] for g in host["gpus"]}
-        if p["compute_capability"] not in ccs:
-            raise WrongHost(f"this job builds for compute capability {p['compute_capability']} but this host's "
+        if cc not in ccs:
+            raise WrongHost(f"this job builds for compute capability {cc} but this host's "
                             f"GPUs are {sorted(ccs) or 'none'} ({_where(host)})", model=p["model"])
 
 
@@ -162,6 +182,13 @@ def _where(host: dict) -> str:
 
 @runner("validate")
 def validate(inputs, outputs, p):
+    from .paths import cc_tag
+
+    return {cc: _validate_one(inputs, outputs[f"json_sm{cc_tag(cc)}"], inputs[f"plan_sm{cc_tag(cc)}"], p, cc)
+            for cc in p["compute_capabilities"]}
+
+
+def _validate_one(inputs, out, plan, p, cc):
     from .gpus import gpus_of, pinned_gpu_if
     from .host import job_host_facts
     from .validation.validate import validate_plan
@@ -169,13 +196,11 @@ def validate(inputs, outputs, p):
     host = job_host_facts()
     # Run on one GPU of the plan's compute capability when there is one (held, so jobs don't share it);
     # otherwise execution reports not-run with the reason.
-    cc = p["compute_capability"]
     with pinned_gpu_if(bool(gpus_of(host, cc)), host, cc, model=p["model"]) as gpu:
         run_host = {**host, "gpus": [gpu]} if gpu else host
-        return validate_plan(outputs["json"], plan=inputs["plan"], parity=inputs["parity"],
-                             golden_path=inputs["golden"], tolerance=p["tolerance"], backend=p["backend"],
-                             key=p["key"], version=p["version"], cc=p["compute_capability"],
-                             precision=p["precision"], opt_shapes=p["inputs"], host=run_host,
+        return validate_plan(out, plan=plan, parity=inputs["parity"], golden_path=inputs["golden"],
+                             tolerance=p["tolerance"], backend=p["backend"], key=p["key"], version=p["version"],
+                             cc=cc, precision=p["precision"], opt_shapes=p["inputs"], host=run_host,
                              onnx_path=inputs["onnx"], recorded=_recorded("validate", p))
 
 

@@ -51,6 +51,12 @@ class Backend:
         """Full TensorRT builds on (and for) a GPU of the key's compute capability; TensorRT-RTX ahead of time."""
         return self.spec.BUILDS_ON_GPU
 
+    @property
+    def preload(self) -> list[str]:
+        """Modules the jobs' forkserver may import before forking them (scripts/jobs.py): the backend's own where
+        importing it touches no GPU."""
+        return [self.name] if self.spec.PRELOADABLE else []
+
     def aot_target(self, cc: str) -> str | None:
         """The compute capability to hand the builder as an AOT target; None where the build is for the local GPU."""
         return None if self.builds_on_gpu else cc

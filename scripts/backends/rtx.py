@@ -24,6 +24,7 @@ from .hardware import hardware_support
 MODULE = "tensorrt_rtx"
 SHORT = "rtx"
 BUILDS_ON_GPU = False     # ahead of time, for named compute capabilities
+PRELOADABLE = True        # importing it touches no GPU: job processes may fork from one that imported it
 MAGIC = b"vtrt"           # measured: every RTX plan starts with it
 HEADER_VERSION_FIELDS = 4  # measured: bytes 24..27 hold major, minor, patch and the build number
 # AOT targets: compute capability -> (ComputeCapability member, its bit in the header's target mask at 0x20).

@@ -11,6 +11,7 @@ from .hardware import hardware_support
 MODULE = "tensorrt"
 SHORT = "trt"
 BUILDS_ON_GPU = True      # on, and for, a GPU of the key's compute capability
+PRELOADABLE = False       # imported in each job: no fork of a process that may hold CUDA state (scripts/jobs.py)
 MAGIC = b"ftrt"           # widely relied on (e.g. Torch-TensorRT's engine loader); not in NVIDIA's API docs
 HEADER_VERSION_FIELDS = 3  # NVIDIA (github.com/NVIDIA/TensorRT/issues/3073): major, minor, patch at bytes 24-26
 TIMING_CACHE_UNUSED = None  # full TensorRT keeps a timing cache per key (tactic timings: faster rebuilds)

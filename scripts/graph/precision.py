@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,7 +24,6 @@ from ..errors import FactoryError
 from .calibration import calibration_facts, load_calibration
 from .onnx_io import check_against, load_checked, model_opset, tool_version
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- variants
@@ -132,18 +130,32 @@ def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
 # ---------------------------------------------------------------- tools
 
 def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict) -> None:
-    """ModelOpt in a child process (see the module doc); its log tail becomes the error on failure."""
+    """ModelOpt in a forked child (see the module doc): this process's imports (ModelOpt itself, preloaded by the
+    job's forkserver: scripts/jobs.py) are shared, its patches are not. Its log tail becomes the error on failure."""
+    import multiprocessing
+
     spec = {"src": str(src), "out": str(out), "precision": precision, "calib": None}
     if calib is not None:
         spec["calib"] = str(src.parent / "calib.npz")
         np.savez(spec["calib"], **calib)
-    (src.parent / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", "import sys; from scripts.graph.precision import modelopt_child; "
-                           "modelopt_child(sys.argv[1])", str(src.parent / "spec.json")], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        raise RuntimeError(f"ModelOpt exited with {proc.returncode}: " + "\n".join(lines[-6:]))
+    spec_path, log_path = src.parent / "spec.json", src.parent / "modelopt.log"
+    spec_path.write_text(json.dumps(spec))
+    child = multiprocessing.get_context("fork").Process(target=_modelopt_process, args=(str(spec_path), str(log_path)))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        raise RuntimeError(f"ModelOpt exited with {child.exitcode}: " + "\n".join(lines[-6:]))
+
+
+def _modelopt_process(spec_path: str, log_path: str) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    modelopt_child(spec_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def modelopt_child(spec_path: str) -> None:

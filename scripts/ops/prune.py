@@ -26,7 +26,7 @@ def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.
 
     base = Path(directory)
     rows, _ = summary(directory, configfiles)
-    plan_rows = [(r, t) for r in rows if r["rule"] == "build" and (t := paths.parse_plan(r["file"]))]
+    plan_rows = [(r, t) for r in rows if paths.stage_of(r["rule"]) == "build" and (t := paths.parse_plan(r["file"]))]
     # the keys of failed targets are still this host's: a failure is no reason to delete another key's plans
     produced = {(t["key"], t["cc"]) for _, t in plan_rows} | {
         (j["key"], j["cc"]) for j in resolve_factory(directory, configfiles).jobs}

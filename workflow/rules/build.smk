@@ -1,22 +1,25 @@
-# build: model.{precision}.onnx -> plans/{backend}-{version}/sm{cc}/{precision}/model.plan, one job per key.
+# build: model.{precision}.onnx -> plans/{key}/sm{cc}/{precision}/model.plan. One job builds a target set (scripts/
+# factory.py TargetSet): every TensorRT-RTX target of a precision at once (AOT on the CPU: one process, one ONNX
+# parse); for full TensorRT one compute capability, on a GPU of that cc (locally pinned, or in its Slurm pool).
 
+for _targets in F.target_sets("build"):
 
-rule build:
-    input:
-        unpack(stage_inputs("build")),
-    output:
-        plan=paths.PLAN,
-        provenance=paths.provenance(paths.PLAN),
-        intoto=paths.intoto(paths.PLAN),
-    params:
-        **spec("build"),
-    log:
-        paths.job_log("build"),
-    benchmark:
-        paths.job_benchmark("build")
-    resources:
-        mem_mb=4000,
-        **gpu_resources(lambda wc: BACKEND.builds_on_gpu),  # full TensorRT builds on a GPU of the key
-        **slurm_resources(lambda wc: BACKEND.builds_on_gpu),  # ... in the Slurm pool of the key; RTX: CPU route
-    shell:
-        stage("build")
+    rule:
+        name:
+            _targets.rule("build")
+        input:
+            unpack(stage_inputs("build", _targets)),
+        output:
+            **paths.set_outputs("build", _targets.ccs),
+        wildcard_constraints:
+            precision="|".join(_targets.precisions),
+        params:
+            **spec("build", _targets),
+        log:
+            paths.set_job_log("build", _targets.tag),
+        resources:
+            mem_mb=4000,
+            **gpu_resources(_targets),
+            **slurm_resources(_targets),
+        run:
+            run_stage("build", params, log)

@@ -7,7 +7,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from scripts import cluster, paths
+from scripts import cluster, jobs, paths
 from scripts.config import load
 from scripts.errors import FactoryError
 from scripts.factory import job_environment, resolve
@@ -35,47 +35,47 @@ for _cc in sorted({g["compute_capability"] for g in LOCAL_GPUS}):
         workflow.register_resource(f"gpu_sm{paths.cc_tag(_cc)}",
                                    sum(g["compute_capability"] == _cc for g in LOCAL_GPUS))
 
-# Every value reaches the shell quoted (:q); a stage that dies (killed by a signal) still gets a last log line.
-STAGE = ("python3 -m scripts run {stage} {{params.io:q}} {{params.settings:q}} > {{log:q}} 2>&1 "
-         "|| python3 -m scripts ended $? {{log:q}}")
+
+def run_stage(name, params, log):
+    """The body of every rule: its stage in a child process forked from a preloaded one (scripts/jobs.py says why),
+    output to the rule's log. Run in a thread of this process where the profile says `force-use-threads`."""
+    jobs.execute(name, params.io, params.settings, log[0], metrics=params.metrics,
+                 main_process=workflow.is_main_process, preload=BACKEND.preload)
 
 
-def stage(name):
-    """The shell command of every rule: one stage runner in its own process, output to the rule's log. The
-    stage's tool versions end it as a comment: an upgrade is a code change to Snakemake, re-running that stage."""
-    tools = " ".join(f"{k}=={v}" for k, v in stage_tools(name).items())
-    return STAGE.format(stage=name) + (f"  # tools: {tools}" if tools else "")
-
-
-def stage_inputs(rule):
+def stage_inputs(rule, target_set=None):
     """A rule's named inputs for its wildcards (scripts/factory.py)."""
-    return lambda wildcards: F.inputs(rule, wildcards)
+    extra = {"targets": target_set.tag} if target_set is not None else {}
+    return lambda wildcards: F.inputs(rule, {**dict(wildcards.items()), **extra})
 
 
-def spec(rule):
-    """The params of every rule: `settings` (the stage's config, tracked: a change re-runs exactly that job) and
-    `io` (its named inputs and outputs, and the job's wildcards for its failure record)."""
+def spec(rule, target_set=None):
+    """The params of every rule: `settings` (the stage's config, tracked: a change re-runs exactly that job), `io`
+    (its named inputs and outputs, and the job's wildcards for its failure record), `tools` (the stage's tool
+    versions: an upgrade re-runs it) and `metrics` (where the job writes its wall time, CPU time and peak memory).
+    A target set's jobs name their set (`targets`) beside their wildcards."""
+    extra = {"targets": target_set.tag} if target_set is not None else {}
+
     def io(wildcards, input, output):
         return json.dumps({"inputs": dict(input.items()), "outputs": dict(output.items()),
-                           "wildcards": dict(wildcards.items())})
-    return {"settings": lambda wildcards: json.dumps(F.settings(rule, wildcards)), "io": io}  # key order kept
+                           "wildcards": {**dict(wildcards.items()), **extra}})
+    metrics = paths.job_benchmark(rule).replace("{targets}", extra.get("targets", "{targets}"))
+    return {"settings": lambda wildcards: json.dumps(F.settings(rule, {**dict(wildcards.items()), **extra})),
+            "io": io, "tools": " ".join(f"{k}=={v}" for k, v in stage_tools(rule).items()), "metrics": metrics}
 
 
-def gpu_resources(uses_gpu):
-    """resources entries `gpu_sm{cc}: 1` for the jobs (by wildcards) that run on a local GPU of their `cc`."""
-    def needs(tag):
-        return lambda wildcards: int(wildcards.cc == tag and uses_gpu(wildcards))
-    tags = {paths.cc_tag(g["compute_capability"]) for g in LOCAL_GPUS}
-    return {f"gpu_sm{tag}": needs(tag) for tag in sorted(tags)}
+def gpu_resources(target_set):
+    """`gpu_sm{cc}: 1` for a target set's jobs that run on a local GPU of its one cc (scripts/gpus.py pins it)."""
+    local = {paths.cc_tag(g["compute_capability"]) for g in LOCAL_GPUS}
+    return {f"gpu_sm{cc}": 1 for cc in target_set.ccs if target_set.per_cc and cc in local}
 
 
-def slurm_resources(uses_gpu=lambda wildcards: False):
-    """Slurm routing of a rule's jobs (the config's `slurm` section, read by snakemake-executor-plugin-slurm): jobs
-    that use a GPU (by wildcards) go to the pool of their `cc`, all others to `slurm.cpu` (scripts/cluster.py).
-    From wildcards only, never a file. No entries without a `slurm` section; local runs ignore them."""
-    def value(name):
-        return lambda wildcards: cluster.resources(CFG, wildcards.cc if uses_gpu(wildcards) else None)[name]
-    return {name: value(name) for name in cluster.resource_names(CFG)}
+def slurm_resources(target_set=None):
+    """Slurm routing of a rule's jobs (the config's `slurm` section, read by snakemake-executor-plugin-slurm): a
+    target set of one cc goes to that cc's pool, everything else to `slurm.cpu` (scripts/cluster.py). No entries
+    without a `slurm` section; local runs ignore them."""
+    cc = target_set.ccs[0] if target_set is not None and target_set.per_cc else None
+    return cluster.resources(CFG, cc)
 
 
 def framework_mem_mb(rule, default):

@@ -8,12 +8,10 @@ rule demo_asset:
         **spec("demo"),
     log:
         paths.job_log("demo"),
-    benchmark:
-        paths.job_benchmark("demo")
     resources:
         **slurm_resources(),
-    shell:
-        stage("demo")
+    run:
+        run_stage("demo", params, log)
 
 
 rule demo_asset_dir:  # a TF1 checkpoint is several files (.meta, .index, .data-*): one directory
@@ -23,12 +21,10 @@ rule demo_asset_dir:  # a TF1 checkpoint is several files (.meta, .index, .data-
         **spec("demo"),
     log:
         paths.log("demo", "{asset}.ckpt"),
-    benchmark:
-        paths.benchmark("demo", "{asset}.ckpt")
     resources:
         **slurm_resources(),
-    shell:
-        stage("demo")
+    run:
+        run_stage("demo", params, log)
 
 
 ruleorder: demo_asset_dir > demo_asset

@@ -11,10 +11,8 @@ rule export:
         **spec("export"),
     log:
         paths.job_log("export"),
-    benchmark:
-        paths.job_benchmark("export")
     resources:
         mem_mb=framework_mem_mb("export", 3000),
         **slurm_resources(),
-    shell:
-        stage("export")
+    run:
+        run_stage("export", params, log)

@@ -11,13 +11,11 @@ rule freeze:
         **spec("freeze"),
     log:
         paths.job_log("freeze"),
-    benchmark:
-        paths.job_benchmark("freeze")
     resources:
         mem_mb=framework_mem_mb("freeze", 2000),
         **slurm_resources(),
-    shell:
-        stage("freeze")
+    run:
+        run_stage("freeze", params, log)
 
 
 # TensorFlow (Keras .keras/.h5, SavedModel, TF1 checkpoint) -> frozen GraphDef + the sidecar of its tensors/layouts
@@ -34,10 +32,8 @@ rule freeze_tf:
         **spec("freeze_tf"),
     log:
         paths.job_log("freeze_tf"),
-    benchmark:
-        paths.job_benchmark("freeze_tf")
     resources:
         mem_mb=framework_mem_mb("freeze_tf", 2000),
         **slurm_resources(),
-    shell:
-        stage("freeze_tf")
+    run:
+        run_stage("freeze_tf", params, log)

@@ -1,4 +1,5 @@
-# golden: reference outputs from the framework in fp32 (once per model), and ONNX parity of every ONNX file.
+# golden: reference outputs from the framework in fp32 (once per model); parity: the exported and simplified ONNX
+# against them (the precision variants' parity is part of their precision job).
 
 
 rule golden:
@@ -11,28 +12,25 @@ rule golden:
         **spec("golden"),
     log:
         paths.job_log("golden"),
-    benchmark:
-        paths.job_benchmark("golden")
     resources:
         mem_mb=framework_mem_mb("golden", 2000),
         **slurm_resources(),
-    shell:
-        stage("golden")
+    run:
+        run_stage("golden", params, log)
 
 
-rule parity:
+rule parity:  # the exported and the simplified ONNX of one model (each precision variant's: its precision job)
     input:
         unpack(stage_inputs("parity")),
     output:
-        json=paths.PARITY,
+        export=paths.PARITY.replace("{variant}", "export"),
+        sim=paths.PARITY.replace("{variant}", "sim"),
     params:
         **spec("parity"),
     log:
         paths.job_log("parity"),
-    benchmark:
-        paths.job_benchmark("parity")
     resources:
         mem_mb=2000,
         **slurm_resources(),
-    shell:
-        stage("parity")
+    run:
+        run_stage("parity", params, log)

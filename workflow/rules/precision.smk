@@ -1,5 +1,6 @@
 # precision: model.sim.onnx -> model.{precision}.onnx (ModelOpt AutoCast for fp16/bf16, PTQ Q/DQ for int8/fp8).
-# One process per variant: ModelOpt patches onnxruntime in-process.
+# Then the variant against the golden outputs in onnxruntime (its parity). ModelOpt runs in a fork of the job's
+# process: it patches onnxruntime in-process (scripts/graph/precision.py).
 
 
 rule precision:
@@ -8,14 +9,13 @@ rule precision:
     output:
         onnx=paths.PRECISION_ONNX,
         provenance=paths.provenance(paths.PRECISION_ONNX),
+        parity=paths.PARITY.replace("{variant}", "{precision}"),
     params:
         **spec("precision"),
     log:
         paths.job_log("precision"),
-    benchmark:
-        paths.job_benchmark("precision")
     resources:
         mem_mb=4000,
         **slurm_resources(),
-    shell:
-        stage("precision")
+    run:
+        run_stage("precision", params, log)

@@ -11,14 +11,13 @@ rule report:
     params:  # the settings come through a file (at 100 models they exceed the kernel's argument limit)
         settings=f"@{paths.REPORT_SPEC}",
         io=lambda wc, output: json.dumps({"inputs": {}, "outputs": dict(output.items())}),
+        metrics=paths.job_benchmark("report"),
     log:
         paths.job_log("report"),
-    benchmark:
-        paths.job_benchmark("report")
     resources:
         **slurm_resources(),
-    shell:
-        stage("report")
+    run:
+        run_stage("report", params, log)
 
 
 rule outcome:  # fails while any target is failed (re-checked every run, so a cron job keeps alerting)
@@ -28,8 +27,6 @@ rule outcome:  # fails while any target is failed (re-checked every run, so a cr
         paths.OUTCOME,
     log:
         paths.job_log("outcome"),
-    benchmark:
-        paths.job_benchmark("outcome")
     localrule: True
     run:
         verdict(input[0], output[0], log[0])

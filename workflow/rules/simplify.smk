@@ -11,10 +11,8 @@ rule simplify:
         **spec("simplify"),
     log:
         paths.job_log("simplify"),
-    benchmark:
-        paths.job_benchmark("simplify")
     resources:
         mem_mb=3000,
         **slurm_resources(),
-    shell:
-        stage("simplify")
+    run:
+        run_stage("simplify", params, log)

@@ -1,20 +1,24 @@
-# validate: per plan, ONNX parity of its variant + plan header + plan execution (not-run where impossible).
+# validate: per plan, ONNX parity of its variant + plan header + plan execution (not-run where impossible). One job
+# validates a target set (one cc per job where there are GPUs to run plans on: each holds one of that cc).
 
+for _targets in F.target_sets("validate"):
 
-rule validate:
-    input:
-        unpack(stage_inputs("validate")),
-    output:
-        json=paths.VALIDATION,
-    params:
-        **spec("validate"),
-    log:
-        paths.job_log("validate"),
-    benchmark:
-        paths.job_benchmark("validate")
-    resources:
-        mem_mb=2000,
-        **gpu_resources(lambda wc: True),  # plan execution holds one GPU of the plan's compute capability
-        **slurm_resources(lambda wc: True),  # Slurm: the pool of the plan's cc, else the CPU route (not-run there)
-    shell:
-        stage("validate")
+    rule:
+        name:
+            _targets.rule("validate")
+        input:
+            unpack(stage_inputs("validate", _targets)),
+        output:
+            **paths.set_outputs("validate", _targets.ccs),
+        wildcard_constraints:
+            precision="|".join(_targets.precisions),
+        params:
+            **spec("validate", _targets),
+        log:
+            paths.set_job_log("validate", _targets.tag),
+        resources:
+            mem_mb=2000,
+            **gpu_resources(_targets),
+            **slurm_resources(_targets),
+        run:
+            run_stage("validate", params, log)

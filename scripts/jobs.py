@@ -1,0 +1,144 @@
+"""How a rule's job runs its stage: in a child process forked from one that already imported the heavy libraries.
+
+Each stage's own work is small next to its imports (measured per process: torch 1.5 s, torch + onnxscript 2.2 s,
+ModelOpt ~3 s, against a 0.1 s TensorRT-RTX build of a small model), so a process per job spent most of a run
+importing. Instead the rules' `run:` blocks run in threads of Snakemake's own process (`force-use-threads` in the
+workflow profile) and each forks its stage from multiprocessing's forkserver, whose preload imports those libraries
+once per Snakemake run. The child is still a process of its own: its own memory and log, its own GIL (jobs run in
+parallel), a crash or a kill ends only that job, and ModelOpt's monkeypatching of onnxruntime dies with it.
+
+Where Snakemake made a process for this one job (a Slurm job; a local run without the profile) nothing is gained by
+a preload, and the child is a plain fork of that process, importing what its stage needs.
+
+Libraries that start threads when imported (TensorFlow) or that touch a GPU are never preloaded: a fork of a
+process with threads or a CUDA context is unsafe, so those stages import them in their child.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import threading
+import time
+
+# CPU-side libraries every PyTorch / ONNX model's stages import (none starts a thread or a CUDA context on import).
+# snakemake.cli: every child re-runs the main script (`bin/snakemake`), which imports it (~1 s of CPU, measured);
+# forkserver's own "__main__" preload does not reach that script in Python 3.11.
+PRELOAD = ["snakemake.cli", "numpy", "torch", "torch.export", "onnx", "onnxruntime", "onnxscript", "onnxslim",
+           "modelopt.onnx.quantization", "modelopt.onnx.autocast", "scripts.stages", "scripts.frameworks.pytorch",
+           "scripts.frameworks.onnx", "scripts.graph.simplify", "scripts.graph.precision",
+           "scripts.validation.golden", "scripts.validation.validate", "scripts.backends.core"]
+
+_context = None
+_context_lock = threading.Lock()
+_process_lock = threading.Lock()
+
+
+def _mp_context(main_process: bool, preload: list[str]):
+    """The forkserver (preloaded, started by the first job) in Snakemake's main process, else plain fork."""
+    global _context
+    if not main_process:
+        return multiprocessing.get_context("fork")
+    with _context_lock:
+        if _context is None:
+            _context = multiprocessing.get_context("forkserver")
+            _context.set_forkserver_preload(PRELOAD + preload + ["scripts.warmup"])  # warm-up last
+        return _context
+
+
+def execute(stage: str, io: str, settings: str, log: str, *, metrics: str | None = None, main_process: bool,
+            preload: list[str] = ()) -> None:
+    """Run one stage for a rule's job: `io` and `settings` are the rule's params (JSON, or @file); `metrics` the
+    job's benchmark file. Raises with a one-line message when the stage fails (its log holds the rest)."""
+    child = _mp_context(main_process, list(preload)).Process(target=_child, args=(stage, io, settings, log, metrics),
+                                                             name=f"engine-factory-{stage}")
+    # multiprocessing's Process is not thread-safe: start() polls the other live children, and two threads reading
+    # one child's exit status leave one of them without it (exit status 255, measured at --cores 2). So starting
+    # and reaping hold one lock; waiting for the child to end does not.
+    with _process_lock:
+        child.start()
+    multiprocessing.connection.wait([child.sentinel])
+    with _process_lock:
+        child.join()
+    if child.exitcode:
+        status = 128 - child.exitcode if child.exitcode < 0 else child.exitcode  # -N: killed by signal N
+        note_ended(status, log)
+        raise RuntimeError(f"engine factory: stage {stage} exited with status {status}; see {log}")
+
+
+def note_ended(status: int, log: str) -> int:
+    """A stage killed by a signal (128 + N) could not say so itself: note it at the end of its log."""
+    if status > 128:
+        try:
+            name = signal.Signals(status - 128).name
+        except ValueError:
+            name = f"signal {status - 128}"
+        with open(log, "a") as f:
+            f.write(f"\nengine factory: the stage was killed by {name} (exit status {status}); it left no output "
+                    "and is re-run by the next run\n")
+    return status
+
+
+def _child(stage: str, io: str, settings: str, log: str, metrics: str | None) -> None:
+    """The job's process: output to its log, the job's search path, then the stage as `python -m scripts run`."""
+    import resource
+
+    at_start = resource.getrusage(resource.RUSAGE_SELF)
+    _end_with_parent()
+    _name_process(stage)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # the zoo's model packages (the config's python_path) reach the job through PYTHONPATH, as for any process
+    for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
+        if entry and entry not in sys.path:
+            sys.path.insert(0, entry)
+    from .__main__ import run_stage
+
+    started = time.perf_counter()
+    status = run_stage(stage, io, settings)
+    if metrics and status == 0:
+        write_metrics(metrics, time.perf_counter() - started, at_start)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # the stage's outputs are complete: skip the interpreter's teardown (~13 ms, measured)
+
+
+METRICS_HEADER = "s\tcpu_time\tmax_rss\n"  # Snakemake's benchmark columns (seconds, seconds, MB), read alike
+
+
+def write_metrics(path: str, wall_s: float, at_start) -> None:
+    """The job's own wall time, CPU time and peak RSS (its children included). Not Snakemake's `benchmark:`: for a
+    `run:` job in a thread that measures Snakemake's whole process."""
+    import resource
+
+    from .atomic import atomic_path
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - at_start.ru_utime - at_start.ru_stime
+    peak_mb = max(me.ru_maxrss, kids.ru_maxrss) / 1024
+    with atomic_path(path) as tmp:
+        tmp.write_text(METRICS_HEADER + f"{wall_s:.4f}\t{cpu:.4f}\t{peak_mb:.1f}\n")
+
+
+def _end_with_parent() -> None:
+    """SIGTERM when the process that forked this one ends (a killed Snakemake takes its jobs with it): Linux only."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _name_process(stage: str) -> None:
+    """`ef-<stage>` in ps/top and /proc/<pid>/comm: a job is found by its stage (tests kill them by that)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(f"ef-{stage}"[:15])
+    except OSError:
+        pass
