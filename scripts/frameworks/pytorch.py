@@ -177,7 +177,7 @@ def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------- export
 def _export_with(exporter: str, call, frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-                 opset: int) -> dict:
+                 opset: int, cast_float64: bool = False) -> dict:
     """Run `call(tmp_path)` (one torch.onnx.export), then bring the file to the config's opset and I/O."""
     from ..graph.onnx_io import finish_onnx
 
@@ -186,11 +186,13 @@ def _export_with(exporter: str, call, frozen: str, out: str, *, model: str, inpu
             call(str(tmp))
         except Exception as e:
             raise FactoryError(f"{exporter} failed: {e}", model=model, path=frozen)
-        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset,
+                            cast_float64=cast_float64)
     return {"exporter": exporter, **facts}
 
 
-def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int) -> dict:
+def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int,
+               cast_float64: bool = False) -> dict:
     import torch
 
     ep = torch.export.load(frozen)
@@ -198,11 +200,11 @@ def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs:
         "torch.onnx.export(dynamo=True)",
         lambda tmp: torch.onnx.export(ep, (), tmp, dynamo=True, external_data=False, opset_version=max(opset, 18),
                                       input_names=list(input_specs), output_names=list(outputs), verbose=False),
-        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64)
 
 
 def export_torchscript(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-                       opset: int) -> dict:
+                       opset: int, cast_float64: bool = False) -> dict:
     import torch
 
     scripted = load_torchscript(frozen, model=model)
@@ -211,13 +213,13 @@ def export_torchscript(frozen: str, out: str, *, model: str, input_specs: dict, 
         "torch.onnx.export(dynamo=False)",
         lambda tmp: torch.onnx.export(scripted, example_args(input_specs), tmp, dynamo=False, opset_version=opset,
                                       input_names=list(input_specs), output_names=list(outputs), dynamic_axes=axes),
-        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64)
 
 
 def export(inputs: dict, outputs: dict, p: dict) -> dict:
     fn = export_pt2 if p["source_format"] == "pt2" else export_torchscript
     return fn(inputs["source"], outputs["onnx"], model=p["model"], input_specs=p["inputs"], outputs=p["outputs"],
-              opset=p["opset"])
+              opset=p["opset"], cast_float64=p.get("cast_float64", False))
 
 
 # ------------------------------------------------------------------------------------------------- reference
