@@ -307,3 +307,52 @@ def test_old_onnx_file_validated_through_the_factory_chain(tmp_path, monkeypatch
     golden_facts = json.loads((tmp_path / paths.provenance(paths.golden("old"))).read_text())["facts"]
     assert golden_facts["reference"] == "imported model"
     assert json.loads((tmp_path / paths.parity("old", "fp32")).read_text())["status"] == "pass"
+
+
+# ------------------------------------------------------------------------------------------ 6. derived dynamic dims
+DETECTOR = '''
+import torch
+
+
+class Detector(torch.nn.Module):
+    """Fully convolutional with dynamic H and W; the head computes with h // 2 (as detectors do)."""
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        h, w = x.shape[2], x.shape[3]
+        y = self.conv(x)[:, :, : h // 2 * 2, : w // 2 * 2]
+        return torch.nn.functional.avg_pool2d(y, 2).reshape(x.shape[0], 4, (h // 2) * (w // 2))
+'''
+
+
+def test_detector_with_derived_dims_freezes_with_dim_auto(tmp_path, monkeypatch):
+    import torch
+
+    from scripts.frameworks.pytorch import export_pt2, freeze_pytorch
+
+    pkg = tmp_path / "zoo_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "det.py").write_text(DETECTOR)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    torch.manual_seed(0)
+    net = importlib.import_module("zoo_pkg.det").Detector()
+    torch.save(net.state_dict(), tmp_path / "det.pth")
+    # batch 1 at opt (torch would specialise it to the constant 1), H and W dynamic
+    specs = {"x": {"shape": ["batch", 3, "h", "w"], "dtype": "float32", "min": [1, 3, 16, 16], "opt": [1, 3, 32, 32],
+                   "max": [4, 3, 64, 64]}}
+    facts = freeze_pytorch(str(tmp_path / "det.pth"), str(tmp_path / "model.pt2"), model="det",
+                           model_ref="zoo_pkg.det:Detector", model_kwargs={}, input_specs=copy.deepcopy(specs))
+    assert facts["dynamic_shapes"] == "Dim.AUTO" and "Constraints violated" in facts["named_dims_failed"]
+    export_pt2(str(tmp_path / "model.pt2"), str(tmp_path / "model.onnx"), model="det",
+               input_specs=copy.deepcopy(specs), outputs=["boxes"], opset=18)
+    for shape in ([1, 3, 16, 24], [3, 3, 40, 64]):  # the plan's whole profile, not one traced shape
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        with torch.no_grad():
+            want = net(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(run_onnxruntime(tmp_path / "model.onnx", {"x": x})["boxes"], want, rtol=1e-4,
+                                   atol=1e-5)
