@@ -283,8 +283,9 @@ def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
         for i in range(parser.num_errors):
             e = parser.get_error(i)
             where = f"node {e.node()} '{e.node_name()}' ({e.node_operator()}): " if e.node() >= 0 else ""
-            if where and first_node is None:
-                first_node = f"node '{e.node_name()}' ({e.node_operator()})"
+            if where and first_node is None:  # an unnamed node by its index
+                first_node = (f"node '{e.node_name()}'" if e.node_name() else f"node #{e.node()}") + \
+                    f" ({e.node_operator()})"
             problems.append(f"{where}{_one_line(e.desc())} [{e.code().name}]")
         problems = problems or [_one_line(m) for m in logger.errors()] or ["no message"]
         first_node = first_node or locate(problems, onnx_path)
