@@ -177,6 +177,7 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
                                        model=name, key=f"models.{name}.inputs.{input_name}.{k}")
     for input_name, spec in m["inputs"].items():
         _complete_profile(name, input_name, spec)
+    _check_float64(name, m)
     exists = (lambda p: _exists(p, workdir)) if check_files else None
     fw.check_config(name, m, cfg, exists)
     precisions = model_settings(cfg, name, m)["precisions"]
@@ -218,6 +219,30 @@ def _complete_profile(model: str, input_name: str, spec: dict) -> None:
         if not lo <= opt <= hi:
             raise FactoryError(f"dimension {i} needs min <= opt <= max, got {lo}/{opt}/{hi}", model=model, key=key)
     spec.setdefault("dtype", "float32")
+    if "range" in spec and not spec["range"][0] <= spec["range"][1]:
+        raise FactoryError(f"range {spec['range']} needs low <= high", model=model, key=f"{key}.range")
+    values = spec.get("values")
+    if values:  # a shape tensor: a static 1-D (or scalar) int input whose values the profile bounds
+        if dynamic or len(shape) > 1 or spec["dtype"] not in ("int32", "int64"):
+            raise FactoryError(f"values are for shape-tensor inputs (a static int32/int64 shape of rank 0 or 1), "
+                               f"this input is {spec['dtype']} {shape}", model=model, key=f"{key}.values")
+        count = shape[0] if shape else 1
+        for k in ("min", "opt", "max"):
+            if len(values[k]) != count:
+                raise FactoryError(f"{k} {values[k]} has {len(values[k])} value(s); the input holds {count}",
+                                   model=model, key=f"{key}.values.{k}")
+        if not all(lo <= opt <= hi for lo, opt, hi in zip(values["min"], values["opt"], values["max"])):
+            raise FactoryError(f"values need min <= opt <= max elementwise, got {values['min']}/{values['opt']}/"
+                               f"{values['max']}", model=model, key=f"{key}.values")
+
+
+def _check_float64(name: str, m: dict) -> None:
+    """TensorRT takes no float64 tensors: a float64 input needs the documented opt-in cast at import."""
+    for input_name, spec in m["inputs"].items():
+        if spec["dtype"] == "float64" and not m.get("cast_float64"):
+            raise FactoryError("TensorRT takes no float64 inputs: set `cast_float64: true` on the model to cast it "
+                               "to float32 at import (recorded in provenance), or export the model in float32",
+                               model=name, key=f"models.{name}.inputs.{input_name}.dtype")
 
 
 def model_settings(cfg: dict, name: str, m: dict | None = None) -> dict:

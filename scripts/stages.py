@@ -98,7 +98,8 @@ def precision(inputs, outputs, p):
 def golden(inputs, outputs, p):
     from .validation.golden import make_golden
 
-    source = {**p["source"], "path": inputs["source"], "io": inputs.get("io")}  # io: TensorFlow's tensor sidecar
+    # io: TensorFlow's tensor sidecar; imported: an ONNX source's model.onnx (the reference where the source cannot run)
+    source = {**p["source"], "path": inputs["source"], "io": inputs.get("io"), "imported": inputs.get("imported")}
     facts = make_golden(outputs["golden"], model=p["model"], source=source, input_specs=p["inputs"],
                         outputs=p["outputs"], seed=p["seed"], samples=inputs.get("samples"),
                         device=p.get("device", "cpu"))
@@ -141,7 +142,8 @@ def _build_one(backend, inputs, outputs, p, cc, timing_cache):
     # full TensorRT builds on (and for) one local GPU of the key's compute capability; RTX needs none
     with pinned_gpu_if(backend.builds_on_gpu, host, cc, model=p["model"]) as gpu:
         facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
-                           input_profiles={k: {s: v[s] for s in ("min", "opt", "max")} for k, v in p["inputs"].items()},
+                           input_profiles={k: {s: v[s] for s in ("min", "opt", "max", "values") if s in v}
+                                           for k, v in p["inputs"].items()},
                            workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
                            compute_capability=backend.aot_target(cc), timing_cache_path=timing_cache,
                            hardware_compatibility_level=opts.get("hardware_compatibility_level"),

@@ -2,6 +2,8 @@
 
 An input spec (config `models.<m>.inputs.<name>`) is
     {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1,3,32,32], "opt": [8,3,32,32], "max": [32,3,32,32]}
+with optional `range: [low, high]` (the values the input takes: golden inputs follow it) and, for a shape-tensor
+input (an int input that carries a shape, e.g. Expand's target), `values: {min, opt, max}` (the values themselves).
 """
 from __future__ import annotations
 
@@ -19,17 +21,41 @@ DEFAULT_TOLERANCES = {
 
 
 def random_inputs(input_specs: dict, *, shape_key: str = "opt", seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs of each input's `shape_key` shape (standard normal for floats, small ints for ints)."""
+    """Seeded inputs of each input's `shape_key` shape: uniform in the input's `range` where the config gives one
+    (sqrt/log/pow of a standard normal is NaN: such a reference proves nothing), else standard normal for floats and
+    small ints for ints; a shape-tensor input takes its configured `values` at `shape_key`."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, spec in input_specs.items():
         shape = tuple(int(d) for d in spec[shape_key])
         dtype = np.dtype(spec.get("dtype", "float32"))
-        if np.issubdtype(dtype, np.integer):
-            feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
+        low, high = spec.get("range", (None, None))
+        if spec.get("values"):
+            feeds[name] = np.asarray(spec["values"][shape_key], dtype=dtype).reshape(shape)
+        elif dtype == np.bool_:
+            feeds[name] = rng.integers(0, 2, size=shape).astype(dtype)
+        elif np.issubdtype(dtype, np.integer):
+            lo, hi = (0, 9) if low is None else (int(np.ceil(low)), int(np.floor(high)))
+            feeds[name] = rng.integers(lo, hi + 1, size=shape).astype(dtype)
+        elif low is not None:
+            feeds[name] = rng.uniform(low, high, size=shape).astype(dtype)
         else:
             feeds[name] = rng.standard_normal(shape).astype(dtype)
     return feeds
+
+
+def _session_feeds(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The feeds the session takes, each float array in the float type the model declares (golden inputs are
+    float32 once a float64 model is cast at import; its source still declares double)."""
+    types = {"tensor(double)": np.float64, "tensor(float)": np.float32, "tensor(float16)": np.float16}
+    out = {}
+    for i in sess.get_inputs():
+        if i.name not in feeds:
+            continue
+        a = np.asarray(feeds[i.name])
+        want = types.get(i.type)
+        out[i.name] = a.astype(want) if want is not None and a.dtype.kind == "f" and a.dtype != want else a
+    return out
 
 
 def run_onnxruntime(onnx_path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -43,27 +69,56 @@ def run_onnxruntime(onnx_path, feeds: dict[str, np.ndarray]) -> dict[str, np.nda
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    wanted = {i.name for i in sess.get_inputs()}
-    outs = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    outs = sess.run(names, _session_feeds(sess, feeds))
     return dict(zip(names, outs))
 
 
 def output_metrics(actual: np.ndarray, expected: np.ndarray) -> dict:
+    """max abs/rel error and cosine over the positions where both are finite; NaN (and inf of one sign) at the same
+    positions in both counts as equal (a model whose reference itself holds NaN is matched, not failed); elsewhere
+    `nonfinite_mismatch` counts where they differ."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         return {"shape_mismatch": [list(a.shape), list(e.shape)]}
-    diff = np.abs(a - e)
-    denom = np.linalg.norm(a) * np.linalg.norm(e)
+    same_nonfinite = (np.isnan(a) & np.isnan(e)) | (np.isinf(a) & (a == e))
+    finite = np.isfinite(a) & np.isfinite(e)
+    af, ef = a[finite], e[finite]
+    diff = np.abs(af - ef)
+    denom = np.linalg.norm(af) * np.linalg.norm(ef)
     metrics = {
         "max_abs": float(diff.max()) if diff.size else 0.0,
-        "max_rel": float((diff / np.maximum(np.abs(e), 1e-6)).max()) if diff.size else 0.0,
-        "cosine": float(np.dot(a.ravel(), e.ravel()) / denom) if denom > 0 else float(np.array_equal(a, e)),
+        "max_rel": float((diff / np.maximum(np.abs(ef), 1e-6)).max()) if diff.size else 0.0,
+        "cosine": float(np.dot(af, ef) / denom) if denom > 0 else float(np.array_equal(af, ef)),
         "finite": bool(np.isfinite(a).all()),
+        "nonfinite_mismatch": int((~finite & ~same_nonfinite).sum()),
     }
-    if e.ndim == 2 and e.shape[1] > 1:  # [batch, classes]: treat as a classifier for top-1 agreement
+    if not np.isfinite(e).all():
+        metrics["expected_nonfinite"] = int((~np.isfinite(e)).sum())
+    if e.ndim == 2 and e.shape[1] > 1 and finite.all():  # [batch, classes]: a classifier's top-1 agreement
         metrics["top1_agreement"] = float((a.argmax(1) == e.argmax(1)).mean())
     return metrics
+
+
+def degenerate(expected: np.ndarray) -> str | None:
+    """Why a golden output proves nothing when matched, or None: empty, every value the same (an untrained net's
+    0.001 everywhere, a zeroed output) or no finite value at all."""
+    e = np.asarray(expected)
+    if e.size == 0:
+        return "empty"
+    if e.dtype.kind not in "fc":
+        return "constant" if e.size > 1 and (e == e.flat[0]).all() else None
+    finite = e[np.isfinite(e)]
+    if finite.size == 0:
+        return "no finite value"
+    if e.size > 1 and finite.size == e.size and np.ptp(finite) <= 1e-7 * max(1.0, float(np.abs(finite).max())):
+        return f"constant ({float(finite.flat[0]):.6g} everywhere)"
+    return None
+
+
+def degenerate_outputs(expected: dict) -> dict[str, str]:
+    """{output: why} of the golden outputs whose match would prove nothing."""
+    return {k: why for k, v in expected.items() if (why := degenerate(v))}
 
 
 def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
@@ -83,12 +138,17 @@ def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
         if "shape_mismatch" in m:
             failures.append(f"{name}: shape {m['shape_mismatch'][0]} != expected {m['shape_mismatch'][1]}")
             continue
-        if not m["finite"]:
-            failures.append(f"{name}: non-finite values")
+        if m["nonfinite_mismatch"]:
+            e = np.asarray(exp)
+            beyond = e.dtype == np.float64 and bool((np.abs(e[np.isfinite(e)]) > np.finfo(np.float32).max).any())
+            failures.append(f"{name}: {m['nonfinite_mismatch']} non-finite value(s) where the reference differs"
+                            + (" (the reference holds values beyond float32's range: a float32 model cannot "
+                               "reproduce them)" if beyond else ""))
         if "atol" in tol and "rtol" in tol:
             a = np.asarray(actual[name], dtype=np.float64)
             e = np.asarray(exp, dtype=np.float64)
-            bad = np.abs(a - e) > tol["atol"] + tol["rtol"] * np.abs(e)
+            both = np.isfinite(a) & np.isfinite(e)  # non-finite positions are judged above
+            bad = both & (np.abs(np.where(both, a - e, 0)) > tol["atol"] + tol["rtol"] * np.abs(np.where(both, e, 0)))
             if bad.any():
                 failures.append(f"{name}: {int(bad.sum())} of {bad.size} values outside atol={tol['atol']} "
                                 f"rtol={tol['rtol']} (max_abs {m['max_abs']:.3g})")
@@ -97,5 +157,10 @@ def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
         if "min_top1_agreement" in tol and "top1_agreement" in m and m["top1_agreement"] < tol["min_top1_agreement"]:
             failures.append(f"{name}: top-1 agreement {m['top1_agreement']:.3f} < {tol['min_top1_agreement']}")
     status = "fail" if failures else "pass"
-    return {"status": status, "reason": "; ".join(failures) if failures else "all outputs within tolerance",
-            "tolerance": tolerance, "outputs": per_output}
+    result = {"status": status, "reason": "; ".join(failures) if failures else "all outputs within tolerance",
+              "tolerance": tolerance, "outputs": per_output}
+    weak = degenerate_outputs({k: v for k, v in expected.items() if k in actual})
+    if weak:  # a pass on these proves nothing: say so wherever the result is shown
+        result["degenerate_golden"] = weak
+        result["reason"] += "; degenerate golden (proves little): " + ", ".join(f"{k} {v}" for k, v in weak.items())
+    return result

@@ -248,6 +248,34 @@ def _refuse_bad_header(trt, path, compute_capability, model: str) -> None:
                            model=model)
 
 
+def _onnx_nodes(onnx_path) -> dict[str, str]:
+    """{node name: op type} of an ONNX file (without its external data), for naming the node of an error."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:
+        return {}
+    return {n.name: n.op_type for n in graph.node if n.name}
+
+
+def locate(messages: list[str], onnx_path) -> str | None:
+    """"node 'name' (Op)" of the ONNX node a TensorRT message names (layer names are node names, sometimes with
+    a suffix), the longest name that occurs; None when none does."""
+    nodes = _onnx_nodes(onnx_path)
+    text = "\n".join(messages)
+    found = [name for name in nodes if len(name) > 1 and name in text]
+    if not found:
+        return None
+    name = max(found, key=len)
+    return f"node '{name}' ({nodes[name]})"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
 def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
     if not Path(onnx_path).is_file():
         raise FactoryError("ONNX file not found", model=model, path=str(onnx_path))
@@ -257,13 +285,20 @@ def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        problems = []
+        problems, first_node = [], None
         for i in range(parser.num_errors):
             e = parser.get_error(i)
             where = f"node {e.node()} '{e.node_name()}' ({e.node_operator()}): " if e.node() >= 0 else ""
-            problems.append(f"{where}{e.desc()} [{e.code().name}]")
-        raise FactoryError(f"{trt.__name__} {trt.__version__} cannot parse the ONNX model "
-                           f"({len(problems)} error(s)):\n  " + "\n  ".join(problems or logger.errors()),
+            if where and first_node is None:  # an unnamed node by its index
+                first_node = (f"node '{e.node_name()}'" if e.node_name() else f"node #{e.node()}") + \
+                    f" ({e.node_operator()})"
+            problems.append(f"{where}{_one_line(e.desc())} [{e.code().name}]")
+        problems = problems or [_one_line(m) for m in logger.errors()] or ["no message"]
+        first_node = first_node or locate(problems, onnx_path)
+        # first line: model, node and op, TensorRT's first message; then every message
+        raise FactoryError(f"{trt.__name__} {trt.__version__} cannot parse the ONNX model"
+                           f"{' at ' + first_node if first_node else ''}: {_one_line(problems[0])}"
+                           + ("".join(f"\n  {p}" for p in problems) if len(problems) > 1 else ""),
                            model=model, path=str(onnx_path))
     if network.num_outputs == 0:  # protobuf parses some junk bytes as an empty model (measured)
         raise FactoryError(f"{trt.__name__} parsed no outputs from this file: not an ONNX model, or an empty graph",
@@ -272,41 +307,70 @@ def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
 
 
 def _add_profile(builder, network, config, logger, input_profiles: dict, model: str, onnx_path) -> dict:
-    """One optimization profile from {input: {"min", "opt", "max"}}; returns the network's input shapes."""
+    """One optimization profile from {input: {"min", "opt", "max"[, "values"]}}; returns the network's input
+    shapes. A shape-tensor input (its values are a shape, e.g. Expand's target) takes its `values` (min/opt/max)
+    through set_shape_input: without them the build would bound its dims, not its values, and fail."""
     inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
-    err = lambda msg: FactoryError(msg, model=model, path=str(onnx_path), key="inputs")  # noqa: E731
+
+    def err(msg, name=None, sub=""):
+        key = f"models.{model}.inputs" + (f".{name}{sub}" if name else "")
+        return FactoryError(msg, model=model, path=str(onnx_path), key=key)
+
     unknown = sorted(set(input_profiles) - set(inputs))
     if unknown:
         raise err(f"shape profile names input(s) {unknown} that the ONNX model lacks (its inputs: {list(inputs)})")
     profile = builder.create_optimization_profile()
     for name, tensor in inputs.items():
         shape = list(tensor.shape)
+        if tensor.is_shape_tensor:
+            values = (input_profiles.get(name) or {}).get("values")
+            if not values:
+                raise err(f"input '{name}' is a shape tensor (its values are a shape{_consumers(onnx_path, name)}): "
+                          "give its values for the profile as `values: {min: [...], opt: [...], max: [...]}`",
+                          name, ".values")
+            if any(d < 0 for d in shape):
+                raise err(f"shape-tensor input '{name}' must have a static shape, the model has {shape}", name)
+            try:
+                profile.set_shape_input(name, *([int(v) for v in values[k]] for k in ("min", "opt", "max")))
+            except Exception as e:  # wrong count of values: TensorRT's own words
+                raise err(f"input '{name}': the builder refused its values {values}: {_one_line(e)}", name, ".values")
+            continue
         if name not in input_profiles:
             if any(d < 0 for d in shape):
-                raise err(f"input '{name}' has dynamic shape {shape} but no min/opt/max shape profile")
+                raise err(f"input '{name}' has dynamic shape {shape} but no min/opt/max shape profile", name)
             continue
         spec = input_profiles[name]
         missing = [k for k in ("min", "opt", "max") if k not in spec]
         if missing:
-            raise err(f"shape profile of input '{name}' lacks {missing}")
+            raise err(f"shape profile of input '{name}' lacks {missing}", name)
         mn, opt, mx = ([int(d) for d in spec[k]] for k in ("min", "opt", "max"))
         for k, dims in (("min", mn), ("opt", opt), ("max", mx)):
             if len(dims) != len(shape):
                 raise err(f"input '{name}': {k} {dims} has rank {len(dims)}, "
-                          f"the model's shape {shape} has rank {len(shape)}")
+                          f"the model's shape {shape} has rank {len(shape)}", name, f".{k}")
         for i, d in enumerate(shape):
             if d >= 0 and not mn[i] == opt[i] == mx[i] == d:
                 raise err(f"input '{name}': dimension {i} is fixed at {d} in the model, profile gives "
-                          f"min/opt/max {mn[i]}/{opt[i]}/{mx[i]}")
+                          f"min/opt/max {mn[i]}/{opt[i]}/{mx[i]}", name)
             if not 0 < mn[i] <= opt[i] <= mx[i]:
-                raise err(f"input '{name}': dimension {i} needs 0 < min <= opt <= max, got {mn[i]}/{opt[i]}/{mx[i]}")
-        if tensor.is_shape_tensor:  # a shape-tensor input: the profile bounds its values, not its shape
-            profile.set_shape_input(name, mn, opt, mx)
-        else:
-            profile.set_shape(name, mn, opt, mx)
+                raise err(f"input '{name}': dimension {i} needs 0 < min <= opt <= max, got {mn[i]}/{opt[i]}/{mx[i]}",
+                          name)
+        profile.set_shape(name, mn, opt, mx)
     if input_profiles and config.add_optimization_profile(profile) < 0:
         raise err(f"the builder rejected the shape profile: {'; '.join(logger.errors()) or 'no message'}")
     return {name: list(t.shape) for name, t in inputs.items()}
+
+
+def _consumers(onnx_path, name: str) -> str:
+    """", read by Expand 'node'" for an input: where a shape tensor's values go."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:
+        return ""
+    users = [f"{n.op_type} '{n.name}'" if n.name else n.op_type for n in graph.node if name in n.input]
+    return f", read by {', '.join(users[:3])}" if users else ""
 
 
 def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, workspace_mb: int = 1024,
@@ -342,8 +406,12 @@ def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, w
     serialized = builder.build_serialized_network(network, config)
     seconds = time.monotonic() - start
     if serialized is None:
-        raise FactoryError(f"{trt.__name__} {trt.__version__} failed to build a plan for {target}:\n  "
-                           + "\n  ".join(logger.errors() or ["(no error logged)"]), model=model, path=str(onnx_path))
+        errors = [_one_line(m) for m in logger.errors()] or ["(no error logged)"]
+        where = locate(errors, onnx_path)
+        raise FactoryError(f"{trt.__name__} {trt.__version__} failed to build a plan for {target}"
+                           f"{' at ' + where if where else ''}: {errors[0]}"
+                           + ("".join(f"\n  {m}" for m in errors) if len(errors) > 1 else ""),
+                           model=model, path=str(onnx_path))
     if timing_cache_path:
         _save_timing_cache(config, timing_cache_path, cache_facts)
     with atomic_path(plan_path) as tmp:

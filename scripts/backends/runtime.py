@@ -102,11 +102,20 @@ def _bind(trt, engine, context, cuda, feeds: dict) -> dict:
     missing = [n for n in names if is_input[n] and n not in feeds]
     if missing:
         raise ValueError(f"no data for input(s) {missing}")
+    bound = {}
     for n in names:
         if is_input[n] and not context.set_input_shape(n, tuple(feeds[n].shape)):
             raise ValueError(f"input '{n}' shape {list(feeds[n].shape)} is outside the plan's shape profile")
-    bound = {}
+        if is_input[n] and engine.is_shape_inference_io(n):
+            # a shape-tensor input lives in host memory (TensorRT reads its values to infer shapes): bound before
+            # the output shapes are asked for, never copied to the device
+            host = cuda.host_buffer(tuple(feeds[n].shape), _np_dtype(trt, engine.get_tensor_dtype(n)))
+            host[...] = feeds[n]
+            context.set_tensor_address(n, host.ctypes.data)
+            bound[n] = (host, None, True)  # an input with no device buffer
     for n in names:
+        if n in bound:
+            continue
         shape = tuple(context.get_tensor_shape(n))
         if any(d < 0 for d in shape):
             raise ValueError(f"tensor '{n}' has a data-dependent shape {list(shape)}: not supported here")
@@ -127,7 +136,7 @@ def _enqueue(context, cuda, logger) -> None:
 def _bind_and_upload(trt, engine, context, cuda, feeds: dict) -> dict:
     bound = _bind(trt, engine, context, cuda, feeds)
     for host, dev, is_in in bound.values():
-        if is_in:
+        if is_in and dev is not None:
             cuda.h2d(dev, host)
     return bound
 

@@ -1,6 +1,7 @@
 """ONNX files as sources (`framework: onnx`): nothing to freeze; the user's file enters the chain at export, where it
-is checked and an older opset is upgraded with onnx's version converter (recorded, and shown in the report); the
-reference outputs come from onnxruntime on the source.
+is checked, its old IR conventions normalised and an older opset upgraded with onnx's version converter (kept
+when the converter cannot; recorded, and shown in the report); the reference outputs come from onnxruntime on the
+source, or on the imported model where onnxruntime has no kernel for the source's old opset (recorded).
 """
 from __future__ import annotations
 
@@ -82,7 +83,11 @@ def export_inputs(name: str, m: dict) -> dict[str, str]:
 
 
 def reference_inputs(name: str, m: dict) -> dict[str, str]:
-    return source_files(m)
+    """The source, and the imported model: the reference when onnxruntime cannot run the source (an old opset
+    whose kernels onnxruntime no longer has: AveragePool-1, BatchNormalization-6, ...)."""
+    from .. import paths
+
+    return {**source_files(m), "imported": paths.onnx(name)}
 
 
 def reference_settings(m: dict) -> dict:
@@ -90,40 +95,60 @@ def reference_settings(m: dict) -> dict:
 
 
 def import_onnx(src: str, out: str, *, model: str, input_specs: dict, outputs: list[str] | None,
-                opset: int) -> dict:
-    """The user's ONNX file, checked; upgraded to the configured opset when it is older."""
+                opset: int, cast_float64: bool = False) -> dict:
+    """The user's ONNX file, checked; upgraded to the configured opset when it is older (see finish_onnx)."""
     import onnx
 
-    from ..graph.onnx_io import finish_onnx
+    from ..graph.onnx_io import finish_onnx, first_line, normalise_ir
 
     try:
         proto = onnx.load(src)
+        ir_source = proto.ir_version
+        normalised = normalise_ir(proto)  # IR 3 files (initializers listed as inputs, or not) checked as today's IR
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
-        raise FactoryError(f"not a valid ONNX model: {e}", model=model, path=src)
+        raise FactoryError(f"not a valid ONNX model: {first_line(e)}", model=model, path=src)
     with atomic.atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
         facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset,
-                            upgrade_only=True)
-    return {"exporter": "import", **facts}
+                            upgrade_only=True, cast_float64=cast_float64)
+    facts["ir_version_source"] = ir_source
+    return {"exporter": "import", **facts, **({"ir_normalised": normalised} if normalised else {})}
 
 
 def export(inputs: dict, outputs: dict, p: dict) -> dict:
     return import_onnx(inputs["source"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
-                       outputs=p["outputs"], opset=p["opset"])
+                       outputs=p["outputs"], opset=p["opset"], cast_float64=p.get("cast_float64", False))
 
 
 def reference_outputs(source: dict, feeds: dict, outputs: list[str] | None, *, model: str, device: str = "cpu"):
+    """onnxruntime on the source file; where it cannot run it (no kernel for an old opset), on the imported model
+    (the source upgraded by onnx's version converter), recorded as `reference`."""
+    from ..graph.onnx_io import first_line
     from ..tensors import run_onnxruntime
 
     if device != "cpu":
         raise FactoryError("golden outputs of ONNX sources are computed on the CPU only", model=model,
                            key="golden_device")
     try:
-        result = run_onnxruntime(source["path"], feeds)
-    except Exception as e:  # e.g. custom ops (TensorRT plugins) that onnxruntime does not know
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FactoryError(f"onnxruntime cannot run the source ONNX, so there are no golden outputs: {first}; "
-                           "give the framework's outputs another way or use a model onnxruntime can run",
-                           model=model, path=source["path"])
-    return result if outputs is None else {k: result[k] for k in outputs}
+        result, facts = run_onnxruntime(source["path"], feeds), {"reference": "source"}
+    except Exception as e:  # e.g. an old opset's kernel, or custom ops (TensorRT plugins) onnxruntime does not know
+        problem = first_line(e)
+        imported = source.get("imported")
+        if not imported:
+            raise FactoryError(f"onnxruntime cannot run the source ONNX, so there are no golden outputs: {problem}",
+                               model=model, path=source["path"])
+        try:
+            result = run_onnxruntime(imported, feeds)
+        except Exception as e2:
+            raise FactoryError(f"onnxruntime cannot run the source ONNX ({problem}) nor the imported model "
+                               f"({first_line(e2)}), so there are no golden outputs: give reference outputs with "
+                               f"the inputs in `samples`", model=model, key=f"models.{model}.samples",
+                               path=source["path"])
+        facts = {"reference": "imported model", "reference_file": imported,
+                 "source_not_run": f"onnxruntime cannot run the source: {problem}"[:400]}
+    missing = [k for k in outputs or () if k not in result]
+    if missing:
+        raise FactoryError(f"the model has no output(s) {missing} (its outputs: {list(result)})", model=model,
+                           key=f"models.{model}.outputs")
+    return (result if outputs is None else {k: result[k] for k in outputs}), facts

@@ -111,8 +111,21 @@ def example_args(input_specs: dict, shape_key: str = "opt"):
     return tuple(torch.from_numpy(a) for a in random_inputs(input_specs, shape_key=shape_key, seed=0).values())
 
 
-def dynamic_shapes(input_specs: dict):
-    """One torch.export Dim per named dimension, shared by every input that names it (e.g. 'batch')."""
+def export_example_specs(input_specs: dict) -> dict:
+    """The specs whose opt shape torch.export traces with: a dynamic dim of 1 at opt is taken as 2 where the
+    profile allows it (torch specialises a size-1 example dim to the constant 1)."""
+    out = {}
+    for name, spec in input_specs.items():
+        opt = [2 if isinstance(d, str) and o == 1 and spec["max"][i] >= 2 else o
+               for i, (d, o) in enumerate(zip(spec["shape"], spec["opt"]))]
+        out[name] = {**spec, "opt": opt}
+    return out
+
+
+def dynamic_shapes(input_specs: dict, auto: bool = False):
+    """One torch.export Dim per named dimension, shared by every input that names it (e.g. 'batch'). auto: let
+    torch.export derive each dim's constraints itself (Dim.AUTO within min..max), for models that compute with
+    the dims (h // 2) so a plain Dim's range is "violated"; dims named alike are then not tied together."""
     from torch.export import Dim
 
     dims, specs = {}, []
@@ -121,6 +134,9 @@ def dynamic_shapes(input_specs: dict):
         for i, d in enumerate(spec["shape"]):
             if isinstance(d, str):
                 lo, hi = spec["min"][i], spec["max"][i]
+                if auto:
+                    entry[i] = Dim.AUTO(min=lo, max=hi)
+                    continue
                 if d in dims and (dims[d].min, dims[d].max) != (lo, hi):
                     raise ValueError(f"dimension '{d}' has different min/max across inputs")
                 dims.setdefault(d, Dim(d, min=lo, max=hi))
@@ -129,20 +145,57 @@ def dynamic_shapes(input_specs: dict):
     return tuple(specs)
 
 
+def _specialised(ep, input_specs: dict) -> list[str]:
+    """'input[dim]' of each dim the config calls dynamic that the exported program fixed to a constant."""
+    from torch.export.graph_signature import InputKind
+
+    users = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    fixed = []
+    for node_name, (name, spec) in zip(users, input_specs.items()):
+        shape = nodes[node_name].meta["val"].shape
+        fixed += [f"{name}[{i}] ({d})" for i, d in enumerate(spec["shape"]) if isinstance(d, str)
+                  and isinstance(shape[i], int)]
+    return fixed
+
+
+def export_program(net, input_specs: dict, *, model: str, model_ref: str):
+    """torch.export with the config's named Dims; where the model's code derives values from a dim (h // 2) and
+    torch reports the named range violated, again with Dim.AUTO. Returns (program, facts about the path)."""
+    import torch
+
+    args = example_args(export_example_specs(input_specs))
+    try:
+        return torch.export.export(net, args, dynamic_shapes=dynamic_shapes(input_specs)), {"dynamic_shapes": "Dim"}
+    except Exception as e:
+        strict = " ".join(str(e).split())[:300]
+        if not any(dims for dims in dynamic_shapes(input_specs) if dims) or \
+                not any(w in strict for w in ("Constraints violated", "specializ", "specialis")):
+            raise FactoryError(f"torch.export failed for {model_ref} with the config's input specs: {strict}",
+                               model=model, key=f"models.{model}.inputs")
+    try:
+        ep = torch.export.export(net, args, dynamic_shapes=dynamic_shapes(input_specs, auto=True))
+    except Exception as e:
+        raise FactoryError(f"torch.export failed for {model_ref} with named dims ({strict}) and with Dim.AUTO: "
+                           f"{' '.join(str(e).split())[:300]}", model=model, key=f"models.{model}.inputs")
+    fixed = _specialised(ep, input_specs)
+    if fixed:
+        raise FactoryError(f"torch.export specialised dims the config calls dynamic: {', '.join(fixed)} (the "
+                           "model's code fixes them: make those dims static in the config)", model=model,
+                           key=f"models.{model}.inputs")
+    return ep, {"dynamic_shapes": "Dim.AUTO", "named_dims_failed": strict}
+
+
 def freeze_pytorch(checkpoint: str, out: str, *, model: str, model_ref: str, model_kwargs: dict,
                    input_specs: dict) -> dict:
     import torch
 
     net = load_state_dict_model(checkpoint, model_ref, model_kwargs, model=model)
-    try:
-        ep = torch.export.export(net, example_args(input_specs), dynamic_shapes=dynamic_shapes(input_specs))
-    except Exception as e:
-        raise FactoryError(f"torch.export failed for {model_ref} with the config's input specs: {e}",
-                           model=model, key=f"models.{model}.inputs")
+    ep, path = export_program(net, input_specs, model=model, model_ref=model_ref)
     with atomic.atomic_path(out) as tmp:
         torch.export.save(ep, str(tmp))
     return {"format": "torch.export", "model_class": model_ref,
-            "parameters": sum(p.numel() for p in net.parameters())}
+            "parameters": sum(p.numel() for p in net.parameters()), **path}
 
 
 def load_torchscript(path: str, *, model: str):
@@ -177,7 +230,7 @@ def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------- export
 def _export_with(exporter: str, call, frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-                 opset: int) -> dict:
+                 opset: int, cast_float64: bool = False) -> dict:
     """Run `call(tmp_path)` (one torch.onnx.export), then bring the file to the config's opset and I/O."""
     from ..graph.onnx_io import finish_onnx
 
@@ -186,11 +239,13 @@ def _export_with(exporter: str, call, frozen: str, out: str, *, model: str, inpu
             call(str(tmp))
         except Exception as e:
             raise FactoryError(f"{exporter} failed: {e}", model=model, path=frozen)
-        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset,
+                            cast_float64=cast_float64)
     return {"exporter": exporter, **facts}
 
 
-def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int) -> dict:
+def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int,
+               cast_float64: bool = False) -> dict:
     import torch
 
     ep = torch.export.load(frozen)
@@ -198,11 +253,11 @@ def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs:
         "torch.onnx.export(dynamo=True)",
         lambda tmp: torch.onnx.export(ep, (), tmp, dynamo=True, external_data=False, opset_version=max(opset, 18),
                                       input_names=list(input_specs), output_names=list(outputs), verbose=False),
-        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64)
 
 
 def export_torchscript(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-                       opset: int) -> dict:
+                       opset: int, cast_float64: bool = False) -> dict:
     import torch
 
     scripted = load_torchscript(frozen, model=model)
@@ -211,13 +266,13 @@ def export_torchscript(frozen: str, out: str, *, model: str, input_specs: dict, 
         "torch.onnx.export(dynamo=False)",
         lambda tmp: torch.onnx.export(scripted, example_args(input_specs), tmp, dynamo=False, opset_version=opset,
                                       input_names=list(input_specs), output_names=list(outputs), dynamic_axes=axes),
-        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset)
+        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64)
 
 
 def export(inputs: dict, outputs: dict, p: dict) -> dict:
     fn = export_pt2 if p["source_format"] == "pt2" else export_torchscript
     return fn(inputs["source"], outputs["onnx"], model=p["model"], input_specs=p["inputs"], outputs=p["outputs"],
-              opset=p["opset"])
+              opset=p["opset"], cast_float64=p.get("cast_float64", False))
 
 
 # ------------------------------------------------------------------------------------------------- reference

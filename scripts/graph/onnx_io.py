@@ -9,42 +9,164 @@ from ..errors import FactoryError
 MIN_OPSET = 13  # TensorRT's ONNX parser supports opset 9+, but older ops (e.g. Upsample, Slice-1) parse badly
 
 
-def model_opset(proto) -> int:
-    """The default-domain opset of an ONNX model."""
-    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+def model_opset(proto) -> int | None:
+    """The default-domain opset of an ONNX model; None for a model of other domains only (ai.onnx.ml)."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def finish_onnx(path, *, model: str, input_specs: dict, outputs: list[str] | None, opset: int,
-                upgrade_only: bool = False) -> dict:
-    """Bring the file at `path` to the configured opset, check its I/O names and dynamic dims, save in place."""
+                upgrade_only: bool = False, cast_float64: bool = False) -> dict:
+    """Bring the file at `path` to the configured opset, check its I/O names and dynamic dims, save in place.
+
+    upgrade_only (a user's ONNX file): an older opset is upgraded, a newer one kept; when onnx's version converter
+    cannot upgrade the file, its own opset is kept (recorded: TensorRT's parser takes opsets 9 and up, and the build
+    says so if it does not). cast_float64: float64 tensors become float32 (TensorRT has none), recorded."""
     import onnx
     from onnx import version_converter
 
     proto = onnx.load(str(path))
-    facts = {"opset_exported": model_opset(proto)}
+    facts = {"opset_exported": model_opset(proto), "ir_version_source": proto.ir_version}
+    normalised = normalise_ir(proto)
+    if normalised:
+        facts["ir_normalised"] = normalised
     target = max(opset, MIN_OPSET) if upgrade_only else opset
-    if facts["opset_exported"] != target and not (upgrade_only and facts["opset_exported"] > target):
+    legacy = normalise_legacy_ops(proto)
+    if legacy:
+        facts["legacy_ops_normalised"] = legacy
+    if facts["opset_exported"] is None:  # no default domain (ai.onnx.ml only): nothing to convert; the parser judges
+        pass
+    elif facts["opset_exported"] != target and not (upgrade_only and facts["opset_exported"] > target):
+        problem = None
         try:
-            proto = version_converter.convert_version(proto, target)
+            converted = version_converter.convert_version(proto, target)
+            _raise_ir_to_opset(converted)
+            onnx.checker.check_model(converted, full_check=True)
         except Exception as e:
-            raise FactoryError(f"onnx's version converter cannot take opset {facts['opset_exported']} to {target}: {e}",
-                               model=model, key=f"models.{model}.opset")
-        facts["opset_converted"] = {"from": facts["opset_exported"], "to": target}
+            problem = first_line(e)
+        if problem is None:
+            proto = converted
+            facts["opset_converted"] = {"from": facts["opset_exported"], "to": target}
+        elif upgrade_only:  # the source as it is (its IR conventions normalised) is still a valid model
+            facts["opset_kept"] = {"opset": facts["opset_exported"], "target": target,
+                                   "reason": f"onnx's version converter cannot take it to {target}: {problem}"[:400]}
+        else:  # measured: 18 -> 17 "succeeds" but leaves ReduceMean-18 attributes
+            raise FactoryError(f"onnx's version converter cannot take opset {facts['opset_exported']} to {target} "
+                               f"({problem}); set models.{model}.opset to {max(facts['opset_exported'], MIN_OPSET)} "
+                               f"or newer (the schema allows {MIN_OPSET}-23)", model=model, key=f"models.{model}.opset")
+    if cast_float64:
+        facts["float64_cast"] = cast_float64_to_float32(proto)
     facts["opset"] = model_opset(proto)
+    facts["ir_version"] = proto.ir_version
     _check_io(proto, model=model, input_specs=input_specs, outputs=outputs)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
-        if "opset_converted" in facts:  # measured: 18 -> 17 "succeeds" but leaves ReduceMean-18 attributes
-            raise FactoryError(f"onnx's version converter took opset {facts['opset_exported']} to {target} but the "
-                               f"result is invalid ({e}); use opset {facts['opset_exported']} or newer",
-                               model=model, key=f"models.{model}.opset")
-        raise FactoryError(f"the exported ONNX fails onnx.checker: {e}", model=model)
+        raise FactoryError(f"the ONNX fails onnx.checker: {first_line(e)}", model=model)
     onnx.save(proto, str(path))
     facts["inputs"] = [i.name for i in proto.graph.input]
     facts["outputs"] = [o.name for o in proto.graph.output]
     facts["nodes"] = len(proto.graph.node)
     return facts
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def normalise_ir(proto) -> dict:
+    """Old IR conventions, brought to today's before anything converts or simplifies the model (onnx's version
+    converter adds initializers without graph inputs, which IR 3 forbids; onnxslim fails on IR-3 files): IR < 4
+    lists every initializer as a graph input, so those inputs are dropped and the IR version raised to what the
+    opsets need (at least 4). Returns what changed ({} when nothing)."""
+    if proto.ir_version >= 4:
+        return {}
+    inits = {i.name for i in proto.graph.initializer}
+    kept = [i for i in proto.graph.input if i.name not in inits]
+    dropped = len(proto.graph.input) - len(kept)
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    before = proto.ir_version
+    proto.ir_version = 4
+    _raise_ir_to_opset(proto)
+    return {"ir_version": {"from": before, "to": proto.ir_version}, "initializer_inputs_dropped": dropped}
+
+
+def normalise_legacy_ops(proto) -> dict:
+    """Semantics of opsets before 7 that onnx's version converter does not carry over, rewritten in place so the
+    upgraded model computes what the old one did. PRelu < 7 applies a 1-D slope [C] along the channel axis (1);
+    from 7 on a slope broadcasts numpy-style from the last axis, so a [C] slope becomes [C, 1, ..., 1]. Returns
+    {op: count} of what changed."""
+    from onnx import numpy_helper
+
+    opset = model_opset(proto)
+    if opset is None or opset >= 7:
+        return {}
+    inits = {i.name: i for i in proto.graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*proto.graph.input, *proto.graph.value_info]
+             if v.type.tensor_type.HasField("shape")}
+    changed: dict = {}
+    for node in proto.graph.node:
+        if node.op_type != "PRelu" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        slope, rank = inits[node.input[1]], ranks.get(node.input[0])
+        if rank is None or rank <= 2 or len(slope.dims) != 1 or slope.dims[0] == 1:
+            continue
+        value = numpy_helper.to_array(slope)
+        slope.CopyFrom(numpy_helper.from_array(value.reshape(value.shape[0], *([1] * (rank - 2))), slope.name))
+        changed["PRelu"] = changed.get("PRelu", 0) + 1
+    return changed
+
+
+def _raise_ir_to_opset(proto) -> None:
+    """The converter keeps the IR version; the new opset may need a newer one (opset 18 needs IR 8)."""
+    from onnx import helper
+
+    try:
+        need = helper.find_min_ir_version_for(list(proto.opset_import), ignore_unknown=True)
+    except Exception:
+        return
+    proto.ir_version = max(proto.ir_version, need)
+
+
+def cast_float64_to_float32(proto) -> dict:
+    """Every float64 tensor of the model becomes float32, in place: graph inputs, outputs and value infos,
+    initializers and constant attributes, and the ops that name a dtype (Cast `to`, RandomNormal `dtype`, ...);
+    subgraphs included. Returns counts of what was changed (recorded in provenance)."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    DOUBLE, FLOAT = TensorProto.DOUBLE, TensorProto.FLOAT
+    counts = {"values": 0, "tensors": 0, "dtype_attributes": 0}
+
+    def tensor(t):
+        if t.data_type == DOUBLE:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float32), t.name))
+            counts["tensors"] += 1
+
+    def graph(g):
+        for v in [*g.input, *g.output, *g.value_info]:
+            if v.type.tensor_type.elem_type == DOUBLE:
+                v.type.tensor_type.elem_type = FLOAT
+                counts["values"] += 1
+        for t in g.initializer:
+            tensor(t)
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensor(a.t)
+                for t in a.tensors:
+                    tensor(t)
+                if a.type == a.INT and a.name in ("to", "dtype", "output_dtype") and a.i == DOUBLE:
+                    a.i = FLOAT
+                    counts["dtype_attributes"] += 1
+                if a.HasField("g"):
+                    graph(a.g)
+                for sub in a.graphs:
+                    graph(sub)
+
+    graph(proto.graph)
+    return counts
 
 
 def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None) -> None:

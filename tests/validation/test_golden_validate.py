@@ -45,7 +45,7 @@ def test_golden_from_user_samples(demo_dir, tmp_path):
     ins, outs = load_golden(str(tmp_path / "g.npz"))
     assert ins["image"].shape == (3, 3, 16, 16) and outs["embedding"].shape == (3, 16)
     np.savez(tmp_path / "too_many.npz", image=np.zeros((40, 3, 16, 16), np.float32), features=np.zeros((40, 8), np.float32))
-    with pytest.raises(FactoryError, match=r"model 'two_tower'.*too_many.npz.*batch of 1..16"):
+    with pytest.raises(FactoryError, match=r"model 'two_tower'.*too_many.npz.*dim 0 must be in \[1, 16\]"):
         make_golden(str(tmp_path / "g2.npz"), model="two_tower", source=source,
                     input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits", "embedding"], seed=0,
                     samples=str(tmp_path / "too_many.npz"))
