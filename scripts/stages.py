@@ -181,7 +181,7 @@ def validate(inputs, outputs, p):
 
 @runner("report")
 def report(inputs, outputs, p):
-    from .validation.report import write_report
+    from .report import write_report
 
     return write_report(outputs["json"], outputs["html"], jobs=p["jobs"], skipped=p["skipped"], models=p["models"],
                         backend=p["backend"], failed=p.get("failed", []))

@@ -5,7 +5,8 @@ rule validate:
     input:
         unpack(stage_inputs("validate")),
     output:
-        json=paths.VALIDATION,
+        json=report(paths.VALIDATION, caption="../report/validation.rst", category="Validation",
+                    subcategory="{model}", labels={"model": "{model}", "precision": "{precision}", "target": "sm{cc}"}),
     params:
         **spec("validate"),
     log:
