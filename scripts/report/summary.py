@@ -18,6 +18,7 @@ OUTCOMES = ("pass", "fail", "not-run", "skipped", "failed", "missing")
 OUTCOME_LABELS = {"built": "built", "pass": "validated pass", "fail": "validation fail", "not-run": "not-run",
                   "skipped": "skipped", "failed": "failed to build", "missing": "missing"}
 METRICS = ("max_abs", "max_rel", "cosine", "top1_agreement")
+TARGET = "{target}"  # stands for the cell's own target in a grouped reason (the group lists its targets)
 ERROR_HEAD_LINES = 6  # a failure's first lines shown in the report (the record keeps 12, the log everything)
 
 
@@ -114,8 +115,8 @@ def _failed_cell(f: dict) -> dict:
 def generic(text: str, cc: str) -> str:
     """A reason without its cell's own target ("failed to build a plan for sm86", "no GPU of compute capability 8.6"),
     so that the same failure on every target is one reason."""
-    text = re.sub(rf"\bsm{re.escape(cc)}\b", "its target", text)
-    return re.sub(rf"(?<![\d.]){re.escape(paths.cc_dotted(cc))}(?![\d.])", "its target", text)
+    text = re.sub(rf"\bsm{re.escape(cc)}\b", TARGET, text)
+    return re.sub(rf"(?<![\d.]){re.escape(paths.cc_dotted(cc))}(?![\d.])", TARGET, text)
 
 
 def reason_groups(cells: list[dict]) -> list[dict]:
@@ -145,6 +146,7 @@ def reason_groups(cells: list[dict]) -> list[dict]:
     out = sorted(groups.values(), key=lambda g: (OUTCOMES.index(g["outcome"]), -g["count"], g["what"], g["reason"]))
     for g in out:
         g["of"] = totals[g["outcome"]]
+        g["targets"] = sorted({c["target"] for c in g["cells"]}, key=lambda t: int(t[2:]))
     return out
 
 

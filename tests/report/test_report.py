@@ -78,7 +78,10 @@ def test_each_reason_is_said_once_with_its_count(big):
     # the same build error on four targets is one reason, not four
     groups = [g for g in big["summary"]["overview"]["reasons"] if g["outcome"] == "failed"]
     assert len(groups) == 1 and groups[0]["count"] == o["failed"], groups
-    assert "failed to build a plan for its target" in groups[0]["reason"]
+    assert "failed to build a plan for {target}" in groups[0]["reason"]
+    assert groups[0]["targets"] == ["sm80", "sm86", "sm89", "sm120"]
+    assert "failed to build a plan for {target}: (all %d; on sm80, sm86, sm89, sm120)" % o["failed"] in re.sub(
+        "<[^>]+>", "", html)
 
 
 def test_pages_stay_short_and_every_link_resolves(big):
@@ -168,8 +171,8 @@ def test_unchanged_figures_are_not_rendered_again_and_dropped_models_leave_no_pa
 
 
 @pytest.mark.parametrize("text, cc, expected", [
-    ("tensorrt_rtx 1.7.1.116 failed to build a plan for sm86: x", "86", "failed to build a plan for its target: x"),
-    ("no GPU of compute capability 8.6 here (GPUs: A (8.9))", "86", "no GPU of compute capability its target here"),
+    ("tensorrt_rtx 1.7.1.116 failed to build a plan for sm86: x", "86", "failed to build a plan for {target}: x"),
+    ("no GPU of compute capability 8.6 here (GPUs: A (8.9))", "86", "no GPU of compute capability {target} here"),
     ("tensorrt_rtx 1.8.6.0 on sm860", "86", "tensorrt_rtx 1.8.6.0 on sm860"),  # versions and other targets kept
 ])
 def test_a_reason_without_its_own_target(text, cc, expected):
