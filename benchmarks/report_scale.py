@@ -6,7 +6,8 @@ benchmarks/results/report-scale-<date>-<host>.json (committed, with the machine 
     .venv/bin/python benchmarks/report_scale.py [--models 100] [--repeat 3]
 
 Measures: write_report with an empty figure cache (every figure rendered by vl-convert) and with a warm one (an
-unchanged zoo re-reported), each in a fresh Python process; the bytes of summary.json, the index, the largest
+unchanged zoo re-reported), each in a fresh Python process (write_report's own imports, jinja2/altair/vl-convert,
+included; `import scripts.report` before it reported apart); the bytes of summary.json, the index, the largest
 model page, the figures and the whole report folder; and, where headless Chromium is installed, the rendered height
 of the index and of the tallest model page (px at 1400 px wide).
 """
@@ -115,7 +116,7 @@ def main() -> int:
                         "warm_cache": [round(r["write_report_s"], 2) for r in warm],
                         "cold_median": round(statistics.median(r["write_report_s"] for r in cold), 2),
                         "warm_median": round(statistics.median(r["write_report_s"] for r in warm), 2),
-                        "import_median": round(statistics.median(r["import_s"] for r in cold + warm), 2)},
+                        "import_scripts_report_median": round(statistics.median(r["import_s"] for r in cold + warm), 2)},
             "bytes": {"summary_json": size(work / paths.REPORT_JSON), "index_html": size(work / paths.REPORT_HTML),
                       "index_pages": 1 + len(list(work.glob(paths.REPORT_LIST_GLOB))),
                       "model_pages": len(pages), "model_page_max": max(map(size, pages)),

@@ -177,3 +177,16 @@ def test_unchanged_figures_are_not_rendered_again_and_dropped_models_leave_no_pa
 ])
 def test_a_reason_without_its_own_target(text, cc, expected):
     assert expected in generic(text, cc)
+
+
+def test_a_gpu_run_shows_latency_against_onnxruntime(big):
+    """net000's sm89 plans carry a (recorded) GPU run: the matrix shows latency, throughput and the speed-up, and
+    the figure gains the latency/throughput panel."""
+    cells = [c for c in big["summary"]["plans"] if c["model"] == "net000" and c["target"] == "sm89"]
+    assert cells and all(c["status"] == "pass" and c["performance"]["baseline_p50_ms"] == 2.0 for c in cells)
+    page = (big["work"] / paths.report_page("net000")).read_text()
+    assert "p50 0.250 ms" in page and "8.0× vs onnxruntime CPUExecutionProvider" in page
+    assert "plan vs golden: logits cos 0.999990" in page
+    svg = (big["work"] / paths.report_chart("net000")).read_text()
+    assert "latency p50 (ms)" in svg and "throughput (/s)" in svg
+    assert "latency p50 (ms)" not in (big["work"] / paths.report_chart("net001")).read_text()
