@@ -93,11 +93,13 @@ def _validated_cell(j: dict) -> dict:
     perf = execution.get("performance")
     if perf:
         base = v.get("baseline") or {}
-        cell["performance"] = {"p50_ms": perf["latency_ms"]["p50"], "p99_ms": perf["latency_ms"].get("p99"),
+        base_ms = base.get("latency_ms") or {}
+        cell["performance"] = {"p50_ms": perf["latency_ms"]["p50"], "p90_ms": perf["latency_ms"].get("p90"),
                                "throughput_per_s": perf["throughput_per_s"], "speedup_p50": v.get("speedup_p50"),
-                               "baseline": base.get("provider"),
-                               "baseline_p50_ms": (base.get("latency_ms") or {}).get("p50"),
-                               "baseline_throughput_per_s": base.get("throughput_per_s")}
+                               "baseline": base.get("provider"), "baseline_p50_ms": base_ms.get("p50"),
+                               # onnxruntime ran the same batch (the profile's opt shape): its throughput likewise
+                               "baseline_throughput_per_s": perf["batch"] * 1000.0 / base_ms["mean"]
+                               if base_ms.get("mean") and perf.get("batch") else None}
     if execution.get("comparison"):  # executed on a GPU: the plan's own figures against golden
         cell["plan_metrics"] = {k: {m: x for m, x in o.items() if m in METRICS}
                                 for k, o in execution["comparison"].get("outputs", {}).items()}

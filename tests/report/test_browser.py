@@ -101,6 +101,12 @@ def test_overview_numbers_links_filter_and_screenshot(zoo, browser, tmp_path):
             if r.is_displayed()]
     assert rows == sorted(m for m, info in summary["models"].items() if "fp16" in info["precisions"])
 
+    # sort (inline JS): by plans MB, largest last
+    browser.find_element(By.XPATH, "//table[@id='models']//th[text()='plans MB']").click()
+    mb = [float(r.find_elements(By.TAG_NAME, "td")[-2].get_attribute("textContent")) for r in
+          browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")]
+    assert mb == sorted(mb) and len(mb) == len(summary["models"])
+
 
 def test_model_pages_show_numbers_and_every_link_resolves(zoo, browser):
     from selenium.webdriver.common.by import By

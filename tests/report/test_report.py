@@ -183,7 +183,8 @@ def test_a_gpu_run_shows_latency_against_onnxruntime(big):
     """net000's sm89 plans carry a (recorded) GPU run: the matrix shows latency, throughput and the speed-up, and
     the figure gains the latency/throughput panel."""
     cells = [c for c in big["summary"]["plans"] if c["model"] == "net000" and c["target"] == "sm89"]
-    assert cells and all(c["status"] == "pass" and c["performance"]["baseline_p50_ms"] == 2.0 for c in cells)
+    assert cells and all(c["status"] == "pass" and c["performance"]["baseline_p50_ms"] == 2.0
+                         and c["performance"]["baseline_throughput_per_s"] == 2000.0 for c in cells)
     page = (big["work"] / paths.report_page("net000")).read_text()
     assert "p50 0.250 ms" in page and "8.0× vs onnxruntime CPUExecutionProvider" in page
     assert "plan vs golden: logits cos 0.999990" in page
