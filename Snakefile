@@ -37,4 +37,7 @@ rule all:
     input:
         paths.REPORT_JSON,
         paths.REPORT_HTML,
+        paths.REPORT_OVERVIEW_CHART,
+        paths.REPORT_PAGES,
+        paths.REPORT_CHARTS,
         paths.OUTCOME,

@@ -27,6 +27,14 @@ REPORT_JSON = ROOT + "/report/summary.json"
 REPORT_HTML = ROOT + "/report/index.html"
 OUTCOME = ROOT + "/report/outcome.json"                       # written only when no target failed
 REPORT_SPEC = ROOT + "/report/spec.json"                      # what the report covers (written at DAG time)
+REPORT_LIST_PAGE = ROOT + "/report/index-{n}.html"            # the models table's further pages (n >= 2)
+REPORT_LIST_GLOB = ROOT + "/report/index-*.html"
+REPORT_OVERVIEW_CHART = ROOT + "/report/overview.svg"          # outcomes per precision and target
+REPORT_PAGES = ROOT + "/report/models"                        # one page per model
+REPORT_PAGE = REPORT_PAGES + "/{model}.html"
+REPORT_CHARTS = ROOT + "/report/charts"                       # one figure per model
+REPORT_CHART = REPORT_CHARTS + "/{model}.svg"
+REPORT_CHART_CACHE = ROOT + "/cache/report-charts"            # rendered figures by their spec's sha256
 LOG = ROOT + "/logs/{rule}/{name}.log"
 BENCHMARK = ROOT + "/benchmarks/{rule}/{name}.tsv"
 FAILURE = ROOT + "/failed/{rule}/{name}.json"                 # a job's recorded (deterministic) failure
@@ -232,6 +240,18 @@ def artifact_of_record(path: str) -> str:
 
 def is_temporary(path: str) -> bool:
     return bool(_TEMPORARY.search(os.path.basename(str(path))))
+
+
+def report_page(model: str) -> str:
+    return REPORT_PAGE.format(model=model)
+
+
+def report_list_page(n: int) -> str:
+    return REPORT_LIST_PAGE.format(n=n)
+
+
+def report_chart(model: str) -> str:
+    return REPORT_CHART.format(model=model)
 
 
 def validation(model: str, key: str, cc: str, precision: str) -> str:

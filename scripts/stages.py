@@ -208,7 +208,7 @@ def _validate_one(inputs, out, plan, p, cc):
 
 @runner("report")
 def report(inputs, outputs, p):
-    from .validation.report import write_report
+    from .report import write_report
 
     return write_report(outputs["json"], outputs["html"], jobs=p["jobs"], skipped=p["skipped"], models=p["models"],
                         backend=p["backend"], failed=p.get("failed", []))

@@ -138,8 +138,11 @@ def test_only_the_zoo_is_built_and_the_failure_is_a_result(built):
         assert cells[ok]["status"] in ("not-run", "fail"), cells[ok]  # built; execution not possible here
         assert (work / cells[ok]["plan"]).read_bytes()[:4] == b"vtrt"
     assert not (work / paths.plan("unet", KEY, "86", "bf16")).exists()
-    html = (work / paths.REPORT_HTML).read_text()
-    assert "failed</b> at build" in html and "Could not infer output types" in html
+    html = (work / paths.REPORT_HTML).read_text()  # the overview says it once; the model's page shows it whole
+    assert "failed to build</span> at <b>build</b>" in html and "Could not infer output types" in html
+    page = (work / paths.report_page("unet")).read_text()
+    assert "failed at <b>build</b>" in page and "Could not infer output types" in page
+    assert f'href="{os.path.relpath(failed["log"], paths.REPORT_PAGES)}"' in page
     assert "Could not infer output types" in out
 
 

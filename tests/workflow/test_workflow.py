@@ -58,7 +58,35 @@ def test_report_and_plans(zoo):
     assert summary["models"]["tiny_mlp"]["opset_upgrade"] == "opset 11 converted to 18 by onnx's version converter"
     assert summary["models"]["tiny_cnn"]["simplifier_used"] in ("onnxslim", "onnxsim", "none")
     html = (zoo / paths.REPORT_HTML).read_text()
-    assert "tiny_cnn" in html and "opset 11 converted to 18" in html and "sm89" in html
+    assert "tiny_cnn" in html and "sm89" in html
+    assert "opset 11 converted to 18" in (zoo / paths.report_page("tiny_mlp")).read_text()
+    for model in summary["models"]:  # a page and a figure per model
+        assert (zoo / paths.report_page(model)).is_file() and (zoo / paths.report_chart(model)).is_file()
+
+
+def test_the_report_command_does_not_grow_with_the_zoo(zoo):
+    """Its inputs and settings come through a file: the command names no model (so 100 models fit the kernel's
+    argument limit), and no other rule's command carries the zoo either."""
+    out = run_snakemake(zoo, "-n", "-p", "--forcerun", "report").out
+    block = next(b for b in re.split(r"\n(?=rule |localrule )", out) if b.startswith(("rule report", "localrule report")))
+    command = block.split("python3 -m scripts run report", 1)[1].split("\n")[0]
+    assert not any(model in command for model in TINY_ZOO["models"]), command
+    assert len(command) < 1500 and paths.REPORT_SPEC in command, command
+
+
+def test_snakemake_report_labels_pages_figures_and_validations(zoo):
+    out = zoo / "artifacts" / "report" / "snakemake-report.zip"
+    run_snakemake(zoo, "--report", str(out))
+    import zipfile
+
+    archive = zipfile.ZipFile(out)
+    names = archive.namelist()
+    text = archive.read(next(n for n in names if n.endswith("/report.html"))).decode()
+    for model in TINY_ZOO["models"]:
+        assert any(n.endswith(f"/{model}.html") for n in names) and any(n.endswith(f"/{model}.svg") for n in names)
+        assert f'"model": "{model}", "result": "model page"' in text
+    assert sum(n.endswith("validation.json") for n in names) == 11
+    assert '"labels": {"model": "tiny_cnn", "precision": "int8", "target": "sm89"}' in text
 
 
 def test_provenance_chains_back_to_the_checkpoint(zoo):

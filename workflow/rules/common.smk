@@ -13,7 +13,7 @@ from scripts.errors import FactoryError
 from scripts.factory import job_environment, resolve
 from scripts.host import probe_host
 from scripts.provenance import stage_tools
-from scripts.validation.report import verdict, write_report
+from scripts.report import verdict, write_report
 
 try:
     # The user's zoo alone: the --configfile files (overlays merge), else the demo zoo; never both.

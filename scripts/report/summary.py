@@ -1,0 +1,197 @@
+"""summary.json: every (model, precision, target) as one cell with its outcome, its numbers and its links, an
+overview that counts outcomes and says each reason once, and what happened to each model on its way to ONNX.
+
+Reads only what the stages wrote (validation.json per plan, parity per ONNX variant, provenance sidecars, failure
+records); computes nothing new. Paths in it are relative to the workflow directory (the current directory), and a
+link is given only to a file that exists, so a page never points at nothing.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from .. import paths
+from ..atomic import read_json
+
+# Each cell ends as exactly one of these; "built" (below) counts the cells whose plan exists, whatever its checks.
+OUTCOMES = ("pass", "fail", "not-run", "skipped", "failed", "missing")
+OUTCOME_LABELS = {"built": "built", "pass": "validated pass", "fail": "validation fail", "not-run": "not-run",
+                  "skipped": "skipped", "failed": "failed to build", "missing": "missing"}
+METRICS = ("max_abs", "max_rel", "cosine", "top1_agreement")
+TARGET = "{target}"  # stands for the cell's own target in a grouped reason (the group lists its targets)
+ERROR_HEAD_LINES = 6  # a failure's first lines shown in the report (the record keeps 12, the log everything)
+
+
+def target_name(cc: str) -> str:
+    return f"sm{cc}"
+
+
+def _existing(links: dict) -> dict:
+    return {k: p for k, p in links.items() if p and os.path.isfile(p)}
+
+
+def model_notes(model: str) -> dict:
+    """What happened to a model on its way to ONNX: opset (and its upgrade), simplifier path, input layout."""
+    exported = (read_json(paths.provenance(paths.onnx(model))) or {}).get("facts", {})
+    simplified = (read_json(paths.provenance(paths.sim_onnx(model))) or {}).get("facts", {})
+    notes = {"opset": exported.get("opset"), "simplifier_used": simplified.get("simplifier_used"),
+             "simplifier_attempts": simplified.get("attempts", [])}
+    if exported.get("opset_converted"):
+        c = exported["opset_converted"]
+        notes["opset_upgrade"] = f"opset {c['from']} converted to {c['to']} by onnx's version converter"
+    layout = {k: v for k, v in exported.get("layout", {}).items() if v}
+    if layout:  # TensorFlow image inputs: the layout the plan takes
+        nchw = exported.get("inputs_as_nchw", [])
+        notes["layout"] = layout
+        notes["layout_note"] = "plan input layout: " + ", ".join(
+            f"{k} {v}" + (" (tf2onnx transposes it to the model's NHWC)" if k in nchw else "")
+            for k, v in layout.items())
+    return notes
+
+
+def precision_notes(model: str, precision: str) -> dict:
+    """The precision stage's path: the tool that made the variant, the ones that failed before it (the fallback),
+    and its warnings (e.g. no Q/DQ node: the variant computes in fp32)."""
+    facts = (read_json(paths.provenance(paths.precision_onnx(model, precision))) or {}).get("facts", {})
+    if not facts:
+        return {}
+    failed = [a for a in facts.get("attempts", []) if a.get("status") != "ok"]
+    return {"tool": facts.get("tool"), "fallback": [f"{a['tool']}: {a.get('reason', '')[:300]}" for a in failed],
+            "warnings": facts.get("warnings", [])}
+
+
+def parity_entry(result: dict | None) -> dict:
+    """One ONNX variant's parity against golden: status, reason, the tolerance it was held to, per-output metrics."""
+    if not result:
+        return {"status": "missing", "reason": "no parity result"}
+    return {"status": result["status"], "reason": result.get("reason", ""), "tolerance": result.get("tolerance", {}),
+            "outputs": {name: {m: o[m] for m in METRICS if m in o}
+                        for name, o in (result.get("outputs") or {}).items()}}
+
+
+def _plan_facts(plan: str) -> dict:
+    facts = (read_json(paths.provenance(plan)) or {}).get("facts", {})
+    return {k: facts[k] for k in ("plan_bytes", "build_seconds", "warnings") if k in facts}
+
+
+def _validated_cell(j: dict) -> dict:
+    plan, validation = paths.plan(**j), paths.validation(**j)
+    v = read_json(validation)
+    cell = {**j, "target": target_name(j["cc"]), "plan": plan, "status": v["status"] if v else "missing",
+            "links": _existing({"plan": plan, "provenance": paths.provenance(plan), "intoto": paths.intoto(plan),
+                                "validation": validation, "build_log": paths.job_log("build", j),
+                                "validate_log": paths.job_log("validate", j)})}
+    cell["facts"] = _plan_facts(plan)
+    if not v:
+        return cell
+    cell["checks"] = {name: {"status": c["status"], "reason": c.get("reason", "")} for name, c in v["checks"].items()}
+    parity = v["checks"]["onnx_parity"]
+    cell["onnx_metrics"] = {k: {m: x for m, x in o.items() if m in ("max_abs", "cosine", "top1_agreement")}
+                            for k, o in parity.get("outputs", {}).items()}
+    cell["tolerance"] = parity.get("tolerance", {})
+    execution = v["checks"]["plan_execution"]
+    perf = execution.get("performance")
+    if perf:
+        base = v.get("baseline") or {}
+        base_ms = base.get("latency_ms") or {}
+        cell["performance"] = {"p50_ms": perf["latency_ms"]["p50"], "p90_ms": perf["latency_ms"].get("p90"),
+                               "throughput_per_s": perf["throughput_per_s"], "speedup_p50": v.get("speedup_p50"),
+                               "baseline": base.get("provider"), "baseline_p50_ms": base_ms.get("p50"),
+                               # onnxruntime ran the same batch (the profile's opt shape): its throughput likewise
+                               "baseline_throughput_per_s": perf["batch"] * 1000.0 / base_ms["mean"]
+                               if base_ms.get("mean") and perf.get("batch") else None}
+    if execution.get("comparison"):  # executed on a GPU: the plan's own figures against golden
+        cell["plan_metrics"] = {k: {m: x for m, x in o.items() if m in METRICS}
+                                for k, o in execution["comparison"].get("outputs", {}).items()}
+    return cell
+
+
+def _failed_cell(f: dict) -> dict:
+    plan = paths.plan(f["model"], f["key"], f["cc"], f["precision"])
+    head = "\n".join((f.get("error") or "").splitlines()[:ERROR_HEAD_LINES])
+    return {**{k: f[k] for k in ("model", "key", "cc", "precision", "stage", "reason", "error", "log")},
+            "target": target_name(f["cc"]), "plan": plan, "status": "failed", "error_head": head,
+            "links": _existing({"log": f.get("log"), "record": f.get("record")})}
+
+
+def generic(text: str, cc: str) -> str:
+    """A reason without its cell's own target ("failed to build a plan for sm86", "no GPU of compute capability 8.6"),
+    so that the same failure on every target is one reason."""
+    text = re.sub(rf"\bsm{re.escape(cc)}\b", TARGET, text)
+    return re.sub(rf"(?<![\d.]){re.escape(paths.cc_dotted(cc))}(?![\d.])", TARGET, text)
+
+
+def reason_groups(cells: list[dict]) -> list[dict]:
+    """Each distinct reason once, with how many cells it holds for: a not-run or failing check (by check), a skip,
+    a failure (by stage and its first line). Largest first."""
+    groups: dict[tuple, dict] = {}
+
+    def add(outcome, what, reason, cell):
+        reason = generic(reason, cell["cc"])
+        g = groups.setdefault((outcome, what, reason), {"outcome": outcome, "what": what, "reason": reason,
+                                                        "count": 0, "cells": []})
+        g["count"] += 1
+        g["cells"].append({k: cell[k] for k in ("model", "precision", "target")})
+
+    for c in cells:
+        if c["status"] in ("not-run", "fail"):
+            for name, check in c.get("checks", {}).items():
+                if check["status"] == c["status"]:
+                    add(c["status"], name, check["reason"], c)
+        elif c["status"] == "skipped":
+            add("skipped", "skipped", c.get("reason", ""), c)
+        elif c["status"] == "failed":
+            add("failed", c["stage"], c["reason"], c)
+        elif c["status"] == "missing":
+            add("missing", "validate", "its job did not finish (see Snakemake's output)", c)
+    totals = {o: sum(c["status"] == o for c in cells) for o in OUTCOMES}
+    out = sorted(groups.values(), key=lambda g: (OUTCOMES.index(g["outcome"]), -g["count"], g["what"], g["reason"]))
+    for g in out:
+        g["of"] = totals[g["outcome"]]
+        g["targets"] = sorted({c["target"] for c in g["cells"]}, key=lambda t: int(t[2:]))
+    return out
+
+
+def _tally(cells: list[dict]) -> dict:
+    counts = {"targets": len(cells), "built": sum(1 for c in cells if "plan" in c.get("links", {}))}
+    counts.update({o: sum(c["status"] == o for c in cells) for o in OUTCOMES})
+    return counts
+
+
+def overview(cells: list[dict]) -> dict:
+    """Outcome counts over every cell, per precision and per target, and the reasons grouped."""
+    precisions = sorted({c["precision"] for c in cells}, key=_precision_order)
+    targets = sorted({c["target"] for c in cells}, key=lambda t: int(t[2:]))
+    return {"outcomes": _tally(cells),
+            "by_precision": {p: _tally([c for c in cells if c["precision"] == p]) for p in precisions},
+            "by_target": {t: _tally([c for c in cells if c["target"] == t]) for t in targets},
+            "reasons": reason_groups(cells)}
+
+
+def _precision_order(p: str) -> int:
+    from ..config import PRECISIONS
+
+    return PRECISIONS.index(p) if p in PRECISIONS else len(PRECISIONS)
+
+
+def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None,
+              failed: list[dict] = ()) -> dict:
+    """Every (model, precision, target) ends as a cell: validated (pass / fail / not-run), skipped (reason), failed
+    (the stage, the first lines of its error, its log) or missing (its job did not finish: see Snakemake's output)."""
+    cells = [_validated_cell(j) for j in jobs]
+    cells += [{**s, "target": target_name(s["cc"]), "status": "skipped", "links": {}} for s in skipped]
+    cells += [_failed_cell(f) for f in failed]
+    per_model = {}
+    for model, info in models.items():
+        variants = ["export", "sim", *info["precisions"]]
+        parity = {v: parity_entry(read_json(paths.parity(model, v))) for v in variants}
+        per_model[model] = {**info, **model_notes(model), "onnx_parity": parity,
+                            "precision_notes": {p: precision_notes(model, p) for p in info["precisions"]},
+                            "links": _existing({**{f"parity_{v}": paths.parity(model, v) for v in variants},
+                                                "onnx_provenance": paths.provenance(paths.onnx(model)),
+                                                "sim_provenance": paths.provenance(paths.sim_onnx(model))}),
+                            "counts": _tally([c for c in cells if c["model"] == model])}
+    counts = {}
+    for c in cells:
+        counts[c["status"]] = counts.get(c["status"], 0) + 1
+    return {"backend": backend, "counts": counts, "overview": overview(cells), "models": per_model, "plans": cells}
