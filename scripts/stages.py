@@ -179,6 +179,13 @@ def validate(inputs, outputs, p):
                              onnx_path=inputs["onnx"], recorded=_recorded("validate", p))
 
 
+@runner("deploy")
+def deploy(inputs, outputs, p):
+    from .deploy.triton import write_repository
+
+    return write_repository(outputs["config"], inputs=inputs, settings=p)  # provenance and statement included
+
+
 @runner("report")
 def report(inputs, outputs, p):
     from .validation.report import write_report
