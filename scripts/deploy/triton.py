@@ -239,7 +239,9 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
     plans = {cc: {"plan": inputs[f"plan_sm{paths.cc_tag(cc)}"], "validation": inputs[f"validation_sm{paths.cc_tag(cc)}"]}
              for cc in settings["compute_capabilities"]}
     chosen, refused = select_plans(plans, pol["include"], model=model)
-    if not chosen:
+    model_dir = Path(config_path).parent
+    if not chosen:  # an earlier repository of these plans must not stay servable either
+        shutil.rmtree(model_dir, ignore_errors=True)
         raise FactoryError(f"no plan of {settings['precision']} passes the deploy policy (include: "
                            f"{', '.join(pol['include'])}): " + "; ".join(f"{cc} {why}" for cc, why in refused.items()),
                            model=model, key="deploy.triton.include")
@@ -247,7 +249,6 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
     default = files[min(chosen, key=lambda c: tuple(map(int, c.split("."))))] if settings["portable"] else None
     cfg = model_config(settings["repository"], model=model, onnx_path=inputs["onnx"], input_specs=settings["inputs"],
                        plan_files=files, pol=pol, default_file=default)
-    model_dir = Path(config_path).parent
     entries = []
     with atomic.atomic_path(model_dir) as tmp:
         (tmp / paths.TRITON_VERSION).mkdir(parents=True)
