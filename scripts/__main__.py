@@ -21,6 +21,7 @@ STAGES_HELP = """stages (each is one Snakemake rule's job; the workflow passes t
   build      one TensorRT / TensorRT-RTX plan for one key, compute capability and precision
   validate   one plan: ONNX parity of its variant, header check, execution on a GPU where possible
   report     summary.json + index.html over every target
+  deploy     one Triton model repository entry (config.pbtxt + 1/ with a plan per compute capability)
 
 example (what the build rule runs):
   python -m scripts run build \\

@@ -261,6 +261,8 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
     facts = {"repository": settings["repository"], "platform": PLATFORM, "max_batch_size": cfg.max_batch_size,
              "plans": entries, "left_out": refused, "policy": pol, "key": settings["key"],
              "triton_unloadable": settings.get("triton_unloadable")}
+    if settings.get("triton_unloadable"):
+        print(f"note: {settings['triton_unloadable']}", flush=True)  # the job's log says it, as the README does
     provenance.write(config_path, stage="deploy", inputs=inputs, params=settings, facts=facts)
     write_statement(config_path, entries)
     return {"plans": {e["compute_capability"]: e["file"] for e in entries}, "left_out": refused,
