@@ -42,7 +42,7 @@ def _same_version(header_version: str, runtime_version: str) -> bool:
     return found == want[:len(found)]
 
 
-def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict) -> dict:
+def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict, key_suffix: str = "") -> dict:
     """One plan's answer for this host."""
     from ..backends.core import spec_of
     from ..backends.header import read_header
@@ -55,7 +55,8 @@ def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict) -> dict:
     spec = spec_of(h["backend"])
     runtime = runtimes.get(spec.MODULE)
     if h["targets"] is not None and cc not in h["targets"]:
-        return {**out, "answer": REBUILD, "rebuild_key": f"{spec.SHORT}-{runtime or h['version']}/sm{paths.cc_tag(cc)}",
+        return {**out, "answer": REBUILD,
+                "rebuild_key": f"{spec.SHORT}-{runtime or h['version']}{key_suffix}/sm{paths.cc_tag(cc)}",
                 "reason": f"filed for {cc} but its header targets {h['targets']}"}
     if not host_ccs:
         return {**out, "answer": CANNOT, "reason": "no CUDA GPU here"}
@@ -66,9 +67,9 @@ def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict) -> dict:
         return {**out, "answer": CANNOT, "reason": f"no {spec.MODULE} runtime is installed here to load a "
                                                    f"{spec.SHORT}-{h['version']} plan"}
     if not _same_version(h["version"], runtime):
-        return {**out, "answer": REBUILD, "rebuild_key": f"{spec.SHORT}-{runtime}/sm{paths.cc_tag(cc)}",
+        return {**out, "answer": REBUILD, "rebuild_key": f"{spec.SHORT}-{runtime}{key_suffix}/sm{paths.cc_tag(cc)}",
                 "reason": f"built by {spec.MODULE} {h['version']}, the runtime here is {runtime}: rebuild for key "
-                          f"{spec.SHORT}-{runtime}"}
+                          f"{spec.SHORT}-{runtime}{key_suffix}"}
     return {**out, "answer": READY, "reason": f"{spec.SHORT}-{h['version']} plan for {cc}, runtime {spec.MODULE} "
                                               f"{runtime}, GPU of compute capability {cc} present"}
 
@@ -85,17 +86,23 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
     host = probe_host() if host is None else host
     host_ccs = {g["compute_capability"] for g in host.get("gpus") or []}
     runtimes = {m: v for m, v in (host.get("backends") or {}).items() if v}
-    plans = [check_plan(version / name, cc, host_ccs=host_ccs, runtimes=runtimes)
-             for cc, name in sorted(config.cc_model_filenames.items())]
+    suffix = _key_suffix(model_dir)
+
+    def check_all():
+        return [check_plan(version / name, cc, host_ccs=host_ccs, runtimes=runtimes, key_suffix=suffix)
+                for cc, name in sorted(config.cc_model_filenames.items())]
+    plans = check_all()
     if runtime_version:  # the serving runtime (e.g. Triton's TensorRT), for every backend the plans name
         runtimes = {spec_of(p["backend"]).MODULE: runtime_version for p in plans if p["backend"]}
-        plans = [check_plan(version / name, cc, host_ccs=host_ccs, runtimes=runtimes)
-                 for cc, name in sorted(config.cc_model_filenames.items())]
+        plans = check_all()
     backends = sorted({p["backend"] for p in plans if p["backend"]})
-    precision = _precision(model_dir)
+    precision = _recorded(model_dir).get("precision") or "fp32"  # what a missing compute capability is built in
     gpus = []
     for cc in sorted(host_ccs):
         mine = next((p for p in plans if p["compute_capability"] == cc), None)
+        default = version / config.default_model_filename if config.default_model_filename else None
+        if mine is None and default and default.is_file():  # what Triton loads for a GPU without its own plan
+            mine = check_plan(default, cc, host_ccs=host_ccs, runtimes=runtimes, key_suffix=suffix)
         if mine:
             gpus.append({"compute_capability": cc, "plan": mine["file"], "answer": mine["answer"],
                          "reason": mine["reason"], **({"rebuild_key": mine["rebuild_key"]}
@@ -105,7 +112,7 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
         can_target = [b for b, why in why_not.items() if why is None]
         if can_target:
             spec = spec_of(can_target[0])
-            key = f"{spec.SHORT}-{runtimes.get(spec.MODULE) or '?'}/sm{paths.cc_tag(cc)}"
+            key = f"{spec.SHORT}-{runtimes.get(spec.MODULE) or '?'}{suffix}/sm{paths.cc_tag(cc)}"
             gpus.append({"compute_capability": cc, "plan": None, "answer": REBUILD, "rebuild_key": key,
                          "reason": f"no plan for compute capability {cc}: build key {key}"})
         else:
@@ -127,13 +134,17 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
             "verdict": verdict, "reason": reason}
 
 
-def _precision(model_dir: Path) -> str:
-    """The repository's precision from its provenance (the factory's repositories have one), else fp32: what a
-    missing compute capability would be built in."""
+def _recorded(model_dir: Path) -> dict:
+    """The deploy settings in the repository's provenance (the factory's repositories have them), else {}."""
     from ..atomic import read_json
 
-    record = read_json(model_dir / paths.provenance("config.pbtxt")) or {}
-    return (record.get("params") or {}).get("precision") or "fp32"
+    return (read_json(model_dir / paths.provenance("config.pbtxt")) or {}).get("params") or {}
+
+
+def _key_suffix(model_dir: Path) -> str:
+    """The build options' part of the plans' key (`-ampere_plus`, `-vc`): not in a header, kept in a rebuild key."""
+    key = _recorded(model_dir).get("key") or ""
+    return "".join(f"-{part}" for part in key.split("-")[2:])
 
 
 def _probe_note(host: dict) -> str:
