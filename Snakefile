@@ -8,7 +8,7 @@
 # repeat the 3.3 GB and let the stages' versions drift apart).
 #
 # Contents: common.smk (config, host, targets, helpers) -> demo -> freeze -> export -> simplify -> precision ->
-# golden (+ parity) -> build -> validate -> report (+ outcome).
+# golden (+ parity) -> build -> validate -> report (+ outcome) -> deploy (Triton repositories).
 
 from snakemake.utils import min_version
 
@@ -31,6 +31,7 @@ include: "workflow/rules/golden.smk"
 include: "workflow/rules/build.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/deploy.smk"
 
 
 rule all:
@@ -41,3 +42,4 @@ rule all:
         paths.REPORT_PAGES,
         paths.REPORT_CHARTS,
         paths.OUTCOME,
+        F.deploy_outputs(),  # Triton repositories, where the config's deploy.triton is enabled

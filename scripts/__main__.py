@@ -21,6 +21,7 @@ STAGES_HELP = """stages (each is one Snakemake rule's job; the workflow passes t
   build      one TensorRT / TensorRT-RTX plan for one key, compute capability and precision
   validate   one plan: ONNX parity of its variant, header check, execution on a GPU where possible
   report     summary.json + index.html over every target
+  deploy     one Triton model repository entry (config.pbtxt + 1/ with a plan per compute capability)
 
 example (what the build rule runs):
   python -m scripts run build \\
@@ -157,7 +158,14 @@ def _ops(module: str):
 
 OPS = {"status": _ops("status"), "verify": _ops("verify"), "prune": _ops("prune"), "changes": _ops("scheduled"),
        "unlock": _ops("runs"),
-       "scheduled": _ops("scheduled"), "attest": lambda args: _attest(args.plans)}
+       "scheduled": _ops("scheduled"), "attest": lambda args: _attest(args.plans),
+       "ready": lambda args: _deploy_command("readiness", args), "deploy": lambda args: _deploy_command("cli", args)}
+
+
+def _deploy_command(module: str, args) -> int:
+    import importlib
+
+    return importlib.import_module(f".deploy.{module}", __package__).main(args)
 
 
 def _ops_commands(sub) -> None:
@@ -192,6 +200,22 @@ def _ops_commands(sub) -> None:
     sc = add("scheduled", "run the factory, then status and verify; write artifacts/scheduled/last-run.md",
              "python -m scripts scheduled -d ~/zoo --configfile ~/zoo/my-zoo.yaml --cores 8")
     sc.add_argument("--cores", default="all")
+    dp = add("deploy", "write the Triton repositories the config's deploy.triton names from the plans already built "
+                       "(what the workflow's deploy rule runs, without Snakemake)",
+             "python -m scripts deploy -d ~/zoo --configfile ~/zoo/my-zoo.yaml")
+    dp.add_argument("--repository", action="append", help="only this repository (a name); repeatable")
+    rd = sub.add_parser("ready", help="before Triton starts: can this host load the plans of a Triton repository?",
+                        description="For each plan of a Triton model directory: read its header, compare backend "
+                                    "version and compute capability with this host's GPUs and runtime; say ready, "
+                                    "needs rebuild (which key) or cannot run here.",
+                        epilog="example:\n  python -m scripts ready artifacts/triton/resnet50_fp16 --json\n"
+                               "exit status: 0 ready, 2 needs rebuild, 3 cannot run here, 1 not a Triton model "
+                               "directory (the message names the file).",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    rd.add_argument("repository", nargs="+", help="Triton model directories (artifacts/triton/<name>)")
+    rd.add_argument("--runtime-version", help="the TensorRT version that will load the plans (e.g. the one in the "
+                                              "Triton container); default: the version installed here")
+    rd.add_argument("--json", action="store_true", help="machine-readable output")
     at = sub.add_parser("attest", help="(re)write plans' in-toto statements from their provenance sidecars",
                         epilog="example:\n  python -m scripts attest artifacts/m/plans/rtx-1.7.1.116/sm89/fp16/"
                                "model.plan", formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -43,6 +43,7 @@ DEFAULTS = {
     "golden_device": "cpu",
     "tolerances": {},
     "python_path": [],
+    "deploy": {},  # scripts/deploy/triton.py fills the Triton policy's defaults
 }
 
 
@@ -146,6 +147,9 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True, workdi
     for name, model in cfg["models"].items():
         _check_model(name, model, cfg, check_files, workdir)
     cluster.check(cfg)  # Slurm pools: one per compute capability, GPUs asked for one way
+    from .deploy.triton import check_policy
+
+    check_policy(cfg)  # the repository names: fields, unique, usable as directory names
     return cfg
 
 
@@ -156,6 +160,11 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
     if not SAFE_NAME.fullmatch(name) or ".." in name:
         raise FactoryError("the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
                            model=name.encode("unicode_escape").decode(), key=f"models.{name}")
+    from .paths import OUTSIDE_CHAIN
+
+    if name in OUTSIDE_CHAIN:
+        raise FactoryError(f"the name is reserved: artifacts/{name}/ holds the workflow's own files (reserved: "
+                           f"{', '.join(sorted(OUTSIDE_CHAIN))})", model=name, key=f"models.{name}")
     if len(name) > MAX_NAME:
         raise FactoryError(f"the name is {len(name)} characters; at most {MAX_NAME} (it is part of file names)",
                            model=name[:40] + "…", key="models")

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import paths
 from .config import QUANTIZED, model_settings
+from .errors import FactoryError
 
 MODEL_RULES = ("freeze", "freeze_tf", "export", "simplify", "golden")  # one job per model
 
@@ -232,6 +233,34 @@ class Factory:
                     if self.failure_of(model=model, variant=p) is None]
         return out + sorted({rec["path"] for rec in self.failures.values()})
 
+    # ------------------------------------------------------------------------------------------- deploy
+    @functools.cached_property
+    def deploy_targets(self) -> dict[str, dict]:
+        """{repository name: {model, precision, jobs}} of the Triton repositories to write (config deploy.triton):
+        one per (model, precision) with at least one buildable plan; failed targets never reach one."""
+        from .deploy.triton import deploy_precisions, policy, repository_name
+
+        pol = policy(self.cfg)
+        if not pol["enabled"]:
+            return {}
+        out = {}
+        for model in self.cfg["models"]:
+            for precision in deploy_precisions(self.cfg, model):
+                jobs = [j for j in self.buildable if j["model"] == model and j["precision"] == precision]
+                if jobs:
+                    out[repository_name(pol, model, precision)] = {"model": model, "precision": precision,
+                                                                   "jobs": jobs}
+        return out
+
+    def deploy_outputs(self) -> list[str]:
+        return [paths.triton_config(name) for name in self.deploy_targets]
+
+    def deploy_target(self, repository: str) -> dict:
+        if repository not in self.deploy_targets:
+            raise FactoryError(f"no Triton repository '{repository}' is configured (deploy.triton; this host and "
+                               f"config deploy: {', '.join(self.deploy_targets) or 'none'})", key="deploy.triton")
+        return self.deploy_targets[repository]
+
     def write_report_spec(self, path: str = paths.REPORT_SPEC) -> None:
         """The report's settings as a file, rewritten only when they change: the report's command stays short at any
         zoo size, and a change of what it covers (a failure recorded or retried, a target added) re-runs it by the
@@ -308,6 +337,29 @@ _INPUTS = {
 }
 
 
+def _deploy_inputs(f: Factory, w: dict) -> dict:
+    t = f.deploy_target(w["repository"])
+    out = {"onnx": paths.precision_onnx(t["model"], t["precision"])}  # the plans' I/O: names, types, dims
+    for j in t["jobs"]:
+        out[f"plan_sm{j['cc']}"] = paths.plan(**j)
+        out[f"validation_sm{j['cc']}"] = paths.validation(**j)
+    return out
+
+
+_INPUTS["deploy"] = _deploy_inputs
+
+
+def _deploy_settings(f: Factory, w: dict) -> dict:
+    from .deploy.triton import policy
+
+    t = f.deploy_target(w["repository"])
+    pol = {k: v for k, v in policy(f.cfg).items() if k not in ("enabled", "name", "precisions")}
+    return {"repository": w["repository"], "model": t["model"], "precision": t["precision"], "key": f.key,
+            "compute_capabilities": [paths.cc_dotted(j["cc"]) for j in t["jobs"]],
+            "inputs": f.model(t["model"])["inputs"], "policy": pol,
+            "portable": f.backend.spec.portable_across_cc(f.key), "triton_unloadable": f.backend.triton_unloadable}
+
+
 def _freeze_settings(f: Factory, w: dict) -> dict:
     fw, name, m = _fw(f, w)
     return {"framework": m["framework"], **fw.freeze_settings(name, m)}
@@ -366,6 +418,7 @@ _SETTINGS = {
     "parity": _parity_settings,
     "build": _build_settings,
     "validate": _validate_settings,
+    "deploy": _deploy_settings,
 }
 
 

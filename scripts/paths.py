@@ -41,6 +41,10 @@ FAILURE = ROOT + "/failed/{rule}/{name}.json"                 # a job's recorded
 FAILURE_GLOB = ROOT + "/failed/*/*.json"
 CONTENT_CACHE = ROOT + "/cache/content-sha256.json"           # scripts/fingerprint.py
 DEMO_ROOT = ROOT + "/demo/"                                   # the demo zoo's files, made by the workflow itself
+TRITON_ROOT = ROOT + "/triton"                                # one Triton model repository per deployed model
+TRITON_MODEL = TRITON_ROOT + "/{repository}"                  # a Triton model directory (the repository's entry)
+TRITON_CONFIG = TRITON_MODEL + "/config.pbtxt"
+TRITON_VERSION = "1"                                          # the one version directory, holding the plans
 
 # Each rule's job name: its log, benchmark and failure record are named by it.
 JOB_NAMES = {
@@ -48,6 +52,7 @@ JOB_NAMES = {
     "simplify": "{model}", "golden": "{model}", "precision": "{model}.{precision}", "parity": "{model}",
     "build": "{model}.{key}.{targets}.{precision}", "validate": "{model}.{key}.{targets}.{precision}",
     "report": "all", "outcome": "all",
+    "deploy": "{repository}",
 }
 # Build and validation jobs each cover a set of targets (scripts/factory.py `TargetSet`: every TensorRT-RTX target
 # of one precision in one job, one compute capability per job for full TensorRT); each set is a rule of its own,
@@ -63,6 +68,7 @@ WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
     "fmt": r"pt2|pt",
     "variant": r"export|sim|fp32|fp16|bf16|int8|fp8",
     "asset": r"[A-Za-z0-9][A-Za-z0-9_.-]*",  # a demo file's name: nothing a shell would read as code
+    "repository": r"[A-Za-z0-9][A-Za-z0-9_.-]*",  # a Triton model name (deploy.triton.name)
 }
 
 
@@ -221,7 +227,7 @@ def variant_onnx(model: str, variant: str) -> str:
 
 SIDECAR_SUFFIX = ".provenance.json"
 STATEMENT_SUFFIX = ".intoto.json"
-OUTSIDE_CHAIN = {"demo", "logs", "benchmarks", "report", "cache", "scheduled", "failed"}  # top-level dirs of ROOT
+OUTSIDE_CHAIN = {"demo", "logs", "benchmarks", "report", "cache", "scheduled", "failed", "triton"}  # top-level dirs of ROOT
 _TEMPORARY = re.compile(r"\.tmp\d+(\.|$)")  # scripts/atomic.py's names: `<stem>.tmp<pid><suffix>`
 
 
@@ -289,3 +295,28 @@ def made_by_workflow(path: str) -> bool:
     """A configured file the workflow makes itself (the demo zoo's checkpoints, ONNX and calibration files)."""
     p = path.replace(os.sep, "/")
     return p.startswith(DEMO_ROOT) and re.fullmatch(WILDCARDS["asset"], p[len(DEMO_ROOT):]) is not None
+
+
+def triton_model(repository: str, root: str = ROOT) -> str:
+    """The model directory of one Triton repository entry: artifacts/triton/<name>."""
+    return TRITON_MODEL.replace(ROOT, root, 1).format(repository=repository)
+
+
+def triton_config(repository: str) -> str:
+    return TRITON_CONFIG.format(repository=repository)
+
+
+def triton_plan_file(cc: str) -> str:
+    """The file name of the plan for compute capability `cc` ("8.6") in the version directory: model.sm86.plan."""
+    return f"model.sm{cc_tag(cc)}.plan"
+
+
+def triton_plan(model_dir: str, cc: str) -> str:
+    """A plan inside a Triton model directory: <model_dir>/1/model.sm86.plan."""
+    return f"{model_dir}/{TRITON_VERSION}/{triton_plan_file(cc)}"
+
+
+def triton_model_of(path: str) -> str | None:
+    """The Triton model directory (artifacts/triton/<name>) a path lies in, else None."""
+    m = re.match(r"^(?:.*/)?(" + re.escape(TRITON_ROOT) + r"/[^/]+)(/|$)", str(path).replace(os.sep, "/"))
+    return m.group(1) if m else None

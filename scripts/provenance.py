@@ -18,7 +18,7 @@ from .fingerprint import sha256
 SCHEMA_VERSION = 1
 TOOLS = ["torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "onnxsim", "nvidia-modelopt",
          "onnxconverter-common", "tensorrt-rtx-cu13", "tensorrt", "tensorflow-cpu", "tf2onnx", "numpy",
-         "snakemake", "cuda-python", "pycuda", "tensorflow", "keras"]
+         "snakemake", "cuda-python", "pycuda", "tensorflow", "keras", "tritonclient", "protobuf"]
 REPO = Path(__file__).resolve().parent.parent
 # The tools whose version decides what a stage writes (the backend's version is in the plan key instead). The
 # workflow writes them into each rule's command as a shell comment, so Snakemake's code trigger re-runs exactly the
@@ -28,7 +28,7 @@ STAGE_TOOLS = {"freeze": ["torch"], "freeze_tf": ["tensorflow-cpu", "tensorflow"
                "simplify": ["onnxslim", "onnxsim", "onnx", "onnxruntime"],
                "precision": ["nvidia-modelopt", "onnxconverter-common", "onnx", "onnxruntime"],
                "golden": ["torch", "onnxruntime", "tensorflow-cpu", "tensorflow", "keras"], "parity": ["onnxruntime"],
-               "validate": ["onnxruntime", "cuda-python", "pycuda"]}
+               "validate": ["onnxruntime", "cuda-python", "pycuda"], "deploy": ["tritonclient", "protobuf"]}
 
 
 def size(path: str | os.PathLike) -> int:

@@ -206,6 +206,13 @@ def _validate_one(inputs, out, plan, p, cc):
                              onnx_path=inputs["onnx"], recorded=_recorded("validate", p))
 
 
+@runner("deploy")
+def deploy(inputs, outputs, p):
+    from .deploy.triton import write_repository
+
+    return write_repository(outputs["config"], inputs=inputs, settings=p)  # provenance and statement included
+
+
 @runner("report")
 def report(inputs, outputs, p):
     from .report import write_report

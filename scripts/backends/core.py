@@ -61,6 +61,11 @@ class Backend:
         """The compute capability to hand the builder as an AOT target; None where the build is for the local GPU."""
         return None if self.builds_on_gpu else cc
 
+    @property
+    def triton_unloadable(self) -> str | None:
+        """Why stock Triton (tensorrt_plan) cannot load this backend's plans; None when it can."""
+        return self.spec.TRITON_UNLOADABLE
+
     def target_ccs(self, cfg: dict, gpus: list[dict]) -> list[str]:
         return self.spec.target_ccs(cfg, gpus)
 

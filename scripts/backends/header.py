@@ -101,3 +101,27 @@ def _result(problems: list[str], details: dict) -> dict:
     return {"status": "pass", "details": details,
             "reason": f"{details['magic']} header, version {details['header_version']}"
                       + (f", targets {targets}" if targets is not None else "")}
+
+
+def read_header(plan_path) -> dict:
+    """What a plan's header says without a key to compare with (the load-time check, scripts/deploy/readiness.py):
+    {"backend" (short name) , "module", "version", "targets" (RTX: the AOT targets; None where the header has
+    none), "bytes", "problem" (None, or why the header is not readable)}."""
+    path = Path(plan_path)
+    out = {"path": str(path), "backend": None, "module": None, "version": None, "targets": None, "bytes": None,
+           "problem": None}
+    if not path.is_file():
+        return {**out, "problem": "plan file is missing"}
+    out["bytes"] = size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(HEADER_READ)
+    spec = next((b for b in BACKENDS.values() if b.MAGIC == head[:4]), None)
+    if spec is None:
+        return {**out, "problem": f"magic {head[:4]!r} is not a recognised plan header"}
+    if len(head) < MIN_HEADER:
+        return {**out, "problem": f"plan is {size} bytes: too short for a header"}
+    details: dict = {}
+    problems = spec.header_problems(head, size, None, details)  # size and target fields where the backend has them
+    return {**out, "backend": spec.SHORT, "module": spec.MODULE,
+            "version": ".".join(str(b) for b in head[VERSION_OFFSET:VERSION_OFFSET + spec.HEADER_VERSION_FIELDS]),
+            "targets": details.get("header_targets"), "problem": "; ".join(problems) or None}

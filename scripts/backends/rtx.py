@@ -33,6 +33,11 @@ TARGETS = {"7.5": ("SM75", 0x01), "8.0": ("SM80", 0x02), "8.6": ("SM86", 0x04), 
 SIZE_OFFSET = 0x10        # measured: a little-endian u64 there equals the file size
 TARGETS_OFFSET = 0x20
 # Why the builds of this backend keep no timing cache (None: they keep one per key); recorded in each plan's provenance.
+# Triton Inference Server's tensorrt_plan backend links full TensorRT (libnvinfer), which cannot deserialize a
+# TensorRT-RTX plan (another library, another magic): why this backend's repositories cannot be served by stock Triton.
+TRITON_UNLOADABLE = ("TensorRT-RTX plans are not loadable by stock Triton: its tensorrt_plan backend runs full "
+                     "TensorRT; build with `backend: tensorrt` on a GPU host for a repository Triton can serve")
+PORTABLE_ACROSS_CC = False  # one AOT target per plan
 TIMING_CACHE_UNUSED = ("TensorRT-RTX: timing cache calls have no effect on the engine and force a GPU query during "
                        "AOT builds (NVIDIA, TensorRT-RTX 'Timing Cache Migration': do not use)")
 
@@ -54,6 +59,10 @@ def key_suffix(options: dict) -> str:
         raise FactoryError("TensorRT-RTX supports neither option (measured: the level is ignored, VERSION_COMPATIBLE "
                            "fails the build); set them only with backend: tensorrt", key="tensorrt")
     return ""
+
+
+def portable_across_cc(key: str) -> bool:
+    return PORTABLE_ACROSS_CC
 
 
 def build_options(cfg: dict) -> dict:

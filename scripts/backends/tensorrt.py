@@ -14,6 +14,7 @@ BUILDS_ON_GPU = True      # on, and for, a GPU of the key's compute capability
 PRELOADABLE = False       # imported in each job: no fork of a process that may hold CUDA state (scripts/jobs.py)
 MAGIC = b"ftrt"           # widely relied on (e.g. Torch-TensorRT's engine loader); not in NVIDIA's API docs
 HEADER_VERSION_FIELDS = 3  # NVIDIA (github.com/NVIDIA/TensorRT/issues/3073): major, minor, patch at bytes 24-26
+TRITON_UNLOADABLE = None   # Triton's tensorrt_plan backend loads full TensorRT plans (of its own TensorRT version)
 TIMING_CACHE_UNUSED = None  # full TensorRT keeps a timing cache per key (tactic timings: faster rebuilds)
 HARDWARE_COMPATIBILITY = {"none": "NONE", "ampere_plus": "AMPERE_PLUS",
                           "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
@@ -40,6 +41,12 @@ def key_suffix(options: dict) -> str:
     """A plan built hardware- or version-compatible is a different artifact: the options are part of the key."""
     level, vc = options["hardware_compatibility_level"], options["version_compatible"]
     return (f"-{level}" if level != "none" else "") + ("-vc" if vc else "")
+
+
+def portable_across_cc(key: str) -> bool:
+    """A plan built with hardware compatibility level ampere_plus runs on any Ampere-or-newer GPU (NVIDIA: "Hardware
+    Compatibility"); otherwise it runs on GPUs of the compute capability it was built on only."""
+    return "-ampere_plus" in key
 
 
 def build_options(cfg: dict) -> dict:

@@ -9,8 +9,9 @@
             re-made or replaced (the input matches its own sidecar, or is a source file such as a checkpoint):
             the factory has not re-run yet, or the artifact belongs to a key this host no longer builds
 
-Three passes: the provenance records (each artifact and its inputs), the in-toto statements, the files nothing
-accounts for. Any tampered, missing or orphaned file makes the exit status non-zero (`--strict`: stale too). Each
+Four passes: the provenance records (each artifact and its inputs), the in-toto statements, the Triton model
+repositories (artifacts/triton/<name>: config.pbtxt parses with Triton's schema, each plan in it has the sha256 its
+provenance recorded, nothing else lies there), the files nothing accounts for. Any tampered, missing or orphaned file makes the exit status non-zero (`--strict`: stale too). Each
 file is hashed once, however many records name it, and never from the content cache: verify trusts no cache.
 
 While a factory run is in progress in the directory (scripts/ops/runs.py), files it is writing are not judged:
@@ -136,6 +137,49 @@ def _check_statements(c: _Check, root: str) -> int:
     return len(statements)
 
 
+def _check_repositories(c: _Check, root: str) -> int:
+    """Each Triton model directory (scripts/deploy/triton.py): its config.pbtxt (whose own sha256 and inputs the
+    record pass checks) parses as Triton's ModelConfig and names exactly the plans its provenance recorded; each of
+    them is there with that sha256; any other file is orphaned. Returns the number of repositories."""
+    from ..deploy.triton import read_config
+    from ..errors import FactoryError
+
+    top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1:]
+    dirs = sorted(d for d in top.iterdir() if d.is_dir()) if top.is_dir() else []
+    for model_dir in dirs:
+        rel = model_dir.relative_to(c.base).as_posix()
+        files = sorted(f.relative_to(c.base).as_posix() for f in model_dir.rglob("*") if f.is_file())
+        config = f"{rel}/config.pbtxt"
+        record = read_json(c.base / paths.provenance(config)) or {}
+        recorded = {e["file"]: e for e in (record.get("facts") or {}).get("plans", [])}
+        if paths.is_temporary(rel) or not c.exists(config) or not record:
+            why = ("temporary model directory left by an interrupted deploy" if paths.is_temporary(rel) else
+                   "in a Triton model directory without config.pbtxt and its provenance")
+            for f in files:
+                c.accounted.add(f)
+                c.problem("orphaned", f, why)
+            continue
+        try:
+            named = {f"{rel}/{paths.TRITON_VERSION}/{name}" for name in read_config(c.path(config))
+                     .cc_model_filenames.values()}
+            if named != set(recorded):
+                c.problem("tampered", config, f"names the plans {sorted(named)}, its provenance {sorted(recorded)}")
+        except FactoryError as e:
+            c.problem("tampered", config, str(e).split(": ", 1)[-1])
+        for file, entry in recorded.items():
+            c.accounted.add(file)
+            if not c.exists(file):
+                c.problem("missing", file, "plan of this Triton repository is missing", via=config)
+            elif c.digest(file) != entry["sha256"]:
+                c.problem("tampered", file, f"sha256 differs from the repository's provenance "
+                          f"({entry['sha256'][:12]}…)", via=config)
+        for f in files:
+            if f not in c.accounted and not paths.is_record(f):
+                c.accounted.add(f)
+                c.problem("orphaned", f, "not part of this Triton repository's provenance")
+    return len(dirs)
+
+
 def _check_unaccounted(c: _Check, root: str) -> None:
     """Files under a model's directory that no record names: temporaries, results of vanished artifacts, strays."""
     top = c.base / root
@@ -167,13 +211,15 @@ def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False
     sidecars = c.relative(f"*{paths.SIDECAR_SUFFIX}", root)
     plans_ok = sum(_check_record(c, side) and side.endswith("model.plan" + paths.SIDECAR_SUFFIX) for side in sidecars)
     statements = _check_statements(c, root)
+    repositories = _check_repositories(c, root)
     _check_unaccounted(c, root)
     if run["in_progress"]:
         _set_in_flight(c, min(r["started"] for r in run["runs"]))
     removed = _repair(c, root) if repair else []
     counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, "stale", "in-flight")}
     return {"ok": not any(counts[k] for k in FAILING), "counts": counts, "problems": c.problems,
-            "sidecars": len(sidecars), "statements": statements, "files_hashed": c.files,
+            "sidecars": len(sidecars), "statements": statements, "repositories": repositories,
+            "files_hashed": c.files,
             "plans_verified": plans_ok, "in_progress": [r["pid"] for r in run["runs"]], "removed": removed,
             "seconds": round(time.monotonic() - start, 2)}
 
@@ -217,6 +263,9 @@ def _repair(c: _Check, root: str) -> list[str]:
             doomed.add(path)
         elif p["kind"] == "missing" and path.startswith(paths.ROOT + "/"):
             drop(paths.artifact_of_record(path) if paths.is_record(path) else path)  # an artifact gone: its chain
+    strays = {p["path"] for p in c.problems if p["kind"] == "orphaned"}  # removed alone
+    for model_dir in {paths.triton_model_of(p) for p in doomed - strays} - {None}:  # a Triton repository goes whole
+        doomed.update(f.relative_to(c.base).as_posix() for f in c.path(model_dir).rglob("*") if f.is_file())
     plans = [p.relative_to(c.base).as_posix() for p in c.base.glob(paths.plan_glob(root))]
     if doomed or any(not c.exists(paths.validation(**paths.parse_plan(p))) for p in plans):
         doomed.update({paths.REPORT_JSON, paths.REPORT_HTML, paths.OUTCOME})  # its inputs change: it must run again
@@ -232,6 +281,7 @@ def _repair(c: _Check, root: str) -> list[str]:
 def render(report: dict) -> str:
     c = report["counts"]
     lines = [f"verify: {report['sidecars']} provenance records, {report['statements']} in-toto statements, "
+             f"{report.get('repositories', 0)} Triton repositories, "
              f"{report['files_hashed']} files hashed in {report['seconds']} s; {report['plans_verified']} plans "
              f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
              f"{c['orphaned']}, stale {c['stale']}"]
