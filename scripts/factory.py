@@ -142,6 +142,12 @@ class Factory:
             self._sets[stage] = [TargetSet(ccs, tuple(ps), per_cc) for ccs, ps in groups.items()]
         return self._sets[stage]
 
+    def job_logs(self, plan: dict) -> dict[str, str]:
+        """{stage: log} of the build and validation jobs of one plan {model, key, cc, precision}."""
+        return {stage: paths.job_log(stage, {**plan, "targets": self.target_set(stage, precision=plan["precision"],
+                                                                                 cc=plan["cc"]).tag})
+                for stage in paths.SET_STAGES}
+
     def target_set(self, stage: str, *, precision: str, cc: str | None = None,
                    targets: str | None = None) -> TargetSet:
         """The stage's set holding (precision, cc), or the set of a job's `targets` tag."""
@@ -277,7 +283,7 @@ class Factory:
                 pass
 
     def report_settings(self) -> dict:
-        return {"jobs": self.buildable, "skipped": self.skipped, "failed": self.failed, "backend": self.key,
+        return {"jobs": [{**j, "logs": self.job_logs(j)} for j in self.buildable], "skipped": self.skipped, "failed": self.failed, "backend": self.key,
                 "models": {m: {"framework": self.model(m)["framework"],
                                "precisions": model_settings(self.cfg, m)["precisions"],
                                "failed": [{"stage": r["rule"], "reason": r.get("error", "")[:500], "log": r.get("log")}

@@ -74,13 +74,16 @@ def _plan_facts(plan: str) -> dict:
     return {k: facts[k] for k in ("plan_bytes", "build_seconds", "warnings") if k in facts}
 
 
-def _validated_cell(j: dict) -> dict:
+def _validated_cell(job: dict) -> dict:
+    """`job`: the plan's model, key, cc, precision, and the logs of the jobs that built and validated it."""
+    logs = job.get("logs", {})
+    j = {k: job[k] for k in ("model", "key", "cc", "precision")}
     plan, validation = paths.plan(**j), paths.validation(**j)
     v = read_json(validation)
     cell = {**j, "target": target_name(j["cc"]), "plan": plan, "status": v["status"] if v else "missing",
             "links": _existing({"plan": plan, "provenance": paths.provenance(plan), "intoto": paths.intoto(plan),
-                                "validation": validation, "build_log": paths.job_log("build", j),
-                                "validate_log": paths.job_log("validate", j)})}
+                                "validation": validation, "build_log": logs.get("build"),
+                                "validate_log": logs.get("validate")})}
     cell["facts"] = _plan_facts(plan)
     if not v:
         return cell
