@@ -2,10 +2,11 @@
 # -> validation -> report. Stage logic lives in the `scripts` package; each rule file is one stage.
 # The zoo comes from --configfile (several: overlays), else config/config.yaml (the demo): no `configfile:` here,
 # which Snakemake would merge into the user's zoo (workflow/rules/common.smk loads it).
-# `snakemake --lint` (tests/workflow/test_lint.py, CI) is clean but for "Specify a conda environment or container for
-# each rule": every stage runs in the one venv of requirements.txt on purpose, because torch, onnx, onnxruntime,
-# ModelOpt and TensorRT-RTX are pinned to versions measured to work together (per-rule environments would each
-# repeat the 3.3 GB and let the stages' versions drift apart).
+# `snakemake --lint` (tests/workflow/test_lint.py, CI) is clean. Every stage runs in the one venv of requirements.txt
+# on purpose, because torch, onnx, onnxruntime, ModelOpt and TensorRT-RTX are pinned to versions measured to work
+# together (per-rule environments would each repeat the 3.3 GB and let the stages' versions drift apart); and the
+# rules' `run:` blocks fork their stage from one preloaded process (scripts/jobs.py), which a per-rule environment
+# could not share.
 #
 # Contents: common.smk (config, host, targets, helpers) -> demo -> freeze -> export -> simplify -> precision ->
 # golden (+ parity) -> build -> validate -> report (+ outcome) -> deploy (Triton repositories).

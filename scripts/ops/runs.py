@@ -57,12 +57,18 @@ def state(directory: str = ".") -> dict:
 
 def recover(directory: str = ".", configfiles=()) -> dict:
     """Unlock a stale lock (Snakemake's --unlock); say so. A live run's lock is left alone."""
-    from .snakemake import command
+    import sys
+    import tempfile
 
     s = state(directory)
     if s["stale_lock"]:
-        proc = subprocess.run([c for c in command(directory, configfiles, "--unlock") if c != "--nolock"],
-                              capture_output=True, text=True, timeout=600)
+        # Snakemake's own --unlock, with an empty Snakefile: the lock belongs to the directory, and unlocking must
+        # not depend on the zoo's config still loading (its files may be what the killed run left half-made)
+        with tempfile.TemporaryDirectory(prefix="engine-factory-unlock-") as empty:
+            snakefile = os.path.join(empty, "Snakefile")
+            open(snakefile, "w").close()
+            proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", snakefile, "--directory",
+                                   str(directory), "--unlock"], capture_output=True, text=True, timeout=600)
         s["unlocked"] = proc.returncode == 0
         s["message"] = ("removed a stale Snakemake lock (no live run held it: the last run was killed)"
                         if s["unlocked"] else f"could not remove the stale lock: {proc.stderr.strip()[-500:]}")

@@ -113,7 +113,7 @@ def _why_not_current(t: dict, lock_message: str | None) -> str:
     if t["state"] == "missing" and lock_message:
         return f"missing: the factory did not run ({lock_message})"
     if t["state"] == "missing":
-        return f"missing; log {paths.job_log('build', t)}"
+        return f"missing; log {t['logs']['build']}"
     return "; ".join(f"{r['category']}: {r['detail']}" for r in t["reasons"])
 
 

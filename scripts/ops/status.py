@@ -171,7 +171,7 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
         reasons.append({"category": "input", "stage": None, "detail": "an upstream job is pending"})
     v = read_json(base / paths.validation(**job))
     reasons.sort(key=lambda r: (r["category"], r["stage"] or "", r["detail"]))
-    return {**job, "plan": plan, "state": state, "reasons": reasons, "reruns": sorted(set(reruns)),
+    return {**job, "plan": plan, "state": state, "reasons": reasons, "reruns": sorted(set(reruns)), "logs": f.job_logs(job),
             "validation": v.get("status") if v else None}
 
 

@@ -47,14 +47,14 @@ def test_slurm_or_user_assignment_is_respected(monkeypatch):
 
 def test_build_refuses_a_host_that_does_not_match_its_key():
     trt = Backend("tensorrt", "trt", None, "10.13.3.9", "trt-10.13.3.9")
-    ok = {"model": "m", "key": "trt-10.13.3.9-ampere_plus", "compute_capability": "9.0"}
-    check_host_matches_key(trt, ok, HOST)
+    ok = {"model": "m", "key": "trt-10.13.3.9-ampere_plus", "compute_capabilities": ["9.0"]}
+    check_host_matches_key(trt, ok, "9.0", HOST)
     with pytest.raises(FactoryError, match="builds key 'trt-10.14.1.48' but the installed backend is 'trt-10.13.3.9'"):
-        check_host_matches_key(trt, {**ok, "key": "trt-10.14.1.48"}, HOST)
+        check_host_matches_key(trt, {**ok, "key": "trt-10.14.1.48"}, "9.0", HOST)
     with pytest.raises(FactoryError, match="builds key 'trt-10.13.3.90'"):  # a prefix is not a match
-        check_host_matches_key(trt, {**ok, "key": "trt-10.13.3.90"}, HOST)
+        check_host_matches_key(trt, {**ok, "key": "trt-10.13.3.90"}, "9.0", HOST)
     with pytest.raises(FactoryError, match=r"compute capability 8.9 but this host's GPUs are \['8.6', '9.0'\]"):
-        check_host_matches_key(trt, {**ok, "compute_capability": "8.9"}, HOST)
+        check_host_matches_key(trt, ok, "8.9", HOST)
 
 
 def test_probe_names_the_installed_backends():

@@ -107,15 +107,18 @@ def test_a_failed_target_is_no_input_of_its_repository(tmp_path, monkeypatch):
     f = resolve(cfg, host)
     assert set(f.deploy_targets) == {"dyn_fp32", "dyn_fp16", "two_io_fp32", "fixed_fp32"}
     key = f.key
-    w = {"model": "dyn", "key": key, "cc": "89", "precision": "fp32"}
+    targets = f.target_set("build", precision="fp32", cc="89").tag  # one RTX build job: every target of fp32
+    w = {"model": "dyn", "key": key, "precision": "fp32", "targets": targets}
     failures.record("build", w, f.inputs("build", w), f.settings("build", w),
                     FactoryError("Could not infer output types", model="dyn"))  # as the build stage records it
     f = resolve(cfg, host)
-    assert [(x["model"], x["cc"], x["stage"]) for x in f.failed] == [("dyn", "89", "build")]
-    inputs = f.inputs("deploy", {"repository": "dyn_fp32"})
-    assert inputs == {"onnx": paths.precision_onnx("dyn", "fp32"), "plan_sm86": paths.plan("dyn", key, "86", "fp32"),
-                      "validation_sm86": paths.validation("dyn", key, "86", "fp32")}
-    assert f.settings("deploy", {"repository": "dyn_fp32"})["compute_capabilities"] == ["8.6"]
+    assert [(x["model"], x["cc"], x["stage"]) for x in f.failed] == [("dyn", "86", "build"), ("dyn", "89", "build")]
+    assert "dyn_fp32" not in f.deploy_targets and "dyn_fp16" in f.deploy_targets
+    inputs = f.inputs("deploy", {"repository": "dyn_fp16"})
+    assert inputs == {"onnx": paths.precision_onnx("dyn", "fp16"),
+                      **{f"{kind}_sm{cc}": getattr(paths, kind)("dyn", key, cc, "fp16")
+                         for cc in ("86", "89") for kind in ("plan", "validation")}}
+    assert f.settings("deploy", {"repository": "dyn_fp16"})["compute_capabilities"] == ["8.6", "8.9"]
     with pytest.raises(FactoryError, match="no Triton repository 'nope' is configured"):
         f.inputs("deploy", {"repository": "nope"})
 

@@ -18,6 +18,7 @@ from scripts.validation.golden import load_golden, make_golden
 from scripts.provenance import sha256
 from scripts.tensors import DEFAULT_TOLERANCES, compare_outputs, random_inputs, run_onnxruntime
 from scripts.frameworks.tensorflow import export_tf, freeze_tf
+from scripts.frameworks.tensorflow import reference_outputs as golden_outputs
 
 from helpers import leftovers, write_config
 from helpers import snakemake as run_snakemake
@@ -291,8 +292,8 @@ def test_every_format_end_to_end(tf_zoo):
     assert summary["models"]["tf_cnn"]["layout"] == {"x": "NCHW"}
     assert summary["models"]["tf_two_head"]["layout"] == {"image": "NHWC"}
     assert "layout" not in summary["models"]["tf1_mlp"]
-    html = (tf_zoo / paths.REPORT_HTML).read_text()
-    assert "plan input layout: x NCHW (tf2onnx transposes it to the model&#x27;s NHWC)" in html
+    html = (tf_zoo / paths.report_page("tf_cnn")).read_text()  # the model's own page says it
+    assert "plan input layout: x NCHW (tf2onnx transposes it to the model&#39;s NHWC)" in html
 
 
 def test_tf_provenance_chains_back_to_the_checkpoint(tf_zoo):

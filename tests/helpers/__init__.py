@@ -54,13 +54,16 @@ def snakemake(workdir: Path, *args, configfile: Path | None = None, env: dict | 
 
 
 def planned_jobs(text: str) -> list[tuple[str, str | None]]:
-    """(rule, model wildcard) of every job in a dry run's output (a test's reading of Snakemake's text)."""
+    """(stage, model wildcard) of every job in a dry run's output (a test's reading of Snakemake's text); a target
+    set's rule (build_sm86_89) counts as its stage (build)."""
+    from scripts.paths import stage_of
+
     jobs = []
     for block in re.split(r"\n(?=rule |localrule )", text):
         m = re.match(r"(?:local)?rule (\w+):", block)
         if m:
             w = re.search(r"wildcards: .*?model=([\w.-]+)", block)
-            jobs.append((m.group(1), w.group(1) if w else None))
+            jobs.append((stage_of(m.group(1)), w.group(1) if w else None))
     return jobs
 
 

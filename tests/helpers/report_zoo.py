@@ -77,8 +77,8 @@ def generate(n_models: int = 120, ccs=CCS, precisions=PRECISIONS, fail_every: in
                     expected["skipped"] += 1
                     continue
                 if p == "bf16" and i % fail_every == 3:  # a build the backend refuses: recorded as a failure
-                    log = paths.job_log("build", job)
-                    record = paths.failure("build", job)
+                    log = paths.job_log("build", {**job, "targets": f"sm{cc}"})
+                    record = paths.failure("build", {**job, "targets": f"sm{cc}"})
                     error = BUILD_ERROR.format(cc=cc)
                     _write(log, f"[build {model}] ...\nerror: {error}\n")
                     _write(record, {"rule": "build", "wildcards": job, "error": error, "log": log})
@@ -86,7 +86,8 @@ def generate(n_models: int = 120, ccs=CCS, precisions=PRECISIONS, fail_every: in
                                    "log": log, "record": record})
                     expected["failed"] += 1
                     continue
-                jobs.append(job)
+                jobs.append({**job, "logs": {stage: paths.job_log(stage, {**job, "targets": f"sm{cc}"})
+                                             for stage in ("build", "validate")}})
                 expected[_plan(job, i)] += 1
     settings = {"jobs": jobs, "skipped": skipped, "failed": failed, "backend": KEY, "models": models}
     return {"settings": settings, "expected": expected}
@@ -100,8 +101,8 @@ def _plan(job: dict, i: int) -> None:
     _write(paths.provenance(plan), {"stage": "build", "facts": {"plan_bytes": size, "build_seconds": 0.5 + i % 5,
                                                                  "warnings": warnings, "targets": [cc]}})
     _write(paths.intoto(plan), {"_type": "https://in-toto.io/Statement/v1"})
-    _write(paths.job_log("build", job), "built\n")
-    _write(paths.job_log("validate", job), "validated\n")
+    for stage in ("build", "validate"):  # the job of one target, as a full-TensorRT zoo names it
+        _write(paths.job_log(stage, {**job, "targets": f"sm{cc}"}), f"{stage} done\n")
     parity = _parity(job["model"], p, i)
     checks = {"onnx_parity": parity,
               "plan_header": {"status": "pass", "reason": "magic, version and targets match the key"},

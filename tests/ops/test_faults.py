@@ -164,11 +164,11 @@ def _stage_pids(stage: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
+            try:  # a job's process names itself after its stage (scripts/jobs.py)
+                comm = (entry / "comm").read_text().strip()
             except OSError:
                 continue
-            if b"scripts" in args and b"run" in args and stage.encode() in args:
+            if comm == f"ef-{stage}":
                 pids.append(int(entry.name))
     return pids
 
@@ -301,10 +301,11 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))
     monkeypatch.setattr(atomic, "write_json", full)
-    spec = json.dumps({"inputs": {"onnx": str(tmp_path / "x.onnx"), "golden": str(tmp_path / "g.npz")},
-                       "outputs": {"json": str(tmp_path / "out.json")}})
+    onnx_file, out = str(tmp_path / "x.onnx"), str(tmp_path / "out.json")
+    spec = json.dumps({"inputs": {"export": onnx_file, "sim": onnx_file, "golden": str(tmp_path / "g.npz")},
+                       "outputs": {"export": out, "sim": out}})
     monkeypatch.setattr("scripts.validation.validate.onnx_parity", lambda *a: {"status": "pass"})
-    assert cli_main.main(["run", "parity", spec, json.dumps({"variant": "export", "tolerance": {}})]) == 1
+    assert cli_main.main(["run", "parity", spec, json.dumps({"tolerance": {}})]) == 1
     err = capsys.readouterr().err
     assert err == f"error: No space left on device, writing '{tmp_path / 'out.json'}'\n"
 

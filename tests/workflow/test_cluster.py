@@ -96,11 +96,12 @@ def dry_run(tmp_path, cfg, env=None, *targets):
 def test_dry_run_routes_every_rule(tmp_path):
     """TensorRT-RTX: everything on the CPU route except validation of plans whose compute capability has a pool."""
     jobs = dry_run(tmp_path, zoo(backend="tensorrt_rtx", targets={"rtx": ["8.6", "8.9"]}, slurm=SLURM))
-    assert {r for r, _, _ in jobs} >= {"demo_asset", "export", "simplify", "precision", "build", "validate", "report"}
+    assert {r for r, _, _ in jobs} >= {"demo_asset", "export", "simplify", "precision", "build_sm86_89",
+                                        "validate_sm86", "validate_sm89", "report"}
     for rule, wildcards, res in jobs:
         if rule in ("all", "outcome"):  # local rules: they run on the submit host
             continue
-        pool = rule == "validate" and "cc=89" in wildcards
+        pool = rule == "validate_sm89"  # with pools, validations go one cc per job; RTX builds span the targets
         assert res["slurm_partition"] == ("gpu" if pool else "cpu"), (rule, wildcards, res)
         assert (res["gpu_model"], res["gpu"]) == (("l4", "1") if pool else ("", "0")), (rule, res)
         assert res["runtime"] == "30" and "gpu_sm" not in " ".join(res)
@@ -115,9 +116,9 @@ def test_dry_run_full_tensorrt_builds_for_pools_not_local_gpus(tmp_path):
     facts = tmp_path / "host.json"
     facts.write_text(json.dumps({"gpus": [{"index": 0, "name": "local A6000", "compute_capability": "8.6"}]}))
     jobs = dry_run(tmp_path, zoo(backend="auto", slurm=SLURM), {"FACTORY_HOST_FACTS": str(facts)})
-    builds = {wc: res for rule, wc, res in jobs if rule == "build"}
-    assert sorted(re.search(r"cc=(\d+)", wc).group(1) for wc in builds) == ["89", "89", "90", "90"]
-    for wc, res in builds.items():
+    builds = {(rule, wc): res for rule, wc, res in jobs if rule.startswith("build_")}  # one rule per cc
+    assert sorted(rule.removeprefix("build_sm") for rule, _ in builds) == ["89", "89", "90", "90"]
+    for (rule, wc), res in builds.items():
         assert "key=trt-" in wc and "gpu_sm86" not in res  # no local-GPU resource: the pools' nodes hold the GPUs
-        expected = ("gpu", "h100", "gpu:h100:1") if "cc=90" in wc else ("gpu", "", "")
+        expected = ("gpu", "h100", "gpu:h100:1") if rule == "build_sm90" else ("gpu", "", "")
         assert (res["slurm_partition"], res["constraint"], res["gres"]) == expected, (wc, res)

@@ -37,7 +37,8 @@ def test_check_and_the_snakefile_name_the_same_keys(tmp_path, backend, options, 
         return
     assert check.returncode == 0 and dag.returncode == 0, check.stderr + dag.out[-2000:]
     checked = {(j["key"], j["cc"], j["precision"]) for j in json.loads(check.stdout)["jobs"]}
-    planned = set(re.findall(r"wildcards: model=mlp, key=([^,]+), cc=(\d+), precision=(\w+)", dag.out))
+    # the plans the build jobs will write (one job may build several targets)
+    planned = set(re.findall(r"artifacts/mlp/plans/([^/]+)/sm(\d+)/(\w+)/model\.plan(?=[,\s])", dag.out))
     assert checked == planned and checked, (checked, planned)
     suffix = "".join(f"-{v}" for k, v in options.items() if k == "hardware_compatibility_level") + (
         "-vc" if options.get("version_compatible") else "")
