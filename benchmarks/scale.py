@@ -100,33 +100,32 @@ def main():
                           "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")},
               "compare": {}, "scale": {}}
     tmp = tempfile.mkdtemp(prefix="engine-factory-bench-")  # kept when a run fails, for its logs
-    if True:
-        zoo = write_zoo(Path(tmp) / f"zoo{a.compare}", a.compare, ["fp32", "fp16", "bf16", "int8", "fp8"],
+    zoo = write_zoo(Path(tmp) / f"zoo{a.compare}", a.compare, ["fp32", "fp16", "bf16", "int8", "fp8"],
+                    ["8.0", "8.6", "8.9", "12.0"])
+    bare_wall, proc = timed([PY, str(REPO / "benchmarks/bare_chain.py"), str(zoo), str(Path(tmp) / "bare")])
+    if proc.returncode != 0:
+        raise SystemExit(f"bare script failed:\n{proc.stderr[-3000:]}")
+    c1 = factory(zoo, 1)
+    c1["jobs"] = jobs_run(zoo)
+    c1["stages"] = stage_table(zoo)
+    clean(zoo)
+    c2 = factory(zoo, 2)
+    result["compare"] = {"models": a.compare, "bare_script_s": round(bare_wall, 2), "factory_cores1": c1,
+                         "factory_cores2": c2, "ratio_cores1": round(c1["wall_s"] / bare_wall, 2),
+                         "ratio_cores2": round(c2["wall_s"] / bare_wall, 2)}
+    print(json.dumps(result["compare"], indent=1), flush=True)
+    for n in a.sizes:
+        zoo = write_zoo(Path(tmp) / f"zoo{n}", n, ["fp32", "fp16", "bf16", "int8", "fp8"],
                         ["8.0", "8.6", "8.9", "12.0"])
-        bare_wall, proc = timed([PY, str(REPO / "benchmarks/bare_chain.py"), str(zoo), str(Path(tmp) / "bare")])
-        if proc.returncode != 0:
-            raise SystemExit(f"bare script failed:\n{proc.stderr[-3000:]}")
-        c1 = factory(zoo, 1)
-        c1["jobs"] = jobs_run(zoo)
-        c1["stages"] = stage_table(zoo)
+        full = factory(zoo, 2)
+        jobs = jobs_run(zoo)
+        plans = len(glob.glob(str(zoo.parent / "artifacts/*/plans/*/*/*/model.plan")))
+        row = {"models": n, "plans": plans, "jobs": jobs, "full_build_cores2": full,
+               "main_process_cpu_ms_per_job": round(1000 * full["main_process_cpu_s"] / max(jobs, 1), 1),
+               **ops_times(zoo), "stages": stage_table(zoo)}
+        result["scale"][n] = row
+        print(json.dumps({k: v for k, v in row.items() if k != "stages"}), flush=True)
         clean(zoo)
-        c2 = factory(zoo, 2)
-        result["compare"] = {"models": a.compare, "bare_script_s": round(bare_wall, 2), "factory_cores1": c1,
-                             "factory_cores2": c2, "ratio_cores1": round(c1["wall_s"] / bare_wall, 2),
-                             "ratio_cores2": round(c2["wall_s"] / bare_wall, 2)}
-        print(json.dumps(result["compare"], indent=1), flush=True)
-        for n in a.sizes:
-            zoo = write_zoo(Path(tmp) / f"zoo{n}", n, ["fp32", "fp16", "bf16", "int8", "fp8"],
-                            ["8.0", "8.6", "8.9", "12.0"])
-            full = factory(zoo, 2)
-            jobs = jobs_run(zoo)
-            plans = len(glob.glob(str(zoo.parent / "artifacts/*/plans/*/*/*/model.plan")))
-            row = {"models": n, "plans": plans, "jobs": jobs, "full_build_cores2": full,
-                   "main_process_cpu_ms_per_job": round(1000 * full["main_process_cpu_s"] / max(jobs, 1), 1),
-                   **ops_times(zoo), "stages": stage_table(zoo)}
-            result["scale"][n] = row
-            print(json.dumps({k: v for k, v in row.items() if k != "stages"}), flush=True)
-            clean(zoo)
     shutil.rmtree(tmp)
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / f"{time.strftime('%Y-%m-%d')}-{platform.node() or 'host'}-scale.json"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 
 ROOT = "artifacts"
 FROZEN = ROOT + "/{model}/frozen/model.{fmt}"                 # fmt: pt2 (torch.export) | pt (TorchScript)
@@ -57,6 +58,8 @@ JOB_NAMES = {
 # Build and validation jobs each cover a set of targets (scripts/factory.py `TargetSet`: every TensorRT-RTX target
 # of one precision in one job, one compute capability per job for full TensorRT); each set is a rule of its own,
 # named after its targets (build_sm80_86_89_120), whose jobs' names carry the set's tag (sm80-86-89-120).
+_JOB_WILDCARDS = {rule: tuple(f for _, f, _, _ in string.Formatter().parse(name) if f)
+                  for rule, name in JOB_NAMES.items()}
 SET_STAGES = ("build", "validate")
 _SET_RULE = re.compile(r"(build|validate)_sm[0-9_]+")
 
@@ -90,9 +93,7 @@ def set_rule(stage: str, tag: str) -> str:
 
 def job_wildcards(rule: str) -> tuple[str, ...]:
     """The wildcards that name one job of `rule` (a parity job's has no variant: it checks two)."""
-    import string
-
-    return tuple(f for _, f, _, _ in string.Formatter().parse(JOB_NAMES[rule]) if f)
+    return _JOB_WILDCARDS[rule]
 
 
 def stage_of(rule: str) -> str:

@@ -55,7 +55,7 @@ def state(directory: str = ".") -> dict:
     return {"in_progress": bool(runs), "runs": runs, "locked": is_locked, "stale_lock": is_locked and not runs}
 
 
-def recover(directory: str = ".", configfiles=()) -> dict:
+def recover(directory: str = ".") -> dict:
     """Unlock a stale lock (Snakemake's --unlock); say so. A live run's lock is left alone."""
     import sys
     import tempfile
@@ -82,6 +82,6 @@ def recover(directory: str = ".", configfiles=()) -> dict:
 def main(args) -> int:
     from . import emit
 
-    s = recover(args.directory, args.configfile or ())
+    s = recover(args.directory)
     emit(s, lambda r: f"unlock: {r['message']}", args.json)
     return 0 if not s["in_progress"] and s.get("unlocked", True) else 1

@@ -102,7 +102,7 @@ def prepare(directory: str, configfiles=()) -> dict:
     """Before the factory: recover from a killed run (a stale lock), then repair what it left (scripts/ops/verify)."""
     from . import runs, verify
 
-    lock = runs.recover(directory, configfiles)
+    lock = runs.recover(directory)
     if lock["in_progress"]:
         return {"lock": lock["message"], "blocked": True}
     repaired = verify.verify(directory, repair=True)["removed"]

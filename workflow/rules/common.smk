@@ -43,10 +43,14 @@ def run_stage(name, params, log):
                  main_process=workflow.is_main_process, preload=BACKEND.preload)
 
 
+def job_wildcards(wildcards, target_set=None):
+    """A job's wildcards as the factory takes them: a target set's jobs also name their set (`targets`)."""
+    return {**dict(wildcards.items()), **({"targets": target_set.tag} if target_set is not None else {})}
+
+
 def stage_inputs(rule, target_set=None):
     """A rule's named inputs for its wildcards (scripts/factory.py)."""
-    extra = {"targets": target_set.tag} if target_set is not None else {}
-    return lambda wildcards: F.inputs(rule, {**dict(wildcards.items()), **extra})
+    return lambda wildcards: F.inputs(rule, job_wildcards(wildcards, target_set))
 
 
 def spec(rule, target_set=None):
@@ -54,13 +58,13 @@ def spec(rule, target_set=None):
     (its named inputs and outputs, and the job's wildcards for its failure record), `tools` (the stage's tool
     versions: an upgrade re-runs it) and `metrics` (where the job writes its wall time, CPU time and peak memory).
     A target set's jobs name their set (`targets`) beside their wildcards."""
-    extra = {"targets": target_set.tag} if target_set is not None else {}
-
     def io(wildcards, input, output):
         return json.dumps({"inputs": dict(input.items()), "outputs": dict(output.items()),
-                           "wildcards": {**dict(wildcards.items()), **extra}})
-    metrics = paths.job_benchmark(rule).replace("{targets}", extra.get("targets", "{targets}"))
-    return {"settings": lambda wildcards: json.dumps(F.settings(rule, {**dict(wildcards.items()), **extra})),
+                           "wildcards": job_wildcards(wildcards, target_set)})
+    metrics = paths.job_benchmark(rule)
+    if target_set is not None:
+        metrics = metrics.replace("{targets}", target_set.tag)
+    return {"settings": lambda wildcards: json.dumps(F.settings(rule, job_wildcards(wildcards, target_set))),
             "io": io, "tools": " ".join(f"{k}=={v}" for k, v in stage_tools(rule).items()), "metrics": metrics}
 
 
