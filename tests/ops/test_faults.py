@@ -206,6 +206,10 @@ def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
         folders = _wait_for(lambda: list(tmpdir.glob("engine-factory-precision-*")), 300)
         assert folders, "no precision job was seen"
         os.kill(int(folders[0].name.split("-")[3]), signal.SIGKILL)  # the job that owns the work folder
+        # the run notes the kill in the job's log (its thread waits on the job); then the workflow dies too
+        assert _wait_for(lambda: any("killed by SIGKILL" in p.read_text()
+                                     for p in (work / "artifacts/logs/precision").glob("*.log")), 30), \
+            "the killed job's log does not say so"
         for pid in _wait_for(lambda: _stage_pids("build"), 60) or []:
             _kill(pid)
         os.kill(proc.pid, signal.SIGKILL)  # the workflow itself
@@ -214,8 +218,6 @@ def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
     time.sleep(1)
     assert runs.state(str(work))["stale_lock"], "a killed snakemake leaves its lock"
     assert list(tmpdir.glob("engine-factory-precision-*")), "a killed precision job leaves its work folder"
-    killed_logs = [p.read_text() for p in (work / "artifacts/logs/precision").glob("*.log")]
-    assert any("killed by SIGKILL" in text for text in killed_logs), killed_logs
     result = subprocess.run([sys.executable, "-m", "scripts", "scheduled", "-d", str(work), "--configfile",
                              str(work / "config" / "zoo.yaml"), "--cores", "2"], capture_output=True, text=True,
                             env=env, timeout=900, cwd=REPO)
