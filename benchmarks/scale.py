@@ -110,7 +110,9 @@ def main():
     c1["stages"] = stage_table(zoo)
     clean(zoo)
     c2 = factory(zoo, 2)
-    result["compare"] = {"models": a.compare, "bare_script_s": round(bare_wall, 2), "factory_cores1": c1,
+    bare = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["compare"] = {"models": a.compare, "bare_script_s": round(bare_wall, 2), "bare_script": bare,
+                         "factory_cores1": c1,
                          "factory_cores2": c2, "ratio_cores1": round(c1["wall_s"] / bare_wall, 2),
                          "ratio_cores2": round(c2["wall_s"] / bare_wall, 2)}
     print(json.dumps(result["compare"], indent=1), flush=True)
