@@ -97,7 +97,8 @@ def main():
     from zoo_gen import write_zoo
 
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                          "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")},
+                          "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
+                          "load_average_at_start": os.getloadavg()},  # other work on the machine skews all rows
               "compare": {}, "scale": {}}
     tmp = tempfile.mkdtemp(prefix="engine-factory-bench-")  # kept when a run fails, for its logs
     zoo = write_zoo(Path(tmp) / f"zoo{a.compare}", a.compare, ["fp32", "fp16", "bf16", "int8", "fp8"],
@@ -111,6 +112,7 @@ def main():
     clean(zoo)
     c2 = factory(zoo, 2)
     bare = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["machine"]["load_average_after_compare"] = os.getloadavg()
     result["compare"] = {"models": a.compare, "bare_script_s": round(bare_wall, 2), "bare_script": bare,
                          "factory_cores1": c1,
                          "factory_cores2": c2, "ratio_cores1": round(c1["wall_s"] / bare_wall, 2),

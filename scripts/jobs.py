@@ -25,9 +25,11 @@ import time
 
 # CPU-side libraries every PyTorch / ONNX model's stages import (none starts a thread or a CUDA context on import).
 # snakemake.cli: every child re-runs the main script (`bin/snakemake`), which imports it (~1 s of CPU, measured);
-# forkserver's own "__main__" preload does not reach that script in Python 3.11.
+# forkserver's own "__main__" preload does not reach that script in Python 3.11. polygraphy: AutoCast imports its
+# comparator on first use (0.3-0.5 s per fp16/bf16 job, measured).
 PRELOAD = ["snakemake.cli", "numpy", "torch", "torch.export", "onnx", "onnxruntime", "onnxscript", "onnxslim",
-           "modelopt.onnx.quantization", "modelopt.onnx.autocast", "scripts.stages", "scripts.frameworks.pytorch",
+           "modelopt.onnx.quantization", "modelopt.onnx.autocast", "polygraphy.comparator",
+           "polygraphy.backend.onnxrt", "scripts.stages", "scripts.frameworks.pytorch",
            "scripts.frameworks.onnx", "scripts.graph.simplify", "scripts.graph.precision",
            "scripts.validation.golden", "scripts.validation.validate", "scripts.backends.core"]
 
@@ -88,10 +90,7 @@ def _child(stage: str, io: str, settings: str, log: str, metrics: str | None) ->
     at_start = resource.getrusage(resource.RUSAGE_SELF)
     _end_with_parent()
     _name_process(stage)
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    redirect_output(log)
     # the zoo's model packages (the config's python_path) reach the job through PYTHONPATH, as for any process
     for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
         if entry and entry not in sys.path:
@@ -105,6 +104,18 @@ def _child(stage: str, io: str, settings: str, log: str, metrics: str | None) ->
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # the stage's outputs are complete: skip the interpreter's teardown (~13 ms, measured)
+
+
+def redirect_output(path: str) -> None:
+    """This process's output, native libraries' and Python's alike, to the file at `path` (truncated). Python's
+    streams are made anew on the file: the parent's may not be its fds 1 and 2 (Snakemake's remote mode, on a
+    Slurm node, replaces sys.stderr), and a traceback written there would be lost."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
 
 
 METRICS_HEADER = "s\tcpu_time\tmax_rss\n"  # Snakemake's benchmark columns (seconds, seconds, MB), read alike

@@ -150,12 +150,15 @@ def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict)
 
 
 def _modelopt_process(spec_path: str, log_path: str) -> None:
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
+    from ..jobs import redirect_output
+
+    redirect_output(log_path)
     modelopt_child(spec_path)
     sys.stdout.flush()
     sys.stderr.flush()
+    # The variant is written: skip multiprocessing's teardown, which in a fork of Snakemake's remote-mode job (on a
+    # Slurm node) ended the child with status 1 after a complete, correct run (measured; no traceback).
+    os._exit(0)
 
 
 def modelopt_child(spec_path: str) -> None:

@@ -7,7 +7,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from scripts import cluster, jobs, paths
+from scripts import cluster, jobs, paths, scheduling
 from scripts.config import load
 from scripts.errors import FactoryError
 from scripts.factory import job_environment, resolve
@@ -23,6 +23,7 @@ try:
 except FactoryError as e:
     raise WorkflowError(f"engine factory: {e}")
 HOST, BACKEND, KEY = F.host, F.backend, F.key
+scheduling.coalesce_reevaluation_timers()  # one pending scheduler wake-up, not one per finished job (it says why)
 # Jobs find this interpreter and the code through the environment (scripts/factory.py says why), not through paths in
 # their commands.
 os.environ.update(job_environment(CFG, HOST))
