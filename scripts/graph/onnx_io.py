@@ -171,6 +171,13 @@ def cast_float64_to_float32(proto) -> dict:
 
 def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None) -> None:
     """Names must match the config; dims the config calls dynamic get its name (dim_param), others must match."""
+    for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
+        for v in values:
+            value_kind = v.type.WhichOneof("value")  # tensor_type, sequence_type (ZipMap's), map_type, ...
+            if value_kind != "tensor_type":
+                raise FactoryError(f"{kind} '{v.name}' is a {(value_kind or 'untyped_type').replace('_type', '')}, not a tensor: TensorRT "
+                                   "plans take and give tensors only (export the model without it, e.g. skl2onnx's "
+                                   "options={'zipmap': False})", model=model, key=f"models.{model}.{kind}s")
     initializers = {i.name for i in proto.graph.initializer}
     graph_inputs = {i.name: i for i in proto.graph.input if i.name not in initializers}
     if set(graph_inputs) != set(input_specs):

@@ -356,3 +356,17 @@ def test_detector_with_derived_dims_freezes_with_dim_auto(tmp_path, monkeypatch)
             want = net(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(run_onnxruntime(tmp_path / "model.onnx", {"x": x})["boxes"], want, rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_a_non_tensor_output_is_refused_by_name(tmp_path):
+    """onnxruntime's own logreg_iris.onnx (scikit-learn, ZipMap): its probabilities are a sequence of maps, which no
+    plan can give; the import says so, naming the model, the output and the config key, and writes nothing."""
+    import onnxruntime
+
+    src = str(next(p for p in __import__("pathlib").Path(onnxruntime.__file__).parent.glob("datasets/logreg_iris.onnx")))
+    out = tmp_path / "model.onnx"
+    with pytest.raises(FactoryError, match=r"model 'iris', config key 'models.iris.outputs': output "
+                                           r"'probabilities' is a sequence, not a tensor.*zipmap"):
+        import_onnx(src, str(out), model="iris", input_specs={"float_input": spec(["batch", 4])},
+                    outputs=None, opset=18)
+    assert not out.exists() and not leftovers(tmp_path)
