@@ -173,9 +173,9 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
     """Names must match the config; dims the config calls dynamic get its name (dim_param), others must match."""
     for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
         for v in values:
-            value_kind = v.type.WhichOneof("value")  # tensor_type, sequence_type (ZipMap's), map_type, ...
+            value_kind = v.type.WhichOneof("value") or "untyped_type"  # tensor_type, sequence_type (ZipMap's), ...
             if value_kind != "tensor_type":
-                raise FactoryError(f"{kind} '{v.name}' is a {(value_kind or 'untyped_type').replace('_type', '')}, not a tensor: TensorRT "
+                raise FactoryError(f"{kind} '{v.name}' is a {value_kind.replace('_type', '')}, not a tensor: TensorRT "
                                    "plans take and give tensors only (export the model without it, e.g. skl2onnx's "
                                    "options={'zipmap': False})", model=model, key=f"models.{model}.{kind}s")
     initializers = {i.name for i in proto.graph.initializer}

@@ -363,7 +363,9 @@ def test_a_non_tensor_output_is_refused_by_name(tmp_path):
     plan can give; the import says so, naming the model, the output and the config key, and writes nothing."""
     import onnxruntime
 
-    src = str(next(p for p in __import__("pathlib").Path(onnxruntime.__file__).parent.glob("datasets/logreg_iris.onnx")))
+    from pathlib import Path
+
+    src = str(Path(onnxruntime.__file__).parent / "datasets" / "logreg_iris.onnx")
     out = tmp_path / "model.onnx"
     with pytest.raises(FactoryError, match=r"model 'iris', config key 'models.iris.outputs': output "
                                            r"'probabilities' is a sequence, not a tensor.*zipmap"):
