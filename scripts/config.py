@@ -42,6 +42,7 @@ DEFAULTS = {
     "golden_seed": 0,
     "golden_device": "cpu",
     "tolerances": {},
+    "precision_search": {},  # per precision: {fallback, budget_s, max_trials} (scripts/graph/precision_search.py)
     "python_path": [],
     "deploy": {},  # scripts/deploy/triton.py fills the Triton policy's defaults
 }
@@ -267,4 +268,14 @@ def model_settings(cfg: dict, name: str, m: dict | None = None) -> dict:
         "build": {**cfg["build"], **m.get("build", {})},
         "tolerances": tolerances,
         "golden_seed": cfg["golden_seed"],
+        "precision_search": precision_search(cfg, m),
     }
+
+
+def precision_search(cfg: dict, m: dict) -> dict:
+    """{precision: search setting} for one model: its own `precision_search.<precision>` over the global one over
+    the defaults (scripts/graph/precision_search.py). A precision without a setting is not searched."""
+    from .graph.precision_search import SEARCH_DEFAULTS
+
+    own, glob = m.get("precision_search", {}), cfg.get("precision_search", {})
+    return {p: {**SEARCH_DEFAULTS, **glob.get(p, {}), **own.get(p, {})} for p in PRECISIONS if p in own or p in glob}

@@ -385,6 +385,14 @@ def _golden_settings(f: Factory, w: dict) -> dict:
             "source": fw.reference_settings(m)}
 
 
+def _precision_settings(f: Factory, w: dict) -> dict:
+    ms = model_settings(f.cfg, w["model"])
+    search = ms["precision_search"].get(w["precision"])
+    return {"model": w["model"], "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
+            "tolerance": ms["tolerances"][w["precision"]],
+            **({"search": search} if search else {})}  # only when set: other variants keep their settings
+
+
 def _parity_settings(f: Factory, w: dict) -> dict:
     return {"tolerance": model_settings(f.cfg, w["model"])["tolerances"]["fp32"]}
 
@@ -417,9 +425,7 @@ _SETTINGS = {
     "export": _export_settings,
     "simplify": lambda f, w: {"model": w["model"], "inputs": f.model(w["model"])["inputs"],
                               "simplifier": model_settings(f.cfg, w["model"])["simplifier"]},
-    "precision": lambda f, w: {"model": w["model"], "precision": w["precision"],
-                               "inputs": f.model(w["model"])["inputs"],
-                               "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]]},
+    "precision": lambda f, w: _precision_settings(f, w),
     "golden": _golden_settings,
     "parity": _parity_settings,
     "build": _build_settings,

@@ -81,16 +81,25 @@ def simplify(inputs, outputs, p):
 
 @runner("precision")
 def precision(inputs, outputs, p):
-    """The variant, then its parity against the golden outputs (what the precision search of a later stage needs)."""
-    from .graph.precision import make_precision_variant
+    """The variant (searched for the nodes to keep in higher precision where the model's `precision_search` says
+    so), then its parity against the golden outputs; a variant that is not what its label says fails its parity."""
+    from .graph.precision import label_problem, make_precision_variant
+    from .graph.precision_search import summary
     from .validation.validate import write_parity
 
     facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],
-                                   input_specs=p["inputs"], calibration_path=inputs.get("calibration"))
+                                   input_specs=p["inputs"], calibration_path=inputs.get("calibration"),
+                                   search=p.get("search"), golden_path=inputs["golden"], tolerance=p["tolerance"])
     _record(outputs["onnx"], "precision", inputs, p, facts)
+    search = facts.get("search")
     facts["parity"] = write_parity(outputs["parity"], onnx_path=outputs["onnx"], golden_path=inputs["golden"],
                                    tolerance=p["tolerance"], variant=p["precision"],
-                                   recorded=_recorded("precision", p))
+                                   recorded=_recorded("precision", p), problem=label_problem(facts),
+                                   notes={"precision_search": {**{k: search[k] for k in ("status", "trials",
+                                                                                         "seconds", "kept")},
+                                                               **({"would_need": search["would_need"]}
+                                                                  if "would_need" in search else {}),
+                                                               "summary": summary(search)}} if search else None)
     return facts
 
 
