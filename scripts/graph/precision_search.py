@@ -111,7 +111,7 @@ class _Search:
 
     def can_try(self) -> bool:
         """Within max_trials, and the next trial (as long as the slowest so far) ends within the budget."""
-        if len(self.trials) >= self.settings["max_trials"]:
+        if len(self.trials) - 1 >= self.settings["max_trials"]:  # trial 0 is the variant made anyway
             return False
         slowest = max((t["seconds"] for t in self.trials), default=0.0)
         return time.perf_counter() - self.t0 + slowest <= self.settings["budget_s"]
