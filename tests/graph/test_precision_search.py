@@ -1,6 +1,6 @@
 """Issue 16: a quantized variant is what its label says (or fails saying it is not), and a variant that misses its
 tolerance is searched for the nodes to keep in higher precision. Small ONNX models made to have one sensitive layer
-(tests/graph/sensitive_models.py), run through the precision stage as the workflow runs it (scripts/stages.py), in a
+(tests/helpers/sensitive_models.py), run through the precision stage as the workflow runs it (scripts/stages.py), in a
 tmp dir outside the checkout."""
 import json
 
@@ -14,7 +14,7 @@ from scripts.config import check, model_settings
 from scripts.errors import FactoryError
 from scripts.tensors import DEFAULT_TOLERANCES, run_onnxruntime
 
-from sensitive_models import SENSITIVE, sensitive_inputs, sensitive_mlp
+from helpers.sensitive_models import SENSITIVE, sensitive_inputs, sensitive_mlp
 
 SEARCH = {"fallback": "fp32", "budget_s": 120, "max_trials": 24}
 
