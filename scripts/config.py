@@ -193,9 +193,16 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
     precisions = model_settings(cfg, name, m)["precisions"]
     if QUANTIZED & set(precisions) and "calibration" not in m:
         raise FactoryError(f"precisions {sorted(QUANTIZED & set(precisions))} need calibration data "
-                           "(an .npz/.npy file or a directory of them)", model=name, key=f"models.{name}.calibration")
+                           "(an .npz/.npy file, a directory of them or of images, or a callable)", model=name, key=f"models.{name}.calibration")
+    if isinstance(m.get("calibration"), dict):  # a callable: it must exist (checked without running it)
+        from .modelcode import check_defined, search_path
+
+        check_defined(m["calibration"]["callable"], search_path(cfg["python_path"]), model=name,
+                      key=f"models.{name}.calibration.callable", what="the calibration callable")
     for key in (*(given if fw.SINGLE_FILE_SOURCE else ()), "calibration", "samples"):
         path = m.get(key)
+        if isinstance(path, dict):
+            continue
         if exists and path and not exists(path):
             raise FactoryError("file not found", model=name, key=f"models.{name}.{key}", path=path)
 

@@ -31,7 +31,7 @@ from .onnx_io import check_against, load_checked, model_opset, tool_version
 
 def make_precision_variant(src, dst, precision: str, *, model: str, input_specs: dict, calibration_path=None,
                            seed: int = 0, search: dict | None = None, golden_path=None,
-                           tolerance: dict | None = None) -> dict:
+                           tolerance: dict | None = None, calibration_code: dict | None = None) -> dict:
     """Write the `precision` variant of `src` to `dst` (atomically); returns facts (tool, attempts, hashes...).
 
     With `search` (the model's `precision_search.<precision>` setting), a ModelOpt variant that misses `tolerance`
@@ -43,12 +43,12 @@ def make_precision_variant(src, dst, precision: str, *, model: str, input_specs:
     source = load_checked(src, model=model)
     facts: dict = {"precision": precision}
     if precision in QUANTIZED and not calibration_path:
-        raise FactoryError(f"{precision} needs calibration data (an .npz, .npy or directory)", model=model,
+        raise FactoryError(f"{precision} needs calibration data (an .npz, .npy, a directory or a callable)", model=model,
                            key=f"models.{model}.calibration")
     calib = None
     if calibration_path and precision != "fp32":
         calib = load_calibration(calibration_path, input_specs, model=model)
-        facts["calibration"] = calibration_facts(calibration_path, calib)
+        facts["calibration"] = calibration_facts(calibration_path, calib, code=calibration_code)
     if precision == "fp32":
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
@@ -101,6 +101,7 @@ def make_precision_variant(src, dst, precision: str, *, model: str, input_specs:
                 first_seconds=attempts[-1]["seconds"])
         facts.update(tool=tool, tool_version=tool_version(PACKAGES[tool]), attempts=attempts,
                      **describe_variant(result, precision, fallback=(search or {}).get("fallback", "fp32")))
+        facts["warnings"] += (facts.get("calibration") or {}).get("warnings", [])
         facts["parity_vs_source"] = parity(result, src, input_specs, seed=seed)
         with atomic_path(dst) as tmp:
             shutil.copyfile(result, tmp)

@@ -45,8 +45,9 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
     ranking = rank_nodes(first, source, golden_path)
     state.ranking = ranking
     names = [r["node"] for r in ranking]
-    if not names:
-        return first, state.facts("fail", first, reason="no quantized node to keep out")
+    if not names:  # e.g. "fp8 requested, 0 of 4 layers quantized": keeping nodes out cannot help
+        return first, state.facts("not-run", first, reason=f"the tool quantized no node, so there is none to keep "
+                                                           f"out of {precision}")
 
     def attempt(exclude, why):
         if not state.can_try():
