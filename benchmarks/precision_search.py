@@ -81,7 +81,7 @@ def write_zoo(root: Path) -> Path:
     import numpy as np
     import torch
 
-    (root / "encpkg").mkdir(parents=True)
+    (root / "encpkg").mkdir(parents=True, exist_ok=True)
     (root / "encpkg" / "__init__.py").write_text("")
     (root / "encpkg" / "nets.py").write_text(ENCODER)
     sys.path.insert(0, str(root))

@@ -192,8 +192,8 @@ def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
 def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict, options: dict | None = None) -> None:
     """ModelOpt in a forked child (see the module doc): this process's imports (ModelOpt itself, preloaded by the
     job's forkserver: scripts/jobs.py) are shared, its patches are not. Its log tail becomes the error on failure.
-    `options`: `nodes_to_exclude` (exact node names: kept out of the quantized type) and `fallback` (the type of
-    everything not quantized: ModelOpt's high_precision_dtype, fp32 or fp16)."""
+    `options`: `nodes_to_exclude` (exact node names: kept out of the quantized type, or in fp32 by AutoCast for
+    fp16/bf16) and `fallback` (the type of everything not quantized: ModelOpt's high_precision_dtype, fp32 or fp16)."""
     import multiprocessing
 
     options = options or {}
@@ -243,7 +243,8 @@ def modelopt_child(spec_path: str) -> None:
             for i in range(0, n, 8):
                 np.savez(data_dir / f"{i:08d}.npz", **{k: v[i:i + 8] for k, v in calib.items()})
         proto = convert_to_mixed_precision(spec["src"], spec["precision"], keep_io_types=True, providers=["cpu"],
-                                           calibration_data=str(data_dir) if data_dir else None)
+                                           calibration_data=str(data_dir) if data_dir else None,
+                                           nodes_to_exclude=spec["nodes_to_exclude"] or None)
         onnx.save(proto, spec["out"])
     else:
         from modelopt.onnx.quantization import quantize

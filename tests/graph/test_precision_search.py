@@ -132,3 +132,38 @@ def test_precision_search_settings_merge_and_bad_keys_are_named():
                      ({"fp32": {}}, "models.m.precision_search")]:
         with pytest.raises(FactoryError, match=key.replace(".", r"\.")):
             check(_cfg(precision_search=bad), check_files=False)
+
+
+def test_fp16_overflow_keeps_the_overflowing_node_and_its_reader_in_fp32(tmp_path):
+    """Item 4: the same search for AutoCast (fp16): nodes kept in fp32 through its nodes_to_exclude; ranked by the
+    damage of rounding each tensor to fp16 alone (its producer and readers kept together)."""
+    from helpers.sensitive_models import OVERFLOW, overflow_inputs, overflow_model
+
+    model = overflow_model(tmp_path / "m.onnx")
+    x = np.random.default_rng(5).uniform(1e5, 4e5, (16, 16)).astype(np.float32)
+    np.savez(tmp_path / "golden.npz", **{"in/x": x, "out/y": run_onnxruntime(model, {"x": x})["y"]})
+    inputs = {"onnx": str(model), "golden": str(tmp_path / "golden.npz")}
+    tolerance = {"atol": 0.5, "rtol": 1e-2, "min_cosine": 0.999}
+
+    def job(search, tag):
+        out = tmp_path / tag
+        out.mkdir()
+        outputs = {"onnx": str(out / "model.fp16.onnx"), "parity": str(out / "fp16.json")}
+        params = {"model": "m", "precision": "fp16", "inputs": overflow_inputs(), "tolerance": tolerance,
+                  **({"search": search} if search else {})}
+        stages.run("precision", {"inputs": inputs, "outputs": outputs, "params": params})
+        return read_json(outputs["parity"]), read_json(outputs["onnx"] + ".provenance.json")["facts"]
+
+    parity, facts = job(None, "plain")  # onnxruntime's own run passes; the emulated fp16 overflows: a fail
+    assert parity["outputs"]["y"]["nonfinite_mismatch"] == 0
+    assert parity["status"] == "fail" and parity["reason"].startswith("emulated fp16 overflows: y: 256 non-finite")
+    assert parity["emulated"]["outputs"]["y"]["nonfinite_mismatch"] == 256
+    parity, facts = job(SEARCH, "search")
+    s = facts["search"]
+    assert parity["status"] == "pass", parity["reason"]
+    assert s["status"] == "pass" and s["kept"] == {"fp32": [OVERFLOW]}
+    top = s["sensitivity"][0]  # the tensor whose fp16 rounding breaks the output: the input, read by `scale`
+    assert top["node"] == "input x" and top["keeps"] == [OVERFLOW] and top["nonfinite"] is True
+    assert facts["low_precision_tensors"] > 0  # still an fp16 variant: fc computes in fp16
+    types = {i.name: i.data_type for i in onnx.load(str(tmp_path / "search" / "model.fp16.onnx")).graph.initializer}
+    assert types["w"] == onnx.TensorProto.FLOAT16

@@ -50,3 +50,35 @@ def sensitive_mlp(path, *, features: int = 32, width: int = 64, out: int = 16, d
 def sensitive_inputs(features: int = 32) -> dict:
     return {"features": {"dtype": "float32", "shape": ["batch", features], "min": [1, features],
                          "opt": [8, features], "max": [64, features]}}
+
+
+OVERFLOW = "scale"  # the node that must read its input in fp32 (raw values up to 4e5; fp16 ends at 65504)
+
+
+def overflow_model(path, *, features: int = 16, out: int = 16, seed: int = 0) -> Path:
+    """`x` (raw sensor values in [1e5, 4e5]) -> scale = x * 1e-4 -> fc (Gemm) -> `y`. In fp32 fine; in fp16 the
+    Cast of `x` into `scale` overflows to inf: AutoCast, judging ranges on its own random data, converts every node.
+    Keeping `scale` in fp32 (it reads `x` uncast, its output is small) fixes it. onnxruntime's CPU provider runs
+    fp16 ops without an fp16 kernel in fp32 (so an fp16 Mul of large values does not overflow there), but it runs
+    Cast faithfully: this overflow is one its parity sees."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((out, features)) / np.sqrt(features)).astype(np.float32)
+    inits = [numpy_helper.from_array(np.array(1e-4, np.float32), "k"), numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.zeros(out, np.float32), "b")]
+    nodes = [helper.make_node("Mul", ["x", "k"], ["scaled"], name=OVERFLOW),
+             helper.make_node("Gemm", ["scaled", "w", "b"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", out])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 9
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return Path(path)
+
+
+def overflow_inputs(features: int = 16) -> dict:
+    return {"x": {"dtype": "float32", "shape": ["batch", features], "min": [1, features], "opt": [8, features],
+                  "max": [64, features], "range": [1e5, 4e5]}}
