@@ -53,9 +53,12 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
         return list(dict.fromkeys(n for g in gs for n in g))
 
     def attempt(gs, why):
+        exclude = union(gs)
+        seen = next((t for t in state.trials if sorted(t["excluded"]) == sorted(exclude)), None)
+        if seen is not None:  # the same set again (a prune back to a prefix tried before): its result, no new trial
+            return seen["passes"]
         if not state.can_try():
             return None
-        exclude = union(gs)
         try:
             path = trial(exclude, f"trial-{len(state.trials)}")
         except Exception as e:  # a failed trial is recorded, not fatal: the search goes on
