@@ -167,3 +167,22 @@ def test_fp16_overflow_keeps_the_overflowing_node_and_its_reader_in_fp32(tmp_pat
     assert facts["low_precision_tensors"] > 0  # still an fp16 variant: fc computes in fp16
     types = {i.name: i.data_type for i in onnx.load(str(tmp_path / "search" / "model.fp16.onnx")).graph.initializer}
     assert types["w"] == onnx.TensorProto.FLOAT16
+
+
+def test_status_lists_variants_that_are_not_what_their_label_says(tmp_path):
+    from scripts import paths
+    from scripts.ops.status import mislabelled, render
+
+    small = sensitive_mlp(tmp_path / "tiny.onnx", features=8, width=8, out=4, depth=2, outlier=1.0)
+    parity, _, _ = _precision_job(tmp_path, _zoo(tmp_path, small, 8), features=8)
+    target = tmp_path / paths.parity("tiny", "int8")
+    target.parent.mkdir(parents=True)
+    target.write_text(json.dumps(parity))
+    found = mislabelled(tmp_path, [{"model": "tiny", "precision": "int8", "cc": "89"},
+                                   {"model": "tiny", "precision": "int8", "cc": "120"}])
+    assert found == [{"model": "tiny", "precision": "int8",
+                      "problem": "int8 requested, 0 of 2 layers quantized: the variant computes in fp32"}]
+    text = render({"counts": {"current": 2, "stale": 0, "missing": 0, "failed": 0}, "keys": ["k"],
+                   "snakemake_seconds": 0.1, "targets": [], "not_produced": [], "failed": 0, "needs_work": False,
+                   "mislabelled": found})
+    assert "1 variant(s) not what their label says (their validation fails):\n  tiny int8: int8 requested, 0 of 2" in text
