@@ -22,6 +22,7 @@ most accurate trial, the search's status is `fail`, and `would_need` names the n
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
                                                            "does not drive (its first choice failed)")
     ranking = rank_nodes(first, source, golden_path, precision, deadline=t0 + settings["budget_s"])
     state.ranking = ranking
+    state.op_types = _op_types(source)
     groups = [r.get("keeps") or [r["node"]] for r in ranking]  # what keeping each candidate out takes
     if not groups:  # e.g. "fp8 requested, 0 of 4 layers quantized": keeping nodes out cannot help
         return first, state.facts("not-run", first, reason=f"the tool quantized no node, so there is none to keep "
@@ -117,6 +119,7 @@ class _Search:
         self.describe, self.settings, self.t0 = describe, settings, t0
         self.trials: list[dict] = []
         self.ranking: list[dict] = []
+        self.op_types: dict[str, str] = {}  # node name -> op type, for the kept nodes' summary
         self.last = t0
 
     def can_try(self) -> bool:
@@ -167,6 +170,7 @@ class _Search:
                "seconds": round(time.perf_counter() - self.t0, 2),
                "steps": [{k: v for k, v in t.items() if k != "path"} for t in self.trials],
                "kept": {self.settings["fallback"]: chosen["excluded"] if chosen else []},
+               "kept_op_types": dict(Counter(self.op_types.get(n, "?") for n in (chosen or {}).get("excluded", []))),
                "chosen_trial": chosen["trial"] if chosen else None,
                "accuracy": chosen["accuracy"] if chosen else {}, "reason": reason}
         if self.ranking:
@@ -174,6 +178,12 @@ class _Search:
         if would_need is not None:
             out["would_need"] = {self.settings["fallback"]: list(would_need)}
         return out
+
+
+def _op_types(source) -> dict[str, str]:
+    import onnx
+
+    return {n.name: n.op_type for n in onnx.load(str(source), load_external_data=False).graph.node}
 
 
 def score(t: dict) -> float:

@@ -53,7 +53,7 @@ def test_int8_fails_without_search_and_passes_keeping_exactly_the_sensitive_node
     parity, facts, variant = _precision_job(d, inputs, search=SEARCH, tag="-search")
     assert parity["status"] == "pass" and parity["outputs"]["scores"]["cosine"] >= 0.98
     s = facts["search"]
-    assert s["status"] == "pass" and s["kept"] == {"fp32": [SENSITIVE]}
+    assert s["status"] == "pass" and s["kept"] == {"fp32": [SENSITIVE]} and s["kept_op_types"] == {"Gemm": 1}
     assert s["sensitivity"][0]["node"] == SENSITIVE  # ranked first by its isolated damage
     assert s["sensitivity"][0]["damage"] > 10 * s["sensitivity"][1]["damage"]
     assert s["trials"] == len(s["steps"]) - 1 >= 1
