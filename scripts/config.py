@@ -198,7 +198,8 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
                                "int8/fp8", model=name, key=f"{where}.{p}.fallback")
     if QUANTIZED & set(precisions) and "calibration" not in m:
         raise FactoryError(f"precisions {sorted(QUANTIZED & set(precisions))} need calibration data "
-                           "(an .npz/.npy file, a directory of them or of images, or a callable)", model=name, key=f"models.{name}.calibration")
+                           "(an .npz/.npy file, a directory of them or of images, or a callable)", model=name,
+                           key=f"models.{name}.calibration")
     if isinstance(m.get("calibration"), dict):  # a callable: it must exist (checked without running it)
         from .modelcode import check_defined, search_path
 

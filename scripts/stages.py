@@ -90,7 +90,8 @@ def precision(inputs, outputs, p):
     facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],
                                    input_specs=p["inputs"],
                                    calibration_path=inputs.get("calibration") or p.get("calibration"),
-                                   calibration_code=p.get("calibration_code"), search=p.get("search"), golden_path=inputs["golden"], tolerance=p["tolerance"])
+                                   calibration_code=p.get("calibration_code"), search=p.get("search"),
+                                   golden_path=inputs["golden"], tolerance=p["tolerance"])
     _record(outputs["onnx"], "precision", inputs, p, facts)
     search = facts.get("search")
     notes = {}

@@ -43,8 +43,8 @@ def make_precision_variant(src, dst, precision: str, *, model: str, input_specs:
     source = load_checked(src, model=model)
     facts: dict = {"precision": precision}
     if precision in QUANTIZED and not calibration_path:
-        raise FactoryError(f"{precision} needs calibration data (an .npz, .npy, a directory or a callable)", model=model,
-                           key=f"models.{model}.calibration")
+        raise FactoryError(f"{precision} needs calibration data (an .npz, .npy, a directory or a callable)",
+                           model=model, key=f"models.{model}.calibration")
     calib = None
     if calibration_path and precision != "fp32":
         calib = load_calibration(calibration_path, input_specs, model=model)

@@ -129,7 +129,8 @@ def test_precision_search_settings_merge_and_bad_keys_are_named():
     for bad, key in [({"int8": {"fallback": "bf16"}}, "models.m.precision_search.int8.fallback"),
                      ({"int8": {"budget_s": 0}}, "models.m.precision_search.int8.budget_s"),
                      ({"int8": {"budgte_s": 3}}, "models.m.precision_search.int8"),
-                     ({"fp32": {}}, "models.m.precision_search")]:
+                     ({"fp32": {}}, "models.m.precision_search"),
+                     ({"fp16": {"fallback": "fp16"}}, "models.m.precision_search.fp16.fallback")]:
         with pytest.raises(FactoryError, match=key.replace(".", r"\.")):
             check(_cfg(precision_search=bad), check_files=False)
 
