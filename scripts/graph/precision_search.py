@@ -40,6 +40,9 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
     base = state.record(first, [], "trial 0: the tool's own choice", seconds=first_seconds)
     if base["passes"]:
         return first, state.facts("not-needed", first)
+    if base["status"] == "pass" and base["label_problem"]:  # within tolerance, but not in the precision at all
+        return first, state.facts("not-run", first, reason=f"{base['label_problem']}; keeping nodes out of "
+                                                           f"{precision} cannot help")
     if not searchable:
         return first, state.facts("not-run", first, reason=f"the variant was made by {tool}, which the search "
                                                            "does not drive (its first choice failed)")
@@ -134,15 +137,17 @@ class _Search:
         from .precision import label_problem
 
         parity = onnx_parity(str(path), self.golden_path, self.tolerance)
-        if self.precision in LOW_TYPES and parity["status"] == "pass":
+        if self.precision in LOW_TYPES and parity["status"] in ("pass", "not-run"):
             # onnxruntime's CPU provider runs fp16/bf16 ops that lack a kernel in fp32 and drops the Casts
-            # around them, so an overflow does not show there: judge the emulation too (emulated_low_precision)
+            # around them, so an overflow does not show there, and it cannot run some at all (bf16 Conv, Sub):
+            # judge the emulation too (emulated_low_precision)
             try:
                 emulated = emulated_parity(path, self.source, self.golden_path, self.tolerance, self.precision)
             except Exception:  # the emulation cannot rebuild this model: onnxruntime's judgement stands
                 emulated = {"status": "not-run"}
-            if emulated["status"] == "fail":
-                parity = {**emulated, "reason": f"emulated {self.precision}: {emulated.get('reason', '')}"}
+            if emulated["status"] == "fail" or (parity["status"] == "not-run" and emulated["status"] == "pass"):
+                parity = {**emulated, "reason": f"emulated {self.precision}: {emulated.get('reason', '')}"
+                          + (f" (onnxruntime: {parity['reason'][:120]})" if parity["status"] == "not-run" else "")}
         facts = self.describe(path)
         problem = label_problem({**facts, "precision": self.precision})
         now = time.perf_counter()
@@ -152,7 +157,7 @@ class _Search:
                           for name, o in (parity.get("outputs") or {}).items()},
              "quantized_layers": facts.get("quantized_layers"), "layers": facts.get("layers"),
              "seconds": round(now - self.last if seconds is None else seconds, 2),
-             "passes": parity["status"] == "pass" and not problem, "path": path}
+             "passes": parity["status"] == "pass" and not problem, "label_problem": problem, "path": path}
         self.last = now
         self.trials.append(t)
         return t

@@ -187,3 +187,4 @@ def test_status_lists_variants_that_are_not_what_their_label_says(tmp_path):
                    "snakemake_seconds": 0.1, "targets": [], "not_produced": [], "failed": 0, "needs_work": False,
                    "mislabelled": found})
     assert "1 variant(s) not what their label says (their validation fails):\n  tiny int8: int8 requested, 0 of 2" in text
+

@@ -82,3 +82,4 @@ def overflow_model(path, *, features: int = 16, out: int = 16, seed: int = 0) ->
 def overflow_inputs(features: int = 16) -> dict:
     return {"x": {"dtype": "float32", "shape": ["batch", features], "min": [1, features], "opt": [8, features],
                   "max": [64, features], "range": [1e5, 4e5]}}
+
