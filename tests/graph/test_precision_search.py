@@ -135,7 +135,7 @@ def test_precision_search_settings_merge_and_bad_keys_are_named():
             check(_cfg(precision_search=bad), check_files=False)
 
 
-def test_fp16_overflow_keeps_the_overflowing_node_and_its_reader_in_fp32(tmp_path):
+def test_fp16_overflow_keeps_the_node_reading_the_overflowing_input_in_fp32(tmp_path):
     """Item 4: the same search for AutoCast (fp16): nodes kept in fp32 through its nodes_to_exclude; ranked by the
     damage of rounding each tensor to fp16 alone (its producer and readers kept together)."""
     from helpers.sensitive_models import OVERFLOW, overflow_inputs, overflow_model
