@@ -45,6 +45,7 @@ DEFAULTS = {
     "golden_seed": 0,
     "golden_device": "cpu",
     "tolerances": {},
+    "precision_search": {},  # per precision: {fallback, budget_s, max_trials} (scripts/graph/precision_search.py)
     "python_path": [],
     "deploy": {},  # scripts/deploy/triton.py fills the Triton policy's defaults
 }
@@ -193,11 +194,24 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
     exists = (lambda p: _exists(p, workdir)) if check_files else None
     fw.check_config(name, m, cfg, exists)
     precisions = model_settings(cfg, name, m)["precisions"]
+    for p, setting in model_settings(cfg, name, m)["precision_search"].items():
+        if p not in QUANTIZED and setting["fallback"] != "fp32":  # fp16/bf16 keep their nodes in fp32
+            where = f"models.{name}.precision_search" if p in m.get("precision_search", {}) else "precision_search"
+            raise FactoryError(f"{p} keeps its searched nodes in fp32; fallback '{setting['fallback']}' is for "
+                               "int8/fp8", model=name, key=f"{where}.{p}.fallback")
     if QUANTIZED & set(precisions) and "calibration" not in m:
         raise FactoryError(f"precisions {sorted(QUANTIZED & set(precisions))} need calibration data "
-                           "(an .npz/.npy file or a directory of them)", model=name, key=f"models.{name}.calibration")
+                           "(an .npz/.npy file, a directory of them or of images, or a callable)", model=name,
+                           key=f"models.{name}.calibration")
+    if isinstance(m.get("calibration"), dict):  # a callable: it must exist (checked without running it)
+        from .modelcode import check_defined, search_path
+
+        check_defined(m["calibration"]["callable"], search_path(cfg["python_path"]), model=name,
+                      key=f"models.{name}.calibration.callable", what="the calibration callable")
     for key in (*(given if fw.SINGLE_FILE_SOURCE else ()), "calibration", "samples"):
         path = m.get(key)
+        if isinstance(path, dict):
+            continue
         if exists and path and not exists(path):
             raise FactoryError("file not found", model=name, key=f"models.{name}.{key}", path=path)
 
@@ -270,4 +284,14 @@ def model_settings(cfg: dict, name: str, m: dict | None = None) -> dict:
         "build": {**cfg["build"], **m.get("build", {})},
         "tolerances": tolerances,
         "golden_seed": cfg["golden_seed"],
+        "precision_search": precision_search(cfg, m),
     }
+
+
+def precision_search(cfg: dict, m: dict) -> dict:
+    """{precision: search setting} for one model: its own `precision_search.<precision>` over the global one over
+    the defaults (scripts/graph/precision_search.py). A precision without a setting is not searched."""
+    from .graph.precision_search import SEARCH_DEFAULTS
+
+    own, glob = m.get("precision_search", {}), cfg.get("precision_search", {})
+    return {p: {**SEARCH_DEFAULTS, **glob.get(p, {}), **own.get(p, {})} for p in PRECISIONS if p in own or p in glob}

@@ -330,8 +330,8 @@ _INPUTS = {
     "export": _export_inputs,
     "simplify": lambda f, w: {"onnx": paths.onnx(w["model"])},
     "precision": lambda f, w: {"onnx": paths.sim_onnx(w["model"]),
-                               "calibration": f.model(w["model"]).get("calibration")
-                               if w["precision"] in QUANTIZED else None, "golden": paths.golden(w["model"])},
+                               "calibration": _calibration(f, w) if isinstance(_calibration(f, w), str) else None,
+                               "golden": paths.golden(w["model"])},
     "golden": _golden_inputs,
     "parity": lambda f, w: {"export": paths.onnx(w["model"]), "sim": paths.sim_onnx(w["model"]),
                             "golden": paths.golden(w["model"])},
@@ -385,6 +385,27 @@ def _golden_settings(f: Factory, w: dict) -> dict:
             "source": fw.reference_settings(m)}
 
 
+def _calibration(f: Factory, w: dict):
+    """The model's calibration setting where the precision is calibrated: a path (a job input), or a callable's
+    setting ({callable, kwargs}: a job setting, with its package's code digest); else None."""
+    return f.model(w["model"]).get("calibration") if w["precision"] in QUANTIZED else None
+
+
+def _precision_settings(f: Factory, w: dict) -> dict:
+    from .modelcode import code_fingerprint, search_path
+
+    ms = model_settings(f.cfg, w["model"])
+    search = ms["precision_search"].get(w["precision"])
+    calibration = _calibration(f, w)
+    extra = {"search": search} if search else {}  # only when set: other variants keep their settings
+    if isinstance(calibration, dict):  # the callable's code is a setting: editing it re-runs the calibrated jobs
+        extra.update(calibration=calibration, calibration_code=code_fingerprint(
+            calibration["callable"], search_path(f.cfg["python_path"]), model=w["model"],
+            key=f"models.{w['model']}.calibration.callable"))
+    return {"model": w["model"], "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
+            "tolerance": ms["tolerances"][w["precision"]], **extra}
+
+
 def _parity_settings(f: Factory, w: dict) -> dict:
     return {"tolerance": model_settings(f.cfg, w["model"])["tolerances"]["fp32"]}
 
@@ -417,9 +438,7 @@ _SETTINGS = {
     "export": _export_settings,
     "simplify": lambda f, w: {"model": w["model"], "inputs": f.model(w["model"])["inputs"],
                               "simplifier": model_settings(f.cfg, w["model"])["simplifier"]},
-    "precision": lambda f, w: {"model": w["model"], "precision": w["precision"],
-                               "inputs": f.model(w["model"])["inputs"],
-                               "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]]},
+    "precision": lambda f, w: _precision_settings(f, w),
     "golden": _golden_settings,
     "parity": _parity_settings,
     "build": _build_settings,

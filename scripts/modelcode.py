@@ -51,26 +51,28 @@ def split_ref(ref: str) -> tuple[str, str]:
     return module, attr
 
 
-def locate(ref: str, path: list[str], *, model: str) -> tuple[Path, Path | None]:
-    """(module file, directory of its package or None) for `package.module:Class`, executing nothing."""
+def locate(ref: str, path: list[str], *, model: str, key: str | None = None,
+           what: str = "the model class") -> tuple[Path, Path | None]:
+    """(module file, directory of its package or None) for `package.module:Class`, executing nothing. `key` and
+    `what` name the config key and the thing in errors (default: the model's `model` key, its class)."""
     module, _ = split_ref(ref)
-    key = f"models.{model}.model"
+    key = key or f"models.{model}.model"
     locations, spec, parts = path, None, module.split(".")
     for i in range(len(parts)):
         name = ".".join(parts[:i + 1])
         spec = importlib.machinery.PathFinder.find_spec(name, locations)
         if spec is None:
             where = "python_path, PYTHONPATH and the checkout" if i == 0 else f"package '{'.'.join(parts[:i])}'"
-            raise FactoryError(f"cannot import the model class '{ref}': no module named '{name}' (searched "
+            raise FactoryError(f"cannot import {what} '{ref}': no module named '{name}' (searched "
                                f"{where}; put your package's parent directory in the config's python_path)",
                                model=model, key=key)
         if i < len(parts) - 1:
             if not spec.submodule_search_locations:
-                raise FactoryError(f"cannot import the model class '{ref}': '{name}' is not a package",
+                raise FactoryError(f"cannot import {what} '{ref}': '{name}' is not a package",
                                    model=model, key=key)
             locations = list(spec.submodule_search_locations)
     if spec.origin in (None, "namespace"):
-        raise FactoryError(f"cannot import the model class '{ref}': '{module}' is a namespace package without code",
+        raise FactoryError(f"cannot import {what} '{ref}': '{module}' is a namespace package without code",
                            model=model, key=key)
     file = Path(spec.origin)
     if spec.submodule_search_locations:  # the module is a package itself (its __init__.py)
@@ -78,23 +80,24 @@ def locate(ref: str, path: list[str], *, model: str) -> tuple[Path, Path | None]
     return file, (file.parent if len(parts) > 1 or (file.parent / "__init__.py").exists() else None)
 
 
-def check_defined(ref: str, path: list[str], *, model: str) -> Path:
+def check_defined(ref: str, path: list[str], *, model: str, key: str | None = None,
+                  what: str = "the model class") -> Path:
     """The module file, after checking that it binds the class name at top level (a class, def, assignment or
     import of that name). A compiled module or a star import cannot be read this way: accepted here, and
     `check` and the freeze stage import it for real."""
-    file, _ = locate(ref, path, model=model)
+    key = key or f"models.{model}.model"
+    file, _ = locate(ref, path, model=model, key=key, what=what)
     _, attr = split_ref(ref)
     if file.suffix != ".py":
         return file
     try:
         tree = ast.parse(file.read_bytes(), filename=str(file))
     except (OSError, SyntaxError) as e:
-        raise FactoryError(f"cannot read the model class '{ref}': {type(e).__name__}: {e}", model=model,
-                           key=f"models.{model}.model", path=str(file))
+        raise FactoryError(f"cannot read {what} '{ref}': {type(e).__name__}: {e}", model=model,
+                           key=key, path=str(file))
     names = _top_level_names(tree)
     if attr not in names and not names & {"*", "__getattr__"}:  # a star import or a module __getattr__: unknowable
-        raise FactoryError(f"module '{split_ref(ref)[0]}' ({file}) defines no '{attr}'", model=model,
-                           key=f"models.{model}.model")
+        raise FactoryError(f"module '{split_ref(ref)[0]}' ({file}) defines no '{attr}'", model=model, key=key)
     return file
 
 
@@ -115,11 +118,11 @@ def _top_level_names(tree) -> set[str]:
     return names
 
 
-def code_fingerprint(ref: str, path: list[str], *, model: str) -> dict:
+def code_fingerprint(ref: str, path: list[str], *, model: str, key: str | None = None) -> dict:
     """{"ref", "root", "files", "sha256"}: the digest of the .py files of the module's package (or of the module)."""
     from . import fingerprint
 
-    file, package = locate(ref, path, model=model)
+    file, package = locate(ref, path, model=model, key=key)
     if package is None:
         files = {file.name: fingerprint.sha256(file)}
         root = file.parent
@@ -130,8 +133,9 @@ def code_fingerprint(ref: str, path: list[str], *, model: str) -> dict:
     return {"ref": ref, "root": str(root), "files": len(files), "sha256": fingerprint.combined(files)}
 
 
-def import_class(ref: str, *, model: str, python_path=()):
-    """Import the class for real (`check` and the stages that run the model)."""
+def import_class(ref: str, *, model: str, python_path=(), key: str | None = None, what: str = "the model class"):
+    """Import the class (or function) for real (`check` and the stages that run the model)."""
+    key = key or f"models.{model}.model"
     for p in reversed([str(p) for p in python_path]):
         if p not in sys.path:
             sys.path.insert(1, p)
@@ -139,9 +143,8 @@ def import_class(ref: str, *, model: str, python_path=()):
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # ImportError, or the module's own code failing
-        raise FactoryError(f"cannot import the model class '{ref}': {type(e).__name__}: {e}", model=model,
-                           key=f"models.{model}.model")
+        raise FactoryError(f"cannot import {what} '{ref}': {type(e).__name__}: {e}", model=model, key=key)
     if not hasattr(module, attr):
         raise FactoryError(f"module '{module_name}' ({getattr(module, '__file__', '?')}) defines no '{attr}'",
-                           model=model, key=f"models.{model}.model")
+                           model=model, key=key)
     return getattr(module, attr)

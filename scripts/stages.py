@@ -81,16 +81,33 @@ def simplify(inputs, outputs, p):
 
 @runner("precision")
 def precision(inputs, outputs, p):
-    """The variant, then its parity against the golden outputs (what the precision search of a later stage needs)."""
-    from .graph.precision import make_precision_variant
+    """The variant (searched for the nodes to keep in higher precision where the model's `precision_search` says
+    so), then its parity against the golden outputs; a variant that is not what its label says fails its parity."""
+    from .graph.precision import label_problem, make_precision_variant
+    from .graph.precision_search import low_precision_overflow, summary
     from .validation.validate import write_parity
 
     facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],
-                                   input_specs=p["inputs"], calibration_path=inputs.get("calibration"))
+                                   input_specs=p["inputs"],
+                                   calibration_path=inputs.get("calibration") or p.get("calibration"),
+                                   calibration_code=p.get("calibration_code"), search=p.get("search"),
+                                   golden_path=inputs["golden"], tolerance=p["tolerance"])
     _record(outputs["onnx"], "precision", inputs, p, facts)
+    search = facts.get("search")
+    notes = {}
+    if search:
+        notes["precision_search"] = {**{k: search[k] for k in ("status", "trials", "seconds", "kept")},
+                                     **({"would_need": search["would_need"]} if "would_need" in search else {}),
+                                     "summary": summary(search)}
+    problem = label_problem(facts)
+    overflow = low_precision_overflow(outputs["onnx"], inputs["onnx"], inputs["golden"], p["tolerance"],
+                                      p["precision"])
+    if overflow:  # what onnxruntime's CPU provider hides (it runs fp16 ops without a kernel in fp32)
+        notes["emulated"] = overflow
+        problem = problem or overflow["reason"]
     facts["parity"] = write_parity(outputs["parity"], onnx_path=outputs["onnx"], golden_path=inputs["golden"],
                                    tolerance=p["tolerance"], variant=p["precision"],
-                                   recorded=_recorded("precision", p))
+                                   recorded=_recorded("precision", p), problem=problem, notes=notes or None)
     return facts
 
 

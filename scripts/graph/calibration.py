@@ -1,5 +1,9 @@
 """Calibration data (int8/fp8) and real samples (golden inputs): arrays named like the model's inputs, checked
-against the input specs, from an .npz, a single .npy (one-input models) or a directory of them.
+against the input specs, from an .npz, a single .npy (one-input models) or a directory of them. Calibration also
+comes from a directory of images (one image input) or from a Python callable named by import path that yields
+batches (`{callable: "pkg.mod:fn", kwargs: {...}}`: user code by explicit opt-in, found through python_path).
+At most MAX_SAMPLES samples and MAX_BYTES bytes; data that cannot represent real inputs (constant, identical samples,
+uniformly random ids, image-shaped noise) is warned about (`calibration_warnings`).
 """
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ from ..errors import FactoryError
 from ..fingerprint import sha256
 
 
+MAX_SAMPLES = 4096  # calibration samples: entropy calibration gains nothing past a few hundred
+MAX_BYTES = 1 << 30  # 1 GiB of calibration arrays in memory (ModelOpt's calibrator holds them all)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp")
+
+
 def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibration") -> dict[str, np.ndarray]:
     """Calibration inputs (or, `what="samples"`, golden samples) by name, cast to each input's dtype: an .npz
     (arrays named like the inputs), a single .npy (one-input models), or a directory of such files concatenated on
@@ -20,21 +29,113 @@ def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibr
     Calibration stacks samples on the first axis. Samples (`what="samples"`) are one feed of the model: every dim,
     the first included, must fit the input's profile (min..max; fixed dims exactly), so models with no batch axis
     shared by all inputs (a matmul of [3,4] by [4,5], a sequence model) take samples too."""
-    p = Path(path)
     key = f"models.{model}.{what}"
+    if isinstance(path, dict):  # {callable, kwargs}: calibration only (the schema allows it nowhere else)
+        return _check_size(_from_callable(path, input_specs, model=model, key=key), model=model, key=key)
+    p = Path(path)
     label = "calibration data" if what == "calibration" else what
     if not p.exists():
         raise FactoryError(f"{label} not found", model=model, path=str(p), key=key)
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".npy", ".npz"))
+        images = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if images and not files and what == "calibration":
+            return _check_size(_from_images(images, input_specs, model=model, key=key, folder=p), model=model,
+                               key=key, path=p)
         if not files:
-            raise FactoryError("the directory holds no .npy or .npz file", model=model, path=str(p), key=key)
+            raise FactoryError("the directory holds no .npy or .npz file" + (
+                f" (nor images: {', '.join(IMAGE_SUFFIXES)})" if what == "calibration" else ""),
+                model=model, path=str(p), key=key)
     else:
         files = [p]
     parts = [_read_calibration_file(f, input_specs, model=model, key=key, label=label,
                                     sample_axis=what == "calibration") for f in files]
-    return {name: np.concatenate([part[name] for part in parts]) if len(parts) > 1 else parts[0][name]
+    data = {name: np.concatenate([part[name] for part in parts]) if len(parts) > 1 else parts[0][name]
             for name in input_specs}
+    return _check_size(data, model=model, key=key, path=p) if what == "calibration" else data
+
+
+def _check_size(data: dict, *, model: str, key: str, path=None) -> dict:
+    n = int(next(iter(data.values())).shape[0]) if data and next(iter(data.values())).ndim else 1
+    size = sum(a.nbytes for a in data.values())
+    if n > MAX_SAMPLES or size > MAX_BYTES:
+        raise FactoryError(f"calibration data holds {n} samples, {size / 2**20:.0f} MiB; at most {MAX_SAMPLES} "
+                           f"samples and {MAX_BYTES // 2**20} MiB (a few hundred representative samples are enough)",
+                           model=model, key=key, **({"path": str(path)} if path else {}))
+    return data
+
+
+def _image_layout(input_specs: dict, *, model: str, key: str) -> tuple[str, dict, str]:
+    """(input name, spec, "NCHW"|"NHWC") of a model that takes one image: rank 4, 1 or 3 channels."""
+    if len(input_specs) != 1:
+        raise FactoryError(f"a directory of images calibrates a one-input model; this one has inputs "
+                           f"{list(input_specs)}: give an .npz with arrays named like the inputs", model=model, key=key)
+    name, spec = next(iter(input_specs.items()))
+    shape = spec["opt"]
+    layout = spec.get("layout") or ("NCHW" if len(shape) == 4 and shape[1] in (1, 3) else "NHWC")
+    channels = shape[1] if layout == "NCHW" else shape[-1] if shape else None
+    if len(shape) != 4 or channels not in (1, 3) or np.dtype(spec.get("dtype", "float32")).kind != "f":
+        raise FactoryError(f"images calibrate a float input of rank 4 with 1 or 3 channels; input '{name}' is "
+                           f"{spec.get('dtype', 'float32')} {spec.get('shape')}", model=model, key=key)
+    return name, spec, layout
+
+
+def _from_images(files: list[Path], input_specs: dict, *, model: str, key: str, folder: Path) -> dict:
+    """Images as the input takes them: RGB (or grey for 1 channel), resized to the profile's opt height and width
+    (bilinear), scaled to [0, 1], no mean/std normalization (give an .npz or a callable for that)."""
+    name, spec, layout = _image_layout(input_specs, model=model, key=key)
+    try:
+        from PIL import Image
+    except ImportError:
+        raise FactoryError("reading images needs Pillow (in requirements.txt: make install)", model=model, key=key)
+    shape = spec["opt"]
+    h, w, c = (shape[2], shape[3], shape[1]) if layout == "NCHW" else (shape[1], shape[2], shape[3])
+    if len(files) > MAX_SAMPLES:
+        raise FactoryError(f"the directory holds {len(files)} images; at most {MAX_SAMPLES}", model=model, key=key,
+                           path=str(folder))
+    out = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                a = np.asarray(im.convert("RGB" if c == 3 else "L").resize((w, h), Image.BILINEAR), np.float32)
+        except Exception as e:
+            raise FactoryError(f"cannot read the image ({type(e).__name__}: {e})", model=model, key=key, path=str(f))
+        a = a.reshape(h, w, c) / np.float32(255.0)
+        out.append(a.transpose(2, 0, 1) if layout == "NCHW" else a)
+    return {name: np.ascontiguousarray(np.stack(out))}
+
+
+def _from_callable(setting: dict, input_specs: dict, *, model: str, key: str) -> dict:
+    """Batches from the user's callable (`pkg.mod:fn`, called with `kwargs`): each a dict of arrays named like the
+    inputs, or one array for a one-input model; concatenated on the first axis up to MAX_SAMPLES (then it stops
+    asking). Every batch is checked like a calibration file."""
+    from ..modelcode import import_class
+
+    fn = import_class(setting["callable"], model=model, key=f"{key}.callable", what="the calibration callable")
+    batches, n = [], 0
+    try:
+        for batch in fn(**setting.get("kwargs", {})):
+            if not isinstance(batch, dict):
+                if len(input_specs) != 1:
+                    raise FactoryError(f"the callable yielded a {type(batch).__name__}; a model with inputs "
+                                       f"{list(input_specs)} needs dicts of arrays named like them", model=model,
+                                       key=f"{key}.callable")
+                batch = {next(iter(input_specs)): batch}
+            batch = _check_arrays({k: np.asarray(v) for k, v in batch.items()}, input_specs, model=model,
+                                  key=f"{key}.callable", label="calibration batch", where=setting["callable"])
+            batches.append(batch)
+            n += next(iter(batch.values())).shape[0]
+            if n >= MAX_SAMPLES:
+                break
+    except FactoryError:
+        raise
+    except Exception as e:
+        raise FactoryError(f"the calibration callable '{setting['callable']}' failed: {type(e).__name__}: {e}",
+                           model=model, key=f"{key}.callable")
+    if not batches:
+        raise FactoryError(f"the calibration callable '{setting['callable']}' yielded no batch", model=model,
+                           key=f"{key}.callable")
+    return {name: np.concatenate([b[name] for b in batches])[:MAX_SAMPLES] for name in input_specs}
 
 
 def _read_calibration_file(f: Path, input_specs: dict, *, model: str, key: str, label: str = "calibration data",
@@ -55,6 +156,16 @@ def _read_calibration_file(f: Path, input_specs: dict, *, model: str, key: str, 
                 arrays = {k: z[k] for k in z.files}
     except Exception as e:
         raise error(f"cannot read {label} ({type(e).__name__}: {e})")
+    return _check_arrays(arrays, input_specs, model=model, key=key, label=label, sample_axis=sample_axis, path=f)
+
+
+def _check_arrays(arrays: dict, input_specs: dict, *, model: str, key: str, label: str, sample_axis: bool = True,
+                  path=None, where: str | None = None) -> dict[str, np.ndarray]:
+    """The arrays by input name, checked against the specs (names, dtype kind, rank, dims, finite), cast."""
+    def error(msg):
+        return FactoryError(msg + (f" (from {where})" if where else ""), model=model, key=key,
+                            **({"path": str(path)} if path else {}))
+
     out, samples = {}, {}
     for name, spec in input_specs.items():
         if name not in arrays:
@@ -86,15 +197,52 @@ def _read_calibration_file(f: Path, input_specs: dict, *, model: str, key: str, 
     return out
 
 
-def calibration_facts(path, data: dict[str, np.ndarray]) -> dict:
-    """Hashes that key a calibrated variant: of the arrays (names sorted; dtype, shape, bytes) and of the file(s)."""
+def calibration_facts(path, data: dict[str, np.ndarray], *, code: dict | None = None) -> dict:
+    """Hashes that key a calibrated variant: of the arrays (names sorted; dtype, shape, bytes) and of the file(s)
+    (a callable: its setting, and `code`, the digest of its package), plus the warnings of calibration_warnings."""
     h = hashlib.sha256()
     for name in sorted(data):
         a = np.ascontiguousarray(data[name])
         h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
         h.update(a.tobytes())
-    p = Path(path)
-    file_sha = sha256(p, suffixes=(".npy", ".npz") if p.is_dir() else None)
-    return {"path": str(p), "file_sha256": file_sha, "data_sha256": h.hexdigest(),
+    if isinstance(path, dict):
+        source = {"callable": path["callable"], "kwargs": path.get("kwargs", {}), "code": code}
+    else:
+        p = Path(path)
+        suffixes = (".npy", ".npz", *IMAGE_SUFFIXES) if p.is_dir() else None
+        source = {"path": str(p), "file_sha256": sha256(p, suffixes=suffixes)}
+    return {**source, "data_sha256": h.hexdigest(),
             "samples": int(next(iter(data.values())).shape[0]),
-            "shapes": {k: list(v.shape) for k, v in data.items()}}
+            "shapes": {k: list(v.shape) for k, v in data.items()}, "warnings": calibration_warnings(data)}
+
+
+def calibration_warnings(data: dict[str, np.ndarray]) -> list[str]:
+    """What makes calibration data obviously unrepresentative, per input: constant values, every sample the same,
+    integer ids spread uniformly at random (real token ids are heavily skewed), image-shaped float data whose
+    neighbouring values are uncorrelated (noise, not images)."""
+    out = []
+    for name, a in sorted(data.items()):
+        if a.size == 0:
+            continue
+        flat = a.reshape(-1)
+        if np.all(flat == flat[0]):
+            out.append(f"calibration input '{name}' is constant ({flat[0]!r} everywhere): the ranges calibrated on "
+                       "it mean nothing")
+            continue
+        if a.ndim and a.shape[0] > 1 and np.all(a == a[:1]):
+            out.append(f"every calibration sample of '{name}' is the same: one sample's ranges, not the data's")
+            continue
+        if a.dtype.kind in "iu" and flat.size >= 1000:
+            values, counts = np.unique(flat, return_counts=True)
+            spread = values.max() - values.min() + 1 <= 1.5 * len(values)  # the range is (nearly) all used
+            if len(values) >= 50 and counts.max() <= 3 * counts.mean() and spread:
+                out.append(f"calibration input '{name}' looks like uniformly random ids ({len(values)} distinct "
+                           f"values, the most frequent only {counts.max() / counts.mean():.1f}x the mean count; "
+                           "real token ids are skewed): calibrate on real inputs")
+        if a.dtype.kind == "f" and a.ndim == 4 and min(a.shape[-1], a.shape[-2]) >= 4:
+            x, y = a[..., :-1].reshape(-1).astype(np.float64), a[..., 1:].reshape(-1).astype(np.float64)
+            if x.std() > 0 and y.std() > 0 and abs(np.corrcoef(x, y)[0, 1]) < 0.1:
+                out.append(f"calibration input '{name}' is image-shaped but neighbouring values are uncorrelated "
+                           f"(correlation {np.corrcoef(x, y)[0, 1]:.2f}; real images: > 0.5): it looks like random "
+                           "noise, whose ranges differ from real images'")
+    return out

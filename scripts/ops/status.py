@@ -218,8 +218,21 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
     counts = {s: sum(t["state"] == s for t in targets) for s in STATES}
     keys = sorted({t["key"] for t in targets} | {f.key})
     return {"counts": counts, "targets": targets, "not_produced": not_produced(base, targets, root), "keys": keys,
+            "mislabelled": mislabelled(base, targets),
             "needs_work": bool(counts["stale"] or counts["missing"]), "failed": counts["failed"],
             "in_progress": [r["pid"] for r in live_runs(directory)], "snakemake_seconds": seconds}
+
+
+def mislabelled(base: Path, targets: list[dict]) -> list[dict]:
+    """The (model, precision) variants that are not what their label says (their parity's `label_problem`, e.g.
+    "int8 requested, 0 of 3 layers quantized"): their plans are built, and are fp32 plans."""
+    out = {}
+    for t in targets:
+        parity = read_json(base / paths.parity(t["model"], t["precision"])) or {}
+        if parity.get("label_problem"):
+            out[(t["model"], t["precision"])] = {"model": t["model"], "precision": t["precision"],
+                                                 "problem": parity["label_problem"]}
+    return list(out.values())
 
 
 def _summarize(details: list[str]) -> str:
@@ -266,6 +279,9 @@ def render(report: dict, verbose: bool = False) -> str:
         lines.append(f"{len(report['not_produced'])} plan(s) on disk that this host/config no longer produces "
                      "(kept; `python -m scripts prune` lists what it would remove):")
         lines += [f"  {key} sm{cc}: {len(items)} plan(s) - {why}" for (key, cc, why), items in sorted(groups.items())]
+    if report.get("mislabelled"):
+        lines.append(f"{len(report['mislabelled'])} variant(s) not what their label says (their validation fails):")
+        lines += [f"  {m['model']} {m['precision']}: {m['problem']}" for m in report["mislabelled"]]
     if report["failed"]:
         lines.append(f"{report['failed']} failed target(s): not retried until their inputs, settings or tools change "
                      "(retry now: make run RETRY_FAILED=1)")

@@ -55,9 +55,22 @@ def precision_notes(model: str, precision: str) -> dict:
     facts = (read_json(paths.provenance(paths.precision_onnx(model, precision))) or {}).get("facts", {})
     if not facts:
         return {}
+    from ..graph.precision_search import summary
+
     failed = [a for a in facts.get("attempts", []) if a.get("status") != "ok"]
-    return {"tool": facts.get("tool"), "fallback": [f"{a['tool']}: {a.get('reason', '')[:300]}" for a in failed],
-            "warnings": facts.get("warnings", [])}
+    notes = {"tool": facts.get("tool"), "fallback": [f"{a['tool']}: {a.get('reason', '')[:300]}" for a in failed],
+             "warnings": facts.get("warnings", [])}
+    if "layers" in facts:  # quantized variants: what the label holds ("int8: 2 of 3 layers quantized")
+        notes["layers"] = f"{facts['quantized_layers']} of {facts['layers']} layers quantized"
+    search = facts.get("search")
+    if search:  # the precision search: what it kept, in how many trials, the accuracy at each step
+        notes["search"] = {"status": search["status"], "summary": summary(search), "kept": search["kept"],
+                           "trials": search["trials"],
+                           "steps": [{"trial": st["trial"], "kept": st["excluded"], "status": st["status"],
+                                      "passes": st["passes"], "seconds": st["seconds"],
+                                      "cosine": {o: m.get("cosine") for o, m in st.get("accuracy", {}).items()}}
+                                     for st in search.get("steps", [])]}
+    return notes
 
 
 def parity_entry(result: dict | None) -> dict:

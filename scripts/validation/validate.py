@@ -28,9 +28,19 @@ def onnx_parity(onnx_path: str, golden_path: str, tolerance: dict) -> dict:
 
 
 def write_parity(out: str, *, onnx_path: str, golden_path: str, tolerance: dict, variant: str,
-                 recorded: dict | None = None) -> dict:
+                 recorded: dict | None = None, problem: str | None = None, notes: dict | None = None) -> dict:
+    """The parity file of one variant. `problem`: why the variant is not what its label says (no layer in its
+    precision): the result fails with it first in the reason, whatever the numbers. `notes` (the precision search's
+    summary) are kept beside, their `summary` line appended to the reason."""
     result = {"variant": variant, "onnx": onnx_path, **onnx_parity(onnx_path, golden_path, tolerance),
               **({"recorded": recorded} if recorded else {})}
+    if problem:
+        result.update(status="fail", label_problem=problem,
+                      reason="; ".join(r for r in (problem, result.get("reason", "")) if r))
+    for key, note in (notes or {}).items():
+        result[key] = note
+        if note.get("summary"):
+            result["reason"] = "; ".join(r for r in (result.get("reason", ""), note["summary"]) if r)
     atomic.write_json(out, result)
     return {"status": result["status"]}
 

@@ -56,7 +56,8 @@ def test_variants_are_valid_keep_io_and_leave_nothing_behind(variants, src):
 @pytest.mark.parametrize("p, dtype", [("fp16", onnx.TensorProto.FLOAT16), ("bf16", onnx.TensorProto.BFLOAT16)])
 def test_half_precisions(variants, p, dtype):
     out, facts, _ = variants
-    assert facts[p]["tool"] == "modelopt" and facts[p]["warnings"] == []
+    assert facts[p]["tool"] == "modelopt"
+    assert [w for w in facts[p]["warnings"] if "random noise" not in w] == []  # the test data is noise: said
     conv_weights = [i for i in onnx.load(str(out / f"model.{p}.onnx")).graph.initializer if i.name.startswith("w")]
     assert conv_weights and all(i.data_type == dtype for i in conv_weights)
     par = facts[p]["parity_vs_source"]
