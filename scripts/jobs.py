@@ -31,6 +31,7 @@ PRELOAD = ["snakemake.cli", "numpy", "torch", "torch.export", "onnx", "onnxrunti
            "modelopt.onnx.quantization", "modelopt.onnx.autocast", "polygraphy.comparator",
            "polygraphy.backend.onnxrt", "scripts.stages", "scripts.frameworks.pytorch",
            "scripts.frameworks.onnx", "scripts.graph.simplify", "scripts.graph.precision",
+           "scripts.graph.precision_search",
            "scripts.validation.golden", "scripts.validation.validate", "scripts.backends.core"]
 
 _context = None
