@@ -14,7 +14,6 @@ def sensitive_mlp(path, *, features: int = 32, width: int = 64, out: int = 16, d
                   sensitive: int = 1, outlier: float = 1000.0) -> Path:
     """features -> depth Gemm layers (Relu between) -> `scores` [batch, out]. Layer `sensitive` is named
     SENSITIVE; the others `blocks.<i>/fc`. Every K and N is >= 16 (ModelOpt's small-GEMM rule quantizes them)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -40,11 +39,7 @@ def sensitive_mlp(path, *, features: int = 32, width: int = 64, out: int = 16, d
     graph = helper.make_graph(nodes, "sensitive_mlp",
                               [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", features])],
                               [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", out])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    proto.ir_version = 9
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return Path(path)
+    return _save(graph, path)
 
 
 def sensitive_inputs(features: int = 32) -> dict:
@@ -61,7 +56,6 @@ def overflow_model(path, *, features: int = 16, out: int = 16, seed: int = 0) ->
     Keeping `scale` in fp32 (it reads `x` uncast, its output is small) fixes it. onnxruntime's CPU provider runs
     fp16 ops without an fp16 kernel in fp32 (so an fp16 Mul of large values does not overflow there), but it runs
     Cast faithfully: this overflow is one its parity sees."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -72,14 +66,21 @@ def overflow_model(path, *, features: int = 16, out: int = 16, seed: int = 0) ->
              helper.make_node("Gemm", ["scaled", "w", "b"], ["y"], name="fc", transB=1)]
     graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", out])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    proto.ir_version = 9
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return Path(path)
+    return _save(graph, path)
 
 
 def overflow_inputs(features: int = 16) -> dict:
     return {"x": {"dtype": "float32", "shape": ["batch", features], "min": [1, features], "opt": [8, features],
                   "max": [64, features], "range": [1e5, 4e5]}}
 
+
+def _save(graph, path) -> Path:
+    """The graph as a checked opset-18, IR-9 model file."""
+    import onnx
+    from onnx import helper
+
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 9
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return Path(path)
