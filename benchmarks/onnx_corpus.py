@@ -178,10 +178,11 @@ def run_one(entry: dict, work: Path) -> dict:
         w = {"model": name}
         outputs = {"export": {"onnx": paths.onnx(name)}, "simplify": {"onnx": paths.sim_onnx(name)},
                    "golden": {"golden": paths.golden(name)},
-                   "precision": {"onnx": paths.precision_onnx(name, "fp32")},
-                   "parity": {"json": paths.parity(name, "fp32")}}
+                   # the precision job writes its variant's parity; the parity job checks export and sim
+                   "precision": {"onnx": paths.precision_onnx(name, "fp32"), "parity": paths.parity(name, "fp32")},
+                   "parity": {"export": paths.parity(name, "export"), "sim": paths.parity(name, "sim")}}
         wildcards = {"export": w, "simplify": w, "golden": w, "precision": {**w, "precision": "fp32"},
-                     "parity": {**w, "variant": "fp32"}}
+                     "parity": w}
         facts = {}
         for stage in ("export", "simplify", "golden", "precision", "parity"):
             facts[stage] = stages.run(stage, {"inputs": f.inputs(stage, wildcards[stage]), "outputs": outputs[stage],
@@ -197,12 +198,12 @@ def run_one(entry: dict, work: Path) -> dict:
             result["degenerate"] = facts["golden"]["degenerate_outputs"]
         stage = "build"
         built = []
-        for job in f.jobs:
-            jw = {k: job[k] for k in ("model", "key", "cc", "precision")}
-            plan = paths.plan(**jw)
+        for ts in f.target_sets("build"):  # one job per target set, as the workflow runs them
+            jw = {"model": name, "key": f.key, "precision": "fp32", "targets": ts.tag}
+            outs = {label: path.format(**jw) for label, path in paths.set_outputs("build", list(ts.ccs)).items()}
             stages.run("build", {"inputs": f.inputs("build", jw), "params": f.settings("build", jw),
-                                 "outputs": {"plan": plan, "intoto": paths.intoto(plan)}})
-            built.append(job["cc"])
+                                 "outputs": outs})
+            built += [job["cc"] for job in f.jobs if paths.cc_tag(job["cc"]) in ts.ccs]
         result["built"] = built
         result["skipped"] = [f"{s['cc']} {s['precision']}: {s['reason']}" for s in f.skipped]
         result["outcome"] = "pass" if parity["status"] == "pass" else "built"
