@@ -193,8 +193,9 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
     _check_float64(name, m)
     exists = (lambda p: _exists(p, workdir)) if check_files else None
     fw.check_config(name, m, cfg, exists)
-    precisions = model_settings(cfg, name, m)["precisions"]
-    for p, setting in model_settings(cfg, name, m)["precision_search"].items():
+    settings = model_settings(cfg, name, m)
+    precisions = settings["precisions"]
+    for p, setting in settings["precision_search"].items():
         if p not in QUANTIZED and setting["fallback"] != "fp32":  # fp16/bf16 keep their nodes in fp32
             where = f"models.{name}.precision_search" if p in m.get("precision_search", {}) else "precision_search"
             raise FactoryError(f"{p} keeps its searched nodes in fp32; fallback '{setting['fallback']}' is for "

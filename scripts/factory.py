@@ -330,7 +330,7 @@ _INPUTS = {
     "export": _export_inputs,
     "simplify": lambda f, w: {"onnx": paths.onnx(w["model"])},
     "precision": lambda f, w: {"onnx": paths.sim_onnx(w["model"]),
-                               "calibration": _calibration(f, w) if isinstance(_calibration(f, w), str) else None,
+                               "calibration": _calibration_file(f, w),
                                "golden": paths.golden(w["model"])},
     "golden": _golden_inputs,
     "parity": lambda f, w: {"export": paths.onnx(w["model"]), "sim": paths.sim_onnx(w["model"]),
@@ -391,6 +391,12 @@ def _calibration(f: Factory, w: dict):
     return f.model(w["model"]).get("calibration") if w["precision"] in QUANTIZED else None
 
 
+def _calibration_file(f: Factory, w: dict) -> str | None:
+    """The calibration setting where it is a file or folder (a job input); a callable's is a setting instead."""
+    calibration = _calibration(f, w)
+    return calibration if isinstance(calibration, str) else None
+
+
 def _precision_settings(f: Factory, w: dict) -> dict:
     from .modelcode import code_fingerprint, search_path
 
@@ -438,7 +444,7 @@ _SETTINGS = {
     "export": _export_settings,
     "simplify": lambda f, w: {"model": w["model"], "inputs": f.model(w["model"])["inputs"],
                               "simplifier": model_settings(f.cfg, w["model"])["simplifier"]},
-    "precision": lambda f, w: _precision_settings(f, w),
+    "precision": _precision_settings,
     "golden": _golden_settings,
     "parity": _parity_settings,
     "build": _build_settings,

@@ -241,8 +241,9 @@ def calibration_warnings(data: dict[str, np.ndarray]) -> list[str]:
                            "real token ids are skewed): calibrate on real inputs")
         if a.dtype.kind == "f" and a.ndim == 4 and min(a.shape[-1], a.shape[-2]) >= 4:
             x, y = a[..., :-1].reshape(-1).astype(np.float64), a[..., 1:].reshape(-1).astype(np.float64)
-            if x.std() > 0 and y.std() > 0 and abs(np.corrcoef(x, y)[0, 1]) < 0.1:
+            correlation = np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else None
+            if correlation is not None and abs(correlation) < 0.1:
                 out.append(f"calibration input '{name}' is image-shaped but neighbouring values are uncorrelated "
-                           f"(correlation {np.corrcoef(x, y)[0, 1]:.2f}; real images: > 0.5): it looks like random "
+                           f"(correlation {correlation:.2f}; real images: > 0.5): it looks like random "
                            "noise, whose ranges differ from real images'")
     return out
