@@ -27,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..tensors import run_onnxruntime
+from .precision import LOW_TYPES
+
 SEARCH_DEFAULTS = {"fallback": "fp32", "budget_s": 300, "max_trials": 24}
 
 
@@ -250,7 +253,8 @@ def rank_nodes(variant, source, golden_path, precision: str = "int8", *, deadlin
                      "op_type": producer.op_type if producer is not None else "graph input", "tensor": tensor,
                      "keeps": keeps, "damage": None}
             if deadline is None or time.perf_counter() < deadline:
-                entry.update(_damage(_run(_rounded(proto, tensor, LOW_TYPES[precision]), inputs), expected))
+                rounded = _rounded(proto, tensor, LOW_TYPES[precision])
+                entry.update(_damage(run_onnxruntime(rounded, inputs), expected))
             ranking.append(entry)
     else:
         proto = onnx.load(str(variant))
@@ -260,13 +264,12 @@ def rank_nodes(variant, source, golden_path, precision: str = "int8", *, deadlin
             if i in floats and n.name:
                 entry = {"node": n.name, "op_type": n.op_type, "damage": None}
                 if deadline is None or time.perf_counter() < deadline:
-                    entry.update(_damage(_run(_only_quantized(proto, floats, i), inputs), expected))
+                    entry.update(_damage(run_onnxruntime(_only_quantized(proto, floats, i), inputs), expected))
                 ranking.append(entry)
     ranking.sort(key=lambda r: -(r["damage"] if r["damage"] is not None else -1.0))  # stable: ties in graph order
     return ranking
 
 
-LOW_TYPES = {"fp16": 10, "bf16": 16}  # onnx.TensorProto.FLOAT16, BFLOAT16
 SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather",
              "Concat", "Slice", "Identity", "Flatten", "Cast", "Expand", "Range", "Size", "Split"}
 
@@ -336,7 +339,7 @@ def emulated_parity(variant, source, golden_path, tolerance: dict, precision: st
 
     inputs, expected = load_golden(golden_path)
     model = emulated_low_precision(onnx.load(str(variant)), onnx.load(str(source)), LOW_TYPES[precision])
-    return compare_outputs(_run(model, inputs), expected, tolerance)
+    return compare_outputs(run_onnxruntime(model, inputs), expected, tolerance)
 
 
 def emulated_low_precision(variant, source, to: int):
@@ -418,16 +421,3 @@ def _float_inputs(proto) -> dict[int, dict[int, str]]:
             if q is not None and q.op_type == "QuantizeLinear":
                 out.setdefault(i, {})[slot] = q.input[0]
     return out
-
-
-def _run(proto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
-    from ..tensors import _session_feeds
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # as run_onnxruntime (why there)
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, _session_feeds(sess, feeds))))
