@@ -24,15 +24,22 @@ import threading
 import time
 
 # CPU-side libraries every PyTorch / ONNX model's stages import (none starts a thread or a CUDA context on import).
-# snakemake.cli: every child re-runs the main script (`bin/snakemake`), which imports it (~1 s of CPU, measured);
-# forkserver's own "__main__" preload does not reach that script in Python 3.11. polygraphy: AutoCast imports its
-# comparator on first use (0.3-0.5 s per fp16/bf16 job, measured).
-PRELOAD = ["snakemake.cli", "numpy", "torch", "torch.export", "onnx", "onnxruntime", "onnxscript", "onnxslim",
+# scripts.forkserver first: the children skip re-running Snakemake's main script (it says why). polygraphy: AutoCast
+# imports its comparator on first use (0.3-0.5 s per fp16/bf16 job, measured), and its ONNX loader in ModelOpt's
+# child (0.12 s).
+# The rest: what a job imported that the forkserver had not (measured per stage: sys.modules before and after), each
+# a few ms a job, more where Python may not write bytecode (PYTHONDONTWRITEBYTECODE: compiled in every job).
+PRELOAD = ["numpy", "torch", "torch.export", "torch.utils.serialization", "torch._inductor.ir",
+           "onnx", "onnxruntime", "onnxscript", "onnxslim",
            "modelopt.onnx.quantization", "modelopt.onnx.autocast", "polygraphy.comparator",
-           "polygraphy.backend.onnxrt", "scripts.stages", "scripts.frameworks.pytorch",
-           "scripts.frameworks.onnx", "scripts.graph.simplify", "scripts.graph.precision",
-           "scripts.graph.precision_search",
-           "scripts.validation.golden", "scripts.validation.validate", "scripts.backends.core"]
+           "polygraphy.backend.onnxrt", "polygraphy.backend.onnx", "polygraphy.cuda", "multiprocessing.popen_fork",
+           "encodings.cp437", "numpy.ma", "ctypes", "scripts.__main__", "scripts.stages", "scripts.failures",
+           "scripts.host", "scripts.gpus", "scripts.frameworks.pytorch", "scripts.frameworks.onnx", "scripts.graph.simplify",
+           "scripts.graph.precision", "scripts.graph.precision_search", "scripts.validation.golden",
+           "scripts.validation.validate", "scripts.backends.core", "scripts.backends.header",
+           "scripts.backends.runtime"]
+
+WARMUP = ["scripts.warmup"]  # imported last: each library's first use, once (it says why)
 
 _context = None
 _context_lock = threading.Lock()
@@ -46,8 +53,13 @@ def _mp_context(main_process: bool, preload: list[str]):
         return multiprocessing.get_context("fork")
     with _context_lock:
         if _context is None:
+            from . import forkserver
+
+            main_script = forkserver.main_script_of_this_process()
+            if main_script:
+                os.environ[forkserver.MAIN_ENV] = main_script
             _context = multiprocessing.get_context("forkserver")
-            _context.set_forkserver_preload(PRELOAD + preload + ["scripts.warmup"])  # warm-up last
+            _context.set_forkserver_preload(["scripts.forkserver"] + PRELOAD + preload + WARMUP)
         return _context
 
 
@@ -55,20 +67,38 @@ def execute(stage: str, io: str, settings: str, log: str, *, metrics: str | None
             preload: list[str] = ()) -> None:
     """Run one stage for a rule's job: `io` and `settings` are the rule's params (JSON, or @file); `metrics` the
     job's benchmark file. Raises with a one-line message when the stage fails (its log holds the rest)."""
-    child = _mp_context(main_process, list(preload)).Process(target=_child, args=(stage, io, settings, log, metrics),
-                                                             name=f"engine-factory-{stage}")
+    context = _mp_context(main_process, list(preload))
+    said, say = context.Pipe(duplex=False)
+    child = context.Process(target=_child, args=(stage, io, settings, log, metrics, say),
+                            name=f"engine-factory-{stage}")
     # multiprocessing's Process is not thread-safe: start() polls the other live children, and two threads reading
     # one child's exit status leave one of them without it (exit status 255, measured at --cores 2). So starting
     # and reaping hold one lock; waiting for the child to end does not.
     with _process_lock:
         child.start()
-    multiprocessing.connection.wait([child.sentinel])
-    with _process_lock:
-        child.join()
-    if child.exitcode:
+    say.close()  # the child holds its own end
+    # The child says its status once its outputs are complete and then exits: the job ends then, not after the
+    # kernel has torn down a forked ~500 MB process (~15 ms a job, measured). A child that ends without saying it
+    # (killed, crashed) is waited for, and its exit status read; one that said it is reaped by multiprocessing at a
+    # later start() (its process cleanup).
+    multiprocessing.connection.wait([said, child.sentinel])
+    status = _said_status(said)
+    if status is None:
+        with _process_lock:
+            child.join()
         status = 128 - child.exitcode if child.exitcode < 0 else child.exitcode  # -N: killed by signal N
+    said.close()
+    if status:
         note_ended(status, log)
         raise RuntimeError(f"engine factory: stage {stage} exited with status {status}; see {log}")
+
+
+def _said_status(said) -> int | None:
+    """The status a job's child sent before exiting; None where it ended without sending one."""
+    try:
+        return said.recv() if said.poll() else None
+    except (EOFError, OSError):
+        return None
 
 
 def note_ended(status: int, log: str) -> int:
@@ -84,8 +114,9 @@ def note_ended(status: int, log: str) -> int:
     return status
 
 
-def _child(stage: str, io: str, settings: str, log: str, metrics: str | None) -> None:
-    """The job's process: output to its log, the job's search path, then the stage as `python -m scripts run`."""
+def _child(stage: str, io: str, settings: str, log: str, metrics: str | None, say) -> None:
+    """The job's process: output to its log, the job's search path, then the stage as `python -m scripts run`; its
+    exit status is also sent through `say` (see execute)."""
     import resource
 
     at_start = resource.getrusage(resource.RUSAGE_SELF)
@@ -104,6 +135,7 @@ def _child(stage: str, io: str, settings: str, log: str, metrics: str | None) ->
         write_metrics(metrics, time.perf_counter() - started, at_start)
     sys.stdout.flush()
     sys.stderr.flush()
+    say.send(status)
     os._exit(status)  # the stage's outputs are complete: skip the interpreter's teardown (~13 ms, measured)
 
 
