@@ -98,7 +98,8 @@ def main():
 
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"),
-                          "load_average_at_start": os.getloadavg()},  # other work on the machine skews all rows
+                          "load_average_at_start": os.getloadavg(),
+                          "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE")},  # other work on the machine skews all rows
               "compare": {}, "scale": {}}
     tmp = tempfile.mkdtemp(prefix="engine-factory-bench-")  # kept when a run fails, for its logs
     zoo = write_zoo(Path(tmp) / f"zoo{a.compare}", a.compare, ["fp32", "fp16", "bf16", "int8", "fp8"],
