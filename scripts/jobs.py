@@ -60,24 +60,15 @@ def _mp_context(main_process: bool, preload: list[str]):
                 os.environ[forkserver.MAIN_ENV] = main_script
             _context = multiprocessing.get_context("forkserver")
             _context.set_forkserver_preload(["scripts.forkserver"] + PRELOAD + preload + WARMUP)
+            import atexit
+
+            atexit.register(_stop_forkserver)
         return _context
 
 
-def start_forkserver_now(preload: list[str] = ()) -> None:
-    """Start the forkserver's imports now, beside Snakemake's own DAG building (~2-3 s of a run's start, on a core
-    that is free then), not at the first job. Call it once the jobs' environment is set: the forkserver's children
-    get the environment it started with. It is stopped when this process exits: a run that started no job (a dry
-    run, a no-op, --lint) so does not finish the imports for nothing, and a run that did never sees the forkserver's
-    interpreter teardown (nanobind reports the objects frozen out of the collector as leaks, scripts/warmup.py)."""
-    import atexit
-    from multiprocessing import forkserver
-
-    _mp_context(True, list(preload))
-    forkserver.ensure_running()
-    atexit.register(_stop_forkserver)
-
-
 def _stop_forkserver() -> None:
+    """At this process's exit: the jobs are done; the forkserver's own interpreter teardown would only have nanobind
+    report the objects frozen out of the collector (scripts/warmup.py) as leaks."""
     from multiprocessing import forkserver
 
     pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
