@@ -34,8 +34,9 @@ PRELOAD = ["numpy", "torch", "torch.export", "torch.utils.serialization", "torch
            "modelopt.onnx.quantization", "modelopt.onnx.autocast", "polygraphy.comparator",
            "polygraphy.backend.onnxrt", "polygraphy.backend.onnx", "polygraphy.cuda", "multiprocessing.popen_fork",
            "encodings.cp437", "numpy.ma", "ctypes", "scripts.__main__", "scripts.stages", "scripts.failures",
-           "scripts.host", "scripts.gpus", "scripts.frameworks.pytorch", "scripts.frameworks.onnx", "scripts.graph.simplify",
-           "scripts.graph.precision", "scripts.graph.precision_search", "scripts.validation.golden",
+           "scripts.host", "scripts.gpus", "scripts.frameworks.pytorch", "scripts.frameworks.onnx",
+           "scripts.graph.simplify", "scripts.graph.precision", "scripts.graph.precision_search",
+           "scripts.validation.golden",
            "scripts.validation.validate", "scripts.backends.core", "scripts.backends.header",
            "scripts.backends.runtime"]
 

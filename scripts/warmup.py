@@ -43,8 +43,6 @@ def _warm_onnx_stages(onnx_path: str) -> None:
     """One onnxruntime run (parity) and one AutoCast fp16 conversion (precision) of the warm-up's ONNX file.
     ModelOpt's loggers are quietened for it by level, not by redirecting output: their handlers hold the stream
     they were made with, and the jobs inherit them."""
-    import gc
-
     import numpy as np
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
@@ -61,8 +59,6 @@ def _warm_onnx_stages(onnx_path: str) -> None:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-        _stop_tqdm_monitor()
-    gc.collect()  # the sessions' thread pools end with them
 
 
 def _stop_tqdm_monitor() -> None:
@@ -87,11 +83,11 @@ try:
 except Exception:  # a warm-up is an optimisation: a job that needs the path pays its first use itself
     pass
 finally:
-    _stop_tqdm_monitor()  # torch.export's progress bars start it too
+    _stop_tqdm_monitor()  # torch.export's and AutoCast's progress bars start it
     import gc
 
     # What the forkserver holds now lives as long as it does: out of the collector's sight, so that a job's garbage
     # collections neither walk these ~millions of objects nor write to (and so copy) their pages (Python's gc.freeze
     # documentation; measured in benchmarks/README.md).
-    gc.collect()
+    gc.collect()  # also ends the warm-up's onnxruntime sessions, and their thread pools with them
     gc.freeze()

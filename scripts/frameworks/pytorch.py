@@ -266,7 +266,8 @@ def reuse_onnx_registry() -> bool:
 
     def state(key):
         return (key, len(_torchlib_registry._registry),
-                tuple((name, len(f.overloads), len(f.complex)) for name, f in onnxscript_torchlib.default_registry.items()))
+                tuple((name, len(f.overloads), len(f.complex))
+                      for name, f in onnxscript_torchlib.default_registry.items()))
 
     def from_torchlib(klass, *args, **kwargs):
         key = (klass, args, tuple(sorted(kwargs.items())))
