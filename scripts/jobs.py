@@ -48,7 +48,7 @@ _process_lock = threading.Lock()
 
 
 def _mp_context(main_process: bool, preload: list[str]):
-    """The forkserver (preloaded, started by the first job) in Snakemake's main process, else plain fork."""
+    """The forkserver (preloaded; started at the Snakefile's parse or by the first job) in Snakemake's main process, else plain fork."""
     global _context
     if not main_process:
         return multiprocessing.get_context("fork")
@@ -65,6 +65,16 @@ def _mp_context(main_process: bool, preload: list[str]):
 
             atexit.register(_stop_forkserver)
         return _context
+
+
+def start_forkserver_now(preload: list[str] = ()) -> None:
+    """Start the forkserver's imports now, beside Snakemake's DAG building, not at the first job. Call it once the
+    jobs' environment is set: the forkserver's children get the environment it started with. Whether jobs will run
+    is not known yet; a run that starts none kills it at exit (`_stop_forkserver`), imports finished or not."""
+    from multiprocessing import forkserver
+
+    _mp_context(True, list(preload))
+    forkserver.ensure_running()
 
 
 def _stop_forkserver() -> None:

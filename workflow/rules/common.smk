@@ -27,8 +27,12 @@ scheduling.coalesce_reevaluation_timers()  # one pending scheduler wake-up, not 
 # Jobs find this interpreter and the code through the environment (scripts/factory.py says why), not through paths in
 # their commands.
 os.environ.update(job_environment(CFG, HOST))
-# The jobs' forkserver is not started here, beside the DAG's building: measured, a full build gains ~2 s, but a
-# no-op rerun of 100 models took 9.97 s instead of 5.8 s (its imports compete with the DAG's); it starts at the first job.
+# The jobs' forkserver starts its imports now, beside the DAG's building, on the core the DAG leaves free (a full
+# build at 10 models gains ~2 s: 0.86x the script at --cores 2 against 1.00x). A no-op at 100 models measured the
+# same with and without it, side by side (benchmarks/results/2026-12-03-vm-noop-100.md); a run that starts no job
+# (no-op, dry run, --lint) kills it at exit (scripts/jobs.py).
+if workflow.is_main_process and not cluster.pools(CFG):
+    jobs.start_forkserver_now(BACKEND.preload)
 # One Snakemake resource per local compute capability, sized by its GPU count (`--resources gpu_sm90=N` overrides):
 # jobs that use such a GPU take one unit, and scripts/gpus.py hands each its own device. Not with Slurm pools:
 # their jobs run on the pools' nodes, where Slurm hands out the GPUs.
