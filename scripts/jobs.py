@@ -48,7 +48,8 @@ _process_lock = threading.Lock()
 
 
 def _mp_context(main_process: bool, preload: list[str]):
-    """The forkserver (preloaded; started at the Snakefile's parse or by the first job) in Snakemake's main process, else plain fork."""
+    """The forkserver (preloaded; started at the Snakefile's parse, else by the first job) in Snakemake's main
+    process, else plain fork."""
     global _context
     if not main_process:
         return multiprocessing.get_context("fork")

@@ -27,10 +27,11 @@ scheduling.coalesce_reevaluation_timers()  # one pending scheduler wake-up, not 
 # Jobs find this interpreter and the code through the environment (scripts/factory.py says why), not through paths in
 # their commands.
 os.environ.update(job_environment(CFG, HOST))
-# The jobs' forkserver starts its imports now, beside the DAG's building, on the core the DAG leaves free (a full
-# build at 10 models gains ~2 s: 0.86x the script at --cores 2 against 1.00x). A no-op at 100 models measured the
-# same with and without it, side by side (benchmarks/results/2026-12-03-vm-noop-100.md); a run that starts no job
-# (no-op, dry run, --lint) kills it at exit (scripts/jobs.py).
+# The jobs' forkserver starts its imports now, beside the DAG's building, on the core the DAG leaves free, not at the
+# first job. Measured: a no-op at 100 models is the same with and without it (interleaved A/B); the 10-model compare
+# at --cores 2 gained ~2 s on 2026-12-02 (0.86x against 1.00x, on different runs) and 1.03x against 1.04x in one
+# pair of runs on 2026-12-03 (benchmarks/results/2026-12-03-*). A run that starts no job (no-op, dry run, --lint,
+# `status`) kills it at exit, imports finished or not (scripts/jobs.py).
 if workflow.is_main_process and not cluster.pools(CFG):
     jobs.start_forkserver_now(BACKEND.preload)
 # One Snakemake resource per local compute capability, sized by its GPU count (`--resources gpu_sm90=N` overrides):
