@@ -9,7 +9,8 @@
 # could not share.
 #
 # Contents: common.smk (config, host, targets, helpers) -> demo -> freeze -> export -> simplify -> precision ->
-# golden (+ parity) -> build -> validate -> report (+ outcome) -> deploy (Triton repositories).
+# golden (+ parity) -> build -> validate (in the build job where no GPU runs plans) -> report (+ outcome) -> deploy
+# (Triton repositories).
 
 from snakemake.utils import min_version
 

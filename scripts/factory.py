@@ -124,10 +124,24 @@ class Factory:
         return out
 
     # ------------------------------------------------------------------------------------------- target sets
+    @property
+    def validates_in_build(self) -> bool:
+        """No GPU, here or in a Slurm pool, can run a plan: its validation (the variant's parity, the plan's header,
+        execution not-run) follows from what the build made, so the build job writes it: one job (and one process)
+        fewer per target set (benchmarks/README.md, issue 13). Where a GPU can run plans, validation is a job of
+        its own on one, so a driver upgrade re-runs it and keeps the plans."""
+        return not self.gpus
+
+    def job_stage(self, stage: str) -> str:
+        """The stage whose jobs do `stage`'s work: 'build' for 'validate' where the build job validates."""
+        return "build" if stage == "validate" and self.validates_in_build else stage
+
     def target_sets(self, stage: str) -> list[TargetSet]:
         """The target sets of the build or the validate stage's jobs (see TargetSet), from the plan jobs. Builds
         split per cc where the backend builds on a GPU; validations where there are GPUs to run plans on (each job
-        holds one GPU of its cc, locally or in the cc's Slurm pool)."""
+        holds one GPU of its cc, locally or in the cc's Slurm pool); none where the build job validates."""
+        if stage == "validate" and self.validates_in_build:
+            return []
         if stage not in self._sets:
             per_cc = self.backend.builds_on_gpu if stage == "build" else bool(self.gpus)
             ccs_of: dict[str, list[str]] = {}
@@ -144,8 +158,8 @@ class Factory:
 
     def job_logs(self, plan: dict) -> dict[str, str]:
         """{stage: log} of the build and validation jobs of one plan {model, key, cc, precision}."""
-        return {stage: paths.job_log(stage, {**plan, "targets": self.target_set(stage, precision=plan["precision"],
-                                                                                 cc=plan["cc"]).tag})
+        return {stage: paths.job_log(self.job_stage(stage), {**plan, "targets": self.target_set(
+                    self.job_stage(stage), precision=plan["precision"], cc=plan["cc"]).tag})
                 for stage in paths.SET_STAGES}
 
     def target_set(self, stage: str, *, precision: str, cc: str | None = None,
@@ -177,7 +191,7 @@ class Factory:
         if key:  # the jobs' wildcards, and the cc of the one plan asked about (their main output)
             plan = {"model": model, "key": key, "precision": precision, "cc": cc}
             out += [(stage, {**plan, "targets": self.target_set(stage, precision=precision, cc=cc).tag})
-                    for stage in paths.SET_STAGES]
+                    for stage in dict.fromkeys(map(self.job_stage, paths.SET_STAGES))]
         return out
 
     @functools.cached_property
@@ -335,7 +349,10 @@ _INPUTS = {
     "golden": _golden_inputs,
     "parity": lambda f, w: {"export": paths.onnx(w["model"]), "sim": paths.sim_onnx(w["model"]),
                             "golden": paths.golden(w["model"])},
-    "build": lambda f, w: {"onnx": paths.precision_onnx(w["model"], w["precision"])},
+    # parity and golden: what the build job's validation reads where it validates; on every host, so that the
+    # build jobs (inputs, settings) are the same on a host that has GPUs to run plans and one that has not
+    "build": lambda f, w: {"onnx": paths.precision_onnx(w["model"], w["precision"]),
+                           "parity": paths.parity(w["model"], w["precision"]), "golden": paths.golden(w["model"])},
     "validate": lambda f, w: {**{f"plan_sm{cc}": paths.plan(w["model"], w["key"], cc, w["precision"])
                                  for cc in _set_ccs(f, "validate", w)},
                               "onnx": paths.precision_onnx(w["model"], w["precision"]),
@@ -424,15 +441,22 @@ def _build_settings(f: Factory, w: dict) -> dict:
             "compute_capabilities": [paths.cc_dotted(cc) for cc in ccs],
             "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
             "build": model_settings(f.cfg, w["model"])["build"], "timing_caches": timing_caches,  # none for RTX
-            **b.build_options(f.cfg)}
+            **b.build_options(f.cfg),
+            # for the validation where the build job validates (no GPU runs plans: no driver or CUDA version matters
+            # to it); on every host, as its inputs (a tolerance change re-makes the variant, so its plans, anyway)
+            "validation": _validation_settings(f, w)}
+
+
+def _validation_settings(f: Factory, w: dict) -> dict:
+    """What a plan's validation adds to its build's settings."""
+    return {"version": f.backend.version, "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]]}
 
 
 def _validate_settings(f: Factory, w: dict) -> dict:
     m = f.model(w["model"])
     return {"model": w["model"], "backend": f.backend.name, "key": w["key"], "version": f.backend.version,
             "compute_capabilities": [paths.cc_dotted(cc) for cc in _set_ccs(f, "validate", w)], "precision": w["precision"],
-            "inputs": m["inputs"],
-            "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]],
+            "inputs": m["inputs"], "tolerance": _validation_settings(f, w)["tolerance"],
             # a driver or CUDA change keeps the plans but re-runs their validation
             "driver": f.host.get("driver_version"), "cuda": f.host.get("cuda_driver_version")}
 

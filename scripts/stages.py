@@ -135,7 +135,8 @@ def parity(inputs, outputs, p):
 
 @runner("build")
 def build(inputs, outputs, p):
-    """Every target of the job's set, one after another in this process (one import, one ONNX parse each)."""
+    """Every target of the job's set, one after another in this process (one import, one ONNX parse each); and,
+    where the job's outputs name validations (no GPU can run the plans), each plan's validation right after it."""
     from .backends import load_backend
     from .paths import cc_tag
 
@@ -145,6 +146,8 @@ def build(inputs, outputs, p):
         tag = cc_tag(cc)
         facts[cc] = _build_one(backend, inputs, {k: outputs[f"{k}_sm{tag}"] for k in ("plan", "intoto")}, p, cc,
                                (p["timing_caches"] or {}).get(tag))
+        if f"json_sm{tag}" in outputs:
+            _validate_one(inputs, outputs[f"json_sm{tag}"], outputs[f"plan_sm{tag}"], {**p, **p["validation"]}, cc)
     return facts
 
 

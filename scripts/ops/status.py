@@ -34,6 +34,9 @@ from .snakemake import summary
 
 HOST_PARAMS = {"driver", "cuda", "driver_version", "cuda_driver_version"}
 STATES = ("current", "stale", "missing", "failed")
+# Snakemake does not re-make a missing file while what was made from it is up to date (measured)
+NOT_REMADE = (" and no run re-makes it while what was made from it is kept: `python -m scripts verify --repair` "
+              "(make scheduled does it)")
 
 
 @contextlib.contextmanager
@@ -150,10 +153,7 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
     for rule, w in f.chain(**job):
         row = rows.get(paths.main_output(rule, w))
         if row and not row["pending"] and row["status"] == "missing":
-            # Snakemake does not re-make a missing file while what was made from it is up to date (measured)
-            reasons.append({"category": "missing", "stage": rule,
-                            "detail": f"{row['file']} is missing and no run re-makes it while what was made from it "
-                                      "is kept: `python -m scripts verify --repair` (make scheduled does it)"})
+            reasons.append({"category": "missing", "stage": rule, "detail": f"{row['file']} is missing{NOT_REMADE}"})
             continue
         if not row or not row["pending"]:
             continue
@@ -164,6 +164,11 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
                 seen.add(ident)
                 reasons.append(r)
     plan = paths.plan(**job)
+    validation = rows.get(paths.validation(**job))
+    if f.job_stage("validate") != "validate" and validation and validation["status"] == "missing":
+        # written by the build job, beside its main output (the plan): the chain above does not look at it
+        reasons.append({"category": "missing", "stage": "validate",
+                        "detail": f"{validation['file']} is missing{'' if validation['pending'] else NOT_REMADE}"})
     state = "missing" if not (base / plan).exists() else "stale" if reruns or reasons else "current"
     if state == "missing":  # the plan itself (and so its validation) being missing is the state, not a reason
         reasons = [r for r in reasons if not (r["category"] == "missing" and r["stage"] in ("build", "validate"))]

@@ -84,7 +84,7 @@ def test_config_change_is_stale_with_the_changed_key(zoo):
     report = collect(zoo)
     assert report["counts"]["stale"] == 2 and report["needs_work"]
     for t in report["targets"]:
-        assert t["reruns"] == ["build", "validate"]
+        assert t["reruns"] == ["build"]  # no GPU here runs plans: the build job validates them
         assert {"category": "config", "stage": "build", "detail": "build.optimization_level: 3 -> 2"} in t["reasons"]
     proc = cli("status", "-d", str(zoo), "--configfile", str(config_of(zoo)))
     assert proc.returncode == 1 and "build.optimization_level: 3 -> 2" in proc.stdout, proc.stdout
@@ -112,10 +112,27 @@ def test_checkpoint_change_is_stale_and_verify_warns(zoo):
     assert cli("verify", "-d", str(zoo), "--strict").returncode == 1
 
 
-def test_driver_upgrade_revalidates_only_through_the_scheduled_run(zoo, tmp_path, monkeypatch):
+def test_driver_upgrade_without_a_gpu_to_run_plans_reruns_nothing(zoo, tmp_path, monkeypatch):
+    host_facts(tmp_path, monkeypatch, driver_version="999.99", cuda_driver_version="13.9")
+    report = collect(zoo)
+    assert report["counts"]["current"] == 2 and not report["needs_work"], report["targets"]
+
+
+GPU_89 = {"index": 0, "name": "NVIDIA RTX 4000 Ada Generation", "compute_capability": "8.9", "uuid": "GPU-89"}
+
+
+def test_driver_upgrade_revalidates_only_through_the_scheduled_run(tmp_path, monkeypatch):
+    # a host with a GPU of the target's cc (as the probe reports it): validation is a job of its own on it
+    zoo = tmp_path / "gpu-host"
+    zoo.mkdir()
+    write_config(zoo, OPS_ZOO)
+    host_facts(tmp_path, monkeypatch, gpus=[GPU_89], driver_version="570.10", cuda_driver_version="12.8")
+    run_snakemake(zoo)
+    v = json.loads((zoo / paths.validation("tiny_mlp", KEY, "89", "fp32")).read_text())
+    assert v["checks"]["plan_execution"]["status"] == "not-run", v  # no CUDA behind the GPU the facts name
     plans_before = {p: (zoo / plan_of(p)).stat().st_mtime_ns for p in ("fp32", "fp16")}
     scheduled.run(str(zoo), [str(config_of(zoo))], cores="2")  # first scheduled run: the baseline snapshot
-    host_facts(tmp_path, monkeypatch, driver_version="999.99", cuda_driver_version="13.9")
+    host_facts(tmp_path, monkeypatch, gpus=[GPU_89], driver_version="999.99", cuda_driver_version="13.9")
     report = collect(zoo)
     assert report["counts"]["stale"] == 2
     for t in report["targets"]:
@@ -142,7 +159,7 @@ def test_tensorrt_upgrade_is_a_new_key_old_plans_kept_then_pruned(zoo, tmp_path,
     report = collect(zoo)
     assert report["keys"] == ["rtx-1.8.0.1"]
     assert report["counts"] == {"current": 0, "stale": 0, "missing": 2, "failed": 0} and report["needs_work"]
-    assert all(t["reruns"] == ["build", "validate"] for t in report["targets"]), report  # the ONNX chain is reused
+    assert all(t["reruns"] == ["build"] for t in report["targets"]), report  # the ONNX chain is reused
     old = report["not_produced"]
     assert sorted(t["plan"] for t in old) == sorted(map(plan_of, ("fp16", "fp32")))
     assert all("key rtx-1.7.1.116 is not built by this host (it builds rtx-1.8.0.1)" == t["why"] for t in old)
@@ -200,17 +217,22 @@ def test_verify_tampered_plan_deleted_input_and_orphan(zoo):
     assert ("orphaned", stray.relative_to(zoo).as_posix()) in found
     proc = cli("verify", "-d", str(zoo))
     assert proc.returncode == 1 and "FAILED" in proc.stdout
-    # status asks Snakemake, which re-makes a missing intermediate only when something needs it: once the
-    # validation is gone too, the chain from the deleted ONNX on is work again
+    # status asks Snakemake, which re-makes a missing intermediate only when something needs it: with the
+    # validation gone too (the build job writes it, no GPU here) and the report kept, no run re-makes them
     validation = paths.validation("tiny_mlp", KEY, "89", "fp16")
     (zoo / validation).unlink()
     t = {t["precision"]: t for t in collect(zoo)["targets"]}
     assert t["fp16"]["state"] == "stale", t["fp16"]
-    assert {"precision", "build", "validate"} <= set(t["fp16"]["reruns"])
-    assert {"category": "missing", "stage": "validate", "detail": f"{validation} is missing"} in t["fp16"]["reasons"]
+    assert {"category": "missing", "stage": "validate", "detail": f"{validation} is missing{status.NOT_REMADE}"} \
+        in t["fp16"]["reasons"], t["fp16"]["reasons"]
     assert {"category": "missing", "stage": "precision",
-            "detail": f"{paths.precision_onnx('tiny_mlp', 'fp16')} is missing"} in t["fp16"]["reasons"]
-    assert t["fp32"]["state"] == "stale"  # its plan was modified after validation: Snakemake re-validates
+            "detail": f"{paths.precision_onnx('tiny_mlp', 'fp16')} is missing{status.NOT_REMADE}"} in t["fp16"]["reasons"]
+    # what the hint says: the repair removes what was made from the missing files, the next run re-makes the chain
+    assert cli("verify", "-d", str(zoo), "--repair").returncode == 0
+    assert collect(zoo)["counts"]["stale"] + collect(zoo)["counts"]["missing"] == 2
+    run_snakemake(zoo)
+    assert (zoo / validation).exists() and verify.verify(str(zoo))["ok"]
+    assert collect(zoo)["counts"]["current"] == 2
 
 
 # -------------------------------------------------------------------------------------------------- in-toto

@@ -1,6 +1,7 @@
 # build: model.{precision}.onnx -> plans/{key}/sm{cc}/{precision}/model.plan. One job builds a target set (scripts/
 # factory.py TargetSet): every TensorRT-RTX target of a precision at once (AOT on the CPU: one process, one ONNX
-# parse); for full TensorRT one compute capability, on a GPU of that cc (locally pinned, or in its Slurm pool).
+# parse); for full TensorRT one compute capability, on a GPU of that cc (locally pinned, or in its Slurm pool). Where
+# no GPU can run a plan, the job also writes each plan's validation (scripts/factory.py `validates_in_build`).
 
 for _targets in F.target_sets("build"):
 
@@ -11,6 +12,7 @@ for _targets in F.target_sets("build"):
             unpack(stage_inputs("build", _targets)),
         output:
             **paths.set_outputs("build", _targets.ccs),
+            **(labelled_validations(_targets.ccs) if F.validates_in_build else {}),
         wildcard_constraints:
             precision="|".join(_targets.precisions),
         params:

@@ -76,6 +76,14 @@ def spec(rule, target_set=None):
             "io": io, "tools": " ".join(f"{k}=={v}" for k, v in stage_tools(rule).items()), "metrics": metrics}
 
 
+def labelled_validations(ccs):
+    """A target set's validation.json outputs, flagged for `snakemake --report`, labelled by model, precision and
+    target."""
+    return {label: report(path, caption="../report/validation.rst", category="Validation", subcategory="{model}",
+                          labels={"model": "{model}", "precision": "{precision}", "target": f"sm{label[len('json_sm'):]}"})
+            for label, path in paths.set_outputs("validate", ccs).items()}
+
+
 def gpu_resources(target_set):
     """`gpu_sm{cc}: 1` for a target set's jobs that run on a local GPU of its one cc (scripts/gpus.py pins it)."""
     local = {paths.cc_tag(g["compute_capability"]) for g in LOCAL_GPUS}

@@ -1,13 +1,6 @@
 # validate: per plan, ONNX parity of its variant + plan header + plan execution (not-run where impossible). One job
-# validates a target set (one cc per job where there are GPUs to run plans on: each holds one of that cc). Each
-# validation.json is flagged for `snakemake --report`, labelled by model, precision and target.
-
-
-def _labelled_validations(ccs):
-    return {label: report(path, caption="../report/validation.rst", category="Validation", subcategory="{model}",
-                          labels={"model": "{model}", "precision": "{precision}", "target": f"sm{label[len('json_sm'):]}"})
-            for label, path in paths.set_outputs("validate", ccs).items()}
-
+# validates a target set, one cc per job: these jobs exist only where GPUs can run plans (each holds one of that
+# cc); elsewhere the build job validates (scripts/factory.py `validates_in_build`).
 
 for _targets in F.target_sets("validate"):
 
@@ -17,7 +10,7 @@ for _targets in F.target_sets("validate"):
         input:
             unpack(stage_inputs("validate", _targets)),
         output:
-            **_labelled_validations(_targets.ccs),
+            **labelled_validations(_targets.ccs),
         wildcard_constraints:
             precision="|".join(_targets.precisions),
         params:
