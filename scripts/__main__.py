@@ -15,7 +15,7 @@ STAGES_HELP = """stages (each is one Snakemake rule's job; the workflow passes t
   freeze_tf  TensorFlow (Keras .keras/.h5, SavedModel, TF1 checkpoint) -> frozen GraphDef .pb + tensor sidecar
   export     frozen model -> model.onnx (or import and upgrade a user's ONNX file)
   simplify   model.onnx -> model.sim.onnx (onnxslim / onnxsim, checked in onnxruntime, with fallbacks)
-  precision  model.sim.onnx -> model.<precision>.onnx (ModelOpt AutoCast / PTQ, in a child process)
+  precision  model.sim.onnx -> model.<precision>.onnx (ModelOpt AutoCast / PTQ)
   golden     reference outputs of the framework in fp32 on fixed inputs
   parity     one ONNX variant in onnxruntime vs the golden outputs
   build      one TensorRT / TensorRT-RTX plan for one key, compute capability and precision
@@ -132,7 +132,7 @@ def _workflow_args(p, snakemake: bool = True) -> None:
 
 
 def _metrics(stage: str, started: float) -> dict:
-    """Wall time and peak memory of this stage process, its children included (ModelOpt runs in a child);
+    """Wall time and peak memory of this stage process, its children included (a fallback may run in one);
     benchmarks/run_benchmarks.py collects these lines from the job logs."""
     import resource
 

@@ -7,8 +7,8 @@ jobs of every PyTorch model would each pay it. Likewise a first ModelOpt AutoCas
 lazy sympy and shape-inference paths) and a first onnxruntime session in every precision job. Run with one torch
 thread, on fake tensors, and onnxruntime's sessions closed again, so no thread pool exists when the forkserver forks
 (a fork of a process with OpenMP or onnxruntime threads is unsafe); `threads_now()` lets the forkserver's users
-check that. ModelOpt's quantization is not warmed here: it patches onnxruntime in the process that calls it, which
-is why it runs in a child of its job (scripts/graph/precision.py).
+check that. ModelOpt's quantization is not warmed here: it patches onnxruntime in the process that calls it (each job's
+own, scripts/graph/precision.py), and every job forks from this one.
 """
 from __future__ import annotations
 

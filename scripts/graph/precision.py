@@ -1,18 +1,18 @@
 """Precision variants as ONNX files (strongly typed builds take the precision from the ONNX).
 
 fp32 is a copy; fp16/bf16 come from ModelOpt's AutoCast (I/O types kept); int8/fp8 are ModelOpt Q/DQ models
-calibrated on the user's data. ModelOpt always runs in a child process: it monkeypatches onnxruntime's
-quantization classes and rewrites files beside its input, so the parent stays clean (and can run the fallbacks,
-onnxconverter-common for fp16 and onnxruntime's quantize_static for int8, unpatched). Each result must pass
+calibrated on the user's data. ModelOpt runs in the calling process (a job's own, forked for it: scripts/jobs.py),
+on a copy of its input (it rewrites files beside it). Its quantization monkeypatches onnxruntime's calibrators, so
+onnxruntime's own quantizer (the int8 fallback) then runs in a fresh interpreter (`run_ort_int8`); AutoCast patches
+nothing (the jobs' forkserver runs it in its warm-up, scripts/warmup.py). Until 2026-12-03 ModelOpt ran in a
+forked child of the job: ~50 ms (fork, hand-over files, teardown) of every fp16/bf16/int8/fp8 job
+(benchmarks/README.md). Each result must pass
 onnx.checker and keep the source's I/O names, types and dynamic dims before it is written to `dst`.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -82,7 +82,7 @@ def make_precision_variant(src, dst, precision: str, *, model: str, input_specs:
         if search:
             from .precision_search import search_variant
 
-            def trial(exclude, name):  # one ModelOpt child per trial, its output checked like the first one's
+            def trial(exclude, name):  # one ModelOpt run per trial, its output checked like the first one's
                 d = Path(work) / name
                 d.mkdir()
                 shutil.copyfile(src, d / "source.onnx")
@@ -188,71 +188,38 @@ def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
 # ---------------------------------------------------------------- tools
 
 def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict, options: dict | None = None) -> None:
-    """ModelOpt in a forked child (see the module doc): this process's imports (ModelOpt itself, preloaded by the
-    job's forkserver: scripts/jobs.py) are shared, its patches are not. Its log tail becomes the error on failure.
-    `options`: `nodes_to_exclude` (exact node names: kept out of the quantized type, or in fp32 by AutoCast for
-    fp16/bf16) and `fallback` (the type of everything not quantized: ModelOpt's high_precision_dtype, fp32 or fp16)."""
-    import multiprocessing
-
+    """ModelOpt in this process (see the module doc): AutoCast for fp16/bf16, quantization for int8/fp8. `options`:
+    `nodes_to_exclude` (exact node names: kept out of the quantized type, or in fp32 by AutoCast for fp16/bf16) and
+    `fallback` (the type of everything not quantized: ModelOpt's high_precision_dtype, fp32 or fp16)."""
     options = options or {}
-    spec = {"src": str(src), "out": str(out), "precision": precision, "calib": None,
-            "nodes_to_exclude": [f"^{re.escape(n)}$" for n in options.get("nodes_to_exclude", ())],  # regexes there
-            "high_precision_dtype": options.get("fallback", "fp32"), "calibration_shapes": None}
-    if calib is not None:
-        spec["calib"] = str(src.parent / "calib.npz")
-        np.savez(spec["calib"], **calib)
-        spec["calibration_shapes"] = calibration_shapes(calib, input_specs)
-    spec_path, log_path = src.parent / "spec.json", src.parent / "modelopt.log"
-    spec_path.write_text(json.dumps(spec))
-    child = multiprocessing.get_context("fork").Process(target=_modelopt_process, args=(str(spec_path), str(log_path)))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        text = log_path.read_text(errors="replace") if log_path.exists() else ""
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        raise RuntimeError(f"ModelOpt exited with {child.exitcode}: " + "\n".join(lines[-6:]))
+    nodes_to_exclude = [f"^{re.escape(n)}$" for n in options.get("nodes_to_exclude", ())]  # regexes there
+    if precision in LOW_TYPES:
+        _autocast(src, out, precision, calib, nodes_to_exclude)
+        return
+    from modelopt.onnx.quantization import quantize
+
+    quantize(str(src), quantize_mode=precision, calibration_data=calib, calibration_eps=["cpu"],
+             calibration_shapes=calibration_shapes(calib, input_specs) if calib is not None else None,
+             nodes_to_exclude=nodes_to_exclude, high_precision_dtype=options.get("fallback", "fp32"),
+             output_path=str(out), log_level="WARNING")
 
 
-def _modelopt_process(spec_path: str, log_path: str) -> None:
-    from ..jobs import redirect_output
+def _autocast(src: Path, out: Path, precision: str, calib, nodes_to_exclude: list[str]) -> None:
+    """ModelOpt AutoCast to fp16/bf16 (I/O types kept), on the calibration data where there is some."""
+    import onnx
+    from modelopt.onnx.autocast import convert_to_mixed_precision
 
-    redirect_output(log_path)
-    modelopt_child(spec_path)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The variant is written: skip multiprocessing's teardown, which in a fork of Snakemake's remote-mode job (on a
-    # Slurm node) ended the child with status 1 after a complete, correct run (measured; no traceback).
-    os._exit(0)
-
-
-def modelopt_child(spec_path: str) -> None:
-    """ModelOpt's side of run_modelopt, in the child process: one variant from the spec file."""
-    spec = json.loads(Path(spec_path).read_text())
-    calib = None
-    if spec["calib"]:
-        with np.load(spec["calib"]) as z:
-            calib = {k: z[k] for k in z.files}
-    if spec["precision"] in ("fp16", "bf16"):
-        import onnx
-        from modelopt.onnx.autocast import convert_to_mixed_precision
-
-        data_dir = None
-        if calib is not None:  # real inputs for AutoCast's range check (else it uses random data)
-            data_dir = Path(spec_path).parent / "calib_chunks"
-            data_dir.mkdir()
-            n = next(iter(calib.values())).shape[0]
-            for i in range(0, n, 8):
-                np.savez(data_dir / f"{i:08d}.npz", **{k: v[i:i + 8] for k, v in calib.items()})
-        proto = convert_to_mixed_precision(spec["src"], spec["precision"], keep_io_types=True, providers=["cpu"],
-                                           calibration_data=str(data_dir) if data_dir else None,
-                                           nodes_to_exclude=spec["nodes_to_exclude"] or None)
-        onnx.save(proto, spec["out"])
-    else:
-        from modelopt.onnx.quantization import quantize
-
-        quantize(spec["src"], quantize_mode=spec["precision"], calibration_data=calib, calibration_eps=["cpu"],
-                 calibration_shapes=spec["calibration_shapes"], nodes_to_exclude=spec["nodes_to_exclude"],
-                 high_precision_dtype=spec["high_precision_dtype"], output_path=spec["out"], log_level="WARNING")
+    data_dir = None
+    if calib is not None:  # real inputs for AutoCast's range check (else it uses random data)
+        data_dir = out.parent / "calib_chunks"
+        data_dir.mkdir()
+        n = next(iter(calib.values())).shape[0]
+        for i in range(0, n, 8):
+            np.savez(data_dir / f"{i:08d}.npz", **{k: v[i:i + 8] for k, v in calib.items()})
+    proto = convert_to_mixed_precision(str(src), precision, keep_io_types=True, providers=["cpu"],
+                                       calibration_data=str(data_dir) if data_dir else None,
+                                       nodes_to_exclude=nodes_to_exclude or None)
+    onnx.save(proto, str(out))
 
 
 def calibration_shapes(calib: dict, input_specs: dict) -> str | None:
@@ -280,8 +247,27 @@ def run_onnxconverter_fp16(src: Path, out: Path, precision: str, calib, input_sp
 
 def run_ort_int8(src: Path, out: Path, precision: str, calib, input_specs: dict, options=None) -> None:
     """onnxruntime's static Q/DQ quantization: symmetric int8 (TensorRT's form), bias left in float (with bias
-    quantization TensorRT-RTX rejects the Int32 DequantizeLinear). Runs in this process: never after ModelOpt
-    here, which is why ModelOpt runs in a child."""
+    quantization TensorRT-RTX rejects the Int32 DequantizeLinear). In this process while its onnxruntime is
+    onnxruntime's own; where ModelOpt quantized here before (it patches onnxruntime's calibrators, as when it has
+    just failed on this model), in a fresh interpreter."""
+    if _ort_patched():
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(_ort_int8, (str(src), str(out), calib))
+    else:
+        _ort_int8(str(src), str(out), calib)
+
+
+def _ort_patched() -> bool:
+    """Whether ModelOpt's patches of onnxruntime's quantization classes are in this process (each quantize applies
+    them; CalibraterBase.__init__ is one they always replace)."""
+    from onnxruntime.quantization.calibrate import CalibraterBase
+
+    return not CalibraterBase.__init__.__module__.startswith("onnxruntime")
+
+
+def _ort_int8(src: str, out: str, calib: dict) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     n = next(iter(calib.values())).shape[0]
@@ -293,7 +279,7 @@ def run_ort_int8(src: Path, out: Path, precision: str, calib, input_specs: dict,
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     op_types_to_quantize=["Conv", "ConvTranspose", "Gemm", "MatMul"],  # what ModelOpt targets too
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     extra_options={"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True})

@@ -6,7 +6,7 @@ The precision stage made the variant (trial 0: ModelOpt's own choice). When its 
 1. ranks the quantized nodes by sensitivity: for each node, the variant with *only that node's* Q/DQ inputs kept
    (every other node reads the float tensors again) is run on the golden inputs; its output error against golden is
    the node's isolated damage. One onnxruntime run per node, no new calibration;
-2. keeps the most sensitive prefix out of quantization (ModelOpt's `nodes_to_exclude`, one ModelOpt child per
+2. keeps the most sensitive prefix out of quantization (ModelOpt's `nodes_to_exclude`, one ModelOpt run per
    trial): prefix sizes 1, 2, 4, ... until a trial passes, then bisection down to the smallest passing prefix, then
    (budget left) each kept node tried back in, least sensitive first, so no single kept node is superfluous;
 3. stops at the setting's `budget_s` (wall time) or `max_trials`.

@@ -24,7 +24,7 @@ def src(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def variants(src, tmp_path_factory):
-    """Every precision made once, ModelOpt in its child process; TMPDIR points at a folder we check is left empty."""
+    """Every precision made once (ModelOpt in this process); TMPDIR points at a folder we check is left empty."""
     out, tmp = tmp_path_factory.mktemp("variants"), tmp_path_factory.mktemp("tmp")
     old, tempfile.tempdir = tempfile.tempdir, str(tmp)
     try:
@@ -98,6 +98,29 @@ def test_fallbacks_when_modelopt_fails(src, tmp_path, monkeypatch):
     with pytest.raises(FactoryError, match="no tool could make the bf16 variant.*simulated"):
         make_precision_variant(src / "model.onnx", tmp_path / "m.bf16.onnx", "bf16", **kw)
     assert leftovers(tmp_path) == ["m.fp16.onnx", "m.int8.onnx"]
+
+
+def test_onnxruntime_int8_runs_unpatched_after_modelopt_quantized_here(variants, src, tmp_path):
+    """ModelOpt's quantization patches this process's onnxruntime calibrators (the variants above ran it here); the
+    int8 fallback then runs in a fresh interpreter and makes what it makes where nothing patched onnxruntime."""
+    import subprocess
+    import sys
+
+    assert precision._ort_patched()
+    calib = load_calibration(src / "calib.npz", CNN_INPUTS, model="tiny")
+    precision.run_ort_int8(src / "model.onnx", tmp_path / "after.onnx", "int8", calib, CNN_INPUTS)
+    clean = subprocess.run([sys.executable, "-c", (
+        "import sys, copy; from scripts.graph import precision as p; from scripts.graph.calibration import "
+        "load_calibration; from helpers import CNN_INPUTS; assert not p._ort_patched(); "
+        "p.run_ort_int8(sys.argv[1], sys.argv[2], 'int8', load_calibration(sys.argv[3], CNN_INPUTS, model='tiny'), "
+        "CNN_INPUTS)"), str(src / "model.onnx"), str(tmp_path / "clean.onnx"), str(src / "calib.npz")],
+        capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": ":".join(sys.path)})
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    after, unpatched = (onnx.load(str(tmp_path / n)) for n in ("after.onnx", "clean.onnx"))
+    assert after.graph.SerializeToString() == unpatched.graph.SerializeToString()
+    assert {n.op_type for n in after.graph.node} >= {"QuantizeLinear", "DequantizeLinear"}
+    with pytest.raises(ValueError, match="Quantization parameters are not specified"):  # why: in the patched process
+        precision._ort_int8(str(src / "model.onnx"), str(tmp_path / "here.onnx"), calib)
 
 
 def test_a_result_that_loses_the_io_is_rejected(src, tmp_path, monkeypatch):
