@@ -225,8 +225,9 @@ def test_verify_tampered_plan_deleted_input_and_orphan(zoo):
     assert t["fp16"]["state"] == "stale", t["fp16"]
     assert {"category": "missing", "stage": "validate", "detail": f"{validation} is missing{status.NOT_REMADE}"} \
         in t["fp16"]["reasons"], t["fp16"]["reasons"]
-    assert {"category": "missing", "stage": "precision",
-            "detail": f"{paths.precision_onnx('tiny_mlp', 'fp16')} is missing{status.NOT_REMADE}"} in t["fp16"]["reasons"]
+    variant = paths.precision_onnx("tiny_mlp", "fp16")
+    assert {"category": "missing", "stage": "precision", "detail": f"{variant} is missing{status.NOT_REMADE}"} \
+        in t["fp16"]["reasons"]
     # what the hint says: the repair removes what was made from the missing files, the next run re-makes the chain
     assert cli("verify", "-d", str(zoo), "--repair").returncode == 0
     assert collect(zoo)["counts"]["stale"] + collect(zoo)["counts"]["missing"] == 2

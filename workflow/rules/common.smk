@@ -80,7 +80,8 @@ def labelled_validations(ccs):
     """A target set's validation.json outputs, flagged for `snakemake --report`, labelled by model, precision and
     target."""
     return {label: report(path, caption="../report/validation.rst", category="Validation", subcategory="{model}",
-                          labels={"model": "{model}", "precision": "{precision}", "target": f"sm{label[len('json_sm'):]}"})
+                          labels={"model": "{model}", "precision": "{precision}",
+                                  "target": f"sm{label[len('json_sm'):]}"})
             for label, path in paths.set_outputs("validate", ccs).items()}
 
 
