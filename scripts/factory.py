@@ -157,10 +157,11 @@ class Factory:
         return self._sets[stage]
 
     def job_logs(self, plan: dict) -> dict[str, str]:
-        """{stage: log} of the build and validation jobs of one plan {model, key, cc, precision}."""
-        return {stage: paths.job_log(self.job_stage(stage), {**plan, "targets": self.target_set(
-                    self.job_stage(stage), precision=plan["precision"], cc=plan["cc"]).tag})
-                for stage in paths.SET_STAGES}
+        """{stage: log} of the build and validation jobs of one plan {model, key, cc, precision}: the build's alone
+        where the build job validates."""
+        return {stage: paths.job_log(stage, {**plan, "targets": self.target_set(stage, precision=plan["precision"],
+                                                                                 cc=plan["cc"]).tag})
+                for stage in dict.fromkeys(map(self.job_stage, paths.SET_STAGES))}
 
     def target_set(self, stage: str, *, precision: str, cc: str | None = None,
                    targets: str | None = None) -> TargetSet:
