@@ -136,6 +136,11 @@ class Factory:
         """The stage whose jobs do `stage`'s work: 'build' for 'validate' where the build job validates."""
         return "build" if stage == "validate" and self.validates_in_build else stage
 
+    @property
+    def set_job_stages(self) -> tuple[str, ...]:
+        """The target-set stages that have jobs of their own: build, and validate unless the build job validates."""
+        return tuple(dict.fromkeys(map(self.job_stage, paths.SET_STAGES)))
+
     def target_sets(self, stage: str) -> list[TargetSet]:
         """The target sets of the build or the validate stage's jobs (see TargetSet), from the plan jobs. Builds
         split per cc where the backend builds on a GPU; validations where there are GPUs to run plans on (each job
@@ -161,7 +166,7 @@ class Factory:
         where the build job validates."""
         return {stage: paths.job_log(stage, {**plan, "targets": self.target_set(stage, precision=plan["precision"],
                                                                                  cc=plan["cc"]).tag})
-                for stage in dict.fromkeys(map(self.job_stage, paths.SET_STAGES))}
+                for stage in self.set_job_stages}
 
     def target_set(self, stage: str, *, precision: str, cc: str | None = None,
                    targets: str | None = None) -> TargetSet:
@@ -192,7 +197,7 @@ class Factory:
         if key:  # the jobs' wildcards, and the cc of the one plan asked about (their main output)
             plan = {"model": model, "key": key, "precision": precision, "cc": cc}
             out += [(stage, {**plan, "targets": self.target_set(stage, precision=precision, cc=cc).tag})
-                    for stage in dict.fromkeys(map(self.job_stage, paths.SET_STAGES))]
+                    for stage in self.set_job_stages]
         return out
 
     @functools.cached_property

@@ -165,7 +165,7 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
                 reasons.append(r)
     plan = paths.plan(**job)
     validation = rows.get(paths.validation(**job))
-    if f.job_stage("validate") != "validate" and validation and validation["status"] == "missing":
+    if f.validates_in_build and validation and validation["status"] == "missing":
         # written by the build job, beside its main output (the plan): the chain above does not look at it
         reasons.append({"category": "missing", "stage": "validate",
                         "detail": f"{validation['file']} is missing{'' if validation['pending'] else NOT_REMADE}"})

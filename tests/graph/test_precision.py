@@ -103,6 +103,7 @@ def test_fallbacks_when_modelopt_fails(src, tmp_path, monkeypatch):
 def test_onnxruntime_int8_runs_unpatched_after_modelopt_quantized_here(variants, src, tmp_path):
     """ModelOpt's quantization patches this process's onnxruntime calibrators (the variants above ran it here); the
     int8 fallback then runs in a fresh interpreter and makes what it makes where nothing patched onnxruntime."""
+    import os
     import subprocess
     import sys
 
@@ -110,11 +111,11 @@ def test_onnxruntime_int8_runs_unpatched_after_modelopt_quantized_here(variants,
     calib = load_calibration(src / "calib.npz", CNN_INPUTS, model="tiny")
     precision.run_ort_int8(src / "model.onnx", tmp_path / "after.onnx", "int8", calib, CNN_INPUTS)
     clean = subprocess.run([sys.executable, "-c", (
-        "import sys, copy; from scripts.graph import precision as p; from scripts.graph.calibration import "
+        "import sys; from scripts.graph import precision as p; from scripts.graph.calibration import "
         "load_calibration; from helpers import CNN_INPUTS; assert not p._ort_patched(); "
         "p.run_ort_int8(sys.argv[1], sys.argv[2], 'int8', load_calibration(sys.argv[3], CNN_INPUTS, model='tiny'), "
         "CNN_INPUTS)"), str(src / "model.onnx"), str(tmp_path / "clean.onnx"), str(src / "calib.npz")],
-        capture_output=True, text=True, env={**__import__("os").environ, "PYTHONPATH": ":".join(sys.path)})
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ":".join(sys.path)})
     assert clean.returncode == 0, clean.stderr[-2000:]
     after, unpatched = (onnx.load(str(tmp_path / n)) for n in ("after.onnx", "clean.onnx"))
     assert after.graph.SerializeToString() == unpatched.graph.SerializeToString()

@@ -230,7 +230,8 @@ def test_verify_tampered_plan_deleted_input_and_orphan(zoo):
         in t["fp16"]["reasons"]
     # what the hint says: the repair removes what was made from the missing files, the next run re-makes the chain
     assert cli("verify", "-d", str(zoo), "--repair").returncode == 0
-    assert collect(zoo)["counts"]["stale"] + collect(zoo)["counts"]["missing"] == 2
+    counts = collect(zoo)["counts"]
+    assert counts["stale"] + counts["missing"] == 2
     run_snakemake(zoo)
     assert (zoo / validation).exists() and verify.verify(str(zoo))["ok"]
     assert collect(zoo)["counts"]["current"] == 2
