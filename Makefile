@@ -44,35 +44,35 @@ test-browser: $(STAMP)
 install: $(STAMP)
 
 # Re-installs only when requirements.txt changes, so a no-op `make run` costs no pip time.
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip check
-	# `python -m scripts` from any directory: the checkout on the venv's path, relative (moves with both)
-	$(BIN)/python -c "import os, site; sp = site.getsitepackages()[0]; open(os.path.join(sp, 'engine-factory.pth'), 'w').write(os.path.relpath('$(CURDIR)', sp) + '\n')"
+	# The package, editable (scripts/engine_factory): `engine-factory` and `python -m engine_factory` from any directory
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 check: $(STAMP)
-	$(BIN)/python -m scripts check $(OPS_ARGS)
+	$(BIN)/python -m engine_factory check $(OPS_ARGS)
 
 report: $(STAMP)
 	$(SNAKEMAKE) --cores 1 --report artifacts/report/snakemake-report.html
 
 # Operations (README "Operations"): exit status 1 means "needs work" (status) or "integrity problem" (verify).
 status: $(STAMP)
-	$(BIN)/python -m scripts status $(OPS_ARGS)
+	$(BIN)/python -m engine_factory status $(OPS_ARGS)
 
 verify: $(STAMP)
-	$(BIN)/python -m scripts verify $(if $(DIR),-d $(abspath $(DIR)))
+	$(BIN)/python -m engine_factory verify $(if $(DIR),-d $(abspath $(DIR)))
 
 # Lists the keys this host/config no longer builds; `make prune DELETE=1` removes them, KEEP="key ..." keeps some.
 prune: $(STAMP)
-	$(BIN)/python -m scripts prune $(OPS_ARGS) $(if $(DELETE),--delete) $(foreach k,$(KEEP),--keep $(k))
+	$(BIN)/python -m engine_factory prune $(OPS_ARGS) $(if $(DELETE),--delete) $(foreach k,$(KEEP),--keep $(k))
 
 # The scheduled run (cron / systemd timer): factory, status, verify, artifacts/scheduled/last-run.md.
 scheduled: $(STAMP)
-	$(BIN)/python -m scripts scheduled $(OPS_ARGS) --cores $(CORES)
+	$(BIN)/python -m engine_factory scheduled $(OPS_ARGS) --cores $(CORES)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_benchmarks.py

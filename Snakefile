@@ -5,7 +5,7 @@
 # `snakemake --lint` (tests/workflow/test_lint.py, CI) is clean. Every stage runs in the one venv of requirements.txt
 # on purpose, because torch, onnx, onnxruntime, ModelOpt and TensorRT-RTX are pinned to versions measured to work
 # together (per-rule environments would each repeat the 3.3 GB and let the stages' versions drift apart); and the
-# rules' `run:` blocks fork their stage from one preloaded process (scripts/jobs.py), which a per-rule environment
+# rules' `run:` blocks fork their stage from one preloaded process (scripts/engine_factory/jobs.py), which a per-rule environment
 # could not share.
 #
 # Contents: common.smk (config, host, targets, helpers) -> demo -> freeze -> export -> simplify -> precision ->

@@ -1,6 +1,6 @@
 """Deploy timings: the deploy test zoo (tests/deploy/triton_zoo.py: three small ONNX models, fp32 + one fp16, two
 TensorRT-RTX targets) built from nothing in a temporary folder, then the deploy stage per repository (from each
-job's stage-metrics line), `python -m scripts ready`, `python -m scripts verify` and the import of Triton's schema.
+job's stage-metrics line), `python -m engine_factory ready`, `python -m engine_factory verify` and the import of Triton's schema.
 Writes results/<date>-<host>-deploy.json.
 
     .venv/bin/python benchmarks/deploy_bench.py [--repeat 5]
@@ -52,8 +52,8 @@ def main() -> None:
         host.write_text(json.dumps({"gpus": [{"index": 0, "name": "simulated", "compute_capability": "8.6"}]}))
         env = {**os.environ, "FACTORY_HOST_FACTS": str(host)}
         repo = work / "artifacts/triton/dyn_fp32"
-        ready = [timed([py, "-m", "scripts", "ready", str(repo), "--json"], env) for _ in range(args.repeat)]
-        verify = [timed([py, "-m", "scripts", "verify", "-d", str(work)]) for _ in range(args.repeat)]
+        ready = [timed([py, "-m", "engine_factory", "ready", str(repo), "--json"], env) for _ in range(args.repeat)]
+        verify = [timed([py, "-m", "engine_factory", "verify", "-d", str(work)]) for _ in range(args.repeat)]
         schema = [timed([py, "-c", "import tritonclient.grpc.model_config_pb2"]) for _ in range(args.repeat)]
         bare = [timed([py, "-c", "pass"]) for _ in range(args.repeat)]
     result = {

@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def part_cuda() -> dict:
-    from scripts.demo import make_asset
-    from scripts.validation.golden import make_golden, load_golden
-    from scripts.host import probe_host
-    from scripts.backends.runtime import memory_round_trip
+    from engine_factory.demo import make_asset
+    from engine_factory.validation.golden import make_golden, load_golden
+    from engine_factory.host import probe_host
+    from engine_factory.backends.runtime import memory_round_trip
 
     host = probe_host()
     result = {"host": host, "round_trips": {}}
@@ -36,7 +36,7 @@ def part_cuda() -> dict:
     make_asset(str(tmp / "tiny_cnn.pth"))
     specs = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32], "opt": [8, 3, 32, 32],
                    "max": [32, 3, 32, 32]}}
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(tmp / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
+    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(tmp / "tiny_cnn.pth"), "model_ref": "engine_factory.demo.models:TinyCNN"}
     golden = {}
     for device in ("cpu", "cuda"):
         t = time.perf_counter()
@@ -52,16 +52,16 @@ def part_cuda() -> dict:
 def part_rtx() -> dict:
     import torch
 
-    from scripts.backends import build_plan, load_backend
-    from scripts.host import probe_host
-    from scripts.backends.header import check_plan_header
-    from scripts.backends.runtime import execute_plan
-    from scripts.tensors import DEFAULT_TOLERANCES, random_inputs
+    from engine_factory.backends import build_plan, load_backend
+    from engine_factory.host import probe_host
+    from engine_factory.backends.header import check_plan_header
+    from engine_factory.backends.runtime import execute_plan
+    from engine_factory.tensors import DEFAULT_TOLERANCES, random_inputs
 
     host = probe_host()
     backend = load_backend("tensorrt_rtx")
     tmp = Path(tempfile.mkdtemp())
-    from scripts.demo.models import TinyCNN
+    from engine_factory.demo.models import TinyCNN
 
     torch.manual_seed(0)
     net = TinyCNN().eval()

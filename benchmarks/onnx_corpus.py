@@ -5,7 +5,7 @@
 Collects every ONNX file shipped as a model test in the installed packages (onnx's backend test data: `simple`,
 `pytorch-converted`, `pytorch-operator`, `light`, and `node`/`real` where the wheel ships them; onnxruntime's
 `datasets`), and runs each, in its own process with a timeout, through the factory's own stage runners
-(scripts.stages, with the inputs and settings scripts.factory resolves, as the workflow's jobs get them) on a zoo
+(engine_factory.stages, with the inputs and settings engine_factory.factory resolves, as the workflow's jobs get them) on a zoo
 written as a user would: `framework: onnx`, the inputs from the file's graph (dims and dtypes), the test's own
 input and output tensors (`test_data_set_0`) as `samples` with reference outputs, `values` for small int inputs
 (shape tensors), `cast_float64` where the file takes float64, `precisions: [fp32]`:
@@ -142,9 +142,9 @@ def run_one(entry: dict, work: Path) -> dict:
     import onnx
     import yaml
 
-    from scripts import config as config_mod, paths, stages
-    from scripts.errors import FactoryError
-    from scripts.factory import resolve
+    from engine_factory import config as config_mod, paths, stages
+    from engine_factory.errors import FactoryError
+    from engine_factory.factory import resolve
 
     result = {"outcome": None, "stage": None, "error": None}
     try:
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
     start = time.monotonic()
     results = run_corpus(entries, args.timeout, args.jobs)
     summary = summarise(results)
-    from scripts.config import DEFAULTS
+    from engine_factory.config import DEFAULTS
 
     packages = {d: version(d) for d in ("onnx", "onnxruntime", "onnxslim", "onnxsim", "tensorrt-rtx-cu13", "numpy")}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node(),

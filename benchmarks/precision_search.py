@@ -113,7 +113,7 @@ def write_zoo(root: Path) -> Path:
 
 
 def main() -> None:
-    from scripts import paths
+    from engine_factory import paths
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--keep", type=Path, help="work in this folder (kept) instead of a temporary one")

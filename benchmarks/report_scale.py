@@ -7,7 +7,7 @@ benchmarks/results/report-scale-<date>-<host>.json (committed, with the machine 
 
 Measures: write_report with an empty figure cache (every figure rendered by vl-convert) and with a warm one (an
 unchanged zoo re-reported), each in a fresh Python process (write_report's own imports, jinja2/altair/vl-convert,
-included; `import scripts.report` before it reported apart); the bytes of summary.json, the index, the largest
+included; `import engine_factory.report` before it reported apart); the bytes of summary.json, the index, the largest
 model page, the figures and the whole report folder; and, where headless Chromium is installed, the rendered height
 of the index and of the tallest model page (px at 1400 px wide).
 """
@@ -32,8 +32,8 @@ RENDER = r"""
 import json, sys, time
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
 t0 = time.perf_counter()
-from scripts import paths
-from scripts.report import write_report
+from engine_factory import paths
+from engine_factory.report import write_report
 imported = time.perf_counter()
 settings = json.load(open("settings.json"))
 write_report(paths.REPORT_JSON, paths.REPORT_HTML, **settings)
@@ -62,7 +62,7 @@ def heights(work: Path) -> dict | None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from scripts import paths
+    from engine_factory import paths
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -87,7 +87,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     from helpers import report_zoo
-    from scripts import paths
+    from engine_factory import paths
 
     with tempfile.TemporaryDirectory(prefix="report-scale-") as tmp:
         work = Path(tmp)

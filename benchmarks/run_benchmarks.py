@@ -8,7 +8,7 @@ Measures, in one run:
   2. a full `make run` on the demo zoo from empty artifacts (wall time), and per-stage wall time and peak memory
      from the rules' `benchmark:` files (Snakemake's own per-job measurement);
   3. the build stage's overhead: the same ONNX file and target built (a) by a bare TensorRT-RTX builder call in a
-     fresh Python and (b) by the workflow's build stage command (`python -m scripts run build ...`), with each one's
+     fresh Python and (b) by the workflow's build stage command (`python -m engine_factory run build ...`), with each one's
      Python start-up alone (interpreter + imports), all four in every round, on the demo CNN and on a ResNet-18-sized
      CNN. Target: (b) beyond its start-up <= 1.05 x (a) beyond its start-up; start-up reported separately.
 """
@@ -53,12 +53,12 @@ config.add_optimization_profile(profile)
 plan = builder.build_serialized_network(network, config)
 open(plan_path, "wb").write(plan)
 """
-# What the build stage process imports before it starts working (`python -m scripts run build`: runpy, the CLI with
+# What the build stage process imports before it starts working (`python -m engine_factory run build`: runpy, the CLI with
 # argparse, the build runner's modules, the backend): its Python start-up, measured alone, reported separately.
-# It ends as a stage process ends: without the interpreter's teardown (scripts/__main__.py), so neither side counts
+# It ends as a stage process ends: without the interpreter's teardown (scripts/engine_factory/__main__.py), so neither side counts
 # teardown as work.
-STAGE_STARTUP = ("import runpy, scripts.__main__, scripts.stages, scripts.backends.core, scripts.gpus, scripts.host, "
-                 "scripts.provenance, scripts.intoto, tensorrt_rtx, os; os._exit(0)")
+STAGE_STARTUP = ("import runpy, engine_factory.__main__, engine_factory.stages, engine_factory.backends.core, engine_factory.gpus, engine_factory.host, "
+                 "engine_factory.provenance, engine_factory.intoto, tensorrt_rtx, os; os._exit(0)")
 
 
 def resnetish_onnx(path: Path) -> None:
@@ -124,8 +124,8 @@ def build_overhead(repeat: int) -> dict:
                        capture_output=True)
     resnetish_onnx(tmp / "resnetish.onnx")
     sys.path.insert(0, str(REPO))
-    from scripts import provenance  # as the export stage leaves it: the ONNX with its sidecar
-    from scripts.host import PROBED_ENV, probe_host
+    from engine_factory import provenance  # as the export stage leaves it: the ONNX with its sidecar
+    from engine_factory.host import PROBED_ENV, probe_host
 
     provenance.write(str(tmp / "resnetish.onnx"), stage="export", inputs={}, params={}, host={})
     cases = {"tiny_cnn fp16 (demo)": (demo, [3, 32, 32]),
@@ -151,7 +151,7 @@ def build_overhead(repeat: int) -> dict:
             runs["startup_bare"].append(timed(startup_bare))
             runs["bare"].append(timed([PY, "-c", BARE_BUILD, str(onnx), str(tmp / "bare.plan"), json.dumps(profile)]))
             runs["startup_stage"].append(timed(startup_stage, env=env))
-            runs["stage"].append(timed([PY, "-m", "scripts", "run", "build", json.dumps(io), json.dumps(settings)],
+            runs["stage"].append(timed([PY, "-m", "engine_factory", "run", "build", json.dumps(io), json.dumps(settings)],
                                        env=env))
         med = {k: statistics.median(v) for k, v in runs.items()}
         bare_work, stage_work = med["bare"] - med["startup_bare"], med["stage"] - med["startup_stage"]
@@ -172,9 +172,9 @@ def build_overhead(repeat: int) -> dict:
 
 
 def plan_hash_cost(plan: Path, repeat: int) -> float:
-    """What hashing a plan adds to writing it, both as the build stage does (scripts/backends/core.py): the part of
+    """What hashing a plan adds to writing it, both as the build stage does (scripts/engine_factory/backends/core.py): the part of
     the overhead that is provenance's `artifact.sha256`. Median over fresh copies of the plan's bytes."""
-    from scripts.backends.core import _write_hashed
+    from engine_factory.backends.core import _write_hashed
 
     data, out, with_hash, write_only = plan.read_bytes(), plan.with_suffix(".copy"), [], []
     for _ in range(repeat):

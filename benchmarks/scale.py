@@ -7,7 +7,7 @@
    noisy machine.
 3. For each zoo size: the full build, a no-op rerun against `snakemake --version` (the floor), `status` and
    `verify`, and Snakemake's main-process CPU per job; per stage, jobs' wall time and peak memory against the
-   `mem_mb` their rules declare (from the jobs' own metrics files, scripts/jobs.py).
+   `mem_mb` their rules declare (from the jobs' own metrics files, scripts/engine_factory/jobs.py).
 
     python benchmarks/scale.py [--sizes 10 30 100] [--compare 10] [--out benchmarks/results]
 """
@@ -80,8 +80,8 @@ def clean(zoo: Path) -> None:
 def ops_times(zoo: Path) -> dict:
     floor, _ = timed([PY, "-m", "snakemake", "--version"])
     noop = factory(zoo, 2)
-    st, proc = timed([PY, "-m", "scripts", "status", "-d", str(zoo.parent), "--configfile", str(zoo)], cwd=REPO)
-    ve, proc2 = timed([PY, "-m", "scripts", "verify", "-d", str(zoo.parent)], cwd=REPO)
+    st, proc = timed([PY, "-m", "engine_factory", "status", "-d", str(zoo.parent), "--configfile", str(zoo)], cwd=REPO)
+    ve, proc2 = timed([PY, "-m", "engine_factory", "verify", "-d", str(zoo.parent)], cwd=REPO)
     return {"snakemake_version_s": round(floor, 2), "noop_rerun_s": noop["wall_s"],
             "status_s": round(st, 2), "status_exit": proc.returncode, "verify_s": round(ve, 2),
             "verify_exit": proc2.returncode}

@@ -11,7 +11,7 @@ from helpers import CNN_INPUTS
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """artifacts/demo-like folder with every demo asset (checkpoints, old-opset ONNX, calibration sets)."""
-    from scripts.demo import make_asset
+    from engine_factory.demo import make_asset
 
     d = tmp_path_factory.mktemp("demo")
     for asset in ["tiny_cnn.pth", "two_tower.pth", "tiny_mlp.opset11.onnx", "tiny_cnn.calib.npz",
@@ -23,12 +23,12 @@ def demo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cnn_onnx(demo_dir, tmp_path_factory) -> Path:
     """The demo CNN frozen and exported once: (frozen .pt2, model.onnx)."""
-    from scripts.frameworks.pytorch import export_pt2
-    from scripts.frameworks.pytorch import freeze_pytorch
+    from engine_factory.frameworks.pytorch import export_pt2
+    from engine_factory.frameworks.pytorch import freeze_pytorch
 
     d = tmp_path_factory.mktemp("cnn")
     freeze_pytorch(str(demo_dir / "tiny_cnn.pth"), str(d / "model.pt2"), model="tiny_cnn",
-                   model_ref="scripts.demo.models:TinyCNN", model_kwargs={}, input_specs=copy.deepcopy(CNN_INPUTS))
+                   model_ref="engine_factory.demo.models:TinyCNN", model_kwargs={}, input_specs=copy.deepcopy(CNN_INPUTS))
     export_pt2(str(d / "model.pt2"), str(d / "model.onnx"), model="tiny_cnn", input_specs=copy.deepcopy(CNN_INPUTS),
                outputs=["logits"], opset=18)
     return d / "model.onnx"

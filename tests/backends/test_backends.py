@@ -11,13 +11,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from scripts import intoto, provenance
-from scripts.backends import build_plan, load_backend, precision_support, resolve_backend
-from scripts.errors import FactoryError
-from scripts.host import probe_host
-from scripts.backends.header import check_plan_header
-from scripts.backends.rtx import TARGETS as RTX_TARGETS
-from scripts.backends.runtime import execute_plan
+from engine_factory import intoto, provenance
+from engine_factory.backends import build_plan, load_backend, precision_support, resolve_backend
+from engine_factory.errors import FactoryError
+from engine_factory.host import probe_host
+from engine_factory.backends.header import check_plan_header
+from engine_factory.backends.rtx import TARGETS as RTX_TARGETS
+from engine_factory.backends.runtime import execute_plan
 
 RTX = pytest.importorskip("tensorrt_rtx")
 VERSION = RTX.__version__
@@ -153,7 +153,7 @@ def test_timing_cache_written_and_reused(models, tmp_path):
 
 
 def test_plan_written_and_hashed_together(tmp_path):
-    from scripts.backends.core import _write_hashed
+    from engine_factory.backends.core import _write_hashed
 
     data = np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes()
     assert _write_hashed(tmp_path / "p.plan", data) == hashlib.sha256(data).hexdigest()
@@ -336,7 +336,7 @@ def test_host_probe_and_override(tmp_path, monkeypatch):
 
 def test_jobs_take_the_snakefiles_probe_of_this_host_only(monkeypatch):
     """Stage jobs use the probe their Snakefile made (PROBED_ENV), never one made on another host."""
-    from scripts.host import PROBED_ENV, job_host_facts
+    from engine_factory.host import PROBED_ENV, job_host_facts
 
     monkeypatch.delenv("FACTORY_HOST_FACTS", raising=False)
     probed = {**probe_host(), "driver_version": "probed-by-the-snakefile"}
@@ -367,7 +367,7 @@ def test_gpu_host_probe():
 @pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["cuda-python", "pycuda"])
 def test_gpu_memory_round_trip(kind):
-    from scripts.backends.runtime import memory_round_trip
+    from engine_factory.backends.runtime import memory_round_trip
 
     host = _local_gpu()
     if kind == "pycuda":
@@ -379,7 +379,7 @@ def test_gpu_memory_round_trip(kind):
 @pytest.mark.gpu
 def test_gpu_execute_plan(models, tmp_path):
     """On a GPU the plan runs and passes, or the runtime's refusal is the reason (RTX refuses cc 9.0, measured)."""
-    from scripts.tensors import run_onnxruntime
+    from engine_factory.tensors import run_onnxruntime
 
     host = _local_gpu()
     cc = host["gpus"][0]["compute_capability"]

@@ -4,10 +4,10 @@ import types
 
 import pytest
 
-from scripts import gpus
-from scripts.backends import Backend
-from scripts.errors import FactoryError
-from scripts.stages import check_host_matches_key
+from engine_factory import gpus
+from engine_factory.backends import Backend
+from engine_factory.errors import FactoryError
+from engine_factory.stages import check_host_matches_key
 
 HOST = {"gpus": [{"index": i, "name": "sim", "compute_capability": cc, "uuid": f"GPU-{i}", "cuda_index": i}
                  for i, cc in enumerate(["8.6", "8.6", "9.0"])]}
@@ -60,7 +60,7 @@ def test_build_refuses_a_host_that_does_not_match_its_key():
 def test_probe_names_the_installed_backends():
     import tensorrt_rtx
 
-    from scripts.host import probe_host
+    from engine_factory.host import probe_host
 
     backends = probe_host()["backends"]
     assert backends["tensorrt_rtx"] == tensorrt_rtx.__version__

@@ -3,10 +3,10 @@ batch axes to Triton's config (Triton's own message, compared field by field), w
 deploy job (never a failed target), and which backend's plans Triton can load (the backend module answers)."""
 import pytest
 
-from scripts import paths
-from scripts.config import check
-from scripts.deploy.triton import POLICY_DEFAULTS, model_config
-from scripts.errors import FactoryError
+from engine_factory import paths
+from engine_factory.config import check
+from engine_factory.deploy.triton import POLICY_DEFAULTS, model_config
+from engine_factory.errors import FactoryError
 
 from triton_zoo import zoo_config
 
@@ -99,8 +99,8 @@ def test_a_type_triton_lacks_is_named(tmp_path):
 
 
 def test_a_failed_target_is_no_input_of_its_repository(tmp_path, monkeypatch):
-    from scripts import failures
-    from scripts.factory import resolve
+    from engine_factory import failures
+    from engine_factory.factory import resolve
 
     monkeypatch.chdir(tmp_path)  # the workflow directory: failure records live under its artifacts/
     cfg, host = cfg_of(), {"gpus": [], "hostname": "h"}
@@ -124,14 +124,14 @@ def test_a_failed_target_is_no_input_of_its_repository(tmp_path, monkeypatch):
 
 
 def test_disabled_means_no_repositories():
-    from scripts.factory import resolve
+    from engine_factory.factory import resolve
 
     assert resolve(cfg_of(enabled=False), {"gpus": [], "hostname": "h"}).deploy_outputs() == []
 
 
 def test_the_backend_says_whether_triton_loads_its_plans():
-    from scripts.backends import load_backend
-    from scripts.backends.core import spec_of
+    from engine_factory.backends import load_backend
+    from engine_factory.backends.core import spec_of
 
     rtx = load_backend("tensorrt_rtx")
     assert "not loadable by stock Triton" in rtx.triton_unloadable

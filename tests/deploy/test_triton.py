@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import paths
-from scripts.deploy.triton import read_config
+from engine_factory import paths
+from engine_factory.deploy.triton import read_config
 
 from helpers import cli, dry_run
 from helpers import snakemake as run_snakemake

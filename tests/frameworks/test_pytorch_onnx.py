@@ -5,17 +5,17 @@ import onnx
 import pytest
 import torch
 
-from scripts.errors import FactoryError
-from scripts.frameworks.onnx import import_onnx
-from scripts.frameworks.pytorch import export_pt2, export_torchscript
-from scripts.frameworks.pytorch import freeze_pytorch, freeze_torchscript, load_state_dict_model
-from scripts.tensors import random_inputs, run_onnxruntime
+from engine_factory.errors import FactoryError
+from engine_factory.frameworks.onnx import import_onnx
+from engine_factory.frameworks.pytorch import export_pt2, export_torchscript
+from engine_factory.frameworks.pytorch import freeze_pytorch, freeze_torchscript, load_state_dict_model
+from engine_factory.tensors import random_inputs, run_onnxruntime
 
 from helpers import CNN_INPUTS, MLP_INPUTS, TWO_TOWER_INPUTS, leftovers
 
 
 def eager(demo_dir, name, cls, feeds):
-    net = load_state_dict_model(str(demo_dir / f"{name}.pth"), f"scripts.demo.models:{cls}", {}, model=name)
+    net = load_state_dict_model(str(demo_dir / f"{name}.pth"), f"engine_factory.demo.models:{cls}", {}, model=name)
     with torch.no_grad():
         out = net(*(torch.from_numpy(v) for v in feeds.values()))
     return out if isinstance(out, tuple) else (out,)
@@ -36,7 +36,7 @@ def test_cnn_export_names_dynamic_batch_opset_and_parity(cnn_onnx, demo_dir):
 def test_two_inputs_two_outputs(demo_dir, tmp_path):
     specs = copy.deepcopy(TWO_TOWER_INPUTS)
     freeze_pytorch(str(demo_dir / "two_tower.pth"), str(tmp_path / "m.pt2"), model="two_tower",
-                   model_ref="scripts.demo.models:TwoTower", model_kwargs={}, input_specs=specs)
+                   model_ref="engine_factory.demo.models:TwoTower", model_kwargs={}, input_specs=specs)
     facts = export_pt2(str(tmp_path / "m.pt2"), str(tmp_path / "m.onnx"), model="two_tower", input_specs=specs,
                        outputs=["logits", "embedding"], opset=18)
     assert facts["inputs"] == ["image", "features"] and facts["outputs"] == ["logits", "embedding"]
@@ -55,7 +55,7 @@ def test_two_inputs_two_outputs(demo_dir, tmp_path):
 
 
 def test_torchscript_source(demo_dir, tmp_path):
-    net = load_state_dict_model(str(demo_dir / "tiny_cnn.pth"), "scripts.demo.models:TinyCNN", {}, model="ts")
+    net = load_state_dict_model(str(demo_dir / "tiny_cnn.pth"), "engine_factory.demo.models:TinyCNN", {}, model="ts")
     torch.jit.save(torch.jit.trace(net, torch.zeros(2, 3, 32, 32)), str(tmp_path / "user.pt"))
     freeze_torchscript(str(tmp_path / "user.pt"), str(tmp_path / "frozen.pt"), model="ts")
     specs = copy.deepcopy(CNN_INPUTS)
@@ -69,16 +69,16 @@ def test_torchscript_source(demo_dir, tmp_path):
 def test_checkpoint_that_does_not_fit(demo_dir, tmp_path):
     with pytest.raises(FactoryError) as e:
         freeze_pytorch(str(demo_dir / "two_tower.pth"), str(tmp_path / "m.pt2"), model="wrong",
-                       model_ref="scripts.demo.models:TinyCNN", model_kwargs={}, input_specs=copy.deepcopy(CNN_INPUTS))
+                       model_ref="engine_factory.demo.models:TinyCNN", model_kwargs={}, input_specs=copy.deepcopy(CNN_INPUTS))
     assert "model 'wrong'" in str(e.value) and "two_tower.pth" in str(e.value) and "does not fit" in str(e.value)
     assert leftovers(tmp_path) == []
 
 
 def test_missing_checkpoint_and_bad_class(tmp_path):
     with pytest.raises(FactoryError, match="model 'm'.*checkpoint not found"):
-        load_state_dict_model(str(tmp_path / "nope.pth"), "scripts.demo.models:TinyCNN", {}, model="m")
+        load_state_dict_model(str(tmp_path / "nope.pth"), "engine_factory.demo.models:TinyCNN", {}, model="m")
     with pytest.raises(FactoryError, match="models.m.model.*defines no .NoSuchClass."):
-        load_state_dict_model(str(tmp_path / "nope.pth"), "scripts.demo.models:NoSuchClass", {}, model="m")
+        load_state_dict_model(str(tmp_path / "nope.pth"), "engine_factory.demo.models:NoSuchClass", {}, model="m")
 
 
 class Payload:  # a pickled object: torch.load(weights_only=True) must refuse to build it
@@ -89,7 +89,7 @@ class Payload:  # a pickled object: torch.load(weights_only=True) must refuse to
 def test_pickled_code_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(1), "payload": Payload()}, tmp_path / "evil.pth")
     with pytest.raises(FactoryError, match="weights_only=True"):
-        load_state_dict_model(str(tmp_path / "evil.pth"), "scripts.demo.models:TinyCNN", {}, model="m")
+        load_state_dict_model(str(tmp_path / "evil.pth"), "engine_factory.demo.models:TinyCNN", {}, model="m")
 
 
 def test_onnx_source_upgraded_from_old_opset(demo_dir, tmp_path):

@@ -11,14 +11,14 @@ import numpy as np
 import onnx
 import pytest
 
-from scripts import paths
-from scripts.config import check
-from scripts.errors import FactoryError
-from scripts.validation.golden import load_golden, make_golden
-from scripts.provenance import sha256
-from scripts.tensors import DEFAULT_TOLERANCES, compare_outputs, random_inputs, run_onnxruntime
-from scripts.frameworks.tensorflow import export_tf, freeze_tf
-from scripts.frameworks.tensorflow import reference_outputs as golden_outputs
+from engine_factory import paths
+from engine_factory.config import check
+from engine_factory.errors import FactoryError
+from engine_factory.validation.golden import load_golden, make_golden
+from engine_factory.provenance import sha256
+from engine_factory.tensors import DEFAULT_TOLERANCES, compare_outputs, random_inputs, run_onnxruntime
+from engine_factory.frameworks.tensorflow import export_tf, freeze_tf
+from engine_factory.frameworks.tensorflow import reference_outputs as golden_outputs
 
 from helpers import leftovers, write_config
 from helpers import snakemake as run_snakemake
@@ -44,7 +44,7 @@ SAVED = {"zz": spec(["batch", 4], [1, 4], [2, 4], [8, 4]), "aa": spec(["batch", 
 
 
 def _tf():
-    from scripts.frameworks.tensorflow import import_tensorflow as quiet
+    from engine_factory.frameworks.tensorflow import import_tensorflow as quiet
 
     return quiet()
 
@@ -72,7 +72,7 @@ def make_saved_model(path, *, unsupported=False):
 
 @pytest.fixture(scope="module")
 def tf_assets(tmp_path_factory):
-    from scripts.demo import make_asset
+    from engine_factory.demo import make_asset
 
     d = tmp_path_factory.mktemp("tf_demo")
     for asset in ["tf_cnn.keras", "tf_two_head.h5", "tf1_mlp.ckpt", "tf_cnn.calib.npz"]:
@@ -108,7 +108,7 @@ def test_keras_presented_as_nchw_with_dynamic_batch(tf_assets, tmp_path):
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 32, 32]
     # the dynamic batch works at both ends of the profile, against TensorFlow on the same (transposed) inputs
-    from scripts.frameworks.tensorflow import reference_outputs as golden_outputs
+    from engine_factory.frameworks.tensorflow import reference_outputs as golden_outputs
 
     for key in ("min", "max"):
         feeds = random_inputs(CNN_NCHW, shape_key=key, seed=3)
@@ -218,7 +218,7 @@ TF_MODEL = {"framework": "tensorflow", "format": "keras", "checkpoint": "artifac
     (lambda m: m.update(format="h5"), r"models.m.checkpoint.*format 'h5' needs a file ending in .h5 or .hdf5"),
     (lambda m: m.pop("outputs"), r"models.m.outputs"),
     (lambda m: m.update(outputs=["logits:0"]), r"models.m.outputs.*without the ':0' suffix"),
-    (lambda m: m.update(model="scripts.demo.models:TinyCNN"), r"models.m.model.*not used by TensorFlow"),
+    (lambda m: m.update(model="engine_factory.demo.models:TinyCNN"), r"models.m.model.*not used by TensorFlow"),
     (lambda m: m.update(signature="serving_default"), r"models.m.signature.*SavedModels only"),
     (lambda m: m.update(inputs={"f": spec(["batch", 16], [1, 16], [4, 16], [16, 16], layout="NCHW")}),
      r"models.m.inputs.f.layout.*rank-4"),
@@ -242,7 +242,7 @@ def test_config_checks_tf1_parts_and_layout_only_for_tensorflow(tf_assets, tmp_p
     next(ckpt.glob("*.data-*")).unlink()
     with pytest.raises(FactoryError, match=r"file '.*model.ckpt.data-00000-of-00001': file not found \(part of"):
         check(copy.deepcopy(cfg))
-    torch_model = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "scripts.demo.models:TinyCNN",
+    torch_model = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "engine_factory.demo.models:TinyCNN",
                    "inputs": CNN_NCHW, "outputs": ["logits"]}
     with pytest.raises(FactoryError, match=r"models.t.inputs.x.layout.*for TensorFlow models"):
         check({"precisions": ["fp32"], "models": {"t": torch_model}})

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from scripts.frameworks.tensorflow import MEM_MB
+from engine_factory.frameworks.tensorflow import MEM_MB
 
 from helpers import REPO
 

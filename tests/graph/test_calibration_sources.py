@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from scripts import stages
-from scripts.atomic import read_json
-from scripts.config import check
-from scripts.errors import FactoryError
-from scripts.graph import calibration
-from scripts.graph.calibration import calibration_facts, calibration_warnings, load_calibration
-from scripts.tensors import DEFAULT_TOLERANCES, run_onnxruntime
+from engine_factory import stages
+from engine_factory.atomic import read_json
+from engine_factory.config import check
+from engine_factory.errors import FactoryError
+from engine_factory.graph import calibration
+from engine_factory.graph.calibration import calibration_facts, calibration_warnings, load_calibration
+from engine_factory.tensors import DEFAULT_TOLERANCES, run_onnxruntime
 
 from helpers import CNN_INPUTS
 from helpers.sensitive_models import sensitive_inputs, sensitive_mlp

@@ -13,13 +13,13 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper
 
-from scripts import config as config_mod
-from scripts import paths, stages
-from scripts.errors import FactoryError
-from scripts.frameworks.onnx import import_onnx
-from scripts.tensors import compare_outputs, random_inputs, run_onnxruntime
-from scripts.validation.golden import load_golden, make_golden
-from scripts.validation.validate import onnx_parity
+from engine_factory import config as config_mod
+from engine_factory import paths, stages
+from engine_factory.errors import FactoryError
+from engine_factory.frameworks.onnx import import_onnx
+from engine_factory.tensors import compare_outputs, random_inputs, run_onnxruntime
+from engine_factory.validation.golden import load_golden, make_golden
+from engine_factory.validation.validate import onnx_parity
 
 from helpers import leftovers
 
@@ -142,7 +142,7 @@ def test_downgrade_advice_agrees_with_the_schema(cnn_onnx, tmp_path, monkeypatch
 
     from onnx import version_converter
 
-    from scripts.graph.onnx_io import finish_onnx
+    from engine_factory.graph.onnx_io import finish_onnx
     from helpers import CNN_INPUTS
 
     monkeypatch.setattr(version_converter, "convert_version", lambda proto, target: (_ for _ in ()).throw(
@@ -163,7 +163,7 @@ def expand_model(tmp_path):
 def test_shape_tensor_needs_values_and_builds_with_them(tmp_path):
     import tensorrt_rtx as trt
 
-    from scripts.backends.core import build_plan
+    from engine_factory.backends.core import build_plan
 
     src = expand_model(tmp_path)
     profile = {"x": {"min": [1, 3], "opt": [1, 3], "max": [1, 3]}, "shape": {"min": [2], "opt": [2], "max": [2]}}
@@ -214,7 +214,7 @@ def test_float64_model_needs_the_opt_in_and_is_cast_at_import(tmp_path):
 def test_rank0_input_imports_and_builds(tmp_path):
     import tensorrt_rtx as trt
 
-    from scripts.backends.core import build_plan
+    from engine_factory.backends.core import build_plan
 
     src = save(tmp_path / "s.onnx", [h.make_node("Mul", ["x", "s"], ["y"])],
                [vi("x", T.FLOAT, [4]), vi("s", T.FLOAT, [])], [vi("y", T.FLOAT, [4])], opset=18)
@@ -265,7 +265,7 @@ def test_a_constant_golden_is_marked(tmp_path):
 def test_parse_error_names_model_node_and_op_on_one_line(tmp_path):
     import tensorrt_rtx as trt
 
-    from scripts.backends.core import build_plan
+    from engine_factory.backends.core import build_plan
 
     src = save(tmp_path / "pool.onnx", [h.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2], dilations=[2],
                                                     name="pool1")],
@@ -288,7 +288,7 @@ def zoo(tmp_path, m: dict, name: str = "m"):
 def test_old_onnx_file_validated_through_the_factory_chain(tmp_path, monkeypatch):
     """The factory gives an ONNX source's golden the imported model as an input; the chain's stages run as the
     workflow's jobs run them, and the plan's parity passes against a reference computed on the imported model."""
-    from scripts.factory import resolve
+    from engine_factory.factory import resolve
 
     old_mul(tmp_path, "old.onnx")
     cfg_path = zoo(tmp_path, {"framework": "onnx", "onnx": "old.onnx", "precisions": ["fp32"],
@@ -330,7 +330,7 @@ class Detector(torch.nn.Module):
 def test_detector_with_derived_dims_freezes_with_dim_auto(tmp_path, monkeypatch):
     import torch
 
-    from scripts.frameworks.pytorch import export_pt2, freeze_pytorch
+    from engine_factory.frameworks.pytorch import export_pt2, freeze_pytorch
 
     pkg = tmp_path / "zoo_pkg"
     pkg.mkdir()

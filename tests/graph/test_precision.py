@@ -5,10 +5,10 @@ import numpy as np
 import onnx
 import pytest
 
-from scripts.graph import precision
-from scripts.errors import FactoryError
-from scripts.graph.calibration import calibration_facts, load_calibration
-from scripts.graph.precision import make_precision_variant
+from engine_factory.graph import precision
+from engine_factory.errors import FactoryError
+from engine_factory.graph.calibration import calibration_facts, load_calibration
+from engine_factory.graph.precision import make_precision_variant
 
 from helpers import CNN_INPUTS, TWO_TOWER_INPUTS, leftovers
 from test_simplify import make_cnn
@@ -111,7 +111,7 @@ def test_onnxruntime_int8_runs_unpatched_after_modelopt_quantized_here(variants,
     calib = load_calibration(src / "calib.npz", CNN_INPUTS, model="tiny")
     precision.run_ort_int8(src / "model.onnx", tmp_path / "after.onnx", "int8", calib, CNN_INPUTS)
     clean = subprocess.run([sys.executable, "-c", (
-        "import sys; from scripts.graph import precision as p; from scripts.graph.calibration import "
+        "import sys; from engine_factory.graph import precision as p; from engine_factory.graph.calibration import "
         "load_calibration; from helpers import CNN_INPUTS; assert not p._ort_patched(); "
         "p.run_ort_int8(sys.argv[1], sys.argv[2], 'int8', load_calibration(sys.argv[3], CNN_INPUTS, model='tiny'), "
         "CNN_INPUTS)"), str(src / "model.onnx"), str(tmp_path / "clean.onnx"), str(src / "calib.npz")],

@@ -1,6 +1,6 @@
 """Issue 16: a quantized variant is what its label says (or fails saying it is not), and a variant that misses its
 tolerance is searched for the nodes to keep in higher precision. Small ONNX models made to have one sensitive layer
-(tests/helpers/sensitive_models.py), run through the precision stage as the workflow runs it (scripts/stages.py), in a
+(tests/helpers/sensitive_models.py), run through the precision stage as the workflow runs it (scripts/engine_factory/stages.py), in a
 tmp dir outside the checkout."""
 import json
 
@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from scripts import stages
-from scripts.atomic import read_json
-from scripts.config import check, model_settings
-from scripts.errors import FactoryError
-from scripts.tensors import DEFAULT_TOLERANCES, run_onnxruntime
+from engine_factory import stages
+from engine_factory.atomic import read_json
+from engine_factory.config import check, model_settings
+from engine_factory.errors import FactoryError
+from engine_factory.tensors import DEFAULT_TOLERANCES, run_onnxruntime
 
 from helpers.sensitive_models import SENSITIVE, sensitive_inputs, sensitive_mlp
 
@@ -171,8 +171,8 @@ def test_fp16_overflow_keeps_the_node_reading_the_overflowing_input_in_fp32(tmp_
 
 
 def test_status_lists_variants_that_are_not_what_their_label_says(tmp_path):
-    from scripts import paths
-    from scripts.ops.status import mislabelled, render
+    from engine_factory import paths
+    from engine_factory.ops.status import mislabelled, render
 
     small = sensitive_mlp(tmp_path / "tiny.onnx", features=8, width=8, out=4, depth=2, outlier=1.0)
     parity, _, _ = _precision_job(tmp_path, _zoo(tmp_path, small, 8), features=8)

@@ -5,10 +5,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from scripts.graph import simplify
-from scripts.errors import FactoryError
-from scripts.graph.simplify import simplify_onnx
-from scripts.tensors import random_inputs, run_onnxruntime
+from engine_factory.graph import simplify
+from engine_factory.errors import FactoryError
+from engine_factory.graph.simplify import simplify_onnx
+from engine_factory.tensors import random_inputs, run_onnxruntime
 
 from helpers import CNN_INPUTS, leftovers
 

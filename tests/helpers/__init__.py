@@ -56,7 +56,7 @@ def snakemake(workdir: Path, *args, configfile: Path | None = None, env: dict | 
 def planned_jobs(text: str) -> list[tuple[str, str | None]]:
     """(stage, model wildcard) of every job in a dry run's output (a test's reading of Snakemake's text); a target
     set's rule (build_sm86_89) counts as its stage (build)."""
-    from scripts.paths import stage_of
+    from engine_factory.paths import stage_of
 
     jobs = []
     for block in re.split(r"\n(?=rule |localrule )", text):
@@ -72,8 +72,8 @@ def dry_run(workdir: Path, *args, **kw) -> list[tuple[str, str | None]]:
 
 
 def cli(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
-    """`python -m scripts ...` as a user runs it (from any directory: the venv knows the checkout)."""
-    return subprocess.run([sys.executable, "-m", "scripts", *map(str, args)], capture_output=True, text=True,
+    """`python -m engine_factory ...` as a user runs it (from any directory: the venv knows the checkout)."""
+    return subprocess.run([sys.executable, "-m", "engine_factory", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd or REPO, timeout=900)
 
 

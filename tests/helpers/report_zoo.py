@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from scripts import paths
+from engine_factory import paths
 
 KEY = "rtx-1.7.1.116"
 CCS = ["80", "86", "89", "120"]

@@ -2,7 +2,7 @@
 
 Two partitions on the one node: `cpu` (the default) and `gpu`, whose GRES is declared with fake device files (this
 machine has no GPU; Slurm needs a character device per typed GPU: /dev/null). A TaskProlog makes jobs in a
-partition see that partition's simulated hardware: it exports FACTORY_HOST_FACTS (scripts/host.py), as a real GPU
+partition see that partition's simulated hardware: it exports FACTORY_HOST_FACTS (scripts/engine_factory/host.py), as a real GPU
 node's own probe would report its GPU. Every daemon is started here and stopped here by its PID, also on failure.
 
     python tests/helpers/slurm_cluster.py install      # apt-get install slurm-wlm munge (what `make test-slurm` runs)

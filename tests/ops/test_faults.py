@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts import paths
-from scripts.ops import runs, status, verify
+from engine_factory import paths
+from engine_factory.ops import runs, status, verify
 
 from helpers import MLP_INPUTS, REPO, cli, dry_run, load_test_config, snakemake, write_config
 
@@ -149,9 +149,9 @@ def test_a_deleted_intermediate_and_a_temporary_leftover_are_repaired(copy_of):
 
 
 def test_the_build_refuses_to_keep_a_plan_whose_header_fails(tmp_path):
-    from scripts.backends import load_backend
-    from scripts.backends.core import _refuse_bad_header
-    from scripts.errors import FactoryError
+    from engine_factory.backends import load_backend
+    from engine_factory.backends.core import _refuse_bad_header
+    from engine_factory.errors import FactoryError
 
     bad = tmp_path / "model.plan"
     bad.write_bytes(b"vtrt" + bytes(60))
@@ -164,7 +164,7 @@ def _stage_pids(stage: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:  # a job's process names itself after its stage (scripts/jobs.py)
+            try:  # a job's process names itself after its stage (scripts/engine_factory/jobs.py)
                 comm = (entry / "comm").read_text().strip()
             except OSError:
                 continue
@@ -218,7 +218,7 @@ def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
     time.sleep(1)
     assert runs.state(str(work))["stale_lock"], "a killed snakemake leaves its lock"
     assert list(tmpdir.glob("engine-factory-precision-*")), "a killed precision job leaves its work folder"
-    result = subprocess.run([sys.executable, "-m", "scripts", "scheduled", "-d", str(work), "--configfile",
+    result = subprocess.run([sys.executable, "-m", "engine_factory", "scheduled", "-d", str(work), "--configfile",
                              str(work / "config" / "zoo.yaml"), "--cores", "2"], capture_output=True, text=True,
                             env=env, timeout=900, cwd=REPO)
     summary = (work / "artifacts/scheduled/last-run.md").read_text()
@@ -267,8 +267,8 @@ def test_a_path_with_shell_syntax_runs_nothing(tmp_path):
 @pytest.mark.parametrize("name, message", [
     ("a" * 200, "at most 128"), ("bad\n", "path component"), ("x/../y", "path component")])
 def test_model_names_the_file_system_cannot_hold_are_refused(tmp_path, name, message):
-    from scripts.config import check
-    from scripts.errors import FactoryError
+    from engine_factory.config import check
+    from engine_factory.errors import FactoryError
 
     cfg = load_test_config("ops")
     cfg["models"] = {name: cfg["models"]["tiny_mlp"]}
@@ -277,13 +277,13 @@ def test_model_names_the_file_system_cannot_hold_are_refused(tmp_path, name, mes
 
 
 def test_empty_checkpoint_and_nan_data_are_named(tmp_path, demo_dir):
-    from scripts.errors import FactoryError
-    from scripts.frameworks.pytorch import load_state_dict_model
-    from scripts.graph.calibration import load_calibration
+    from engine_factory.errors import FactoryError
+    from engine_factory.frameworks.pytorch import load_state_dict_model
+    from engine_factory.graph.calibration import load_calibration
 
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(FactoryError, match=r"model 'm', file '.*empty.pth': the checkpoint is empty \(0 bytes\)"):
-        load_state_dict_model(str(tmp_path / "empty.pth"), "scripts.demo.models:TinyCNN", {}, model="m")
+        load_state_dict_model(str(tmp_path / "empty.pth"), "engine_factory.demo.models:TinyCNN", {}, model="m")
     x = np.ones((4, 16), np.float32)
     x[1, 3] = np.nan
     np.savez(tmp_path / "nan.npz", features=x)
@@ -297,8 +297,8 @@ def test_empty_checkpoint_and_nan_data_are_named(tmp_path, demo_dir):
 def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
     import errno
 
-    from scripts import __main__ as cli_main
-    from scripts import atomic
+    from engine_factory import __main__ as cli_main
+    from engine_factory import atomic
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))
@@ -306,7 +306,7 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
     onnx_file, out = str(tmp_path / "x.onnx"), str(tmp_path / "out.json")
     spec = json.dumps({"inputs": {"export": onnx_file, "sim": onnx_file, "golden": str(tmp_path / "g.npz")},
                        "outputs": {"export": out, "sim": out}})
-    monkeypatch.setattr("scripts.validation.validate.onnx_parity", lambda *a: {"status": "pass"})
+    monkeypatch.setattr("engine_factory.validation.validate.onnx_parity", lambda *a: {"status": "pass"})
     assert cli_main.main(["run", "parity", spec, json.dumps({"tolerance": {}})]) == 1
     err = capsys.readouterr().err
     assert err == f"error: No space left on device, writing '{tmp_path / 'out.json'}'\n"

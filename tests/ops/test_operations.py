@@ -11,11 +11,11 @@ import shutil
 import pytest
 import yaml
 
-from scripts import intoto, paths
-from scripts.ops import prune, scheduled, status, verify
-from scripts.ops.snakemake import parse_summary
-from scripts.backends import load_backend
-from scripts.provenance import sha256, stage_tools
+from engine_factory import intoto, paths
+from engine_factory.ops import prune, scheduled, status, verify
+from engine_factory.ops.snakemake import parse_summary
+from engine_factory.backends import load_backend
+from engine_factory.provenance import sha256, stage_tools
 
 from helpers import cli, load_test_config, snakemake, write_config
 

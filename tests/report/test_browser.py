@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from scripts import paths
+from engine_factory import paths
 
 from helpers import load_test_config, snakemake, write_config
 

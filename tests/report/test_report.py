@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import paths
-from scripts.report import pages, write_report
-from scripts.report.summary import generic
+from engine_factory import paths
+from engine_factory.report import pages, write_report
+from engine_factory.report.summary import generic
 
 from helpers import report_zoo
 

@@ -6,11 +6,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from scripts import provenance
-from scripts.errors import FactoryError
-from scripts.validation.golden import load_golden, make_golden
-from scripts.tensors import DEFAULT_TOLERANCES, compare_outputs
-from scripts.validation.validate import onnx_parity, overall_status, write_parity
+from engine_factory import provenance
+from engine_factory.errors import FactoryError
+from engine_factory.validation.golden import load_golden, make_golden
+from engine_factory.tensors import DEFAULT_TOLERANCES, compare_outputs
+from engine_factory.validation.validate import onnx_parity, overall_status, write_parity
 
 from helpers import CNN_INPUTS, TWO_TOWER_INPUTS
 
@@ -18,7 +18,7 @@ from helpers import CNN_INPUTS, TWO_TOWER_INPUTS
 @pytest.fixture(scope="module")
 def cnn_golden(demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("golden") / "golden.npz"
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
+    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "engine_factory.demo.models:TinyCNN"}
     facts = make_golden(str(out), model="tiny_cnn", source=source, input_specs=copy.deepcopy(CNN_INPUTS),
                         outputs=["logits"], seed=0)
     assert facts["inputs"] == {"x": [4, 3, 32, 32]} and facts["outputs"] == {"logits": [4, 10]}
@@ -26,7 +26,7 @@ def cnn_golden(demo_dir, tmp_path_factory):
 
 
 def test_golden_is_seeded_and_reproducible(cnn_golden, demo_dir, tmp_path):
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "scripts.demo.models:TinyCNN"}
+    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "engine_factory.demo.models:TinyCNN"}
     make_golden(str(tmp_path / "g.npz"), model="tiny_cnn", source=source, input_specs=copy.deepcopy(CNN_INPUTS),
                 outputs=["logits"], seed=0)
     a, b = load_golden(str(cnn_golden)), load_golden(str(tmp_path / "g.npz"))
@@ -38,7 +38,7 @@ def test_golden_from_user_samples(demo_dir, tmp_path):
     rng = np.random.default_rng(7)
     np.savez(tmp_path / "samples.npz", image=rng.standard_normal((3, 3, 16, 16)).astype(np.float32),
              features=rng.standard_normal((3, 8)).astype(np.float32))
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "scripts.demo.models:TwoTower"}
+    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "engine_factory.demo.models:TwoTower"}
     make_golden(str(tmp_path / "g.npz"), model="two_tower", source=source,
                 input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits", "embedding"], seed=0,
                 samples=str(tmp_path / "samples.npz"))
@@ -53,7 +53,7 @@ def test_golden_from_user_samples(demo_dir, tmp_path):
 
 
 def test_wrong_output_count_named(demo_dir, tmp_path):
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "scripts.demo.models:TwoTower"}
+    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "engine_factory.demo.models:TwoTower"}
     with pytest.raises(FactoryError, match="models.two_tower.outputs.*returns 2 outputs"):
         make_golden(str(tmp_path / "g.npz"), model="two_tower", source=source,
                     input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits"], seed=0)
@@ -128,7 +128,7 @@ def test_input_hash_reused_only_while_size_and_mtime_match(tmp_path):
     import hashlib
     import os
 
-    from scripts.provenance import describe_input
+    from engine_factory.provenance import describe_input
 
     src = tmp_path / "model.onnx"
     src.write_bytes(b"first version")

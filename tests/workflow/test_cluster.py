@@ -1,4 +1,4 @@
-"""Slurm routing from the config (scripts/cluster.py), targets with pools, and the resources each rule gets in a
+"""Slurm routing from the config (scripts/engine_factory/cluster.py), targets with pools, and the resources each rule gets in a
 dry run: no Slurm needed (the real cluster runs are tests/test_slurm.py, marker `slurm`)."""
 import json
 import os
@@ -9,11 +9,11 @@ import sys
 import pytest
 import yaml
 
-from scripts import cluster
-from scripts.config import check
-from scripts.errors import FactoryError
-from scripts.backends import Backend
-from scripts.targets import plan_jobs, target_gpus
+from engine_factory import cluster
+from engine_factory.config import check
+from engine_factory.errors import FactoryError
+from engine_factory.backends import Backend
+from engine_factory.targets import plan_jobs, target_gpus
 
 from helpers import MLP_INPUTS, REPO
 

@@ -2,17 +2,17 @@ import copy
 
 import pytest
 
-from scripts import paths
-from scripts.config import check, model_settings
-from scripts.errors import FactoryError
-from scripts.backends import Backend
-from scripts.targets import plan_jobs
+from engine_factory import paths
+from engine_factory.config import check, model_settings
+from engine_factory.errors import FactoryError
+from engine_factory.backends import Backend
+from engine_factory.targets import plan_jobs
 
 from helpers import CNN_INPUTS
 
 
 def base(**model):
-    m = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "scripts.demo.models:TinyCNN",
+    m = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "engine_factory.demo.models:TinyCNN",
          "inputs": copy.deepcopy(CNN_INPUTS), "calibration": "artifacts/demo/tiny_cnn.calib.npz", **model}
     return {"models": {"tiny_cnn": m}}
 
@@ -23,7 +23,7 @@ def test_defaults_filled_and_repo_config_valid():
     s = model_settings(cfg, "tiny_cnn")
     assert s["precisions"] == ["fp32", "fp16", "bf16", "int8", "fp8"]
     assert s["tolerances"]["fp16"]["atol"] == 1e-2
-    from scripts.config import load_file
+    from engine_factory.config import load_file
     demo = load_file("config/config.yaml")
     assert set(demo["models"]) == {"tiny_cnn", "two_tower", "tiny_mlp", "tf_cnn", "tf_two_head", "tf1_mlp"}
 

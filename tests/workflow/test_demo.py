@@ -4,7 +4,7 @@ checkout's own artifacts/ are left alone."""
 import json
 import shutil
 
-from scripts import paths
+from engine_factory import paths
 
 from helpers import REPO, snakemake
 

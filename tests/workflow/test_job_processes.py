@@ -1,5 +1,5 @@
-"""How jobs' processes start (scripts/jobs.py, scripts/forkserver.py) and what a forked job inherits ready-made
-(scripts/frameworks/pytorch.py reuse_onnx_registry, provenance.stage_tools): each cost a measured share of every job
+"""How jobs' processes start (scripts/engine_factory/jobs.py, scripts/engine_factory/forkserver.py) and what a forked job inherits ready-made
+(scripts/engine_factory/frameworks/pytorch.py reuse_onnx_registry, provenance.stage_tools): each cost a measured share of every job
 (issue 13, benchmarks/README.md), and each must leave a job's result as it was."""
 import json
 import os
@@ -17,7 +17,7 @@ sys.path.insert(0, {repo!r})
 if __name__ == "__mp_main__":  # multiprocessing re-ran this script to prepare a child
     open({marker!r}, "a").write("re-run\\n")
 if __name__ == "__main__":
-    from scripts import jobs
+    from engine_factory import jobs
     jobs.PRELOAD, jobs.WARMUP = [], []  # the mechanism alone, without the libraries' imports
     if {without_setup!r}:
         jobs.PRELOAD = []
@@ -47,7 +47,7 @@ def test_forkserver_children_do_not_rerun_snakemakes_main_script(tmp_path, witho
 
 
 def test_stage_tools_from_the_snakefiles_versions_equal_the_installed_ones(monkeypatch):
-    from scripts import provenance
+    from engine_factory import provenance
 
     monkeypatch.delenv(provenance.TOOLS_ENV, raising=False)
     installed = {stage: provenance.stage_tools(stage) for stage in provenance.STAGE_TOOLS}
@@ -61,7 +61,7 @@ import sys, torch
 sys.path.insert(0, {repo!r})
 from torch import nn
 from torch.onnx._internal.exporter import _registration
-from scripts.frameworks.pytorch import reuse_onnx_registry
+from engine_factory.frameworks.pytorch import reuse_onnx_registry
 
 def export(path):
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).eval()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from scripts import paths
+from engine_factory import paths
 
 from helpers import planned_jobs
 from helpers import snakemake as run_snakemake

@@ -1,9 +1,9 @@
-"""The scheduler fix (scripts/scheduling.py): one pending wake-up at a time, a daemon thread, and it reaches the
+"""The scheduler fix (scripts/engine_factory/scheduling.py): one pending wake-up at a time, a daemon thread, and it reaches the
 installed Snakemake."""
 import threading
 import time
 
-from scripts import scheduling
+from engine_factory import scheduling
 
 
 class FakeScheduler:

@@ -1,4 +1,4 @@
-"""`python -m scripts check` and the Snakefile resolve targets with the same function (scripts/factory.py): for every
+"""`python -m engine_factory check` and the Snakefile resolve targets with the same function (scripts/engine_factory/factory.py): for every
 backend option they name the same plan keys, or refuse the config with the same message. Full TensorRT is played by
 TensorRT-RTX (importable as `tensorrt` from the run directory) on a simulated sm86 GPU."""
 import json

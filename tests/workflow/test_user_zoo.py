@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import paths
+from engine_factory import paths
 
 from helpers import REPO, cli, planned_jobs
 from helpers import snakemake as run_snakemake
@@ -249,7 +249,7 @@ def test_moving_the_checkout_rebuilds_nothing(built, tmp_path):
     out = proc.stdout + proc.stderr
     jobs = [rule for rule, _ in planned_jobs(out) if rule not in ("outcome", "all")]  # outcome: the failed target
     assert proc.returncode == 0 and jobs == [], out[-3000:]
-    st = subprocess.run([sys.executable, "-m", "scripts", "status", "-d", str(work), "--configfile",
+    st = subprocess.run([sys.executable, "-m", "engine_factory", "status", "-d", str(work), "--configfile",
                          str(built["config"])], capture_output=True, text=True, cwd=moved,
                         env={**built["env"], "PYTHONPATH": f"{moved}:{zoo / 'helpers'}"}, timeout=600)
     assert "3 current, 0 stale, 0 missing, 1 failed" in st.stdout, st.stdout + st.stderr

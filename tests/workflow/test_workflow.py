@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scripts import paths
-from scripts.provenance import sha256
+from engine_factory import paths
+from engine_factory.provenance import sha256
 
 from helpers import MLP_INPUTS, dry_run, load_test_config, write_config
 from helpers import snakemake as run_snakemake

@@ -1,7 +1,7 @@
 # build: model.{precision}.onnx -> plans/{key}/sm{cc}/{precision}/model.plan. One job builds a target set (scripts/
 # factory.py TargetSet): every TensorRT-RTX target of a precision at once (AOT on the CPU: one process, one ONNX
 # parse); for full TensorRT one compute capability, on a GPU of that cc (locally pinned, or in its Slurm pool). Where
-# no GPU can run a plan, the job also writes each plan's validation (scripts/factory.py `validates_in_build`).
+# no GPU can run a plan, the job also writes each plan's validation (scripts/engine_factory/factory.py `validates_in_build`).
 
 for _targets in F.target_sets("build"):
 

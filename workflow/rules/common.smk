@@ -1,4 +1,4 @@
-# Config, host and targets (scripts/factory.py resolves them; `python -m scripts check` asks the same function), and
+# Config, host and targets (scripts/engine_factory/factory.py resolves them; `python -m engine_factory check` asks the same function), and
 # the helpers that all rules use. Runs at DAG time, so it stays cheap.
 import json
 import os
@@ -7,13 +7,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
-from scripts import cluster, jobs, paths, scheduling
-from scripts.config import load
-from scripts.errors import FactoryError
-from scripts.factory import job_environment, resolve
-from scripts.host import probe_host
-from scripts.provenance import stage_tools
-from scripts.report import verdict, write_report
+from engine_factory import cluster, jobs, paths, scheduling
+from engine_factory.config import load
+from engine_factory.errors import FactoryError
+from engine_factory.factory import job_environment, resolve
+from engine_factory.host import probe_host
+from engine_factory.provenance import stage_tools
+from engine_factory.report import verdict, write_report
 
 try:
     # The user's zoo alone: the --configfile files (overlays merge), else the demo zoo; never both.
@@ -24,18 +24,18 @@ except FactoryError as e:
     raise WorkflowError(f"engine factory: {e}")
 HOST, BACKEND, KEY = F.host, F.backend, F.key
 scheduling.coalesce_reevaluation_timers()  # one pending scheduler wake-up, not one per finished job (it says why)
-# Jobs find this interpreter and the code through the environment (scripts/factory.py says why), not through paths in
+# Jobs find this interpreter and the code through the environment (scripts/engine_factory/factory.py says why), not through paths in
 # their commands.
 os.environ.update(job_environment(CFG, HOST))
 # The jobs' forkserver starts its imports now, beside the DAG's building, on the core the DAG leaves free, not at the
 # first job. Measured: a no-op at 100 models is the same with and without it (interleaved A/B); the 10-model compare
 # at --cores 2 gained ~2 s on 2026-12-02 (0.86x against 1.00x, on different runs) and 1.03x against 1.04x in one
 # pair of runs on 2026-12-03 (benchmarks/results/2026-12-03-*). A run that starts no job (no-op, dry run, --lint,
-# `status`) kills it at exit, imports finished or not (scripts/jobs.py).
+# `status`) kills it at exit, imports finished or not (scripts/engine_factory/jobs.py).
 if workflow.is_main_process and not cluster.pools(CFG):
     jobs.start_forkserver_now(BACKEND.preload)
 # One Snakemake resource per local compute capability, sized by its GPU count (`--resources gpu_sm90=N` overrides):
-# jobs that use such a GPU take one unit, and scripts/gpus.py hands each its own device. Not with Slurm pools:
+# jobs that use such a GPU take one unit, and scripts/engine_factory/gpus.py hands each its own device. Not with Slurm pools:
 # their jobs run on the pools' nodes, where Slurm hands out the GPUs.
 LOCAL_GPUS = [] if cluster.pools(CFG) else HOST["gpus"]
 for _cc in sorted({g["compute_capability"] for g in LOCAL_GPUS}):
@@ -45,7 +45,7 @@ for _cc in sorted({g["compute_capability"] for g in LOCAL_GPUS}):
 
 
 def run_stage(name, params, log):
-    """The body of every rule: its stage in a child process forked from a preloaded one (scripts/jobs.py says why),
+    """The body of every rule: its stage in a child process forked from a preloaded one (scripts/engine_factory/jobs.py says why),
     output to the rule's log. Run in a thread of this process where the profile says `force-use-threads`."""
     jobs.execute(name, params.io, params.settings, log[0], metrics=params.metrics,
                  main_process=workflow.is_main_process, preload=BACKEND.preload)
@@ -57,7 +57,7 @@ def job_wildcards(wildcards, target_set=None):
 
 
 def stage_inputs(rule, target_set=None):
-    """A rule's named inputs for its wildcards (scripts/factory.py)."""
+    """A rule's named inputs for its wildcards (scripts/engine_factory/factory.py)."""
     return lambda wildcards: F.inputs(rule, job_wildcards(wildcards, target_set))
 
 
@@ -86,19 +86,19 @@ def labelled_validations(ccs):
 
 
 def gpu_resources(target_set):
-    """`gpu_sm{cc}: 1` for a target set's jobs that run on a local GPU of its one cc (scripts/gpus.py pins it)."""
+    """`gpu_sm{cc}: 1` for a target set's jobs that run on a local GPU of its one cc (scripts/engine_factory/gpus.py pins it)."""
     local = {paths.cc_tag(g["compute_capability"]) for g in LOCAL_GPUS}
     return {f"gpu_sm{cc}": 1 for cc in target_set.ccs if target_set.per_cc and cc in local}
 
 
 def slurm_resources(target_set=None):
     """Slurm routing of a rule's jobs (the config's `slurm` section, read by snakemake-executor-plugin-slurm): a
-    target set of one cc goes to that cc's pool, everything else to `slurm.cpu` (scripts/cluster.py). No entries
+    target set of one cc goes to that cc's pool, everything else to `slurm.cpu` (scripts/engine_factory/cluster.py). No entries
     without a `slurm` section; local runs ignore them."""
     cc = target_set.ccs[0] if target_set is not None and target_set.per_cc else None
     return cluster.resources(CFG, cc)
 
 
 def framework_mem_mb(rule, default):
-    """mem_mb of a model's framework jobs (freeze, export, golden): scripts/factory.py decides."""
+    """mem_mb of a model's framework jobs (freeze, export, golden): scripts/engine_factory/factory.py decides."""
     return lambda wildcards: F.mem_mb(rule, wildcards.model, default)

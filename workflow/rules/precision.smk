@@ -1,6 +1,6 @@
 # precision: model.sim.onnx -> model.{precision}.onnx (ModelOpt AutoCast for fp16/bf16, PTQ Q/DQ for int8/fp8).
 # Then the variant against the golden outputs in onnxruntime (its parity). ModelOpt runs in a fork of the job's
-# process: it patches onnxruntime in-process (scripts/graph/precision.py).
+# process: it patches onnxruntime in-process (scripts/engine_factory/graph/precision.py).
 
 
 rule precision:

@@ -1,4 +1,4 @@
-# report: summary.json, index.html (overview + models), a page and a figure per model (scripts/report/); all flagged
+# report: summary.json, index.html (overview + models), a page and a figure per model (scripts/engine_factory/report/); all flagged
 # for `snakemake --report` with their labels. outcome: the run's verdict. Failed targets are results: the report shows
 # them, and the run still exits non-zero.
 
@@ -43,7 +43,7 @@ rule outcome:  # fails while any target is failed (re-checked every run, so a cr
 
 onerror:
     # A job failed (with --keep-going the others ran): write the report from what exists now, failures included,
-    # so one failure never hides the rest. The next run leaves recorded failures out of its jobs (scripts/failures.py).
+    # so one failure never hides the rest. The next run leaves recorded failures out of its jobs (scripts/engine_factory/failures.py).
     try:
         write_report(paths.REPORT_JSON, paths.REPORT_HTML, **resolve(CFG, HOST).report_settings())
         print(f"engine factory: report written with the failures: {paths.REPORT_HTML}", file=sys.stderr)

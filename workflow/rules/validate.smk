@@ -1,6 +1,6 @@
 # validate: per plan, ONNX parity of its variant + plan header + plan execution (not-run where impossible). One job
 # validates a target set, one cc per job: these jobs exist only where GPUs can run plans (each holds one of that
-# cc); elsewhere the build job validates (scripts/factory.py `validates_in_build`).
+# cc); elsewhere the build job validates (scripts/engine_factory/factory.py `validates_in_build`).
 
 for _targets in F.target_sets("validate"):
 

@@ -1,0 +1,434 @@
+"""One builder core for TensorRT 10.x, 11.x and TensorRT-RTX: they share the Python API; the few differences are
+named here (strong typing flag, RTX AOT targets, full-TensorRT compatibility options).
+
+The core takes the imported module (`trt`) as an argument, so CI runs the full-TensorRT path with `tensorrt_rtx`
+passed in place of `tensorrt` wherever the APIs coincide.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..atomic import atomic_path, write_bytes
+from ..errors import FactoryError
+from . import rtx, tensorrt
+
+BACKENDS = {rtx.MODULE: rtx, tensorrt.MODULE: tensorrt}
+_BY_SHORT = {m.SHORT: m for m in BACKENDS.values()}
+PROGRESS_MAX_DEPTH = 3  # deeper build phases repeat per subgraph/layer: too chatty for the log
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An installed backend. Its differences are answered by its own module (rtx.py, tensorrt.py), so no caller
+    tests a backend's name."""
+    name: str      # "tensorrt_rtx" | "tensorrt"
+    short: str     # "rtx" | "trt"
+    module: Any    # the imported Python module
+    version: str   # module.__version__
+    key: str       # f"{short}-{version}", the backend part of an artifact key
+
+    @property
+    def spec(self):
+        return _backend_module(self.name)
+
+    @property
+    def strongly_typed_flag(self) -> bool:
+        return default_strongly_typed_flag(self.module)
+
+    @property
+    def timing_cache_unused(self) -> str | None:
+        """Why this backend's builds keep no timing cache; None when they keep one per key."""
+        return self.spec.TIMING_CACHE_UNUSED
+
+    @property
+    def builds_on_gpu(self) -> bool:
+        """Full TensorRT builds on (and for) a GPU of the key's compute capability; TensorRT-RTX ahead of time."""
+        return self.spec.BUILDS_ON_GPU
+
+    @property
+    def preload(self) -> list[str]:
+        """Modules the jobs' forkserver may import before forking them (scripts/engine_factory/jobs.py): the backend's own where
+        importing it touches no GPU."""
+        return [self.name] if self.spec.PRELOADABLE else []
+
+    def aot_target(self, cc: str) -> str | None:
+        """The compute capability to hand the builder as an AOT target; None where the build is for the local GPU."""
+        return None if self.builds_on_gpu else cc
+
+    @property
+    def triton_unloadable(self) -> str | None:
+        """Why stock Triton (tensorrt_plan) cannot load this backend's plans; None when it can."""
+        return self.spec.TRITON_UNLOADABLE
+
+    def target_ccs(self, cfg: dict, gpus: list[dict]) -> list[str]:
+        return self.spec.target_ccs(cfg, gpus)
+
+    def key_for(self, cfg: dict) -> str:
+        """The backend part of a plan key: backend, exact version, and the build options that make another
+        artifact (full TensorRT's portability options)."""
+        return self.key + self.spec.key_suffix(cfg["tensorrt"])
+
+    def build_options(self, cfg: dict) -> dict:
+        return self.spec.build_options(cfg)
+
+    def precision_support(self, cc: str, precision: str) -> str | None:
+        return self.spec.precision_support(str(cc), precision)
+
+
+def _backend_module(name: str):
+    mod = BACKENDS.get(name) or _BY_SHORT.get(name)
+    if mod is None:
+        raise FactoryError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})", key="backend")
+    return mod
+
+
+def load_backend(name: str) -> Backend:
+    """Import a backend by name ("tensorrt_rtx", "tensorrt"; "rtx"/"trt" accepted); FactoryError says how to fix."""
+    mod = _backend_module(name)
+    trt = mod.import_module()
+    return Backend(mod.MODULE, mod.SHORT, trt, trt.__version__, f"{mod.SHORT}-{trt.__version__}")
+
+
+def resolve_backend(requested: str, gpus: list) -> str:
+    """`auto` means full TensorRT where it imports and a GPU is present, TensorRT-RTX otherwise."""
+    if requested != "auto":
+        return _backend_module(requested).MODULE
+    if gpus:
+        try:
+            tensorrt.import_module()
+            return tensorrt.MODULE
+        except FactoryError:
+            pass
+    return rtx.MODULE
+
+
+def precision_support(backend: str, cc: str, precision: str) -> str | None:
+    """None when (backend by name or short name, compute capability, precision) can be built, else the reason."""
+    return _backend_module(backend).precision_support(str(cc), precision)
+
+
+def spec_of(name: str):
+    """A backend's module of answers (rtx.py, tensorrt.py), by name or short name, without importing TensorRT."""
+    return _backend_module(name)
+
+
+def default_strongly_typed_flag(trt) -> bool:
+    """TensorRT 10.x needs NetworkDefinitionCreationFlag.STRONGLY_TYPED; 11.x and RTX are always strongly typed."""
+    major = int(trt.__version__.split(".")[0])
+    return (trt.__name__.split(".")[0] == tensorrt.MODULE and major == 10
+            and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"))
+
+
+# --------------------------------------------------------------------------------------------------- logging
+_LOGGERS: dict[str, Any] = {}
+
+
+def get_logger(trt, echo: Callable[[str], None] | None = None):
+    """One ILogger per backend module (TensorRT warns when builders get different loggers).
+
+    It keeps (severity, message) of warnings and errors in `.records` (callers reset it) and echoes them to `echo`.
+    """
+    if trt.__name__ not in _LOGGERS:
+        class _Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+                self.records, self.echo = [], None
+
+            def log(self, severity, msg):
+                if severity <= trt.ILogger.Severity.WARNING:
+                    self.records.append((severity.name, msg))
+                    if self.echo:
+                        self.echo(f"[{trt.__name__}] {severity.name}: {msg}")
+
+            def errors(self) -> list[str]:
+                return [m for s, m in self.records if s in ("ERROR", "INTERNAL_ERROR")]
+
+        _LOGGERS[trt.__name__] = _Logger()
+    logger = _LOGGERS[trt.__name__]
+    logger.records, logger.echo = [], echo
+    return logger
+
+
+def _progress_monitor(trt, log, model):
+    """Log build phases (TensorRT calls these from its build threads); step_complete returning False would cancel."""
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.depth, self.started = {}, {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            depth = self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1
+            self.started[phase_name] = time.monotonic()
+            if depth <= PROGRESS_MAX_DEPTH:
+                log(f"[build {model}] {'  ' * depth}{phase_name}: started ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            return True
+
+        def phase_finish(self, phase_name):
+            if self.depth.get(phase_name, 0) <= PROGRESS_MAX_DEPTH:
+                took = time.monotonic() - self.started.get(phase_name, time.monotonic())
+                log(f"[build {model}] {'  ' * self.depth.get(phase_name, 0)}{phase_name}: done in {took:.1f} s")
+
+    return _Monitor()
+
+
+# ---------------------------------------------------------------------------------------------- timing cache
+def _load_timing_cache(config, path: str | None) -> dict:
+    """Attach a timing cache to `config`, seeded from `path` when that file exists. Returns facts about it."""
+    facts = {"path": path, "loaded": False, "entries_before": 0, "notes": []}
+    data = Path(path).read_bytes() if path and Path(path).exists() else b""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache = config.create_timing_cache(data)
+        if cache is None or not config.set_timing_cache(cache, False):  # unreadable or from another device/version
+            facts["notes"].append(f"timing cache {path} not usable here; starting an empty one")
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, False)
+        else:
+            facts["loaded"] = bool(data)
+        facts["entries_before"] = len(cache.queryKeys())
+    # TensorRT-RTX (measured, 1.7): "Timing cache operations are no-ops in TensorRT-RTX" -> recorded, not fatal.
+    facts["notes"] += sorted({str(w.message) for w in caught})
+    return facts
+
+
+def _save_timing_cache(config, path: str, facts: dict) -> None:
+    """Merge this build's cache with the file's current content and write it back, under an exclusive lock, so
+    concurrent builds of one key share one cache file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RTX's no-op deprecation, already recorded on load
+        ours = config.get_timing_cache()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        with FileLock(f"{path}.lock"):
+            if Path(path).exists():
+                theirs = config.create_timing_cache(Path(path).read_bytes())
+                if theirs is not None:
+                    ours.combine(theirs, True)  # ignore_mismatch: entries of another device are skipped
+            write_bytes(path, bytes(ours.serialize()))
+        facts["entries_after"] = len(ours.queryKeys())
+        facts["written"] = True
+
+
+# ----------------------------------------------------------------------------------------------------- build
+def _write_hashed(path, data) -> str:
+    """Write `data` (IHostMemory has the buffer protocol: no copy of a large plan) and return its sha256, hashed on a
+    second thread while this one writes; both release the GIL. Measured on a 20 MB plan written to a new file: write
+    4 ms, sha256 15 ms, both 15 ms (through a ThreadPoolExecutor they ran mostly one after the other: 24-27 ms)."""
+    view, digest, failed = memoryview(data), hashlib.sha256(), []
+
+    def update():
+        try:
+            digest.update(view)
+        except BaseException as e:  # e.g. MemoryError: never return the digest of part of the plan
+            failed.append(e)
+    hashing = threading.Thread(target=update)
+    hashing.start()
+    try:
+        with open(path, "wb") as f:
+            f.write(view)  # a write error (disk full) raises here
+    finally:
+        hashing.join()
+    if failed:
+        raise failed[0]
+    return digest.hexdigest()
+
+
+def _refuse_bad_header(trt, path, compute_capability, model: str) -> None:
+    """The written plan must pass the header check `validate` applies (magic, version, size, targets)."""
+    from .header import check_plan_header
+
+    check = check_plan_header(path, backend=trt.__name__.split(".")[0], version=trt.__version__,
+                              compute_capability=compute_capability)
+    if check["status"] != "pass":
+        raise FactoryError(f"the plan {trt.__name__} wrote fails its header check ({check['reason']}); not kept",
+                           model=model)
+
+
+def _onnx_nodes(onnx_path) -> dict[str, str]:
+    """{node name: op type} of an ONNX file (without its external data), for naming the node of an error."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:
+        return {}
+    return {n.name: n.op_type for n in graph.node if n.name}
+
+
+def locate(messages: list[str], onnx_path) -> str | None:
+    """"node 'name' (Op)" of the ONNX node a TensorRT message names (layer names are node names, sometimes with
+    a suffix), the longest name that occurs; None when none does."""
+    nodes = _onnx_nodes(onnx_path)
+    text = "\n".join(messages)
+    found = [name for name in nodes if len(name) > 1 and name in text]
+    if not found:
+        return None
+    name = max(found, key=len)
+    return f"node '{name}' ({nodes[name]})"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
+    if not Path(onnx_path).is_file():
+        raise FactoryError("ONNX file not found", model=model, path=str(onnx_path))
+    flags = 0
+    if strongly_typed_flag:  # TensorRT 10.x; 11.x and RTX are strongly typed anyway (RTX accepts the flag)
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        problems, first_node = [], None
+        for i in range(parser.num_errors):
+            e = parser.get_error(i)
+            where = f"node {e.node()} '{e.node_name()}' ({e.node_operator()}): " if e.node() >= 0 else ""
+            if where and first_node is None:  # an unnamed node by its index
+                first_node = (f"node '{e.node_name()}'" if e.node_name() else f"node #{e.node()}") + \
+                    f" ({e.node_operator()})"
+            problems.append(f"{where}{_one_line(e.desc())} [{e.code().name}]")
+        problems = problems or [_one_line(m) for m in logger.errors()] or ["no message"]
+        first_node = first_node or locate(problems, onnx_path)
+        # first line: model, node and op, TensorRT's first message; then every message
+        raise FactoryError(f"{trt.__name__} {trt.__version__} cannot parse the ONNX model"
+                           f"{' at ' + first_node if first_node else ''}: {_one_line(problems[0])}"
+                           + ("".join(f"\n  {p}" for p in problems) if len(problems) > 1 else ""),
+                           model=model, path=str(onnx_path))
+    if network.num_outputs == 0:  # protobuf parses some junk bytes as an empty model (measured)
+        raise FactoryError(f"{trt.__name__} parsed no outputs from this file: not an ONNX model, or an empty graph",
+                           model=model, path=str(onnx_path))
+    return network, parser  # the parser must outlive the build (it owns the weights)
+
+
+def _add_profile(builder, network, config, logger, input_profiles: dict, model: str, onnx_path) -> dict:
+    """One optimization profile from {input: {"min", "opt", "max"[, "values"]}}; returns the network's input
+    shapes. A shape-tensor input (its values are a shape, e.g. Expand's target) takes its `values` (min/opt/max)
+    through set_shape_input: without them the build would bound its dims, not its values, and fail."""
+    inputs = {network.get_input(i).name: network.get_input(i) for i in range(network.num_inputs)}
+
+    def err(msg, name=None, sub=""):
+        key = f"models.{model}.inputs" + (f".{name}{sub}" if name else "")
+        return FactoryError(msg, model=model, path=str(onnx_path), key=key)
+
+    unknown = sorted(set(input_profiles) - set(inputs))
+    if unknown:
+        raise err(f"shape profile names input(s) {unknown} that the ONNX model lacks (its inputs: {list(inputs)})")
+    profile = builder.create_optimization_profile()
+    for name, tensor in inputs.items():
+        shape = list(tensor.shape)
+        if tensor.is_shape_tensor:
+            values = (input_profiles.get(name) or {}).get("values")
+            if not values:
+                raise err(f"input '{name}' is a shape tensor (its values are a shape{_consumers(onnx_path, name)}): "
+                          "give its values for the profile as `values: {min: [...], opt: [...], max: [...]}`",
+                          name, ".values")
+            if any(d < 0 for d in shape):
+                raise err(f"shape-tensor input '{name}' must have a static shape, the model has {shape}", name)
+            try:
+                profile.set_shape_input(name, *([int(v) for v in values[k]] for k in ("min", "opt", "max")))
+            except Exception as e:  # wrong count of values: TensorRT's own words
+                raise err(f"input '{name}': the builder refused its values {values}: {_one_line(e)}", name, ".values")
+            continue
+        if name not in input_profiles:
+            if any(d < 0 for d in shape):
+                raise err(f"input '{name}' has dynamic shape {shape} but no min/opt/max shape profile", name)
+            continue
+        spec = input_profiles[name]
+        missing = [k for k in ("min", "opt", "max") if k not in spec]
+        if missing:
+            raise err(f"shape profile of input '{name}' lacks {missing}", name)
+        mn, opt, mx = ([int(d) for d in spec[k]] for k in ("min", "opt", "max"))
+        for k, dims in (("min", mn), ("opt", opt), ("max", mx)):
+            if len(dims) != len(shape):
+                raise err(f"input '{name}': {k} {dims} has rank {len(dims)}, "
+                          f"the model's shape {shape} has rank {len(shape)}", name, f".{k}")
+        for i, d in enumerate(shape):
+            if d >= 0 and not mn[i] == opt[i] == mx[i] == d:
+                raise err(f"input '{name}': dimension {i} is fixed at {d} in the model, profile gives "
+                          f"min/opt/max {mn[i]}/{opt[i]}/{mx[i]}", name)
+            if not 0 < mn[i] <= opt[i] <= mx[i]:
+                raise err(f"input '{name}': dimension {i} needs 0 < min <= opt <= max, got {mn[i]}/{opt[i]}/{mx[i]}",
+                          name)
+        profile.set_shape(name, mn, opt, mx)
+    if input_profiles and config.add_optimization_profile(profile) < 0:
+        raise err(f"the builder rejected the shape profile: {'; '.join(logger.errors()) or 'no message'}")
+    return {name: list(t.shape) for name, t in inputs.items()}
+
+
+def _consumers(onnx_path, name: str) -> str:
+    """", read by Expand 'node'" for an input: where a shape tensor's values go."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:
+        return ""
+    users = [f"{n.op_type} '{n.name}'" if n.name else n.op_type for n in graph.node if name in n.input]
+    return f", read by {', '.join(users[:3])}" if users else ""
+
+
+def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, workspace_mb: int = 1024,
+               optimization_level: int = 3, compute_capability: str | None = None,
+               strongly_typed_flag: bool | None = None, timing_cache_path: str | None = None,
+               hardware_compatibility_level: str | None = None, version_compatible: bool = False,
+               log: Callable[[str], None] = print) -> dict:
+    """Build one plan from an ONNX file with the backend module `trt` and write it atomically to `plan_path`.
+
+    compute_capability: TensorRT-RTX AOT target ("8.6"); None for full TensorRT (the local GPU). With RTX, None lets
+    the builder pick its own set of targets. strongly_typed_flag None: decided from the module's version.
+    Returns facts for provenance; raises FactoryError (naming model and file) on any failure, leaving no plan.
+    """
+    if strongly_typed_flag is None:
+        strongly_typed_flag = default_strongly_typed_flag(trt)
+    logger = get_logger(trt, echo=log)
+    builder = trt.Builder(logger)
+    network, _parser = _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag)
+    config = builder.create_builder_config()
+    shapes = _add_profile(builder, network, config, logger, input_profiles, model, onnx_path)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    config.builder_optimization_level = int(optimization_level)
+    if compute_capability is not None:  # TensorRT-RTX: an AOT target; full TensorRT builds for the local GPU
+        rtx.set_aot_target(trt, config, str(compute_capability), model)
+    compat = tensorrt.set_compatibility(trt, config, logger, hardware_compatibility_level, version_compatible, model)
+    monitor = _progress_monitor(trt, log, model)  # keep a reference for the whole build
+    config.progress_monitor = monitor
+    cache_facts = _load_timing_cache(config, timing_cache_path) if timing_cache_path else None
+
+    target = f"sm{compute_capability.replace('.', '')}" if compute_capability else "the local GPU"
+    log(f"[build {model}] {trt.__name__} {trt.__version__}: {onnx_path} -> {plan_path} for {target}")
+    start = time.monotonic()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.monotonic() - start
+    if serialized is None:
+        errors = [_one_line(m) for m in logger.errors()] or ["(no error logged)"]
+        where = locate(errors, onnx_path)
+        raise FactoryError(f"{trt.__name__} {trt.__version__} failed to build a plan for {target}"
+                           f"{' at ' + where if where else ''}: {errors[0]}"
+                           + ("".join(f"\n  {m}" for m in errors) if len(errors) > 1 else ""),
+                           model=model, path=str(onnx_path))
+    if timing_cache_path:
+        _save_timing_cache(config, timing_cache_path, cache_facts)
+    with atomic_path(plan_path) as tmp:
+        plan_sha256 = _write_hashed(tmp, serialized)
+        _refuse_bad_header(trt, tmp, compute_capability, model)  # before the rename: no damaged plan is ever left
+    log(f"[build {model}] done in {seconds:.1f} s, {serialized.nbytes} bytes")
+    return {
+        "backend": trt.__name__, "version": trt.__version__, "build_seconds": round(seconds, 3),
+        "plan_sha256": plan_sha256,
+        "plan_bytes": int(serialized.nbytes), "targets": [str(compute_capability)] if compute_capability else None,
+        "input_shapes": shapes, "input_profiles": input_profiles, "workspace_mb": int(workspace_mb),
+        "optimization_level": int(optimization_level), "strongly_typed_flag": bool(strongly_typed_flag),
+        **compat, "timing_cache": cache_facts,
+        "warnings": [m for s, m in logger.records if s == "WARNING"][:20],
+    }

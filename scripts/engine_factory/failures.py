@@ -1,0 +1,109 @@
+"""Failures as results. A stage that fails deterministically (the model cannot be exported, the backend cannot build
+bf16 for this graph, ...) records why in `artifacts/failed/<rule>/<job>.json`, and its job still fails so that the
+run's exit status says so. The next run's DAG leaves every target whose chain holds a failure that still applies
+out of the jobs (the report shows it as failed, `status` lists it), so a known failure is not retried on every
+rerun; it is retried when anything it was made from changes: the stage's settings (which carry the sources'
+content digests and the model code's), the content of its inputs, its tools' versions, or the workflow's code.
+`FACTORY_RETRY_FAILED=1` (`make run RETRY_FAILED=1`) retries them all. A job that succeeds removes its record.
+
+Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
+disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
+"""
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+import traceback
+from pathlib import Path
+
+from . import atomic, paths
+
+RETRY_ENV = "FACTORY_RETRY_FAILED"
+CODE_ENV = "FACTORY_WORKFLOW_CODE"  # the workflow code digest, computed once by the Snakefile for its jobs
+TRANSIENT = (MemoryError, KeyboardInterrupt, SystemExit)
+ERROR_LINES = 12
+REPO = Path(__file__).resolve().parents[2]
+
+
+def workflow_code() -> str:
+    """Digest of the workflow's own code (scripts/ and workflow/): a fix there retries recorded failures."""
+    if os.environ.get(CODE_ENV):
+        return os.environ[CODE_ENV]
+    from . import fingerprint
+
+    return fingerprint.combined({part: fingerprint.sha256(REPO / part, suffixes=(".py", ".smk", ".yaml"))
+                                 for part in ("scripts", "workflow")})
+
+
+def fingerprint_of(rule: str, inputs: dict, settings: dict) -> dict:
+    """What a job's outcome depends on: its settings, its inputs' contents, its tools and the workflow's code."""
+    from . import fingerprint
+    from .provenance import stage_tools
+
+    return {"settings": json.loads(json.dumps(settings, sort_keys=True)),
+            "inputs": {label: {"path": p, "sha256": fingerprint.sha256(p) if os.path.exists(p) else None}
+                       for label, p in sorted(inputs.items()) if p},
+            "tools": stage_tools(rule), "workflow_code": workflow_code()}
+
+
+def record(rule: str, wildcards: dict, inputs: dict, settings: dict, error: BaseException) -> str | None:
+    """Write the failure record of one job; returns its path (None for transient errors)."""
+    from .errors import WrongHost
+
+    if isinstance(error, (*TRANSIENT, WrongHost)) or rule not in paths.JOB_NAMES or "model" not in wildcards:
+        return None
+    if isinstance(error, OSError) and error.errno in (28, 122, 30):  # disk full / quota / read-only: the disk's
+        return None
+    text = str(error).strip() or type(error).__name__
+    lines = text.splitlines()
+    rec = {"rule": rule, "wildcards": wildcards, "error": "\n".join(lines[:ERROR_LINES]),
+           "error_type": type(error).__name__, "log": paths.job_log(rule, wildcards),
+           "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "fingerprint": fingerprint_of(rule, inputs, settings)}
+    if not _is_user_error(error):
+        rec["traceback"] = traceback.format_exception(error)[-8:]
+    path = paths.failure(rule, wildcards)
+    atomic.write_json(path, rec)
+    return path
+
+
+def _is_user_error(error) -> bool:
+    from .errors import FactoryError
+
+    return isinstance(error, FactoryError)
+
+
+def clear(rule: str, wildcards: dict) -> None:
+    if rule in paths.JOB_NAMES and "model" in wildcards:
+        try:
+            os.remove(paths.failure(rule, wildcards))
+        except OSError:
+            pass
+
+
+def load_all(root: str = ".") -> list[dict]:
+    """Every failure record under `root` (the workflow directory), with its `path`."""
+    out = []
+    for p in sorted(glob.glob(os.path.join(root, paths.FAILURE_GLOB))):
+        rec = atomic.read_json(p)
+        if isinstance(rec, dict) and "rule" in rec and "wildcards" in rec:
+            out.append({**rec, "path": os.path.relpath(p, root)})
+    return out
+
+
+def still_applies(rec: dict, inputs: dict, settings: dict) -> bool:
+    """Whether a recorded failure was made from exactly what the job would run on now."""
+    if os.environ.get(RETRY_ENV, "").lower() in ("1", "true", "yes"):
+        return False
+    return rec.get("fingerprint") == fingerprint_of(rec["rule"], inputs, settings)
+
+
+def first_line(rec: dict, limit: int = 300) -> str:
+    """The error in one line: its first line, and the next one when the first only introduces it ("...:")."""
+    lines = [ln.strip() for ln in (rec.get("error") or "").splitlines() if ln.strip()]
+    if not lines:
+        return rec.get("error_type", "failed")
+    text = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -1,0 +1,296 @@
+"""Precision variants as ONNX files (strongly typed builds take the precision from the ONNX).
+
+fp32 is a copy; fp16/bf16 come from ModelOpt's AutoCast (I/O types kept); int8/fp8 are ModelOpt Q/DQ models
+calibrated on the user's data. ModelOpt runs in the calling process (a job's own, forked for it: scripts/engine_factory/jobs.py),
+on a copy of its input (it rewrites files beside it). Its quantization monkeypatches onnxruntime's calibrators, so
+onnxruntime's own quantizer (the int8 fallback) then runs in a fresh interpreter (`run_ort_int8`); AutoCast patches
+nothing (the jobs' forkserver runs it in its warm-up, scripts/engine_factory/warmup.py). Until 2026-12-03 ModelOpt ran in a
+forked child of the job: ~50 ms (fork, hand-over files, teardown) of every fp16/bf16/int8/fp8 job
+(benchmarks/README.md). Each result must pass
+onnx.checker and keep the source's I/O names, types and dynamic dims before it is written to `dst`.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_path, private_tempdir
+from ..config import PRECISIONS, QUANTIZED
+from ..errors import FactoryError
+from .calibration import calibration_facts, load_calibration
+from .onnx_io import check_against, load_checked, model_opset, tool_version
+
+
+
+# ---------------------------------------------------------------- variants
+
+def make_precision_variant(src, dst, precision: str, *, model: str, input_specs: dict, calibration_path=None,
+                           seed: int = 0, search: dict | None = None, golden_path=None,
+                           tolerance: dict | None = None, calibration_code: dict | None = None) -> dict:
+    """Write the `precision` variant of `src` to `dst` (atomically); returns facts (tool, attempts, hashes...).
+
+    With `search` (the model's `precision_search.<precision>` setting), a ModelOpt variant that misses `tolerance`
+    against the golden outputs (`golden_path`) is searched for the nodes to keep out of `precision`
+    (scripts/engine_factory/graph/precision_search.py); the variant written is the search's result (facts["search"])."""
+    if precision not in PRECISIONS:
+        raise FactoryError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})", model=model,
+                           key="precisions")
+    source = load_checked(src, model=model)
+    facts: dict = {"precision": precision}
+    if precision in QUANTIZED and not calibration_path:
+        raise FactoryError(f"{precision} needs calibration data (an .npz, .npy, a directory or a callable)",
+                           model=model, key=f"models.{model}.calibration")
+    calib = None
+    if calibration_path and precision != "fp32":
+        calib = load_calibration(calibration_path, input_specs, model=model)
+        facts["calibration"] = calibration_facts(calibration_path, calib, code=calibration_code)
+    if precision == "fp32":
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        return {**facts, "tool": "copy", "attempts": []}
+
+    # All tool output goes to a private temp dir; only the checked result is copied (atomically) to dst.
+    with private_tempdir("precision") as work:
+        attempts, result = [], None
+        options = {"fallback": search["fallback"]} if search else {}
+        for tool, fn_name in TOOLS[precision]:
+            d = Path(work) / tool
+            d.mkdir()
+            shutil.copyfile(src, d / "source.onnx")  # ModelOpt rewrites files beside its input: give it a copy
+            out, t0 = d / "out.onnx", time.perf_counter()
+            try:
+                globals()[fn_name](d / "source.onnx", out, precision, calib, input_specs, options)  # by name: patchable
+                problem = check_against(out, source)
+            except Exception as e:
+                problem = f"{type(e).__name__}: {e}"
+            attempts.append({"tool": tool, "status": "failed" if problem else "ok",
+                             "reason": problem[-800:] if problem else "valid ONNX, I/O kept",
+                             "seconds": round(time.perf_counter() - t0, 2)})
+            if not problem:
+                result = out
+                break
+        if result is None:
+            raise FactoryError(f"no tool could make the {precision} variant: "
+                               + "; ".join(f"{a['tool']}: {a['reason']}" for a in attempts), model=model,
+                               path=str(src))
+        tool = attempts[-1]["tool"]
+        if search:
+            from .precision_search import search_variant
+
+            def trial(exclude, name):  # one ModelOpt run per trial, its output checked like the first one's
+                d = Path(work) / name
+                d.mkdir()
+                shutil.copyfile(src, d / "source.onnx")
+                out = d / "out.onnx"
+                globals()[TOOLS[precision][0][1]](d / "source.onnx", out, precision, calib, input_specs,
+                                                  {**options, "nodes_to_exclude": list(exclude)})
+                problem = check_against(out, source)
+                if problem:
+                    raise RuntimeError(problem)
+                return out
+
+            result, facts["search"] = search_variant(
+                result, precision=precision, tool=tool, searchable=tool == TOOLS[precision][0][0], trial=trial,
+                source=src, golden_path=golden_path, tolerance=tolerance or {}, settings=search,
+                describe=lambda path: describe_variant(path, precision, fallback=search["fallback"]),
+                first_seconds=attempts[-1]["seconds"])
+        facts.update(tool=tool, tool_version=tool_version(PACKAGES[tool]), attempts=attempts,
+                     **describe_variant(result, precision, fallback=(search or {}).get("fallback", "fp32")))
+        facts["warnings"] += (facts.get("calibration") or {}).get("warnings", [])
+        facts["parity_vs_source"] = parity(result, src, input_specs, seed=seed)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(result, tmp)
+    return facts
+
+
+LOW_TYPES = {"fp16": 10, "bf16": 16}  # onnx.TensorProto.FLOAT16, BFLOAT16
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # the layers whose precision a variant's label is about
+
+
+def quantized_layers(proto) -> dict:
+    """The variant's layers (LAYER_OPS nodes) and which of them read a DequantizeLinear output (computed in the
+    quantized type by a strongly typed build)."""
+    dq_outputs = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    layers = [n for n in proto.graph.node if n.op_type in LAYER_OPS]
+    quantized = [n.name for n in layers if any(i in dq_outputs for i in n.input)]
+    return {"layers": len(layers), "quantized_layers": len(quantized), "quantized": quantized,
+            "not_quantized": [n.name for n in layers if n.name not in set(quantized)]}
+
+
+def label_problem(facts: dict) -> str | None:
+    """Why a variant is not what its label says (no layer in its precision), or None: what parity, validation and
+    the report then say instead of a silent pass."""
+    precision = facts.get("precision")
+    if precision in QUANTIZED and "layers" in facts:
+        if facts["quantized_layers"] == 0 and (facts["layers"] or not facts.get("dequantize_nodes")):
+            return (f"{precision} requested, 0 of {facts['layers']} layers quantized: the variant computes in "
+                    f"{facts.get('fallback', 'fp32')}")
+    if precision in LOW_TYPES and facts.get("low_precision_tensors") == 0:
+        return f"{precision} requested, no {precision} tensor in the variant: it computes in fp32"
+    return None
+
+
+def describe_variant(path, precision: str, *, fallback: str = "fp32") -> dict:
+    """What the variant holds: opset, op counts, initializer dtypes, Q/DQ nodes and their dtype, how many of its
+    layers are quantized (and which are not); warnings when nothing was converted (ModelOpt skips layers it deems
+    not worth it, e.g. fp8 convs with <= 16 channels, Gemms with K or N below 16)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    name = onnx.TensorProto.DataType.Name
+    ops = Counter(n.op_type for n in proto.graph.node)
+    inits = Counter(name(i.data_type) for i in proto.graph.initializer)
+    facts = {"opset": model_opset(proto),
+             "nodes": len(proto.graph.node), "initializer_dtypes": dict(inits), "warnings": []}
+    if precision in LOW_TYPES:
+        low = sum(i.data_type == LOW_TYPES[precision] for i in proto.graph.initializer) + sum(
+            1 for n in proto.graph.node if n.op_type == "Cast" and any(
+                a.name == "to" and a.i == LOW_TYPES[precision] for a in n.attribute))
+        facts["low_precision_tensors"] = low  # none: label_problem's warning below says so
+    else:
+        inits_by_name = {i.name: i for i in proto.graph.initializer}
+        qtypes = Counter()
+        for n in proto.graph.node:
+            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits_by_name:
+                qtypes[name(inits_by_name[n.input[2]].data_type)] += 1  # the zero point carries the type
+        facts.update(quantize_nodes=ops["QuantizeLinear"], dequantize_nodes=ops["DequantizeLinear"],
+                     quantized_dtypes=dict(qtypes), fallback=fallback, **quantized_layers(proto))
+        if not ops["DequantizeLinear"]:
+            facts["warnings"].append(f"no Q/DQ node in the result: the tool found no layer worth {precision}")
+        elif facts["not_quantized"]:
+            facts["warnings"].append(f"{facts['quantized_layers']} of {facts['layers']} layers quantized; in "
+                                     f"{fallback}: {', '.join(facts['not_quantized'][:8])}"
+                                     + (" ..." if len(facts["not_quantized"]) > 8 else ""))
+    problem = label_problem({**facts, "precision": precision})
+    if problem and problem not in facts["warnings"]:
+        facts["warnings"].insert(0, problem)
+    return facts
+
+
+def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
+    """Variant vs source in onnxruntime (CPU) on seeded opt-shape inputs; "not-run" with the reason when
+    onnxruntime cannot run the variant (e.g. bf16 Conv has no CPU kernel)."""
+    from ..tensors import output_metrics, random_inputs, run_onnxruntime
+
+    feeds = random_inputs(input_specs, shape_key="opt", seed=seed)
+    try:
+        expected, actual = run_onnxruntime(source, feeds), run_onnxruntime(variant, feeds)
+    except Exception as e:
+        return {"status": "not-run", "reason": f"onnxruntime CPU cannot run it: {str(e).strip()[:300]}"}
+    return {"status": "measured", "outputs": {k: output_metrics(actual[k], v) for k, v in expected.items()}}
+
+
+# ---------------------------------------------------------------- tools
+
+def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict, options: dict | None = None) -> None:
+    """ModelOpt in this process (see the module doc): AutoCast for fp16/bf16, quantization for int8/fp8. `options`:
+    `nodes_to_exclude` (exact node names: kept out of the quantized type, or in fp32 by AutoCast for fp16/bf16) and
+    `fallback` (the type of everything not quantized: ModelOpt's high_precision_dtype, fp32 or fp16)."""
+    options = options or {}
+    nodes_to_exclude = [f"^{re.escape(n)}$" for n in options.get("nodes_to_exclude", ())]  # regexes there
+    if precision in LOW_TYPES:
+        _autocast(src, out, precision, calib, nodes_to_exclude)
+        return
+    from modelopt.onnx.quantization import quantize
+
+    quantize(str(src), quantize_mode=precision, calibration_data=calib, calibration_eps=["cpu"],
+             calibration_shapes=calibration_shapes(calib, input_specs) if calib is not None else None,
+             nodes_to_exclude=nodes_to_exclude, high_precision_dtype=options.get("fallback", "fp32"),
+             output_path=str(out), log_level="WARNING")
+
+
+def _autocast(src: Path, out: Path, precision: str, calib, nodes_to_exclude: list[str]) -> None:
+    """ModelOpt AutoCast to fp16/bf16 (I/O types kept), on the calibration data where there is some."""
+    import onnx
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    data_dir = None
+    if calib is not None:  # real inputs for AutoCast's range check (else it uses random data)
+        data_dir = out.parent / "calib_chunks"
+        data_dir.mkdir()
+        n = next(iter(calib.values())).shape[0]
+        for i in range(0, n, 8):
+            np.savez(data_dir / f"{i:08d}.npz", **{k: v[i:i + 8] for k, v in calib.items()})
+    proto = convert_to_mixed_precision(str(src), precision, keep_io_types=True, providers=["cpu"],
+                                       calibration_data=str(data_dir) if data_dir else None,
+                                       nodes_to_exclude=nodes_to_exclude or None)
+    onnx.save(proto, str(out))
+
+
+def calibration_shapes(calib: dict, input_specs: dict) -> str | None:
+    """ModelOpt's `calibration_shapes` (one calibration step's input shapes) where every input has the same dynamic
+    batch dim: the profile's opt batch (at most the sample count), the other dims as the data has them. Without it
+    ModelOpt takes dynamic dims as 1, so every Gemm/MatMul looks like a GEMV and none is quantized (measured:
+    ModelOpt 0.47, the demo tiny_mlp; "the tool found no layer worth int8"). None where inputs share no batch dim
+    (ModelOpt's own default then)."""
+    firsts = {str(s["shape"][0]) if s.get("shape") else None for s in input_specs.values()}
+    if len(firsts) != 1 or not all(s.get("shape") and isinstance(s["shape"][0], str) for s in input_specs.values()):
+        return None
+    if any(re.search(r"[,:\s]", name) for name in input_specs):  # the spec's separators
+        return None
+    n = next(iter(calib.values())).shape[0]
+    batch = max(1, min(int(next(iter(input_specs.values()))["opt"][0]), n))
+    return ",".join(f"{name}:" + "x".join(str(d) for d in (batch, *calib[name].shape[1:])) for name in input_specs)
+
+
+def run_onnxconverter_fp16(src: Path, out: Path, precision: str, calib, input_specs: dict, options=None) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    onnx.save(float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(out))
+
+
+def run_ort_int8(src: Path, out: Path, precision: str, calib, input_specs: dict, options=None) -> None:
+    """onnxruntime's static Q/DQ quantization: symmetric int8 (TensorRT's form), bias left in float (with bias
+    quantization TensorRT-RTX rejects the Int32 DequantizeLinear). In this process while its onnxruntime is
+    onnxruntime's own; where ModelOpt quantized here before (it patches onnxruntime's calibrators, as when it has
+    just failed on this model), in a fresh interpreter."""
+    if _ort_patched():
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(_ort_int8, (str(src), str(out), calib))
+    else:
+        _ort_int8(str(src), str(out), calib)
+
+
+def _ort_patched() -> bool:
+    """Whether ModelOpt's patches of onnxruntime's quantization classes are in this process (each quantize applies
+    them; CalibraterBase.__init__ is one they always replace)."""
+    from onnxruntime.quantization.calibrate import CalibraterBase
+
+    return not CalibraterBase.__init__.__module__.startswith("onnxruntime")
+
+
+def _ort_int8(src: str, out: str, calib: dict) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    n = next(iter(calib.values())).shape[0]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{k: v[i:i + 8] for k, v in calib.items()} for i in range(0, n, 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    op_types_to_quantize=["Conv", "ConvTranspose", "Gemm", "MatMul"],  # what ModelOpt targets too
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True})
+
+
+# precision -> the tools to try, in order
+TOOLS = {
+    "fp16": [("modelopt", "run_modelopt"), ("onnxconverter-common", "run_onnxconverter_fp16")],
+    "bf16": [("modelopt", "run_modelopt")],
+    "int8": [("modelopt", "run_modelopt"), ("onnxruntime-quantize_static", "run_ort_int8")],
+    "fp8": [("modelopt", "run_modelopt")],
+}
+PACKAGES = {"modelopt": "nvidia-modelopt", "onnxconverter-common": "onnxconverter-common",
+            "onnxruntime-quantize_static": "onnxruntime"}

@@ -1,0 +1,150 @@
+"""The user's model code: where a configured class (`model: mypkg.nets:UNet`) lives, whether it exists, and a
+fingerprint of its source so that editing it rebuilds the model.
+
+Search path (the same in the Snakefile, `check` and every job): this checkout (the `scripts` package), then the
+config's `python_path` directories (resolved against the config file), then the user's own PYTHONPATH, then the
+interpreter's path. The Snakefile checks a class *without running the user's code* (it finds the module file with
+importlib's path finder and looks for the name in its syntax tree): DAG time runs on every Snakemake call, also for
+`status`, and importing a user's module costs its imports (torch: ~1.5 s). `python -m engine_factory check` and the stages
+import it for real.
+
+The fingerprint is the sha256 of every `.py` file of the package that holds the module (a module outside any package:
+the file alone), so a change to a helper module beside the class counts too.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.machinery
+import os
+import sys
+from pathlib import Path
+
+from .errors import FactoryError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def search_path(python_path=()) -> list[str]:
+    env = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    seen, out = set(), []
+    for p in [str(REPO), *map(str, python_path), *env, *sys.path]:
+        full = os.path.abspath(p or ".")
+        if full not in seen:
+            seen.add(full)
+            out.append(full)
+    return out
+
+
+def job_pythonpath(python_path=()) -> str:
+    """PYTHONPATH for stage jobs: the checkout, the config's python_path, then the user's own PYTHONPATH (kept)."""
+    env = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    parts = []
+    for p in [str(REPO), *map(str, python_path), *env]:
+        if p not in parts:
+            parts.append(p)
+    return os.pathsep.join(parts)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    module, _, attr = ref.partition(":")
+    return module, attr
+
+
+def locate(ref: str, path: list[str], *, model: str, key: str | None = None,
+           what: str = "the model class") -> tuple[Path, Path | None]:
+    """(module file, directory of its package or None) for `package.module:Class`, executing nothing. `key` and
+    `what` name the config key and the thing in errors (default: the model's `model` key, its class)."""
+    module, _ = split_ref(ref)
+    key = key or f"models.{model}.model"
+    locations, spec, parts = path, None, module.split(".")
+    for i in range(len(parts)):
+        name = ".".join(parts[:i + 1])
+        spec = importlib.machinery.PathFinder.find_spec(name, locations)
+        if spec is None:
+            where = "python_path, PYTHONPATH and the checkout" if i == 0 else f"package '{'.'.join(parts[:i])}'"
+            raise FactoryError(f"cannot import {what} '{ref}': no module named '{name}' (searched "
+                               f"{where}; put your package's parent directory in the config's python_path)",
+                               model=model, key=key)
+        if i < len(parts) - 1:
+            if not spec.submodule_search_locations:
+                raise FactoryError(f"cannot import {what} '{ref}': '{name}' is not a package",
+                                   model=model, key=key)
+            locations = list(spec.submodule_search_locations)
+    if spec.origin in (None, "namespace"):
+        raise FactoryError(f"cannot import {what} '{ref}': '{module}' is a namespace package without code",
+                           model=model, key=key)
+    file = Path(spec.origin)
+    if spec.submodule_search_locations:  # the module is a package itself (its __init__.py)
+        return file, file.parent
+    return file, (file.parent if len(parts) > 1 or (file.parent / "__init__.py").exists() else None)
+
+
+def check_defined(ref: str, path: list[str], *, model: str, key: str | None = None,
+                  what: str = "the model class") -> Path:
+    """The module file, after checking that it binds the class name at top level (a class, def, assignment or
+    import of that name). A compiled module or a star import cannot be read this way: accepted here, and
+    `check` and the freeze stage import it for real."""
+    key = key or f"models.{model}.model"
+    file, _ = locate(ref, path, model=model, key=key, what=what)
+    _, attr = split_ref(ref)
+    if file.suffix != ".py":
+        return file
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except (OSError, SyntaxError) as e:
+        raise FactoryError(f"cannot read {what} '{ref}': {type(e).__name__}: {e}", model=model,
+                           key=key, path=str(file))
+    names = _top_level_names(tree)
+    if attr not in names and not names & {"*", "__getattr__"}:  # a star import or a module __getattr__: unknowable
+        raise FactoryError(f"module '{split_ref(ref)[0]}' ({file}) defines no '{attr}'", model=model, key=key)
+    return file
+
+
+def _top_level_names(tree) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.If, ast.Try)):  # e.g. try: from .fast import Net / except ImportError: ...
+            inner = ast.Module(body=[*node.body, *getattr(node, "orelse", []),
+                                     *[s for h in getattr(node, "handlers", []) for s in h.body]], type_ignores=[])
+            names |= _top_level_names(inner)
+    return names
+
+
+def code_fingerprint(ref: str, path: list[str], *, model: str, key: str | None = None) -> dict:
+    """{"ref", "root", "files", "sha256"}: the digest of the .py files of the module's package (or of the module)."""
+    from . import fingerprint
+
+    file, package = locate(ref, path, model=model, key=key)
+    if package is None:
+        files = {file.name: fingerprint.sha256(file)}
+        root = file.parent
+    else:
+        files = {f.relative_to(package).as_posix(): fingerprint.sha256(f)
+                 for f in fingerprint.files_of(package, (".py",))}
+        root = package
+    return {"ref": ref, "root": str(root), "files": len(files), "sha256": fingerprint.combined(files)}
+
+
+def import_class(ref: str, *, model: str, python_path=(), key: str | None = None, what: str = "the model class"):
+    """Import the class (or function) for real (`check` and the stages that run the model)."""
+    key = key or f"models.{model}.model"
+    for p in reversed([str(p) for p in python_path]):
+        if p not in sys.path:
+            sys.path.insert(1, p)
+    module_name, attr = split_ref(ref)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # ImportError, or the module's own code failing
+        raise FactoryError(f"cannot import {what} '{ref}': {type(e).__name__}: {e}", model=model, key=key)
+    if not hasattr(module, attr):
+        raise FactoryError(f"module '{module_name}' ({getattr(module, '__file__', '?')}) defines no '{attr}'",
+                           model=model, key=key)
+    return getattr(module, attr)

@@ -1,0 +1,178 @@
+"""The scheduled run (cron / systemd timer): run the factory, then status and verify, and leave a short summary of
+what changed since the last run in artifacts/scheduled/:
+
+  last-run.md / last-run.json   new keys built, plans built, re-validated only, removed, failed; status; verify
+  history.jsonl                 one line per run
+  snapshot.json                 plans and validations on disk after the run (the next run compares with it)
+  run.log                       the factory's (Snakemake's) output
+
+`python -m engine_factory changes` compares the current artifacts with snapshot.json without running anything.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from .. import atomic, paths
+from ..atomic import read_json
+from .snakemake import command as snakemake_command
+
+DIR = "scheduled"
+
+
+def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
+    """Every plan on disk with its mtime/size and its validation's mtime/status (cheap: no hashing)."""
+    base = Path(directory)
+    plans = {}
+    for p in sorted(base.glob(paths.plan_glob(root))):
+        rel = p.relative_to(base).as_posix()
+        t = paths.parse_plan(rel)
+        if not t:
+            continue
+        st = p.stat()
+        entry = {**t, "mtime_ns": st.st_mtime_ns, "size": st.st_size, "validation": None}
+        v = base / paths.validation(**t)
+        if v.exists():
+            entry["validation"] = {"mtime_ns": v.stat().st_mtime_ns, "status": (read_json(v) or {}).get("status")}
+        plans[rel] = entry
+    return {"taken": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "plans": plans}
+
+
+def changes(before: dict, after: dict) -> dict:
+    old, new = before["plans"], after["plans"]
+    built = [p for p, e in new.items() if p not in old or old[p]["mtime_ns"] != e["mtime_ns"]]
+    revalidated = [p for p, e in new.items() if p not in built and e["validation"]
+                   and (old[p]["validation"] or {}).get("mtime_ns") != e["validation"]["mtime_ns"]]
+    old_keys = {f"{e['key']}/sm{e['cc']}" for e in old.values()}
+    new_keys = sorted({f"{new[p]['key']}/sm{new[p]['cc']}" for p in built} - old_keys)
+    failing = [p for p in built + revalidated if (new[p]["validation"] or {}).get("status") == "fail"]
+    return {"since": before.get("taken"), "until": after.get("taken"), "new_keys": new_keys, "built": built,
+            "revalidated": revalidated, "removed": sorted(set(old) - set(new)), "validation_failed": failing}
+
+
+def _names(plans: list[str], limit: int = 8) -> str:
+    items = []
+    for p in plans[:limit]:
+        t = paths.parse_plan(p)
+        items.append(f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}" if t else p)
+    return ", ".join(items) + (f", … ({len(plans) - limit} more)" if len(plans) > limit else "")
+
+
+def render(summary: dict) -> str:
+    ch = summary["changes"]
+    lines = [f"# Engine factory: changes since {ch['since'] or 'the first run'}", ""]
+    if "run" in summary:
+        r = summary["run"]
+        if r.get("locked_out"):
+            lines.append(f"- factory run: NOT RUN: the working directory is locked ({r['locked_out']})")
+        else:
+            lines.append(f"- factory run: {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} in "
+                         f"{r['seconds']} s (log: {r['log']})")
+        if r.get("lock") and r["lock"] != "not locked":
+            lines.append(f"- before the run: {r['lock']}")
+        if r.get("repaired"):
+            lines.append(f"- repaired before the run (removed, so the run made them again): {len(r['repaired'])} "
+                         f"file(s) ({', '.join(r['repaired'][:5])}{', …' if len(r['repaired']) > 5 else ''})")
+    lines.append(f"- new keys built: {', '.join(ch['new_keys']) or 'none'}")
+    lines.append(f"- plans built: {len(ch['built'])}" + (f" ({_names(ch['built'])})" if ch["built"] else ""))
+    lines.append(f"- re-validated only: {len(ch['revalidated'])}"
+                 + (f" ({_names(ch['revalidated'])})" if ch["revalidated"] else ""))
+    if ch["removed"]:
+        lines.append(f"- removed: {len(ch['removed'])} ({_names(ch['removed'])})")
+    failed = summary.get("failed", [])
+    lines.append(f"- failed (not built or not validated after the run): {len(failed)}"
+                 + (" (" + "; ".join(f"{f['target']}: {f['why']}" for f in failed[:8]) + ")" if failed else ""))
+    if ch["validation_failed"]:
+        lines.append(f"- validation status fail: {len(ch['validation_failed'])} ({_names(ch['validation_failed'])})")
+    if "status" in summary:
+        c = summary["status"]["counts"]
+        lines.append(f"- status: {c['current']} current, {c['stale']} stale, {c['missing']} missing; "
+                     f"{summary['status']['not_produced']} plans of keys no longer produced (kept)")
+    if "verify" in summary:
+        v = summary["verify"]
+        lines.append(f"- verify: {'ok' if v['ok'] else 'FAILED'} (tampered {v['counts']['tampered']}, missing "
+                     f"{v['counts']['missing']}, orphaned {v['counts']['orphaned']}, stale {v['counts']['stale']})")
+    return "\n".join(lines) + "\n"
+
+
+def prepare(directory: str, configfiles=()) -> dict:
+    """Before the factory: recover from a killed run (a stale lock), then repair what it left (scripts/engine_factory/ops/verify)."""
+    from . import runs, verify
+
+    lock = runs.recover(directory)
+    if lock["in_progress"]:
+        return {"lock": lock["message"], "blocked": True}
+    repaired = verify.verify(directory, repair=True)["removed"]
+    return {"lock": lock["message"], "repaired": repaired, "blocked": False}
+
+
+def _why_not_current(t: dict, lock_message: str | None) -> str:
+    if t["state"] == "missing" and lock_message:
+        return f"missing: the factory did not run ({lock_message})"
+    if t["state"] == "missing":
+        return f"missing; log {t['logs']['build']}"
+    return "; ".join(f"{r['category']}: {r['detail']}" for r in t["reasons"])
+
+
+def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> tuple[int, dict]:
+    """Recover, factory, status, verify, summary. Returns (exit status, summary): non-zero if anything failed or
+    needs work."""
+    from . import status, verify
+
+    base = Path(directory)
+    out = base / paths.ROOT / DIR
+    out.mkdir(parents=True, exist_ok=True)
+    before = read_json(out / "snapshot.json") or snapshot(directory)
+    ready = prepare(directory, configfiles)
+    log = out / "run.log"
+    cmd = [c for c in snakemake_command(directory, configfiles, "--keep-going", *extra) if c != "--nolock"]
+    cmd[cmd.index("--cores") + 1] = str(cores)
+    start = time.monotonic()
+    with open(log, "w") as f:
+        rc = 1 if ready["blocked"] else subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+        if ready["blocked"]:
+            f.write(f"not run: {ready['lock']}\n")
+    seconds = round(time.monotonic() - start, 1)
+    locked_out = ready["lock"] if ready["blocked"] or "Directory cannot be locked" in log.read_text() else None
+    after = snapshot(directory)
+    st = status.collect(directory, configfiles)
+    vr = verify.verify(directory)
+    failed = [{"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}", "why": _why_not_current(t, locked_out)}
+              for t in st["targets"] if t["state"] != "current"]
+    summary = {"run": {"rc": rc, "seconds": seconds, "log": log.relative_to(base).as_posix(),
+                       "command": " ".join(cmd), "lock": ready["lock"], "repaired": ready.get("repaired", []),
+                       **({"locked_out": locked_out} if locked_out else {})},
+               "changes": changes(before, after), "failed": failed,
+               "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
+               "verify": {"ok": vr["ok"], "counts": vr["counts"]}}
+    atomic.write_json(out / "last-run.json", summary)
+    with atomic.atomic_path(out / "last-run.md") as tmp:
+        tmp.write_text(render(summary))
+    with open(out / "history.jsonl", "a") as f:
+        ch = summary["changes"]
+        f.write(json.dumps({"until": ch["until"], "rc": rc, "new_keys": ch["new_keys"], "built": len(ch["built"]),
+                            "revalidated": len(ch["revalidated"]), "removed": len(ch["removed"]),
+                            "failed": len(failed), "verify_ok": vr["ok"]}) + "\n")
+    atomic.write_json(out / "snapshot.json", after)
+    code = 0 if rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"] else 1
+    return code, summary
+
+
+def main(args) -> int:
+    from . import emit
+
+    if args.command == "changes":
+        base = Path(args.directory)
+        before = read_json(Path(args.before) if args.before else base / paths.ROOT / DIR / "snapshot.json")
+        if before is None:
+            print("no snapshot of an earlier run (artifacts/scheduled/snapshot.json): nothing to compare with")
+            return 1
+        after = read_json(Path(args.after)) if args.after else snapshot(args.directory)
+        emit({"changes": changes(before, after)}, render, args.json, end="")
+        return 0
+    code, summary = run(args.directory, args.configfile or (), cores=args.cores)
+    emit(summary, render, args.json, end="")
+    return code

@@ -1,0 +1,308 @@
+"""verify: re-hash every artifact and its inputs along the provenance chain and report what does not add up.
+
+  tampered  a file whose content no longer matches the sha256/size its own provenance sidecar (or, for a plan, its
+            in-toto statement) recorded
+  missing   a file the provenance names that is not on disk: a sidecar's artifact, an input, an input's sidecar
+  orphaned  a file under artifacts/ that nothing accounts for: an artifact without a sidecar, a validation or parity
+            result whose plan/ONNX is gone, a statement without its plan, a temporary leftover
+  stale     (a warning) an artifact made from an earlier version of an input that has since been legitimately
+            re-made or replaced (the input matches its own sidecar, or is a source file such as a checkpoint):
+            the factory has not re-run yet, or the artifact belongs to a key this host no longer builds
+
+Four passes: the provenance records (each artifact and its inputs), the in-toto statements, the Triton model
+repositories (artifacts/triton/<name>: config.pbtxt parses with Triton's schema, each plan in it has the sha256 its
+provenance recorded, nothing else lies there), the files nothing accounts for. Any tampered, missing or orphaned file makes the exit status non-zero (`--strict`: stale too). Each
+file is hashed once, however many records name it, and never from the content cache: verify trusts no cache.
+
+While a factory run is in progress in the directory (scripts/engine_factory/ops/runs.py), files it is writing are not judged:
+temporaries, files newer than the run's start and artifacts missing because a job is re-making them are counted as
+`in-flight`, and the verdict says a run is in progress.
+
+`--repair` (run by `make scheduled` before the factory) removes what a rerun must make again: a damaged artifact
+(content differs from its record) with its record, statement and results; temporary and orphaned files; and
+everything made from an artifact that is gone (it can no longer be verified), so the next run rebuilds the chain
+from the nearest artifact still intact. Snakemake itself never re-makes a missing intermediate while what was made
+from it is up to date (measured), which is why repair removes the latter. It refuses to run during a run.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .. import paths
+from ..atomic import read_json
+from ..fingerprint import sha256
+
+FAILING = ("tampered", "missing", "orphaned")
+
+
+class _Check:
+    """The files of one workflow directory, hashed at most once each, and the problems found."""
+
+    def __init__(self, base: Path):
+        self.base, self.cache, self.files, self.problems, self.accounted = base, {}, 0, [], set()
+
+    def path(self, p: str) -> Path:
+        return Path(p) if os.path.isabs(p) else self.base / p
+
+    def exists(self, p: str) -> bool:
+        return self.path(p).exists()
+
+    def digest(self, p: str) -> str | None:
+        if p not in self.cache:
+            full = self.path(p)
+            self.cache[p] = sha256(full, cached=False) if full.exists() else None
+            self.files += full.exists()
+        return self.cache[p]
+
+    def problem(self, kind, path, detail, via=None):
+        self.problems.append({"kind": kind, "path": path, "detail": detail, **({"via": via} if via else {})})
+
+    def relative(self, pattern: str, root: str) -> list[str]:
+        return sorted(p.relative_to(self.base).as_posix() for p in (self.base / root).rglob(pattern))
+
+
+def _check_record(c: _Check, side: str) -> bool:
+    """One provenance sidecar: its artifact and every input it names. True when the chain holds."""
+    c.accounted.add(side)
+    record = read_json(c.base / side)
+    if record is None or "artifact" not in record:
+        c.problem("tampered", side, "provenance sidecar is not readable JSON with an artifact")
+        return False
+    art = record["artifact"]
+    path = art["path"]
+    c.accounted.add(path)
+    if path != side[:-len(paths.SIDECAR_SUFFIX)]:
+        c.problem("tampered", side, f"sidecar names artifact {path}, not the file beside it")
+    if not c.exists(path):
+        c.problem("missing", path, "artifact of this provenance sidecar is missing", via=side)
+        return False
+    found, ok = c.digest(path), True
+    if found != art["sha256"]:
+        c.problem("tampered", path, f"sha256 {found[:12]}… differs from its provenance ({art['sha256'][:12]}…)")
+        ok = False
+    elif "size" in art and c.path(path).is_file() and c.path(path).stat().st_size != art["size"]:
+        c.problem("tampered", path, f"size {c.path(path).stat().st_size} differs from its provenance ({art['size']})")
+        ok = False
+    inputs_ok = [_check_input(c, entry, path, side) for entry in record.get("inputs", [])]  # every input, always
+    return ok and all(inputs_ok)
+
+
+def _check_input(c: _Check, entry: dict, path: str, side: str) -> bool:
+    ipath = entry["path"]
+    c.accounted.add(ipath)  # e.g. TensorFlow's model.pb.io.json: checked here, as an input
+    if not c.exists(ipath):
+        c.problem("missing", ipath, f"input '{entry['label']}' of {path} is missing", via=side)
+        return False
+    if entry.get("provenance") and not c.exists(entry["provenance"]):
+        c.problem("missing", entry["provenance"], f"provenance of input {ipath} is missing (the chain to the "
+                  "checkpoint is broken)", via=side)
+        return False
+    if c.digest(ipath) == entry["sha256"]:
+        return True
+    parent = read_json(c.path(entry["provenance"])) if entry.get("provenance") else None
+    if parent and parent.get("artifact", {}).get("sha256") != c.digest(ipath):
+        return False  # the input itself is tampered: reported at its own sidecar
+    what = "was re-made since" if parent else "(a source file) changed since"
+    c.problem("stale", path, f"made from an earlier {ipath}, which {what}", via=side)
+    return False
+
+
+def _check_statements(c: _Check, root: str) -> int:
+    """Each plan's in-toto statement against the plan; plans without one."""
+    statements = c.relative(f"*{paths.STATEMENT_SUFFIX}", root)
+    for st in statements:
+        c.accounted.add(st)
+        plan = st[:-len(paths.STATEMENT_SUFFIX)]
+        doc = read_json(c.base / st)
+        if not c.exists(plan):
+            c.problem("orphaned", st, "in-toto statement of a plan that is not on disk")
+            continue
+        try:
+            subject = doc["subject"][0]
+            recorded = subject["digest"]["sha256"]
+        except (TypeError, KeyError, IndexError):
+            c.problem("tampered", st, "not an in-toto statement with a sha256 subject")
+            continue
+        if subject.get("name") != plan:
+            c.problem("tampered", st, f"statement subject is {subject.get('name')}, not {plan}")
+        elif recorded != c.digest(plan):
+            c.problem("tampered", plan, f"sha256 differs from its in-toto statement ({recorded[:12]}…)", via=st)
+    for p in c.base.glob(paths.plan_glob(root)):
+        rel = p.relative_to(c.base).as_posix()
+        if paths.provenance(rel) in c.accounted and not (c.base / paths.intoto(rel)).exists():
+            c.problem("missing", paths.intoto(rel), "plan has no in-toto statement (a plan built before statements "
+                      "existed gets one from its sidecar with `python -m engine_factory attest`)")
+    return len(statements)
+
+
+def _check_repositories(c: _Check, root: str) -> int:
+    """Each Triton model directory (scripts/engine_factory/deploy/triton.py): its config.pbtxt (whose own sha256 and inputs the
+    record pass checks) parses as Triton's ModelConfig and names exactly the plans its provenance recorded; each of
+    them is there with that sha256; any other file is orphaned. Returns the number of repositories."""
+    from ..deploy.triton import read_config
+    from ..errors import FactoryError
+
+    top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1:]
+    dirs = sorted(d for d in top.iterdir() if d.is_dir()) if top.is_dir() else []
+    for model_dir in dirs:
+        rel = model_dir.relative_to(c.base).as_posix()
+        files = sorted(f.relative_to(c.base).as_posix() for f in model_dir.rglob("*") if f.is_file())
+        config = f"{rel}/config.pbtxt"
+        record = read_json(c.base / paths.provenance(config)) or {}
+        recorded = {e["file"]: e for e in (record.get("facts") or {}).get("plans", [])}
+        if paths.is_temporary(rel) or not c.exists(config) or not record:
+            why = ("temporary model directory left by an interrupted deploy" if paths.is_temporary(rel) else
+                   "in a Triton model directory without config.pbtxt and its provenance")
+            for f in files:
+                c.accounted.add(f)
+                c.problem("orphaned", f, why)
+            continue
+        try:
+            named = {f"{rel}/{paths.TRITON_VERSION}/{name}" for name in read_config(c.path(config))
+                     .cc_model_filenames.values()}
+            if named != set(recorded):
+                c.problem("tampered", config, f"names the plans {sorted(named)}, its provenance {sorted(recorded)}")
+        except FactoryError as e:
+            c.problem("tampered", config, str(e).split(": ", 1)[-1])
+        for file, entry in recorded.items():
+            c.accounted.add(file)
+            if not c.exists(file):
+                c.problem("missing", file, "plan of this Triton repository is missing", via=config)
+            elif c.digest(file) != entry["sha256"]:
+                c.problem("tampered", file, f"sha256 differs from the repository's provenance "
+                          f"({entry['sha256'][:12]}…)", via=config)
+        for f in files:
+            if f not in c.accounted and not paths.is_record(f):
+                c.accounted.add(f)
+                c.problem("orphaned", f, "not part of this Triton repository's provenance")
+    return len(dirs)
+
+
+def _check_unaccounted(c: _Check, root: str) -> None:
+    """Files under a model's directory that no record names: temporaries, results of vanished artifacts, strays."""
+    top = c.base / root
+    model_dirs = [d for d in top.iterdir() if d.is_dir() and d.name not in paths.OUTSIDE_CHAIN] if top.is_dir() else []
+    for model_dir in sorted(model_dirs):
+        for f in sorted(model_dir.rglob("*")):
+            rel = f.relative_to(c.base).as_posix()
+            if not f.is_file() or rel in c.accounted or paths.is_record(rel) or rel.endswith(".lock"):
+                continue
+            owner = paths.owner_of(rel)
+            if paths.is_temporary(rel):
+                c.problem("orphaned", rel, "temporary file left by an interrupted stage")
+            elif owner is not None:
+                if not c.exists(owner):
+                    c.problem("orphaned", rel, f"result of {owner}, which is not on disk")
+            else:
+                c.problem("orphaned", rel, "artifact without a provenance sidecar")
+
+
+def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False) -> dict:
+    from .runs import state
+
+    start = time.monotonic()
+    run = state(directory)
+    if repair and run["in_progress"]:
+        raise RuntimeError("a factory run is in progress here (" + ", ".join(f"pid {r['pid']}" for r in run["runs"])
+                           + "): repair after it ends")
+    c = _Check(Path(directory))
+    sidecars = c.relative(f"*{paths.SIDECAR_SUFFIX}", root)
+    plans_ok = sum(_check_record(c, side) and side.endswith("model.plan" + paths.SIDECAR_SUFFIX) for side in sidecars)
+    statements = _check_statements(c, root)
+    repositories = _check_repositories(c, root)
+    _check_unaccounted(c, root)
+    if run["in_progress"]:
+        _set_in_flight(c, min(r["started"] for r in run["runs"]))
+    removed = _repair(c, root) if repair else []
+    counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, "stale", "in-flight")}
+    return {"ok": not any(counts[k] for k in FAILING), "counts": counts, "problems": c.problems,
+            "sidecars": len(sidecars), "statements": statements, "repositories": repositories,
+            "files_hashed": c.files,
+            "plans_verified": plans_ok, "in_progress": [r["pid"] for r in run["runs"]], "removed": removed,
+            "seconds": round(time.monotonic() - start, 2)}
+
+
+def _set_in_flight(c: _Check, run_started: float) -> None:
+    """During a run: temporaries, files written since it started and artifacts it is re-making are not judged."""
+    for p in c.problems:
+        full = c.path(p["path"])
+        new = full.exists() and full.stat().st_mtime >= run_started - 1
+        via_new = p.get("via") and c.path(p["via"]).exists() and c.path(p["via"]).stat().st_mtime >= run_started - 1
+        remade = p["kind"] == "missing" and p["path"].startswith(paths.ROOT + "/")
+        if paths.is_temporary(p["path"]) or new or via_new or remade:
+            p["kind"], p["detail"] = "in-flight", f"being written by the run in progress ({p['detail']})"
+
+
+def _repair(c: _Check, root: str) -> list[str]:
+    """Remove what the next run must make again (see the module doc); returns the removed paths."""
+    made_from: dict[str, list[str]] = {}  # input path -> artifacts whose records name it
+    for side in c.relative(f"*{paths.SIDECAR_SUFFIX}", root):
+        record = read_json(c.base / side) or {}
+        for entry in record.get("inputs", []):
+            made_from.setdefault(entry["path"], []).append(side[:-len(paths.SIDECAR_SUFFIX)])
+    owned: dict[str, list[str]] = {}  # artifact -> its results (a plan's validation, an ONNX variant's parity)
+    for result in c.relative("*.json", root):
+        if (owner := paths.owner_of(result)) is not None:
+            owned.setdefault(owner, []).append(result)
+    doomed: set[str] = set()
+
+    def drop(artifact: str) -> None:
+        if artifact in doomed:
+            return
+        doomed.update({artifact, paths.provenance(artifact), paths.intoto(artifact), *owned.get(artifact, [])})
+        for child in made_from.get(artifact, []):
+            drop(child)
+
+    for p in c.problems:
+        path = p["path"]
+        if p["kind"] == "tampered":
+            drop(paths.artifact_of_record(path))
+        elif p["kind"] == "orphaned":
+            doomed.add(path)
+        elif p["kind"] == "missing" and path.startswith(paths.ROOT + "/"):
+            drop(paths.artifact_of_record(path) if paths.is_record(path) else path)  # an artifact gone: its chain
+    strays = {p["path"] for p in c.problems if p["kind"] == "orphaned"}  # removed alone
+    for model_dir in {paths.triton_model_of(p) for p in doomed - strays} - {None}:  # a Triton repository goes whole
+        doomed.update(f.relative_to(c.base).as_posix() for f in c.path(model_dir).rglob("*") if f.is_file())
+    plans = [p.relative_to(c.base).as_posix() for p in c.base.glob(paths.plan_glob(root))]
+    if doomed or any(not c.exists(paths.validation(**paths.parse_plan(p))) for p in plans):
+        doomed.update({paths.REPORT_JSON, paths.REPORT_HTML, paths.OUTCOME})  # its inputs change: it must run again
+    removed = []
+    for path in sorted(doomed):
+        full = c.path(path)
+        if full.is_file() or full.is_symlink():
+            full.unlink()
+            removed.append(path)
+    return removed
+
+
+def render(report: dict) -> str:
+    c = report["counts"]
+    lines = [f"verify: {report['sidecars']} provenance records, {report['statements']} in-toto statements, "
+             f"{report.get('repositories', 0)} Triton repositories, "
+             f"{report['files_hashed']} files hashed in {report['seconds']} s; {report['plans_verified']} plans "
+             f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
+             f"{c['orphaned']}, stale {c['stale']}"]
+    for p in report["problems"]:
+        lines.append(f"  {p['kind']:<9} {p['path']}: {p['detail']}")
+    if report.get("in_progress"):
+        lines.append(f"a factory run is in progress (pid {', '.join(map(str, report['in_progress']))}): "
+                     f"{c['in-flight']} file(s) it is writing were not judged; verify again after it ends")
+    if report.get("removed"):
+        lines.append(f"repaired: removed {len(report['removed'])} file(s); the next run makes them again:")
+        lines += [f"  removed {p}" for p in report["removed"]]
+    lines.append("ok" if report["ok"] else "FAILED: tampered, missing or orphaned files"
+                 + (" (repaired: run the factory)" if report.get("removed") else ""))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    from . import emit
+
+    report = verify(args.directory, repair=args.repair)
+    emit(report, render, args.json)
+    if args.repair:
+        return 0  # what was wrong is gone; the factory run rebuilds it
+    return 0 if report["ok"] and not (args.strict and report["counts"]["stale"]) else 1

@@ -1,1 +1,0 @@
-"""Validation: golden reference outputs, ONNX parity and plan checks (the report reads them: scripts/report/)."""
