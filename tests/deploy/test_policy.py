@@ -131,7 +131,7 @@ def test_disabled_means_no_repositories():
 
 def test_the_backend_says_whether_triton_loads_its_plans():
     from engine_factory.backends import load_backend
-    from engine_factory.backends.core import spec_of
+    from engine_factory.backends.registry import spec_of
 
     rtx = load_backend("tensorrt_rtx")
     assert "not loadable by stock Triton" in rtx.triton_unloadable

@@ -5,6 +5,7 @@
     precision_support(short, cc, precision) -> None or the reason to skip
     build_plan(trt, onnx_path, plan_path, *, model, input_profiles, ...) -> build facts
 """
-from .core import Backend, build_plan, get_logger, load_backend, precision_support, resolve_backend
+from .core import build_plan
+from .registry import Backend, get_logger, load_backend, precision_support, resolve_backend
 
 __all__ = ["Backend", "build_plan", "get_logger", "load_backend", "precision_support", "resolve_backend"]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core import BACKENDS, spec_of
+from ..errors import FactoryError
+from .registry import BACKENDS, get_logger, load_backend, spec_of
 
 VERSION_OFFSET = 24
 HEADER_READ = 4096
@@ -65,9 +66,6 @@ def check_plan_header(plan_path, *, backend: str, version: str, compute_capabili
 
 def _runtime_validity(short: str, head: bytes, cc: str | None, host: dict | None, details: dict) -> list[str]:
     """Ask the backend's runtime about the header, where it can; returns problems to fail on."""
-    from ..errors import FactoryError
-    from .core import get_logger, load_backend
-
     try:
         trt = load_backend(short).module
     except FactoryError as e:

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FactoryError
+from ..tensors import compare_outputs
+from .registry import get_logger, load_backend
+
 CUDA_ENV = "FACTORY_CUDA"
 ITERATIONS, WARMUP = 100, 10
 
@@ -21,9 +25,6 @@ ITERATIONS, WARMUP = 100, 10
 def execute_plan(plan_path, *, backend: str, compute_capability: str | None, inputs: dict, expected: dict,
                  tolerance: dict, opt_inputs: dict | None = None, host: dict, iterations: int = ITERATIONS,
                  warmup: int = WARMUP) -> dict:
-    from ..errors import FactoryError
-    from .core import load_backend
-
     gpu, why = _pick_gpu(host, compute_capability)
     if gpu is None:
         return _not_run(why)
@@ -66,9 +67,6 @@ def _pick_gpu(host: dict, cc: str | None):
 
 
 def _load_and_run(trt, cuda, plan_path, gpu, inputs, expected, tolerance, bench_inputs, iterations, warmup) -> dict:
-    from ..tensors import compare_outputs
-    from .core import get_logger
-
     logger = get_logger(trt)
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())

@@ -44,7 +44,7 @@ def _same_version(header_version: str, runtime_version: str) -> bool:
 
 def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict, key_suffix: str = "") -> dict:
     """One plan's answer for this host."""
-    from ..backends.core import spec_of
+    from ..backends.registry import spec_of
     from ..backends.header import read_header
 
     h = read_header(plan)
@@ -76,7 +76,7 @@ def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict, key_suffix
 
 def check_repository(model_dir, *, host: dict | None = None, runtime_version: str | None = None) -> dict:
     """The readiness of one Triton model directory on this host (see the module doc)."""
-    from ..backends.core import spec_of
+    from ..backends.registry import spec_of
     from ..host import probe_host
     from .triton import read_config
 
