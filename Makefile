@@ -14,12 +14,26 @@ OPS_ARGS := $(if $(ZOO),--configfile $(abspath $(ZOO))) $(if $(DIR),-d $(abspath
 export FACTORY_RETRY_FAILED := $(RETRY_FAILED)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default $(WORKFLOW_ARGS)
 
-.PHONY: run test test-slow test-slurm test-browser install check report clean bench status verify prune scheduled
+.PHONY: run lint format test test-slow test-slurm test-browser install check report clean bench status verify prune scheduled
 
 run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES)
 
-test: $(STAMP)
+# Lint first (CI runs it through `make test`): ruff (rules and format, line length 120), snakefmt on the Snakefile and
+# the rules, and the house's import contracts (pyproject.toml [tool.importlinter]: no import runs back up, no circle).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules/*.smk
+	$(BIN)/lint-imports
+
+# What `make lint` asks for, applied (import-linter has nothing to fix: move the import instead).
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/snakefmt Snakefile workflow/rules/*.smk
+
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests
 
 test-slow: $(STAMP)

@@ -13,15 +13,15 @@ for _targets in F.target_sets("build"):
         output:
             **paths.set_outputs("build", _targets.ccs),
             **(labelled_validations(_targets.ccs) if F.validates_in_build else {}),
-        wildcard_constraints:
-            precision="|".join(_targets.precisions),
-        params:
-            **spec("build", _targets),
         log:
             paths.set_job_log("build", _targets.tag),
+        wildcard_constraints:
+            precision="|".join(_targets.precisions),
         resources:
-            mem_mb=4000,
             **gpu_resources(_targets),
             **slurm_resources(_targets),
+            mem_mb=4000,
+        params:
+            **spec("build", _targets),
         run:
             run_stage("build", params, log)

@@ -40,15 +40,23 @@ if workflow.is_main_process and not cluster.pools(CFG):
 LOCAL_GPUS = [] if cluster.pools(CFG) else HOST["gpus"]
 for _cc in sorted({g["compute_capability"] for g in LOCAL_GPUS}):
     if f"gpu_sm{paths.cc_tag(_cc)}" not in workflow.global_resources:
-        workflow.register_resource(f"gpu_sm{paths.cc_tag(_cc)}",
-                                   sum(g["compute_capability"] == _cc for g in LOCAL_GPUS))
+        workflow.register_resource(
+            f"gpu_sm{paths.cc_tag(_cc)}", sum(g["compute_capability"] == _cc for g in LOCAL_GPUS)
+        )
 
 
 def run_stage(name, params, log):
     """The body of every rule: its stage in a child process forked from a preloaded one (scripts/engine_factory/jobs.py says why),
     output to the rule's log. Run in a thread of this process where the profile says `force-use-threads`."""
-    jobs.execute(name, params.io, params.settings, log[0], metrics=params.metrics,
-                 main_process=workflow.is_main_process, preload=BACKEND.preload)
+    jobs.execute(
+        name,
+        params.io,
+        params.settings,
+        log[0],
+        metrics=params.metrics,
+        main_process=workflow.is_main_process,
+        preload=BACKEND.preload,
+    )
 
 
 def job_wildcards(wildcards, target_set=None):
@@ -66,23 +74,40 @@ def spec(rule, target_set=None):
     (its named inputs and outputs, and the job's wildcards for its failure record), `tools` (the stage's tool
     versions: an upgrade re-runs it) and `metrics` (where the job writes its wall time, CPU time and peak memory).
     A target set's jobs name their set (`targets`) beside their wildcards."""
+
     def io(wildcards, input, output):
-        return json.dumps({"inputs": dict(input.items()), "outputs": dict(output.items()),
-                           "wildcards": job_wildcards(wildcards, target_set)})
+        return json.dumps(
+            {
+                "inputs": dict(input.items()),
+                "outputs": dict(output.items()),
+                "wildcards": job_wildcards(wildcards, target_set),
+            }
+        )
+
     metrics = paths.job_benchmark(rule)
     if target_set is not None:
         metrics = metrics.replace("{targets}", target_set.tag)
-    return {"settings": lambda wildcards: json.dumps(F.settings(rule, job_wildcards(wildcards, target_set))),
-            "io": io, "tools": " ".join(f"{k}=={v}" for k, v in stage_tools(rule).items()), "metrics": metrics}
+    return {
+        "settings": lambda wildcards: json.dumps(F.settings(rule, job_wildcards(wildcards, target_set))),
+        "io": io,
+        "tools": " ".join(f"{k}=={v}" for k, v in stage_tools(rule).items()),
+        "metrics": metrics,
+    }
 
 
 def labelled_validations(ccs):
     """A target set's validation.json outputs, flagged for `snakemake --report`, labelled by model, precision and
     target."""
-    return {label: report(path, caption="../report/validation.rst", category="Validation", subcategory="{model}",
-                          labels={"model": "{model}", "precision": "{precision}",
-                                  "target": f"sm{label[len('json_sm'):]}"})
-            for label, path in paths.set_outputs("validate", ccs).items()}
+    return {
+        label: report(
+            path,
+            caption="../report/validation.rst",
+            category="Validation",
+            subcategory="{model}",
+            labels={"model": "{model}", "precision": "{precision}", "target": f"sm{label[len('json_sm'):]}"},
+        )
+        for label, path in paths.set_outputs("validate", ccs).items()
+    }
 
 
 def gpu_resources(target_set):

@@ -4,12 +4,12 @@
 rule demo_asset:
     output:
         asset=paths.DEMO,
-    params:
-        **spec("demo"),
     log:
         paths.job_log("demo"),
     resources:
         **slurm_resources(),
+    params:
+        **spec("demo"),
     run:
         run_stage("demo", params, log)
 
@@ -17,12 +17,12 @@ rule demo_asset:
 rule demo_asset_dir:  # a TF1 checkpoint is several files (.meta, .index, .data-*): one directory
     output:
         asset=directory(paths.DEMO_DIR),
-    params:
-        **spec("demo"),
     log:
         paths.log("demo", "{asset}.ckpt"),
     resources:
         **slurm_resources(),
+    params:
+        **spec("demo"),
     run:
         run_stage("demo", params, log)
 

@@ -7,11 +7,11 @@ rule deploy:
         unpack(stage_inputs("deploy")),
     output:
         config=paths.TRITON_CONFIG,
-    params:
-        **spec("deploy"),
     log:
         paths.job_log("deploy"),
     resources:
         **slurm_resources(),
+    params:
+        **spec("deploy"),
     run:
         run_stage("deploy", params, log)

@@ -7,12 +7,12 @@ rule export:
     output:
         onnx=paths.ONNX,
         provenance=paths.provenance(paths.ONNX),
-    params:
-        **spec("export"),
     log:
         paths.job_log("export"),
     resources:
-        mem_mb=framework_mem_mb("export", 3000),
         **slurm_resources(),
+        mem_mb=framework_mem_mb("export", 3000),
+    params:
+        **spec("export"),
     run:
         run_stage("export", params, log)

@@ -7,13 +7,13 @@ rule freeze:
     output:
         frozen=paths.FROZEN,
         provenance=paths.provenance(paths.FROZEN),
-    params:
-        **spec("freeze"),
     log:
         paths.job_log("freeze"),
     resources:
-        mem_mb=framework_mem_mb("freeze", 2000),
         **slurm_resources(),
+        mem_mb=framework_mem_mb("freeze", 2000),
+    params:
+        **spec("freeze"),
     run:
         run_stage("freeze", params, log)
 
@@ -28,12 +28,12 @@ rule freeze_tf:
         frozen=paths.FROZEN_PB,
         io=paths.FROZEN_PB_IO,
         provenance=paths.provenance(paths.FROZEN_PB),
-    params:
-        **spec("freeze_tf"),
     log:
         paths.job_log("freeze_tf"),
     resources:
-        mem_mb=framework_mem_mb("freeze_tf", 2000),
         **slurm_resources(),
+        mem_mb=framework_mem_mb("freeze_tf", 2000),
+    params:
+        **spec("freeze_tf"),
     run:
         run_stage("freeze_tf", params, log)

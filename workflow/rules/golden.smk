@@ -8,13 +8,13 @@ rule golden:
     output:
         golden=paths.GOLDEN,
         provenance=paths.provenance(paths.GOLDEN),
-    params:
-        **spec("golden"),
     log:
         paths.job_log("golden"),
     resources:
-        mem_mb=framework_mem_mb("golden", 2000),
         **slurm_resources(),
+        mem_mb=framework_mem_mb("golden", 2000),
+    params:
+        **spec("golden"),
     run:
         run_stage("golden", params, log)
 
@@ -25,12 +25,12 @@ rule parity:  # the exported and the simplified ONNX of one model (each precisio
     output:
         export=paths.PARITY.replace("{variant}", "export"),
         sim=paths.PARITY.replace("{variant}", "sim"),
-    params:
-        **spec("parity"),
     log:
         paths.job_log("parity"),
     resources:
-        mem_mb=2000,
         **slurm_resources(),
+        mem_mb=2000,
+    params:
+        **spec("parity"),
     run:
         run_stage("parity", params, log)

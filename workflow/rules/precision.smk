@@ -10,12 +10,12 @@ rule precision:
         onnx=paths.PRECISION_ONNX,
         provenance=paths.provenance(paths.PRECISION_ONNX),
         parity=paths.PARITY.replace("{variant}", "{precision}"),
-    params:
-        **spec("precision"),
     log:
         paths.job_log("precision"),
     resources:
-        mem_mb=4000,
         **slurm_resources(),
+        mem_mb=4000,
+    params:
+        **spec("precision"),
     run:
         run_stage("precision", params, log)

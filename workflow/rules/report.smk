@@ -7,24 +7,43 @@ rule report:
     input:
         lambda wc: F.report_inputs(),
     output:
-        json=report(paths.REPORT_JSON, caption="../report/summary.rst", category="Engine factory",
-                    labels={"result": "summary.json"}),
-        html=report(paths.REPORT_HTML, caption="../report/index.rst", category="Engine factory",
-                    labels={"result": "overview"}),
-        overview=report(paths.REPORT_OVERVIEW_CHART, caption="../report/overview.rst", category="Engine factory",
-                        labels={"result": "overview figure"}),
-        pages=report(directory(paths.REPORT_PAGES), patterns=["{model}.html"], caption="../report/model.rst",
-                     category="Models", labels={"model": "{model}", "result": "model page"}),
-        charts=report(directory(paths.REPORT_CHARTS), patterns=["{model}.svg"], caption="../report/charts.rst",
-                      category="Charts", labels={"model": "{model}", "result": "figure"}),
-    params:  # the settings come through a file (at 100 models they exceed the kernel's argument limit)
-        settings=f"@{paths.REPORT_SPEC}",
-        io=lambda wc, output: json.dumps({"inputs": {}, "outputs": dict(output.items())}),
-        metrics=paths.job_benchmark("report"),
+        json=report(
+            paths.REPORT_JSON,
+            caption="../report/summary.rst",
+            category="Engine factory",
+            labels={"result": "summary.json"},
+        ),
+        html=report(
+            paths.REPORT_HTML, caption="../report/index.rst", category="Engine factory", labels={"result": "overview"}
+        ),
+        overview=report(
+            paths.REPORT_OVERVIEW_CHART,
+            caption="../report/overview.rst",
+            category="Engine factory",
+            labels={"result": "overview figure"},
+        ),
+        pages=report(
+            directory(paths.REPORT_PAGES),
+            patterns=["{model}.html"],
+            caption="../report/model.rst",
+            category="Models",
+            labels={"model": "{model}", "result": "model page"},
+        ),
+        charts=report(
+            directory(paths.REPORT_CHARTS),
+            patterns=["{model}.svg"],
+            caption="../report/charts.rst",
+            category="Charts",
+            labels={"model": "{model}", "result": "figure"},
+        ),
     log:
         paths.job_log("report"),
     resources:
         **slurm_resources(),
+    params:  # the settings come through a file (at 100 models they exceed the kernel's argument limit)
+        settings=f"@{paths.REPORT_SPEC}",
+        io=lambda wc, output: json.dumps({"inputs": {}, "outputs": dict(output.items())}),
+        metrics=paths.job_benchmark("report"),
     run:
         run_stage("report", params, log)
 

@@ -7,12 +7,12 @@ rule simplify:
     output:
         onnx=paths.SIM_ONNX,
         provenance=paths.provenance(paths.SIM_ONNX),
-    params:
-        **spec("simplify"),
     log:
         paths.job_log("simplify"),
     resources:
-        mem_mb=3000,
         **slurm_resources(),
+        mem_mb=3000,
+    params:
+        **spec("simplify"),
     run:
         run_stage("simplify", params, log)

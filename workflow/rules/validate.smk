@@ -11,15 +11,15 @@ for _targets in F.target_sets("validate"):
             unpack(stage_inputs("validate", _targets)),
         output:
             **labelled_validations(_targets.ccs),
-        wildcard_constraints:
-            precision="|".join(_targets.precisions),
-        params:
-            **spec("validate", _targets),
         log:
             paths.set_job_log("validate", _targets.tag),
+        wildcard_constraints:
+            precision="|".join(_targets.precisions),
         resources:
-            mem_mb=2000,
             **gpu_resources(_targets),
             **slurm_resources(_targets),
+            mem_mb=2000,
+        params:
+            **spec("validate", _targets),
         run:
             run_stage("validate", params, log)
