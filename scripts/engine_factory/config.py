@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from . import cluster
+from . import cluster, signing
 from .errors import FactoryError
 from .tensors import DEFAULT_TOLERANCES
 
@@ -116,6 +116,9 @@ def resolve_paths(raw: dict, *, base: str, workdir: str) -> None:
     if isinstance(raw.get("python_path"), list):  # directories for PYTHONPATH: absolute
         raw["python_path"] = [os.path.abspath(os.path.join(base, os.path.expanduser(p))) if isinstance(p, str) else p
                               for p in raw["python_path"]]
+    sign = raw.get("signing")
+    if isinstance(sign, dict):  # key files (not signer URIs, not key ids): relative to the file too
+        raw["signing"] = signing.resolve_paths(sign, lambda v: resolve_path(v, base=base, workdir=workdir))
     models = raw.get("models")
     for name, m in (list(models.items()) if isinstance(models, dict) else ()):
         if isinstance(m, dict):
@@ -154,6 +157,7 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True, workdi
     from .deploy.triton import check_policy
 
     check_policy(cfg)  # the repository names: fields, unique, usable as directory names
+    signing.check(cfg)  # the signing key and the trusted/revoked public keys are there (issue 29)
     return cfg
 
 
