@@ -34,6 +34,7 @@ include: "workflow/rules/build.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/deploy.smk"
+include: "workflow/rules/sign.smk"
 
 
 rule all:
@@ -45,3 +46,4 @@ rule all:
         paths.REPORT_CHARTS,
         paths.OUTCOME,
         F.deploy_outputs(),  # Triton repositories, where the config's deploy.triton is enabled
+        signing.outputs(CFG, F.buildable, F.deploy_outputs()),  # where the config names signing.key (rules/sign.smk)

@@ -78,6 +78,36 @@ def is_uri(key: str) -> bool:
     return bool(_URI.match(key)) and not os.path.exists(key)
 
 
+def resolve_paths(section: dict, resolve) -> dict:
+    """The section with its key files passed through `resolve` (config.py: relative to the config file); signer URIs
+    and key ids are kept as they are."""
+    out = dict(section)
+    for k in ("key", "public_key"):
+        if isinstance(out.get(k), str) and not _URI.match(out[k]):
+            out[k] = resolve(out[k])
+    for k in ("trusted_keys", "revoked_keys"):
+        if isinstance(out.get(k), list):
+            out[k] = [resolve(v) if isinstance(v, str) and not _KEY_ID.match(v) else v for v in out[k]]
+    return out
+
+
+def check(cfg: dict) -> None:
+    """Config time: the keys named are readable and of a curve model-signing takes (one line naming the key)."""
+    s = settings(cfg)
+    for k in ("public_key",):
+        if s[k]:
+            load_public_key(s[k])
+    for i, path in enumerate(s["trusted_keys"]):
+        if not os.path.isfile(path):
+            raise FactoryError("trusted public key file not found", key=f"signing.trusted_keys[{i}]", path=path)
+    for i, entry in enumerate(s["revoked_keys"]):
+        if not _KEY_ID.match(entry) and not os.path.isfile(entry):
+            raise FactoryError("neither a key id (64 hex digits) nor a public key file", key=f"signing.revoked_keys[{i}]",
+                               path=entry)
+    if s["key"] and not is_uri(s["key"]) and not os.path.isfile(s["key"]):
+        raise FactoryError("signing key file not found", key="signing.key", path=s["key"])
+
+
 # ------------------------------------------------------------------------------------------------ keys
 def key_id(public_key) -> str:
     """sha256 of the SubjectPublicKeyInfo PEM: model-signing's key hint, our envelopes' keyid."""
@@ -446,13 +476,25 @@ def verify_model_dir(model_dir, trust: Trust) -> dict:
     return _result(BAD, f"the signature does not verify ({type(last).__name__})", keyid=hint)
 
 
-# ------------------------------------------------------------------------------------------------ stage functions
-def sign_plans(plans: list[str], cfg: dict) -> list[str]:
-    """The sign rule's stage: an envelope per plan (each plan's statement exists: the build stage wrote it)."""
+# ------------------------------------------------------------------------------------------------ the stage
+def outputs(cfg: dict, jobs: list[dict], deploy_configs: list[str]) -> list[str]:
+    """What the workflow's rule all asks of the sign rules: nothing without a signing key; else an envelope per plan
+    job and a model.sig per Triton repository."""
+    if not enabled(cfg):
+        return []
+    plans = [paths.plan(j["model"], j["key"], j["cc"], j["precision"]) for j in jobs]
+    return [envelope_path(p) for p in plans] + [model_signature(os.path.dirname(c)) for c in deploy_configs]
+
+
+def sign_stage(log: str, *, cfg: dict, plans: list[str] = (), repository: str | None = None) -> list[str]:
+    """The sign rules' body (workflow/rules/sign.smk): an envelope per plan (its statement exists: the build stage
+    wrote it) and/or the model directory of a deployed config.pbtxt. The log names what was signed and the key's id,
+    never the key."""
     signer = load_signer(cfg)
-    return [sign_plan(p, signer) for p in plans]
-
-
-def sign_repository(config_path: str, cfg: dict) -> str:
-    """The sign_repository rule's stage: the model directory of a deployed config.pbtxt."""
-    return sign_model_dir(Path(config_path).parent, load_signer(cfg))
+    out = [sign_plan(p, signer) for p in plans]
+    if repository:
+        out.append(sign_model_dir(Path(repository).parent, signer))
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.writelines(f"signed {p} with key {signer.key_id}\n" for p in out)
+    return out
