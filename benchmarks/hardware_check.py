@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def part_cuda() -> dict:
     from engine_factory.demo import make_asset
-    from engine_factory.validation.golden import make_golden, load_golden
+    from engine_factory.tensors import load_golden
+    from engine_factory.validation.golden import make_golden
     from engine_factory.host import probe_host
     from engine_factory.backends.runtime import memory_round_trip
 
@@ -56,7 +57,8 @@ def part_rtx() -> dict:
     from engine_factory.host import probe_host
     from engine_factory.backends.header import check_plan_header
     from engine_factory.backends.runtime import execute_plan
-    from engine_factory.tensors import DEFAULT_TOLERANCES, random_inputs
+    from engine_factory.precisions import DEFAULT_TOLERANCES
+    from engine_factory.tensors import random_inputs
 
     host = probe_host()
     backend = load_backend("tensorrt_rtx")

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from pathlib import Path
 
 import yaml
 
 from . import cluster, signing
+from .deploy import triton
 from .errors import FactoryError
-from .tensors import DEFAULT_TOLERANCES
+from .frameworks import all_frameworks, framework_of
+from .graph.precision_search import SEARCH_DEFAULTS
+from .modelcode import check_defined, search_path
+from .paths import MAX_NAME, OUTSIDE_CHAIN, SAFE_NAME, made_by_workflow
+from .precisions import DEFAULT_TOLERANCES, PRECISIONS, QUANTIZED
 
 # libyaml's safe loader where PyYAML has it: the same documents, ~10x faster (0.72 s of a 100-model zoo's DAG time)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -28,10 +32,6 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEMO_CONFIG = REPO / "config" / "config.yaml"  # the embedded demo zoo: used only when no config file is given
-PRECISIONS = ["fp32", "fp16", "bf16", "int8", "fp8"]
-QUANTIZED = {"int8", "fp8"}
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: a trailing newline is no name
-MAX_NAME = 128  # a name is part of file names (logs: <name>.<key>.sm<cc>.<precision>.log) and must fit NAME_MAX 255
 MODEL_FILE_KEYS = ("checkpoint", "torchscript", "onnx", "calibration", "samples")  # paths, resolved per file
 
 DEFAULTS = {
@@ -154,22 +154,17 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True, workdi
     for name, model in cfg["models"].items():
         _check_model(name, model, cfg, check_files, workdir)
     cluster.check(cfg)  # Slurm pools: one per compute capability, GPUs asked for one way
-    from .deploy.triton import check_policy
-
-    check_policy(cfg)  # the repository names: fields, unique, usable as directory names
+    # the repository names: fields, unique, usable as directory names; triton is handed each model's precisions
+    triton.check_policy(cfg, {name: model_settings(cfg, name)["precisions"] for name in cfg["models"]})
     signing.check(cfg)  # the signing key and the trusted/revoked public keys are there (issue 29)
     return cfg
 
 
 def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str) -> None:
     """The checks every model gets; its framework module adds its own (scripts/engine_factory/frameworks)."""
-    from .frameworks import all_frameworks, framework_of
-
     if not SAFE_NAME.fullmatch(name) or ".." in name:
         raise FactoryError("the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
                            model=name.encode("unicode_escape").decode(), key=f"models.{name}")
-    from .paths import OUTSIDE_CHAIN
-
     if name in OUTSIDE_CHAIN:
         raise FactoryError(f"the name is reserved: artifacts/{name}/ holds the workflow's own files (reserved: "
                            f"{', '.join(sorted(OUTSIDE_CHAIN))})", model=name, key=f"models.{name}")
@@ -196,8 +191,8 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
         _complete_profile(name, input_name, spec)
     _check_float64(name, m)
     exists = (lambda p: _exists(p, workdir)) if check_files else None
-    fw.check_config(name, m, cfg, exists)
     settings = model_settings(cfg, name, m)
+    fw.check_config(name, m, cfg, exists, settings=settings)  # the framework gets the model's settings handed
     precisions = settings["precisions"]
     for p, setting in settings["precision_search"].items():
         if p not in QUANTIZED and setting["fallback"] != "fp32":  # fp16/bf16 keep their nodes in fp32
@@ -209,8 +204,6 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
                            "(an .npz/.npy file, a directory of them or of images, or a callable)", model=name,
                            key=f"models.{name}.calibration")
     if isinstance(m.get("calibration"), dict):  # a callable: it must exist (checked without running it)
-        from .modelcode import check_defined, search_path
-
         check_defined(m["calibration"]["callable"], search_path(cfg["python_path"]), model=name,
                       key=f"models.{name}.calibration.callable", what="the calibration callable")
     for key in (*(given if fw.SINGLE_FILE_SOURCE else ()), "calibration", "samples"):
@@ -223,8 +216,6 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
 
 def _exists(path: str, workdir: str) -> bool:
     """Whether a configured file exists, or is one the workflow makes itself (the demo zoo's assets)."""
-    from .paths import made_by_workflow
-
     return made_by_workflow(path) or os.path.exists(os.path.join(workdir, path))
 
 
@@ -296,7 +287,5 @@ def model_settings(cfg: dict, name: str, m: dict | None = None) -> dict:
 def precision_search(cfg: dict, m: dict) -> dict:
     """{precision: search setting} for one model: its own `precision_search.<precision>` over the global one over
     the defaults (scripts/engine_factory/graph/precision_search.py). A precision without a setting is not searched."""
-    from .graph.precision_search import SEARCH_DEFAULTS
-
     own, glob = m.get("precision_search", {}), cfg.get("precision_search", {})
     return {p: {**SEARCH_DEFAULTS, **glob.get(p, {}), **own.get(p, {})} for p in PRECISIONS if p in own or p in glob}

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import paths
-from .config import QUANTIZED, model_settings
+from .config import model_settings
 from .errors import FactoryError
+from .precisions import QUANTIZED
 
 MODEL_RULES = ("freeze", "freeze_tf", "export", "simplify", "golden")  # one job per model
 
@@ -271,7 +272,7 @@ class Factory:
             return {}
         out = {}
         for model in self.cfg["models"]:
-            for precision in deploy_precisions(self.cfg, model):
+            for precision in deploy_precisions(pol, model_settings(self.cfg, model)["precisions"]):
                 jobs = [j for j in self.buildable if j["model"] == model and j["precision"] == precision]
                 if jobs:
                     out[repository_name(pol, model, precision)] = {"model": model, "precision": precision,

@@ -11,6 +11,8 @@ import re
 import string
 
 ROOT = "artifacts"
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: a trailing newline is no name
+MAX_NAME = 128  # a name is part of file names (logs: <name>.<key>.sm<cc>.<precision>.log) and must fit NAME_MAX 255
 FROZEN = ROOT + "/{model}/frozen/model.{fmt}"                 # fmt: pt2 (torch.export) | pt (TorchScript)
 FROZEN_PB = ROOT + "/{model}/frozen/model.pb"                 # TensorFlow: GraphDef, variables folded in
 FROZEN_PB_IO = FROZEN_PB + ".io.json"                         # its tensor names, shapes, dtypes, layouts

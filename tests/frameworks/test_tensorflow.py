@@ -14,9 +14,10 @@ import pytest
 from engine_factory import paths
 from engine_factory.config import check
 from engine_factory.errors import FactoryError
-from engine_factory.validation.golden import load_golden, make_golden
+from engine_factory.validation.golden import make_golden
 from engine_factory.provenance import sha256
-from engine_factory.tensors import DEFAULT_TOLERANCES, compare_outputs, random_inputs, run_onnxruntime
+from engine_factory.precisions import DEFAULT_TOLERANCES
+from engine_factory.tensors import compare_outputs, load_golden, random_inputs, run_onnxruntime
 from engine_factory.frameworks.tensorflow import export_tf, freeze_tf
 from engine_factory.frameworks.tensorflow import reference_outputs as golden_outputs
 

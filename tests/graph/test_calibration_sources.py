@@ -12,7 +12,8 @@ from engine_factory.config import check
 from engine_factory.errors import FactoryError
 from engine_factory.graph import calibration
 from engine_factory.graph.calibration import calibration_facts, calibration_warnings, load_calibration
-from engine_factory.tensors import DEFAULT_TOLERANCES, run_onnxruntime
+from engine_factory.precisions import DEFAULT_TOLERANCES
+from engine_factory.tensors import run_onnxruntime
 
 from helpers import CNN_INPUTS
 from helpers.sensitive_models import sensitive_inputs, sensitive_mlp

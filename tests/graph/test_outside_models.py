@@ -18,7 +18,8 @@ from engine_factory import paths, stages
 from engine_factory.errors import FactoryError
 from engine_factory.frameworks.onnx import import_onnx
 from engine_factory.tensors import compare_outputs, random_inputs, run_onnxruntime
-from engine_factory.validation.golden import load_golden, make_golden
+from engine_factory.tensors import load_golden
+from engine_factory.validation.golden import make_golden
 from engine_factory.validation.validate import onnx_parity
 
 from helpers import leftovers

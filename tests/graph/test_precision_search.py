@@ -12,7 +12,8 @@ from engine_factory import stages
 from engine_factory.atomic import read_json
 from engine_factory.config import check, model_settings
 from engine_factory.errors import FactoryError
-from engine_factory.tensors import DEFAULT_TOLERANCES, run_onnxruntime
+from engine_factory.precisions import DEFAULT_TOLERANCES
+from engine_factory.tensors import run_onnxruntime
 
 from helpers.sensitive_models import SENSITIVE, sensitive_inputs, sensitive_mlp
 

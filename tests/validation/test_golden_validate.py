@@ -8,8 +8,9 @@ from onnx import numpy_helper
 
 from engine_factory import provenance
 from engine_factory.errors import FactoryError
-from engine_factory.validation.golden import load_golden, make_golden
-from engine_factory.tensors import DEFAULT_TOLERANCES, compare_outputs
+from engine_factory.precisions import DEFAULT_TOLERANCES
+from engine_factory.tensors import compare_outputs, load_golden
+from engine_factory.validation.golden import make_golden
 from engine_factory.validation.validate import onnx_parity, overall_status, write_parity
 
 from helpers import CNN_INPUTS, TWO_TOWER_INPUTS

@@ -57,18 +57,15 @@ def repository_name(pol: dict, model: str, precision: str) -> str:
     return pol["name"].format(model=model, precision=precision)
 
 
-def deploy_precisions(cfg: dict, model: str) -> list[str]:
-    from ..config import model_settings
+def deploy_precisions(pol: dict, precisions: list[str]) -> list[str]:
+    """Of a model's precisions (its config settings), those the policy deploys."""
+    wanted = pol["precisions"]
+    return [p for p in precisions if wanted is None or p in wanted]
 
-    wanted = policy(cfg)["precisions"]
-    return [p for p in model_settings(cfg, model)["precisions"] if wanted is None or p in wanted]
 
-
-def check_policy(cfg: dict) -> None:
+def check_policy(cfg: dict, precisions: dict[str, list[str]]) -> None:
     """The name template uses only {model} and {precision}; every name it makes is a safe directory name and
-    names one (model, precision) only."""
-    from ..config import SAFE_NAME
-
+    names one (model, precision) only. `precisions`: {model: its precisions}, as config settles them."""
     pol = policy(cfg)
     key = "deploy.triton.name"
     try:
@@ -80,9 +77,9 @@ def check_policy(cfg: dict) -> None:
                            "{precision} only", key=key)
     seen: dict[str, tuple] = {}
     for model in cfg["models"]:
-        for precision in deploy_precisions(cfg, model):
+        for precision in deploy_precisions(pol, precisions[model]):
             name = repository_name(pol, model, precision)
-            if not SAFE_NAME.fullmatch(name) or ".." in name:
+            if not paths.SAFE_NAME.fullmatch(name) or ".." in name:
                 raise FactoryError(f"'{name}' is no directory name (letters, digits, '_', '-', '.')", key=key,
                                    model=model)
             if name in seen:

@@ -1,7 +1,8 @@
 """Frameworks a model comes from, one module each with the same verbs (as Polygraphy's backend/{pyt,onnx,tf}):
 
     TITLE, FREEZE_RULE (None: nothing to freeze), SOURCE_KEYS, CONFIG_KEYS, INPUT_KEYS, MEM_MB {freeze, export, golden}
-    check_config(name, m, cfg, exists)      what the schema cannot say (cheap: DAG time)
+    check_config(name, m, cfg, exists, settings)   what the schema cannot say (cheap: DAG time); settings: the
+                                            model's, as config settles them (model_settings)
     source_files(m)                         {label: path} of the model's source
     frozen_format(m)                        "pt2" | "pt" | "pb" | None
     export_inputs(name, m), reference_inputs(name, m)
@@ -14,15 +15,15 @@ Importing a framework module imports no framework library (those load inside the
 """
 from __future__ import annotations
 
-import importlib
+from . import onnx, pytorch, tensorflow
 
-FRAMEWORKS = {"pytorch": "pytorch", "onnx": "onnx", "tensorflow": "tensorflow"}
+FRAMEWORKS = {"pytorch": pytorch, "onnx": onnx, "tensorflow": tensorflow}  # config `framework` -> its module
 
 
 def framework_of(m: dict):
     """The module of a model config's (or a golden source's) `framework`."""
-    return importlib.import_module(f".{FRAMEWORKS[m['framework']]}", __name__)
+    return FRAMEWORKS[m["framework"]]
 
 
 def all_frameworks() -> dict:
-    return {name: importlib.import_module(f".{module}", __name__) for name, module in FRAMEWORKS.items()}
+    return dict(FRAMEWORKS)

@@ -17,7 +17,7 @@ CONFIG_KEYS = ()
 INPUT_KEYS: dict = {}
 
 
-def check_config(name: str, m: dict, cfg: dict, exists) -> None:
+def check_config(name: str, m: dict, cfg: dict, exists, settings: dict) -> None:
     """Nothing beyond the common checks: the file must exist, which the caller checks."""
 
 

@@ -28,7 +28,7 @@ INPUT_KEYS: dict = {}
 
 
 # ------------------------------------------------------------------------------------------------- config (cheap)
-def check_config(name: str, m: dict, cfg: dict, exists) -> None:
+def check_config(name: str, m: dict, cfg: dict, exists, settings: dict) -> None:
     """What the schema cannot say about a PyTorch model (its source and class); `exists`: a test of configured
     paths, or None when files are not checked. Runs at DAG time: the class is found, not imported."""
     from ..modelcode import check_defined, search_path

@@ -65,13 +65,11 @@ def import_tensorflow():
 
 # ---------------------------------------------------------------------------------------------- config (no TF)
 
-def check_config(name: str, m: dict, cfg: dict, exists) -> None:
+def check_config(name: str, m: dict, cfg: dict, exists, settings: dict) -> None:
     """What the schema cannot say about a `framework: tensorflow` model. Cheap: runs at DAG time. `exists`: a
-    test of configured paths (None: files are not checked)."""
-    from ..config import model_settings
-
+    test of configured paths (None: files are not checked); `settings`: the model's, as config settles them."""
     key = f"models.{name}"
-    opset = model_settings(cfg, name, m)["opset"]
+    opset = settings["opset"]
     if "format" not in m:
         raise FactoryError(f"a TensorFlow model needs 'format' ({' | '.join(FORMATS)})", model=name,
                            key=f"{key}.format")

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tensors import run_onnxruntime
-from .precision import LOW_TYPES
+from ..tensors import compare_outputs, load_golden, onnx_parity, output_metrics, run_onnxruntime
+from .variant import LOW_TYPES, label_problem
 
 SEARCH_DEFAULTS = {"fallback": "fp32", "budget_s": 300, "max_trials": 24}
 
@@ -136,9 +136,6 @@ class _Search:
         return time.perf_counter() - self.t0 + slowest <= self.settings["budget_s"]
 
     def record(self, path, exclude, why, seconds: float | None = None) -> dict:
-        from ..validation.validate import onnx_parity
-        from .precision import label_problem
-
         parity = onnx_parity(str(path), self.golden_path, self.tolerance)
         if self.precision in LOW_TYPES and parity["status"] in ("pass", "not-run"):
             # onnxruntime's CPU provider runs fp16/bf16 ops that lack a kernel in fp32 and drops the Casts
@@ -233,8 +230,6 @@ def rank_nodes(variant, source, golden_path, precision: str = "int8", *, deadlin
     `deadline` passes follow in graph order, damage unknown (None)."""
     import onnx
 
-    from ..validation.golden import load_golden
-
     inputs, expected = load_golden(golden_path)
     if precision in LOW_TYPES:
         proto = onnx.load(str(source))
@@ -275,8 +270,6 @@ SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Reshape", "Transpose", "Sq
 
 
 def _damage(actual: dict, expected: dict) -> dict:
-    from ..tensors import output_metrics
-
     metrics = [output_metrics(actual[k], v) for k, v in expected.items() if k in actual]
     if any(m.get("nonfinite_mismatch") for m in metrics):
         return {"damage": 2.0, "isolated_cosine": None, "nonfinite": True}
@@ -333,9 +326,6 @@ def low_precision_overflow(variant, source, golden_path, tolerance: dict, precis
 def emulated_parity(variant, source, golden_path, tolerance: dict, precision: str) -> dict:
     """Parity of an fp16/bf16 variant emulated in fp32 (emulated_low_precision) against the golden outputs."""
     import onnx
-
-    from ..tensors import compare_outputs
-    from ..validation.golden import load_golden
 
     inputs, expected = load_golden(golden_path)
     model = emulated_low_precision(onnx.load(str(variant)), onnx.load(str(source)), LOW_TYPES[precision])

@@ -12,6 +12,7 @@ import re
 
 from .. import paths
 from ..atomic import read_json
+from ..precisions import PRECISIONS
 
 # Each cell ends as exactly one of these; "built" (below) counts the cells whose plan exists, whatever its checks.
 OUTCOMES = ("pass", "fail", "not-run", "skipped", "failed", "missing")
@@ -185,8 +186,6 @@ def overview(cells: list[dict]) -> dict:
 
 
 def _precision_order(p: str) -> int:
-    from ..config import PRECISIONS
-
     return PRECISIONS.index(p) if p in PRECISIONS else len(PRECISIONS)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from .. import atomic
 from ..errors import FactoryError
 from ..frameworks import framework_of
-from ..tensors import degenerate_outputs, random_inputs
+from ..tensors import degenerate_outputs, random_inputs, save_golden
 
 
 def golden_inputs(input_specs: dict, *, model: str, seed: int, samples: str | None) -> dict[str, np.ndarray]:
@@ -59,7 +59,7 @@ def make_golden(out: str, *, model: str, source: dict, input_specs: dict, output
     else:
         result, reference = framework_outputs(source, feeds, outputs, model=model, device=device)
     with atomic.atomic_path(out) as tmp:
-        np.savez(tmp, **{f"in/{k}": v for k, v in feeds.items()}, **{f"out/{k}": v for k, v in result.items()})
+        save_golden(tmp, feeds, result)
     facts = {"inputs": {k: list(v.shape) for k, v in feeds.items()},
              "outputs": {k: list(v.shape) for k, v in result.items()},
              "source": "samples" if samples else f"seeded random (seed {seed}, opt shape)",
@@ -72,10 +72,3 @@ def make_golden(out: str, *, model: str, source: dict, input_specs: dict, output
     if nonfinite:  # e.g. sqrt of a negative random input: give the input a `range`
         facts["nonfinite_outputs"] = nonfinite
     return facts
-
-
-def load_golden(path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    with np.load(path) as z:
-        ins = {k[3:]: z[k] for k in z.files if k.startswith("in/")}
-        outs = {k[4:]: z[k] for k in z.files if k.startswith("out/")}
-    return ins, outs

@@ -7,24 +7,9 @@ from __future__ import annotations
 import json
 
 from .. import atomic
-from .golden import load_golden
-from ..tensors import compare_outputs, run_onnxruntime
+from ..tensors import load_golden, onnx_parity, random_inputs
 
 CHECKS = ("onnx_parity", "plan_header", "plan_execution")
-
-
-def onnx_parity(onnx_path: str, golden_path: str, tolerance: dict) -> dict:
-    """Run one ONNX file in onnxruntime (CPU) on the golden inputs and compare with the golden outputs."""
-    inputs, expected = load_golden(golden_path)
-    try:
-        actual = run_onnxruntime(onnx_path, inputs)
-    except Exception as e:
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "NOT_IMPLEMENTED" in message or "Could not find an implementation" in message:
-            # e.g. bf16 Conv: onnxruntime's CPU provider has no kernel for it. The model may be fine.
-            return {"status": "not-run", "reason": f"onnxruntime CPU cannot run this model: {message}"}
-        return {"status": "fail", "reason": f"onnxruntime failed: {message}"}
-    return compare_outputs(actual, expected, tolerance)
 
 
 def write_parity(out: str, *, onnx_path: str, golden_path: str, tolerance: dict, variant: str,
@@ -52,7 +37,6 @@ def validate_plan(out: str, *, plan: str, parity: str, golden_path: str, toleran
     plan ran, its latency beside onnxruntime's on the same ONNX variant (speed-up)."""
     from ..backends.header import check_plan_header
     from ..backends.runtime import execute_plan
-    from ..tensors import random_inputs
 
     with open(parity) as f:
         parity_result = json.load(f)
