@@ -6,7 +6,7 @@
 Writes `results/tf-large-models-<date>-<host>.json` (committed): the machine, the command, the total wall time,
 and per job its wall time and peak RSS (from the `stage-metrics:` line each stage prints into its log; children
 included) next to Snakemake's own per-job measurement (`benchmark:` files; process start-up included).
-The slow test `tests/test_tf_large.py` (`make test-slow`) runs the same function in a temporary directory.
+The slow test `tests/frameworks/test_tensorflow_large.py` (`make test-slow`) runs the same function in a temporary directory.
 
 ResNet50 is presented to the plan as NCHW (`layout: NCHW`, tf2onnx `inputs_as_nchw`), InceptionV3 as NHWC.
 `--resources mem_mb` is set so that the scheduler keeps the declared memory (TensorFlow export 8000 MB) in bounds.

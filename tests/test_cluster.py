@@ -1,5 +1,5 @@
 """Slurm routing from the config (scripts/engine_factory/cluster.py), targets with pools, and the resources each rule gets in a
-dry run: no Slurm needed (the real cluster runs are tests/test_slurm.py, marker `slurm`)."""
+dry run: no Slurm needed (the real cluster runs are tests/workflow/test_slurm.py, marker `slurm`)."""
 import json
 import os
 import re

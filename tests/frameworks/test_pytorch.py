@@ -6,12 +6,16 @@ import pytest
 import torch
 
 from engine_factory.errors import FactoryError
-from engine_factory.frameworks.onnx import import_onnx
-from engine_factory.frameworks.pytorch import export_pt2, export_torchscript
-from engine_factory.frameworks.pytorch import freeze_pytorch, freeze_torchscript, load_state_dict_model
+from engine_factory.frameworks.pytorch import (
+    export_pt2,
+    export_torchscript,
+    freeze_pytorch,
+    freeze_torchscript,
+    load_state_dict_model,
+)
 from engine_factory.tensors import random_inputs, run_onnxruntime
 
-from helpers import CNN_INPUTS, MLP_INPUTS, TWO_TOWER_INPUTS, leftovers
+from helpers import CNN_INPUTS, TWO_TOWER_INPUTS, leftovers
 
 
 def eager(demo_dir, name, cls, feeds):
@@ -90,25 +94,3 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(1), "payload": Payload()}, tmp_path / "evil.pth")
     with pytest.raises(FactoryError, match="weights_only=True"):
         load_state_dict_model(str(tmp_path / "evil.pth"), "engine_factory.demo.models:TinyCNN", {}, model="m")
-
-
-def test_onnx_source_upgraded_from_old_opset(demo_dir, tmp_path):
-    facts = import_onnx(str(demo_dir / "tiny_mlp.opset11.onnx"), str(tmp_path / "m.onnx"), model="mlp",
-                        input_specs=copy.deepcopy(MLP_INPUTS), outputs=["scores"], opset=18)
-    assert facts["opset_converted"] == {"from": 11, "to": 18} and facts["opset"] == 18
-    feeds = random_inputs(MLP_INPUTS, seed=1)
-    np.testing.assert_allclose(run_onnxruntime(tmp_path / "m.onnx", feeds)["scores"],
-                               run_onnxruntime(demo_dir / "tiny_mlp.opset11.onnx", feeds)["scores"], rtol=1e-5)
-
-
-def test_onnx_source_rejected_and_mismatched_names(demo_dir, tmp_path):
-    (tmp_path / "broken.onnx").write_bytes(b"this is not a protobuf")
-    out = tmp_path / "out"
-    with pytest.raises(FactoryError, match=r"model 'bad', file '.*broken.onnx': not a valid ONNX model"):
-        import_onnx(str(tmp_path / "broken.onnx"), str(out / "m.onnx"), model="bad",
-                    input_specs=copy.deepcopy(MLP_INPUTS), outputs=["scores"], opset=18)
-    wrong = {"other": MLP_INPUTS["features"]}
-    with pytest.raises(FactoryError, match=r"models.mlp.inputs.*\['features'\].*\['other'\]"):
-        import_onnx(str(demo_dir / "tiny_mlp.opset11.onnx"), str(out / "m.onnx"), model="mlp",
-                    input_specs=copy.deepcopy(wrong), outputs=["scores"], opset=18)
-    assert not out.exists() or leftovers(out) == []
