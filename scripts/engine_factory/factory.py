@@ -6,6 +6,7 @@ ask here, so they cannot disagree about what is built or what a job runs on.
     f.inputs("build", wildcards)    # {label: path}
     f.settings("build", wildcards)  # the stage's tracked settings (a change re-runs exactly that job)
     f.failed                        # plan jobs whose chain holds a recorded failure that still applies
+    with open_workflow(directory, configfiles) as f:   # the commands: config loaded once, resolved inside it
 
 Settings also carry what Snakemake cannot see by itself: the content digest of every source file the job reads
 (`source_sha256`; a checkpoint replaced by other bytes with an older mtime still re-runs it) and, for the stages that
@@ -14,11 +15,12 @@ run the model's class, the digest of its code (`model_code`).
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import paths
-from .config import model_settings
+from .config import load, model_settings
 from .errors import FactoryError
 from .precisions import QUANTIZED
 
@@ -521,3 +523,40 @@ def resolve(cfg: dict, host: dict | None = None, *, workdir: str = ".") -> Facto
     jobs, skipped = plan_jobs(cfg, backend=backend, key=key, gpus=gpus)
     return Factory(cfg=cfg, host=host, gpus=gpus, backend=backend, key=key, jobs=jobs, skipped=skipped,
                    workdir=workdir)
+
+# --------------------------------------------------------------------------------------------- a workflow directory
+class Workflow:
+    """A workflow directory opened once, as DVC's `Repo(root)` is: its config is loaded on opening (paths relative
+    to the directory), and `with` it resolves the factory *inside* the directory, since the failure records, the
+    content cache and artifacts/ are relative to it; the caller's working directory comes back on leaving.
+
+        wf = open_workflow(directory, configfiles)   # a bad config is one line naming it; nothing resolved yet
+        with wf as f:                                # f: the Factory, as the Snakefile resolves it
+            ...
+    """
+
+    def __init__(self, directory: str = ".", configfiles=()):
+        self.directory = directory
+        self.cfg = load(configfiles or (), workdir=directory)
+        self.factory: Factory | None = None
+        self._cwd: list[str] = []
+
+    def __enter__(self) -> Factory:
+        self._cwd.append(os.getcwd())
+        os.chdir(self.directory)
+        try:
+            if self.factory is None:
+                self.factory = resolve(self.cfg)
+                self.factory.failed  # noqa: B018 - the failure records are read here, inside the directory
+        except BaseException:
+            os.chdir(self._cwd.pop())
+            raise
+        return self.factory
+
+    def __exit__(self, *exc) -> None:
+        os.chdir(self._cwd.pop())
+
+
+def open_workflow(directory: str = ".", configfiles=()) -> Workflow:
+    """The one place a workflow directory is opened (its config loaded, its factory resolved inside it)."""
+    return Workflow(directory, configfiles)
