@@ -285,6 +285,7 @@ def verify_envelope(envelope: str, trust: Trust) -> dict:
     """The envelope's signatures against `trust`: {state, detail, keyid, statement (the signed payload, parsed)}.
     Tampering with what it describes is the caller's (verify_plan's) question."""
     from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import Signature
 
     try:
         with open(envelope, "rb") as f:
@@ -309,7 +310,8 @@ def verify_envelope(envelope: str, trust: Trust) -> dict:
             except Exception:
                 answers.append((BAD, kid, f"the signature does not verify under key {kid[:12]}… it names"))
         else:
-            revoked = trust._revoked_signer(lambda key: sslib_key(key).verify_signature(sig, pae))
+            revoked = trust._revoked_signer(  # securesystemslib matches keyids first: the probe takes the key's own
+                lambda key: sslib_key(key).verify_signature(Signature(key_id(key), sig.signature), pae))
             answers.append((REVOKED, revoked, f"signed by revoked key {revoked[:12]}…") if revoked else
                            (UNKNOWN, kid, f"signed by key {kid[:12]}…, which is not trusted"))
     state, kid, detail = min(answers, key=lambda a: (SIGNED, REVOKED, BAD, UNKNOWN).index(a[0]))

@@ -16,10 +16,10 @@ rule sign_plan:
         statement=paths.intoto(paths.PLAN),
     output:
         envelope=signing.envelope_path(paths.PLAN),
-    params:
-        signer=signing.settings(CFG)["key"],
     log:
         paths.LOG.format(rule="sign", name="{model}.{key}.sm{cc}.{precision}"),
+    params:
+        signer=signing.settings(CFG)["key"],
     run:
         signing.sign_stage(log[0], plans=[input.plan], cfg=CFG)
 
@@ -29,9 +29,9 @@ rule sign_repository:
         config=paths.TRITON_CONFIG,
     output:
         signature=signing.model_signature(paths.TRITON_MODEL),
-    params:
-        signer=signing.settings(CFG)["key"],
     log:
         paths.LOG.format(rule="sign", name="{repository}"),
+    params:
+        signer=signing.settings(CFG)["key"],
     run:
         signing.sign_stage(log[0], repository=input.config, cfg=CFG)
