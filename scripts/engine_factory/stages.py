@@ -7,6 +7,7 @@ plain function and writes the provenance sidecar of its main output.
 from __future__ import annotations
 
 from . import intoto, provenance
+from .errors import UnknownStage
 
 RUNNERS = {}
 
@@ -19,12 +20,13 @@ def runner(name):
 
 
 def run(stage: str, spec: dict) -> dict:
-    """Run one stage. A deterministic failure is recorded (scripts/engine_factory/failures.py) and re-raised; success clears the
-    job's earlier record. `spec["wildcards"]` names the job (the workflow passes it; plain calls may omit it)."""
+    """Run one stage. A deterministic failure is recorded (scripts/engine_factory/failures.py) and re-raised; success
+    clears the job's earlier record. `spec["wildcards"]` names the job (the workflow passes it; plain calls may omit
+    it)."""
     from . import failures
 
     if stage not in RUNNERS:
-        raise SystemExit(f"unknown stage '{stage}' (stages: {', '.join(sorted(RUNNERS))})")
+        raise UnknownStage(f"unknown stage '{stage}' (stages: {', '.join(sorted(RUNNERS))})")
     wildcards = spec.get("wildcards") or {}
     try:
         facts = RUNNERS[stage](spec["inputs"], spec["outputs"], spec["params"])
@@ -168,7 +170,7 @@ def _build_one(backend, inputs, outputs, p, cc, timing_cache):
                            compute_capability=backend.aot_target(cc), timing_cache_path=timing_cache,
                            hardware_compatibility_level=opts.get("hardware_compatibility_level"),
                            version_compatible=opts.get("version_compatible", False),
-                           log=lambda *a: print(*a, flush=True))
+                           precision=p["precision"], log=lambda *a: print(*a, flush=True))
     facts["gpu"] = gpu
     facts["compute_capability"] = cc
     if not timing_cache:

@@ -6,7 +6,9 @@ passed in place of `tensorrt` wherever the APIs coincide.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import tempfile
 import threading
 import time
 import warnings
@@ -17,7 +19,7 @@ from ..atomic import atomic_path, write_bytes
 from ..errors import FactoryError
 from . import rtx, tensorrt
 from .header import check_plan_header
-from .registry import default_strongly_typed_flag, get_logger
+from .registry import default_strongly_typed_flag, get_logger, spec_of
 
 PROGRESS_MAX_DEPTH = 3  # deeper build phases repeat per subgraph/layer: too chatty for the log
 
@@ -60,10 +62,15 @@ def _load_timing_cache(config, path: str | None) -> dict:
             config.set_timing_cache(cache, False)
         else:
             facts["loaded"] = bool(data)
-        facts["entries_before"] = len(cache.queryKeys())
+        facts["entries_before"] = _entries(cache)
     # TensorRT-RTX (measured, 1.7): "Timing cache operations are no-ops in TensorRT-RTX" -> recorded, not fatal.
     facts["notes"] += sorted({str(w.message) for w in caught})
     return facts
+
+
+def _entries(cache) -> int | None:
+    """A timing cache's entry count; None where the module cannot tell (queryKeys arrives in TensorRT 10)."""
+    return len(cache.queryKeys()) if hasattr(cache, "queryKeys") else None
 
 
 def _save_timing_cache(config, path: str, facts: dict) -> None:
@@ -81,7 +88,7 @@ def _save_timing_cache(config, path: str, facts: dict) -> None:
                 if theirs is not None:
                     ours.combine(theirs, True)  # ignore_mismatch: entries of another device are skipped
             write_bytes(path, bytes(ours.serialize()))
-        facts["entries_after"] = len(ours.queryKeys())
+        facts["entries_after"] = _entries(ours)
         facts["written"] = True
 
 
@@ -146,10 +153,9 @@ def _one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
-def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
+def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag, flags: int = 0):
     if not Path(onnx_path).is_file():
         raise FactoryError("ONNX file not found", model=model, path=str(onnx_path))
-    flags = 0
     if strongly_typed_flag:  # TensorRT 10.x; 11.x and RTX are strongly typed anyway (RTX accepts the flag)
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
@@ -158,10 +164,11 @@ def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag):
         problems, first_node = [], None
         for i in range(parser.num_errors):
             e = parser.get_error(i)
-            where = f"node {e.node()} '{e.node_name()}' ({e.node_operator()}): " if e.node() >= 0 else ""
+            # node_name / node_operator arrive in TensorRT 10: 8.x names the node by its index only
+            name, op = (getattr(e, m)() if hasattr(e, m) else "" for m in ("node_name", "node_operator"))
+            where = f"node {e.node()} '{name}' ({op}): " if e.node() >= 0 else ""
             if where and first_node is None:  # an unnamed node by its index
-                first_node = (f"node '{e.node_name()}'" if e.node_name() else f"node #{e.node()}") + \
-                    f" ({e.node_operator()})"
+                first_node = (f"node '{name}'" if name else f"node #{e.node()}") + (f" ({op})" if op else "")
             problems.append(f"{where}{_one_line(e.desc())} [{e.code().name}]")
         problems = problems or [_one_line(m) for m in logger.errors()] or ["no message"]
         first_node = first_node or locate(problems, onnx_path)
@@ -247,27 +254,54 @@ def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, w
                optimization_level: int = 3, compute_capability: str | None = None,
                strongly_typed_flag: bool | None = None, timing_cache_path: str | None = None,
                hardware_compatibility_level: str | None = None, version_compatible: bool = False,
-               log: Callable[[str], None] = print) -> dict:
+               precision: str | None = None, log: Callable[[str], None] = print) -> dict:
     """Build one plan from an ONNX file with the backend module `trt` and write it atomically to `plan_path`.
 
     compute_capability: TensorRT-RTX AOT target ("8.6"); None for full TensorRT (the local GPU). With RTX, None lets
     the builder pick its own set of targets. strongly_typed_flag None: decided from the module's version.
+    precision: what a weakly typed module (TensorRT 8.x, backends/tensorrt8.py) sets builder flags for; strongly
+    typed builds take it from the ONNX and ignore it.
     Returns facts for provenance; raises FactoryError (naming model and file) on any failure, leaving no plan.
     """
+    spec = spec_of(trt.__name__.split(".")[0], trt.__version__)
+    with tempfile.TemporaryDirectory(prefix="parser-onnx-") if hasattr(spec, "onnx_for_parser") \
+            else contextlib.nullcontext() as work:
+        return _build(trt, spec, work, onnx_path, plan_path, model=model, input_profiles=input_profiles,
+                      workspace_mb=workspace_mb, optimization_level=optimization_level,
+                      compute_capability=compute_capability, strongly_typed_flag=strongly_typed_flag,
+                      timing_cache_path=timing_cache_path, hardware_compatibility_level=hardware_compatibility_level,
+                      version_compatible=version_compatible, precision=precision, log=log)
+
+
+def _build(trt, spec, work, onnx_path, plan_path, *, model, input_profiles, workspace_mb, optimization_level,
+           compute_capability, strongly_typed_flag, timing_cache_path, hardware_compatibility_level,
+           version_compatible, precision, log) -> dict:
+    weak = {}  # a weakly typed module's own facts (TensorRT 8.x): the ONNX it parsed, flags, tactic sources
+    if hasattr(spec, "onnx_for_parser"):
+        onnx_path, weak["onnx"] = spec.onnx_for_parser(onnx_path, work, model)
     if strongly_typed_flag is None:
         strongly_typed_flag = default_strongly_typed_flag(trt)
     logger = get_logger(trt, echo=log)
     builder = trt.Builder(logger)
-    network, _parser = _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag)
+    flags = spec.network_flags(trt) if hasattr(spec, "network_flags") else 0
+    network, _parser = _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag, flags)
     config = builder.create_builder_config()
     shapes = _add_profile(builder, network, config, logger, input_profiles, model, onnx_path)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    config.builder_optimization_level = int(optimization_level)
+    if hasattr(config, "builder_optimization_level"):  # TensorRT 8.6+
+        config.builder_optimization_level = int(optimization_level)
+    else:
+        weak["optimization_level_unsupported"] = f"{trt.__name__} {trt.__version__} has no builder optimization level"
+    if hasattr(spec, "set_precision"):  # weakly typed: precision by builder flags over the precision's ONNX variant
+        weak["weakly_typed"] = True
+        weak["precision_flags"] = spec.set_precision(trt, config, precision, model)
+        weak.update(spec.set_tactic_sources(trt, config, model))
     if compute_capability is not None:  # TensorRT-RTX: an AOT target; full TensorRT builds for the local GPU
         rtx.set_aot_target(trt, config, str(compute_capability), model)
     compat = tensorrt.set_compatibility(trt, config, logger, hardware_compatibility_level, version_compatible, model)
-    monitor = _progress_monitor(trt, log, model)  # keep a reference for the whole build
-    config.progress_monitor = monitor
+    if hasattr(trt, "IProgressMonitor"):  # TensorRT 10+
+        monitor = _progress_monitor(trt, log, model)  # keep a reference for the whole build
+        config.progress_monitor = monitor
     cache_facts = _load_timing_cache(config, timing_cache_path) if timing_cache_path else None
 
     target = f"sm{compute_capability.replace('.', '')}" if compute_capability else "the local GPU"
@@ -294,6 +328,6 @@ def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, w
         "plan_bytes": int(serialized.nbytes), "targets": [str(compute_capability)] if compute_capability else None,
         "input_shapes": shapes, "input_profiles": input_profiles, "workspace_mb": int(workspace_mb),
         "optimization_level": int(optimization_level), "strongly_typed_flag": bool(strongly_typed_flag),
-        **compat, "timing_cache": cache_facts,
+        **compat, **weak, "timing_cache": cache_facts,
         "warnings": [m for s, m in logger.records if s == "WARNING"][:20],
     }

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FactoryError
-from .registry import BACKENDS, get_logger, load_backend, spec_of
+from .registry import SPECS, get_logger, load_backend, spec_of
 
 VERSION_OFFSET = 24
 HEADER_READ = 4096
@@ -31,7 +31,7 @@ def check_plan_header(plan_path, *, backend: str, version: str, compute_capabili
                       host: dict | None = None) -> dict:
     """{"status": "pass"|"fail", "reason", "details"} for `backend` (name or short name); compute_capability None
     skips the target cross-check."""
-    spec = spec_of(backend)
+    spec = spec_of(backend, version)
     short = spec.SHORT
     path = Path(plan_path)
     details: dict = {"path": str(path), "backend": short, "expected_version": version,
@@ -46,7 +46,7 @@ def check_plan_header(plan_path, *, backend: str, version: str, compute_capabili
     magic = head[:4]
     details["magic"] = magic.decode("latin-1")
     if magic != spec.MAGIC:
-        other = [b.SHORT for b in BACKENDS.values() if b.MAGIC == magic]
+        other = [getattr(b, "NAME", b.SHORT) for b in SPECS if b.MAGIC == magic]
         why = f"a {other[0]} plan" if other else "not a recognised plan header"
         return _result([f"magic {magic!r} is {why}, key says {short} (expects {spec.MAGIC!r})"], details)
     if len(head) < MIN_HEADER:
@@ -59,7 +59,8 @@ def check_plan_header(plan_path, *, backend: str, version: str, compute_capabili
     details["header_version"] = ".".join(map(str, found))
     if found[:len(want)] != want[:len(found)]:  # a key may give fewer parts
         problems.append(f"header says version {details['header_version']}, key says {version}")
-    problems += spec.header_problems(head, size, compute_capability, details)
+    problems += (spec.header_problems(head, size, compute_capability, details, version) if n == 0  # 8.x: its tag
+                 else spec.header_problems(head, size, compute_capability, details))
     problems += _runtime_validity(short, head, compute_capability, host, details)
     return _result(problems, details)
 
@@ -113,7 +114,7 @@ def read_header(plan_path) -> dict:
     out["bytes"] = size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(HEADER_READ)
-    spec = next((b for b in BACKENDS.values() if b.MAGIC == head[:4]), None)
+    spec = next((b for b in SPECS if b.MAGIC == head[:4]), None)
     if spec is None:
         return {**out, "problem": f"magic {head[:4]!r} is not a recognised plan header"}
     if len(head) < MIN_HEADER:
@@ -121,5 +122,6 @@ def read_header(plan_path) -> dict:
     details: dict = {}
     problems = spec.header_problems(head, size, None, details)  # size and target fields where the backend has them
     return {**out, "backend": spec.SHORT, "module": spec.MODULE,
-            "version": ".".join(str(b) for b in head[VERSION_OFFSET:VERSION_OFFSET + spec.HEADER_VERSION_FIELDS]),
+            "version": details.get("header_version")  # 8.x: the release its serialization tag names
+            or ".".join(str(b) for b in head[VERSION_OFFSET:VERSION_OFFSET + spec.HEADER_VERSION_FIELDS]),
             "targets": details.get("header_targets"), "problem": "; ".join(problems) or None}

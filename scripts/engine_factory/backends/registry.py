@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import FactoryError
-from . import rtx, tensorrt
+from . import rtx, tensorrt, tensorrt8
 
 BACKENDS = {rtx.MODULE: rtx, tensorrt.MODULE: tensorrt}
 _BY_SHORT = {m.SHORT: m for m in BACKENDS.values()}
+# specs that answer for a backend module of one major version (tensorrt8.py for `tensorrt` 8.x); every plan magic
+VERSIONED = {tensorrt.MODULE: [tensorrt8]}
+SPECS = [*BACKENDS.values(), tensorrt8]
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Backend:
 
     @property
     def spec(self):
-        return _backend_module(self.name)
+        return _backend_module(self.name, self.version)
 
     @property
     def strongly_typed_flag(self) -> bool:
@@ -72,10 +75,12 @@ class Backend:
         return self.spec.precision_support(str(cc), precision)
 
 
-def _backend_module(name: str):
+def _backend_module(name: str, version: str | None = None):
     mod = BACKENDS.get(name) or _BY_SHORT.get(name)
     if mod is None:
         raise FactoryError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})", key="backend")
+    if version is not None:  # the module's version picks the spec where one answers for that version (TensorRT 8.x)
+        mod = next((v for v in VERSIONED.get(mod.MODULE, []) if v.applies_to(version)), mod)
     return mod
 
 
@@ -83,6 +88,7 @@ def load_backend(name: str) -> Backend:
     """Import a backend by name ("tensorrt_rtx", "tensorrt"; "rtx"/"trt" accepted); FactoryError says how to fix."""
     mod = _backend_module(name)
     trt = mod.import_module()
+    mod = _backend_module(mod.MODULE, trt.__version__)
     return Backend(mod.MODULE, mod.SHORT, trt, trt.__version__, f"{mod.SHORT}-{trt.__version__}")
 
 
@@ -104,9 +110,10 @@ def precision_support(backend: str, cc: str, precision: str) -> str | None:
     return _backend_module(backend).precision_support(str(cc), precision)
 
 
-def spec_of(name: str):
-    """A backend's module of answers (rtx.py, tensorrt.py), by name or short name, without importing TensorRT."""
-    return _backend_module(name)
+def spec_of(name: str, version: str | None = None):
+    """A backend's module of answers (rtx.py, tensorrt.py; tensorrt8.py for a `tensorrt` of version 8.x), by name or
+    short name, without importing TensorRT."""
+    return _backend_module(name, version)
 
 
 def default_strongly_typed_flag(trt) -> bool:

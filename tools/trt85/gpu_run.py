@@ -1,0 +1,127 @@
+"""On the GPU machine (no Snakemake there): run the build and validate jobs of tools/trt85/prepare_zoo.py's job list
+with the factory's own stage code (engine_factory.stages.run, what every rule runs), TensorRT 8.5 from
+/tmp/trt/site (tools/trt85/unpack.sh), then PyTorch eager (CUDA events) and onnxruntime (its CPU provider: the
+only one there) on the same golden inputs, for comparison with the plans' latency.
+
+    PYTHONPATH=scripts:/tmp/trt/site python3 tools/trt85/gpu_run.py CARRY OUT
+Writes OUT/summary.json (one entry per job: status, seconds, error) and OUT/results.tar.gz (validation files,
+provenance sidecars, the plans' first bytes), at most the 8 files that come back.
+"""
+import io
+import json
+import os
+import shutil
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+
+def run_jobs(jobs):
+    from engine_factory.stages import run
+
+    done = []
+    for j in jobs:
+        w = j["io"]["wildcards"]
+        started = time.perf_counter()
+        entry = {"stage": j["stage"], **{k: w[k] for k in ("model", "precision")}}
+        try:
+            facts = run(j["stage"], {**j["io"], "params": j["settings"]})
+            entry.update(status="ok", facts=json.loads(json.dumps(facts, default=str)))
+        except BaseException as e:  # a failed job is a result; the next one runs
+            entry.update(status="error", error=f"{type(e).__name__}: {e}", trace=traceback.format_exc()[-3000:])
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        print(json.dumps({k: entry[k] for k in ("stage", "model", "precision", "status", "seconds")}
+                         | ({"error": entry["error"][:400]} if "error" in entry else {})), flush=True)
+        done.append(entry)
+    return done
+
+
+def baselines(jobs, iterations=100, warmup=10):
+    """PyTorch eager on the GPU (the PyTorch demo models) and onnxruntime CPU on the fp32 ONNX, golden inputs."""
+    import onnxruntime as ort
+    import torch
+
+    from engine_factory.tensors import load_golden
+
+    out = {}
+    for j in jobs:
+        if j["stage"] != "build" or j["io"]["wildcards"]["precision"] != "fp32":
+            continue
+        model = j["io"]["wildcards"]["model"]
+        ins, _ = load_golden(j["io"]["inputs"]["golden"])
+        feeds = {k: np.ascontiguousarray(v) for k, v in ins.items()}
+        res = {"batch": int(next(iter(feeds.values())).shape[0])}
+        sess = ort.InferenceSession(j["io"]["inputs"]["onnx"].replace(".fp32.onnx", ".onnx"),
+                                    providers=["CPUExecutionProvider"])
+        for _ in range(3):
+            sess.run(None, feeds)
+        t = []
+        for _ in range(20):
+            s = time.perf_counter()
+            sess.run(None, feeds)
+            t.append((time.perf_counter() - s) * 1000)
+        res["onnxruntime_cpu_ms"] = {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
+        ckpt = Path(f"artifacts/demo/{model}.pth")
+        if ckpt.exists():
+            from engine_factory.demo import models as demo
+
+            net = getattr(demo, {"tiny_cnn": "TinyCNN", "two_tower": "TwoTower"}[model])()
+            net.load_state_dict(torch.load(ckpt, map_location="cpu"))
+            net = net.cuda().eval()
+            args = [torch.from_numpy(v).cuda() for v in feeds.values()]
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    net(*args)
+                torch.cuda.synchronize()
+                times = []
+                for _ in range(iterations):
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    a.record()
+                    net(*args)
+                    b.record()
+                    torch.cuda.synchronize()
+                    times.append(a.elapsed_time(b))
+            res["torch_eager_cuda_ms"] = {"p50": float(np.percentile(times, 50)),
+                                          "p99": float(np.percentile(times, 99))}
+        else:
+            res["torch_eager_cuda_ms"] = "not-run: an ONNX model (no PyTorch module)"
+        out[model] = res
+    return out
+
+
+def main(carry: Path, out: Path):
+    spec = json.loads((carry / "jobs.json").read_text())
+    work = Path("/tmp/work")
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(carry, work)
+    os.chdir(work)
+    import tensorrt
+
+    print("tensorrt", tensorrt.__version__, flush=True)
+    jobs = sorted(spec["jobs"], key=lambda j: j["stage"] != "build")  # builds first
+    summary = {"tensorrt": tensorrt.__version__, "jobs": run_jobs(jobs)}
+    try:
+        summary["baselines"] = baselines(jobs)
+    except Exception as e:
+        summary["baselines"] = f"failed: {type(e).__name__}: {e}"
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
+        for p in sorted(Path("artifacts").rglob("*")):
+            if p.is_file() and (p.suffix in (".json", ".log", ".tsv") and "validation" in p.parts
+                                or p.name.endswith(".provenance.json") or p.name.endswith(".intoto.json")
+                                or "logs" in p.parts):
+                tar.add(p)
+            elif p.suffix == ".plan":  # the header only: the plans stay on the machine
+                head = p.read_bytes()[:64]
+                info = tarfile.TarInfo(str(p) + ".head")
+                info.size = len(head)
+                tar.addfile(info, io.BytesIO(head))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]).resolve(), Path(sys.argv[2]))
