@@ -1,4 +1,5 @@
-"""How a rule's job runs its stage: in a child process forked from one that already imported the heavy libraries.
+"""How a rule's job runs its stage (`run_stage`, which `python -m engine_factory run` also calls): in a child process
+forked from one that already imported the heavy libraries.
 
 Each stage's own work is small next to its imports (measured per process: torch 1.5 s, torch + onnxscript 2.2 s,
 ModelOpt ~3 s, against a 0.1 s TensorRT-RTX build of a small model), so a process per job spent most of a run
@@ -15,6 +16,7 @@ process with threads or a CUDA context is unsafe, so those stages import them in
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -23,18 +25,21 @@ import sys
 import threading
 import time
 
+from .errors import StageFailed, guarded
+
 # CPU-side libraries every PyTorch / ONNX model's stages import (none starts a thread or a CUDA context on import).
-# engine_factory.forkserver first: the children skip re-running Snakemake's main script (it says why). polygraphy: AutoCast
-# imports its comparator on first use (0.3-0.5 s per fp16/bf16 job, measured), and its ONNX loader in ModelOpt's
-# child (0.12 s).
+# engine_factory.forkserver first: the children skip re-running Snakemake's main script (it says why). polygraphy:
+# AutoCast imports its comparator on first use (0.3-0.5 s per fp16/bf16 job, measured), and its ONNX loader in
+# ModelOpt's child (0.12 s).
 # The rest: what a job imported that the forkserver had not (measured per stage: sys.modules before and after), each
 # a few ms a job, more where Python may not write bytecode (PYTHONDONTWRITEBYTECODE: compiled in every job).
 PRELOAD = ["numpy", "torch", "torch.export", "torch.utils.serialization", "torch._inductor.ir",
            "onnx", "onnxruntime", "onnxscript", "onnxslim",
            "modelopt.onnx.quantization", "modelopt.onnx.autocast", "polygraphy.comparator",
            "polygraphy.backend.onnxrt", "polygraphy.backend.onnx", "polygraphy.cuda", "multiprocessing.popen_fork",
-           "encodings.cp437", "numpy.ma", "ctypes", "engine_factory.__main__", "engine_factory.stages", "engine_factory.failures",
-           "engine_factory.host", "engine_factory.gpus", "engine_factory.frameworks.pytorch", "engine_factory.frameworks.onnx",
+           "encodings.cp437", "numpy.ma", "ctypes", "engine_factory.jobs", "engine_factory.stages",
+           "engine_factory.failures", "engine_factory.host", "engine_factory.gpus", "engine_factory.frameworks.pytorch",
+           "engine_factory.frameworks.onnx",
            "engine_factory.graph.simplify", "engine_factory.graph.precision", "engine_factory.graph.precision_search",
            "engine_factory.validation.golden",
            "engine_factory.validation.validate", "engine_factory.backends.core", "engine_factory.backends.header",
@@ -119,7 +124,7 @@ def execute(stage: str, io: str, settings: str, log: str, *, metrics: str | None
     said.close()
     if status:
         note_ended(status, log)
-        raise RuntimeError(f"engine factory: stage {stage} exited with status {status}; see {log}")
+        raise StageFailed(f"engine factory: stage {stage} exited with status {status}; see {log}", status=status)
 
 
 def _said_status(said) -> int | None:
@@ -144,8 +149,8 @@ def note_ended(status: int, log: str) -> int:
 
 
 def _child(stage: str, io: str, settings: str, log: str, metrics: str | None, say) -> None:
-    """The job's process: output to its log, the job's search path, then the stage as `python -m engine_factory run`; its
-    exit status is also sent through `say` (see execute)."""
+    """The job's process: output to its log, the job's search path, then the stage (`run_stage`); its exit status is
+    also sent through `say` (see execute)."""
     import resource
 
     at_start = resource.getrusage(resource.RUSAGE_SELF)
@@ -156,8 +161,6 @@ def _child(stage: str, io: str, settings: str, log: str, metrics: str | None, sa
     for entry in reversed(os.environ.get("PYTHONPATH", "").split(os.pathsep)):
         if entry and entry not in sys.path:
             sys.path.insert(0, entry)
-    from .__main__ import run_stage
-
     started = time.perf_counter()
     status = run_stage(stage, io, settings)
     if metrics and status == 0:
@@ -166,6 +169,45 @@ def _child(stage: str, io: str, settings: str, log: str, metrics: str | None, sa
     sys.stderr.flush()
     say.send(status)
     os._exit(status)  # the stage's outputs are complete: skip the interpreter's teardown (~13 ms, measured)
+
+
+def run_stage(stage: str, io: str, settings: str) -> int:
+    """One stage in this process, as a rule's job runs it (`_child`; `python -m engine_factory run` calls it too): its
+    facts and metrics to stdout (the job's log), an error as one line, the exit status returned."""
+    def run():
+        from .stages import run
+
+        _signals_end_cleanly()
+        spec = {**_json_arg(io), "params": _json_arg(settings)}
+        started = time.perf_counter()
+        facts = run(stage, spec)
+        print(json.dumps({"stage": stage, "facts": facts}, indent=1, default=str))
+        print("stage-metrics: " + json.dumps(_metrics(stage, started)), flush=True)
+        return 0
+    return guarded(run)
+
+
+def _json_arg(text: str):
+    return json.loads(open(text[1:]).read() if text.startswith("@") else text)
+
+
+def _signals_end_cleanly() -> None:
+    """SIGTERM/SIGHUP (Snakemake stopping its jobs, a node going down) end the stage like an error, so its cleanup
+    runs (temporary files, work folders); SIGKILL cannot be caught: `execute` notes it in the log (`note_ended`)."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
+def _metrics(stage: str, started: float) -> dict:
+    """Wall time and peak memory of this stage process, its children included (a fallback may run in one);
+    benchmarks/run_benchmarks.py collects these lines from the job logs."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = max(u.ru_maxrss for u in usage)
+    return {"stage": stage, "wall_s": round(time.perf_counter() - started, 3), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def redirect_output(path: str) -> None:

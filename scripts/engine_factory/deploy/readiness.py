@@ -1,10 +1,10 @@
 """The load-time check a serving host runs before Triton starts: `python -m engine_factory ready <model dir> [--json]`.
 
-For each plan a Triton model directory names (config.pbtxt's cc_model_filenames, parsed with Triton's schema) it
-reads the plan's header (scripts/engine_factory/backends/header.py: backend by magic, version, RTX targets) and compares it with
-this host: the local GPUs' compute capabilities (scripts/engine_factory/host.py; FACTORY_HOST_FACTS overrides them, as for every
-command) and the runtime that will deserialize it (the installed backend module's version, or `--runtime-version`,
-e.g. the TensorRT inside the Triton container). Each plan gets one answer:
+For each plan a Triton model directory names (config.pbtxt's cc_model_filenames, parsed with Triton's schema) it reads
+the plan's header (scripts/engine_factory/backends/header.py: backend by magic, version, RTX targets) and compares it
+with this host: the local GPUs' compute capabilities (scripts/engine_factory/host.py; FACTORY_HOST_FACTS overrides them,
+as for every command) and the runtime that will deserialize it (the installed backend module's version, or
+`--runtime-version`, e.g. the TensorRT inside the Triton container). Each plan gets one answer:
 
     ready          a local GPU has its compute capability and the runtime's version is the plan's
     needs rebuild  the runtime is another version (the key to build is named), or the header is damaged
@@ -24,7 +24,6 @@ from .. import paths
 from ..errors import FactoryError
 
 READY, REBUILD, CANNOT, OTHER_GPU = "ready", "needs rebuild", "cannot run here", "not for this host"
-EXIT = {READY: 0, REBUILD: 2, CANNOT: 3}
 _RANK = {READY: 0, REBUILD: 1, CANNOT: 2}
 
 
@@ -44,8 +43,8 @@ def _same_version(header_version: str, runtime_version: str) -> bool:
 
 def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict, key_suffix: str = "") -> dict:
     """One plan's answer for this host."""
-    from ..backends.registry import spec_of
     from ..backends.header import read_header
+    from ..backends.registry import spec_of
 
     h = read_header(plan)
     out = {"compute_capability": cc, "file": str(plan), "backend": h["backend"], "version": h["version"],
@@ -152,31 +151,6 @@ def _probe_note(host: dict) -> str:
     return f" ({errors[0]})" if errors else ""
 
 
-def render(report: dict) -> str:
-    lines = [f"{report['repository']}: Triton model '{report['name']}' ({report['platform']}), version "
-             f"{report['version']}; this host: GPUs {', '.join(report['host']['gpus']) or 'none'}, runtimes "
-             + (", ".join(f"{m} {v}" for m, v in report["host"]["runtimes"].items()) or "none")]
-    for p in report["plans"]:
-        lines.append(f"  {p['compute_capability']:>5} {Path(p['file']).name}: {p['answer']}: {p['reason']}")
-    for g in report["gpus"]:
-        if g["plan"] is None:
-            lines.append(f"  GPU {g['compute_capability']}: {g['answer']}: {g['reason']}")
-    for note in report["triton_note"]:
-        lines.append(f"  Triton: {note}")
-    lines.append(report["reason"])
-    return "\n".join(lines)
-
-
-def main(args) -> int:
-    from ..ops import emit
-
-    reports = [check_repository(d, runtime_version=args.runtime_version) for d in args.repository]
-    if args.json:
-        emit({"repositories": reports, "verdict": _worst(reports)}, render, True)
-    else:
-        print("\n".join(render(r) for r in reports))
-    return EXIT[_worst(reports)]
-
-
-def _worst(reports: list[dict]) -> str:
+def worst(reports: list[dict]) -> str:
+    """The verdict over several repositories: the worst of theirs."""
     return max((r["verdict"] for r in reports), key=lambda v: _RANK[v])

@@ -1,7 +1,45 @@
-"""Operations over a workflow directory (README "Operations"): status, verify, prune, the scheduled run."""
+"""The commands of `python -m engine_factory` (README "Operations"): one module per command, each with its own
+`add_parser(subparsers)` (its options, help and examples) and `main(args)` (its body, returning the exit status),
+as DVC's dvc/commands/ are. COMMANDS is the one list of them, in the order `-h` shows them. `-h` builds every
+command's parser, so a command imports the factory and the config in its body, not at its top. The other modules
+here (runs, snakemake) are what the commands share."""
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+
+COMMANDS = ("run", "check", "status", "verify", "unlock", "prune", "changes", "scheduled", "deploy", "ready", "attest")
+
+
+def command(name: str):
+    """A command's module. Imported only when its parser is built: a job's `run` imports no other command."""
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def operation_parser(subparsers, name: str, help: str, example: str, *, snakemake: bool = True):
+    """The parser of an operation over a workflow directory: -d, --configfile (where it asks Snakemake), --json."""
+    p = subparsers.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                              epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    workflow_args(p, snakemake)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def workflow_args(p, snakemake: bool = True) -> None:
+    p.add_argument("--directory", "-d", default=".", help="the workflow's working directory, where artifacts/ is "
+                                                          "(default: .)")
+    if snakemake:
+        p.add_argument("--configfile", nargs="+", metavar="FILE",
+                       help="the zoo's config file(s), as given to snakemake; several are overlays "
+                            "(default: the demo zoo, config/config.yaml)")
+
+
+def load_config(args) -> dict:
+    """The zoo's config, checked before an operation asks Snakemake anything: a bad one is one line naming it."""
+    from ..config import load
+
+    return load(args.configfile or (), workdir=args.directory)
 
 
 def emit(report: dict, render, as_json: bool, end: str = "\n") -> None:

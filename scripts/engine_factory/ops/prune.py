@@ -13,8 +13,11 @@ import shutil
 from pathlib import Path
 
 from .. import paths
+from ..errors import Refused
 from ..provenance import size
+from . import emit, load_config, operation_parser
 from .snakemake import summary
+from .status import resolve_factory
 
 
 def _kept(key: str, cc: str, keep) -> bool:
@@ -22,8 +25,6 @@ def _kept(key: str, cc: str, keep) -> bool:
 
 
 def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.ROOT) -> dict:
-    from .status import resolve_factory
-
     base = Path(directory)
     rows, _ = summary(directory, configfiles)
     plan_rows = [(r, t) for r in rows if paths.stage_of(r["rule"]) == "build" and (t := paths.parse_plan(r["file"]))]
@@ -31,7 +32,7 @@ def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.
     produced = {(t["key"], t["cc"]) for _, t in plan_rows} | {
         (j["key"], j["cc"]) for j in resolve_factory(directory, configfiles).jobs}
     if not produced and not keep:
-        raise RuntimeError("this host/config produces no plans: refusing to prune everything (name --keep keys)")
+        raise Refused("this host/config produces no plans: refusing to prune everything (name --keep keys)")
     victims = []
     for kind, label in (("plan_dir", "plans"), ("validation_dir", "validation"), ("timing_cache", "timing cache")):
         for d in sorted(base.glob(paths.glob_of(kind, root))):
@@ -48,8 +49,8 @@ def prune(directory: str = ".", configfiles=(), keep=(), delete: bool = False, f
     report = plan_prune(directory, configfiles, keep)
     base = Path(directory)
     if delete and report["remove"] and report["missing"] and not force:
-        raise RuntimeError(f"{len(report['missing'])} plan(s) of the keys this host builds are missing (e.g. "
-                           f"{report['missing'][0]}): build them first (make run), or prune with --force")
+        raise Refused(f"{len(report['missing'])} plan(s) of the keys this host builds are missing (e.g. "
+                      f"{report['missing'][0]}): build them first (make run), or prune with --force")
     if delete:
         for v in report["remove"]:
             p = base / v["path"]
@@ -77,9 +78,17 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    from . import emit
+def add_parser(subparsers) -> None:
+    p = operation_parser(subparsers, "prune", "remove plans/validations/timing caches of keys this host/config no "
+                         "longer builds", "python -m engine_factory prune --keep rtx-1.7.1.116/sm86 --delete")
+    p.add_argument("--keep", action="append", help="a key (rtx-1.7.1.116) or key/smCC to keep; repeatable")
+    p.add_argument("--delete", action="store_true", help="really delete (default: list only)")
+    p.add_argument("--force", action="store_true", help="delete even while plans of this host's keys are missing")
+    p.set_defaults(func=main)
 
+
+def main(args) -> int:
+    load_config(args)
     report = prune(args.directory, args.configfile or (), keep=args.keep or (), delete=args.delete, force=args.force)
     emit(report, render, args.json)
     return 0

@@ -39,7 +39,8 @@ def live_runs(directory: str = ".") -> list[dict]:
 def _start_time(proc: Path) -> float:
     """A process's start (epoch seconds): /proc/<pid>/stat field 22 (clock ticks after boot) + /proc/stat btime."""
     ticks = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[19])
-    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    stat = Path("/proc/stat").read_text().splitlines()
+    boot = next(int(line.split()[1]) for line in stat if line.startswith("btime"))
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -77,11 +78,3 @@ def recover(directory: str = ".") -> dict:
     else:
         s["message"] = "not locked"
     return s
-
-
-def main(args) -> int:
-    from . import emit
-
-    s = recover(args.directory)
-    emit(s, lambda r: f"unlock: {r['message']}", args.json)
-    return 0 if not s["in_progress"] and s.get("unlocked", True) else 1

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..atomic import read_json
+from ..outcomes import Outcome
+from . import emit, load_config, operation_parser, runs, status, verify
 from .snakemake import command as snakemake_command
 
 DIR = "scheduled"
@@ -38,7 +40,7 @@ def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
         if v.exists():
             entry["validation"] = {"mtime_ns": v.stat().st_mtime_ns, "status": (read_json(v) or {}).get("status")}
         plans[rel] = entry
-    return {"taken": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "plans": plans}
+    return {"taken": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "plans": plans}
 
 
 def changes(before: dict, after: dict) -> dict:
@@ -48,7 +50,7 @@ def changes(before: dict, after: dict) -> dict:
                    and (old[p]["validation"] or {}).get("mtime_ns") != e["validation"]["mtime_ns"]]
     old_keys = {f"{e['key']}/sm{e['cc']}" for e in old.values()}
     new_keys = sorted({f"{new[p]['key']}/sm{new[p]['cc']}" for p in built} - old_keys)
-    failing = [p for p in built + revalidated if (new[p]["validation"] or {}).get("status") == "fail"]
+    failing = [p for p in built + revalidated if (new[p]["validation"] or {}).get("status") == Outcome.FAIL]
     return {"since": before.get("taken"), "until": after.get("taken"), "new_keys": new_keys, "built": built,
             "revalidated": revalidated, "removed": sorted(set(old) - set(new)), "validation_failed": failing}
 
@@ -99,9 +101,8 @@ def render(summary: dict) -> str:
 
 
 def prepare(directory: str, configfiles=()) -> dict:
-    """Before the factory: recover from a killed run (a stale lock), then repair what it left (scripts/engine_factory/ops/verify)."""
-    from . import runs, verify
-
+    """Before the factory: recover from a killed run (a stale lock), then repair what it left
+    (scripts/engine_factory/ops/verify.py)."""
     lock = runs.recover(directory)
     if lock["in_progress"]:
         return {"lock": lock["message"], "blocked": True}
@@ -120,8 +121,6 @@ def _why_not_current(t: dict, lock_message: str | None) -> str:
 def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> tuple[int, dict]:
     """Recover, factory, status, verify, summary. Returns (exit status, summary): non-zero if anything failed or
     needs work."""
-    from . import status, verify
-
     base = Path(directory)
     out = base / paths.ROOT / DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -140,8 +139,8 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
     after = snapshot(directory)
     st = status.collect(directory, configfiles)
     vr = verify.verify(directory)
-    failed = [{"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}", "why": _why_not_current(t, locked_out)}
-              for t in st["targets"] if t["state"] != "current"]
+    failed = [{"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}",
+               "why": _why_not_current(t, locked_out)} for t in st["targets"] if t["state"] != "current"]
     summary = {"run": {"rc": rc, "seconds": seconds, "log": log.relative_to(base).as_posix(),
                        "command": " ".join(cmd), "lock": ready["lock"], "repaired": ready.get("repaired", []),
                        **({"locked_out": locked_out} if locked_out else {})},
@@ -161,18 +160,16 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
     return code, summary
 
 
-def main(args) -> int:
-    from . import emit
+def add_parser(subparsers) -> None:
+    p = operation_parser(subparsers, "scheduled", "run the factory, then status and verify; write "
+                         "artifacts/scheduled/last-run.md",
+                         "python -m engine_factory scheduled -d ~/zoo --configfile ~/zoo/my-zoo.yaml --cores 8")
+    p.add_argument("--cores", default="all")
+    p.set_defaults(func=main)
 
-    if args.command == "changes":
-        base = Path(args.directory)
-        before = read_json(Path(args.before) if args.before else base / paths.ROOT / DIR / "snapshot.json")
-        if before is None:
-            print("no snapshot of an earlier run (artifacts/scheduled/snapshot.json): nothing to compare with")
-            return 1
-        after = read_json(Path(args.after)) if args.after else snapshot(args.directory)
-        emit({"changes": changes(before, after)}, render, args.json, end="")
-        return 0
+
+def main(args) -> int:
+    load_config(args)
     code, summary = run(args.directory, args.configfile or (), cores=args.cores)
     emit(summary, render, args.json, end="")
     return code

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import SnakemakeFailed
+
 REPO = Path(__file__).resolve().parents[3]
 PROFILE = REPO / "workflow" / "profiles" / "default"
 
@@ -26,8 +28,8 @@ def summary(directory: str = ".", configfiles=()) -> tuple[list[dict], float]:
     proc = subprocess.run(command(directory, configfiles, "--summary"), capture_output=True, text=True,
                           timeout=1800)
     if proc.returncode != 0:
-        raise RuntimeError(f"snakemake --summary failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
-                           f"{proc.stderr[-3000:]}")
+        raise SnakemakeFailed(f"snakemake --summary failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+                              f"{proc.stderr[-3000:]}")
     return parse_summary(proc.stdout), round(time.monotonic() - start, 2)
 
 

@@ -1,10 +1,11 @@
 """status: for every plan this host and config would produce, is it current, stale (and why), missing or failed?
 And which plans on disk does this host no longer produce (an older TensorRT, a dropped target)?
 
-Snakemake decides what is out of date; this module asks it (one `snakemake --summary`, scripts/engine_factory/ops/snakemake.py) and
-does not re-implement its rules. The workflow's own resolution (scripts/engine_factory/factory.py, in this process) gives each
-target's chain of jobs and each job's current settings; the artifacts' records (provenance sidecars, or the settings
-a parity/validation result holds) give what they were made with. The reasons, by category:
+Snakemake decides what is out of date; this module asks it (one `snakemake --summary`,
+scripts/engine_factory/ops/snakemake.py) and does not re-implement its rules. The workflow's own resolution
+(scripts/engine_factory/factory.py, in this process) gives each target's chain of jobs and each job's current settings;
+the artifacts' records (provenance sidecars, or the settings a parity/validation result holds) give what they were made
+with. The reasons, by category:
 
   checkpoint  a source file (checkpoint, TorchScript/ONNX source, calibration set, samples) changed, by content
               (its sha256 is part of the job's settings) or by date
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from .. import paths
 from ..atomic import read_json
+from . import emit, load_config, operation_parser
 from .snakemake import summary
 
 HOST_PARAMS = {"driver", "cuda", "driver_version", "cuda_driver_version"}
@@ -176,7 +178,8 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
         reasons.append({"category": "input", "stage": None, "detail": "an upstream job is pending"})
     v = read_json(base / paths.validation(**job))
     reasons.sort(key=lambda r: (r["category"], r["stage"] or "", r["detail"]))
-    return {**job, "plan": plan, "state": state, "reasons": reasons, "reruns": sorted(set(reruns)), "logs": f.job_logs(job),
+    return {**job, "plan": plan, "state": state, "reasons": reasons, "reruns": sorted(set(reruns)),
+            "logs": f.job_logs(job),
             "validation": v.get("status") if v else None}
 
 
@@ -268,7 +271,8 @@ def _group_lines(report: dict, verbose: bool) -> list[str]:
         why = "; ".join(f"{k}: {_summarize(v)}" for k, v in by_class.items())
         reruns = sorted({r for t in items for r in t["reruns"]})
         lines.append(f"  {model}: {len(items)} {state}" + (f" - {why}" if why else "")
-                     + (f" [re-runs {', '.join(reruns)}]" if reruns else "") + (f" ({plans})" if len(items) <= 4 else ""))
+                     + (f" [re-runs {', '.join(reruns)}]" if reruns else "")
+                     + (f" ({plans})" if len(items) <= 4 else ""))
     return lines
 
 
@@ -299,9 +303,17 @@ def render(report: dict, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    from . import emit
+def add_parser(subparsers) -> None:
+    p = operation_parser(subparsers, "status", "current / stale (why) / missing / failed per plan this host and config "
+                         "would build; exit 1 if anything needs work or failed",
+                         "python -m engine_factory status -d ~/zoo --configfile ~/zoo/my-zoo.yaml -v")
+    p.add_argument("--verbose", "-v", action="store_true", help="every plan and every reason (default: one line "
+                                                                 "per model and reason class)")
+    p.set_defaults(func=main)
 
+
+def main(args) -> int:
+    load_config(args)
     report = collect(args.directory, args.configfile or ())
     emit(report, lambda r: render(r, verbose=args.verbose), args.json)
     return 1 if report["needs_work"] or report["failed"] else 0

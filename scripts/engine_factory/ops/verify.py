@@ -11,12 +11,13 @@
 
 Four passes: the provenance records (each artifact and its inputs), the in-toto statements, the Triton model
 repositories (artifacts/triton/<name>: config.pbtxt parses with Triton's schema, each plan in it has the sha256 its
-provenance recorded, nothing else lies there), the files nothing accounts for. Any tampered, missing or orphaned file makes the exit status non-zero (`--strict`: stale too). Each
-file is hashed once, however many records name it, and never from the content cache: verify trusts no cache.
+provenance recorded, nothing else lies there), the files nothing accounts for. Any tampered, missing or orphaned file
+makes the exit status non-zero (`--strict`: stale too). Each file is hashed once, however many records name it, and
+never from the content cache: verify trusts no cache.
 
-While a factory run is in progress in the directory (scripts/engine_factory/ops/runs.py), files it is writing are not judged:
-temporaries, files newer than the run's start and artifacts missing because a job is re-making them are counted as
-`in-flight`, and the verdict says a run is in progress.
+While a factory run is in progress in the directory (scripts/engine_factory/ops/runs.py), files it is writing are not
+judged: temporaries, files newer than the run's start and artifacts missing because a job is re-making them are counted
+as `in-flight`, and the verdict says a run is in progress.
 
 `--repair` (run by `make scheduled` before the factory) removes what a rerun must make again: a damaged artifact
 (content differs from its record) with its record, statement and results; temporary and orphaned files; and
@@ -32,7 +33,10 @@ from pathlib import Path
 
 from .. import paths
 from ..atomic import read_json
+from ..errors import FactoryError, RunInProgress
 from ..fingerprint import sha256
+from . import emit, operation_parser
+from .runs import state
 
 FAILING = ("tampered", "missing", "orphaned")
 
@@ -138,11 +142,10 @@ def _check_statements(c: _Check, root: str) -> int:
 
 
 def _check_repositories(c: _Check, root: str) -> int:
-    """Each Triton model directory (scripts/engine_factory/deploy/triton.py): its config.pbtxt (whose own sha256 and inputs the
-    record pass checks) parses as Triton's ModelConfig and names exactly the plans its provenance recorded; each of
-    them is there with that sha256; any other file is orphaned. Returns the number of repositories."""
+    """Each Triton model directory (scripts/engine_factory/deploy/triton.py): its config.pbtxt (whose own sha256 and
+    inputs the record pass checks) parses as Triton's ModelConfig and names exactly the plans its provenance recorded;
+    each of them is there with that sha256; any other file is orphaned. Returns the number of repositories."""
     from ..deploy.triton import read_config
-    from ..errors import FactoryError
 
     top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1:]
     dirs = sorted(d for d in top.iterdir() if d.is_dir()) if top.is_dir() else []
@@ -200,13 +203,11 @@ def _check_unaccounted(c: _Check, root: str) -> None:
 
 
 def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False) -> dict:
-    from .runs import state
-
     start = time.monotonic()
     run = state(directory)
     if repair and run["in_progress"]:
-        raise RuntimeError("a factory run is in progress here (" + ", ".join(f"pid {r['pid']}" for r in run["runs"])
-                           + "): repair after it ends")
+        pids = ", ".join(f"pid {r['pid']}" for r in run["runs"])
+        raise RunInProgress(f"a factory run is in progress here ({pids}): repair after it ends")
     c = _Check(Path(directory))
     sidecars = c.relative(f"*{paths.SIDECAR_SUFFIX}", root)
     plans_ok = sum(_check_record(c, side) and side.endswith("model.plan" + paths.SIDECAR_SUFFIX) for side in sidecars)
@@ -298,9 +299,18 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:
-    from . import emit
+def add_parser(subparsers) -> None:
+    p = operation_parser(subparsers, "verify", "re-hash artifacts along the provenance chain; exit 1 on tampered, "
+                         "missing or orphaned files", "python -m engine_factory verify -d ~/zoo --strict",
+                         snakemake=False)
+    p.add_argument("--strict", action="store_true", help="also fail on stale chains (inputs re-made since)")
+    p.add_argument("--repair", action="store_true", help="remove damaged, orphaned and temporary files and what "
+                                                         "was made from missing artifacts, so the next run "
+                                                         "rebuilds them")
+    p.set_defaults(func=main)
 
+
+def main(args) -> int:
     report = verify(args.directory, repair=args.repair)
     emit(report, render, args.json)
     if args.repair:

@@ -1,18 +1,27 @@
-"""`python -m engine_factory deploy`: write the configured Triton repositories from the plans already built, with the same
-inputs and settings the workflow's deploy rule gets (scripts/engine_factory/factory.py), without Snakemake (e.g. after changing
-only the deploy policy, or on a host that only holds copied artifacts)."""
+"""`python -m engine_factory deploy`: write the configured Triton repositories from the plans already built, with the
+same inputs and settings the workflow's deploy rule gets (scripts/engine_factory/factory.py), without Snakemake (e.g.
+after changing only the deploy policy, or on a host that only holds copied artifacts)."""
 from __future__ import annotations
 
 import os
 
+from .. import paths
+from ..errors import FactoryError
+from . import emit, operation_parser
+
+
+def add_parser(subparsers) -> None:
+    p = operation_parser(subparsers, "deploy", "write the Triton repositories the config's deploy.triton names from "
+                         "the plans already built (what the workflow's deploy rule runs, without Snakemake)",
+                         "python -m engine_factory deploy -d ~/zoo --configfile ~/zoo/my-zoo.yaml")
+    p.add_argument("--repository", action="append", help="only this repository (a name); repeatable")
+    p.set_defaults(func=main)
+
 
 def main(args) -> int:
-    from .. import paths
     from ..config import load
-    from ..errors import FactoryError
+    from ..deploy.triton import write_repository
     from ..factory import resolve
-    from ..ops import emit
-    from .triton import write_repository
 
     cfg = load(args.configfile or (), workdir=args.directory)
     cwd = os.getcwd()

@@ -1,0 +1,63 @@
+"""`python -m engine_factory check`: the config checked, every model class imported for real, and the targets exactly
+as the Snakefile resolves them (scripts/engine_factory/factory.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from . import workflow_args
+
+EXAMPLES = """examples:
+  python -m engine_factory check                               # the demo zoo (config/config.yaml)
+  python -m engine_factory check --configfile ~/zoo/my-zoo.yaml -d ~/zoo
+  python -m engine_factory check --configfile my-zoo.yaml site.yaml --json
+exit status: 0 ok, 1 the config (or a model class) is wrong; the message names the file, key and model.
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("check", help="validate a zoo's config and list what this host would build",
+                              description="Validate the config (schema, files, model classes imported for real) "
+                                          "and list what this host would build and skip, exactly as the Snakefile "
+                                          "resolves it.", epilog=EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="a config file (same as --configfile FILE)")
+    workflow_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from ..cluster import describe
+    from ..config import load
+    from ..factory import resolve
+    from ..modelcode import import_class
+
+    files = [*([args.config] if args.config else []), *(args.configfile or [])]
+    cfg = load(files, workdir=args.directory)
+    for name, m in cfg["models"].items():
+        if m.get("model"):
+            import_class(m["model"], model=name, python_path=cfg["python_path"])
+    cwd = os.getcwd()
+    try:
+        os.chdir(args.directory)  # failure records and content caches live under the workflow directory
+        f = resolve(cfg)
+        failed = f.failed
+    finally:
+        os.chdir(cwd)
+    result = {"config": files or ["config/config.yaml (demo zoo)"], "ok": True, "backend": f.backend.name,
+              "key": f.key, "models": list(cfg["models"]), "plans": len(f.jobs), "jobs": f.jobs,
+              "skipped": f.skipped, "failed": failed, "slurm": describe(cfg)}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(f"config {' + '.join(result['config'])}: ok; {len(cfg['models'])} models; backend {f.key}; "
+          f"{len(f.jobs)} plans to build, {len(f.skipped)} skipped, {len(failed)} known failures")
+    for line in result["slurm"]:
+        print(f"  {line}")
+    for s in f.skipped:
+        print(f"  skip {s['model']} {s['precision']} sm{s['cc']}: {s['reason']}")
+    for x in failed:
+        print(f"  failed {x['model']} {x['precision']} sm{x['cc']} at {x['stage']}: {x['reason']} (log {x['log']})")
+    return 0
