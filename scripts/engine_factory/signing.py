@@ -102,8 +102,8 @@ def check(cfg: dict) -> None:
             raise FactoryError("trusted public key file not found", key=f"signing.trusted_keys[{i}]", path=path)
     for i, entry in enumerate(s["revoked_keys"]):
         if not _KEY_ID.match(entry) and not os.path.isfile(entry):
-            raise FactoryError("neither a key id (64 hex digits) nor a public key file", key=f"signing.revoked_keys[{i}]",
-                               path=entry)
+            raise FactoryError("neither a key id (64 hex digits) nor a public key file",
+                               key=f"signing.revoked_keys[{i}]", path=entry)
     if s["key"] and not is_uri(s["key"]) and not os.path.isfile(s["key"]):
         raise FactoryError("signing key file not found", key="signing.key", path=s["key"])
 
@@ -146,7 +146,8 @@ def sslib_key(public_key):
 
 def generate_key(private_path: str, public_path: str | None = None) -> str:
     """A new P-256 key: PKCS#8 PEM private key (mode 0600) and its public key beside it (`<private>.pub` by default).
-    Returns the key id. Equivalent: `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt`."""
+    Returns the key id. The same as `openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8
+    -nocrypt`."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -398,7 +399,8 @@ def _bundle_signer(signer: Signer):
         def sign(self, payload):
             raw = json_format.MessageToJson(payload.statement.pb).encode("utf-8")
             sig = bytes.fromhex(self._outer.sslib.sign(sigstore_pb.pae(raw)).signature)
-            envelope = intoto_pb.Envelope(payload=base64.b64encode(raw), payload_type=ms_signing._IN_TOTO_JSON_PAYLOAD_TYPE,
+            envelope = intoto_pb.Envelope(payload=base64.b64encode(raw),
+                                          payload_type=ms_signing._IN_TOTO_JSON_PAYLOAD_TYPE,
                                           signatures=[intoto_pb.Signature(sig=base64.b64encode(sig), keyid="")])
             return sigstore_pb.Signature(bundle_pb.Bundle(media_type=sigstore_pb._BUNDLE_MEDIA_TYPE,
                                                           verification_material=self._get_verification_material(),
