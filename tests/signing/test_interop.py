@@ -2,6 +2,7 @@
 model-signing 1.1.1) on a signed Triton model directory, securesystemslib's DSSE verifier on a plan's envelope, and
 the DSSE v1 protocol computed by hand (PAE over the payload, ECDSA P-256 with cryptography) — and each refuses what
 was changed after signing."""
+
 import base64
 import hashlib
 import json
@@ -19,9 +20,16 @@ def make(tmp: Path):
     signing.generate_key(str(tmp / "f.key"))
     Path(PLAN).parent.mkdir(parents=True)
     Path(PLAN).write_bytes(b"plan bytes")
-    Path(paths.intoto(PLAN)).write_text(json.dumps(
-        {"_type": intoto.STATEMENT_TYPE, "predicateType": intoto.PREDICATE_TYPE, "predicate": {},
-         "subject": [{"name": PLAN, "digest": {"sha256": hashlib.sha256(b"plan bytes").hexdigest()}}]}))
+    Path(paths.intoto(PLAN)).write_text(
+        json.dumps(
+            {
+                "_type": intoto.STATEMENT_TYPE,
+                "predicateType": intoto.PREDICATE_TYPE,
+                "predicate": {},
+                "subject": [{"name": PLAN, "digest": {"sha256": hashlib.sha256(b"plan bytes").hexdigest()}}],
+            }
+        )
+    )
     d = tmp / "artifacts/triton/m_fp32"
     (d / "1").mkdir(parents=True)
     (d / "config.pbtxt").write_text('name: "m_fp32"\n')
@@ -33,8 +41,12 @@ def make(tmp: Path):
 
 
 def cli_verify(d: Path, pub: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(MODEL_SIGNING), "verify", "key", str(d), "--signature", str(d / "model.sig"),
-                           "--public_key", str(pub)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(MODEL_SIGNING), "verify", "key", str(d), "--signature", str(d / "model.sig"), "--public_key", str(pub)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_model_signing_cli_verifies_the_model_directory(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 envelope, a model-directory file), forge (signed by another key, a keyid that lies), rotate (two trusted keys, the old
 one retired), revoke (a compromised key's signatures refused, by key file or by key id); a URI signer; the key never
 in artifacts or logs; the config keys. Plans here are stand-in bytes: signing never reads them as engines."""
+
 import base64
 import hashlib
 import json
@@ -18,8 +19,12 @@ PLAN = "artifacts/m/plans/rtx-1.7.1.116/sm86/fp32/model.plan"
 
 
 def statement_for(plan: str, data: bytes) -> dict:
-    return {"_type": intoto.STATEMENT_TYPE, "predicateType": intoto.PREDICATE_TYPE, "predicate": {"x": 1},
-            "subject": [{"name": plan, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}]}
+    return {
+        "_type": intoto.STATEMENT_TYPE,
+        "predicateType": intoto.PREDICATE_TYPE,
+        "predicate": {"x": 1},
+        "subject": [{"name": plan, "digest": {"sha256": hashlib.sha256(data).hexdigest()}}],
+    }
 
 
 @pytest.fixture
@@ -187,8 +192,9 @@ def test_only_ecdsa_keys(work):
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     pub = ed25519.Ed25519PrivateKey.generate().public_key()
-    Path("ed.pub").write_bytes(pub.public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    Path("ed.pub").write_bytes(
+        pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     with pytest.raises(FactoryError, match="ECDSA P-256"):
         signing.Trust(["ed.pub"])
 
@@ -200,18 +206,23 @@ def test_config_keys(tmp_path):
     (zoo / "keys").mkdir(parents=True)
     kid = signing.generate_key(str(zoo / "keys" / "sign.key"))
     (zoo / "m.onnx").write_bytes(b"")
-    cfg = {"backend": "tensorrt_rtx", "precisions": ["fp32"], "models": {"m": {"framework": "onnx", "onnx": "m.onnx",
-                                                       "inputs": {"x": {"shape": [1, 4]}}}},
-           "signing": {"key": "keys/sign.key", "trusted_keys": ["keys/sign.key.pub"], "revoked_keys": ["f" * 64]}}
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "precisions": ["fp32"],
+        "models": {"m": {"framework": "onnx", "onnx": "m.onnx", "inputs": {"x": {"shape": [1, 4]}}}},
+        "signing": {"key": "keys/sign.key", "trusted_keys": ["keys/sign.key.pub"], "revoked_keys": ["f" * 64]},
+    }
     (zoo / "zoo.yaml").write_text(yaml.safe_dump(cfg))
     loaded = load([str(zoo / "zoo.yaml")], workdir=str(tmp_path / "work"))["signing"]
     assert loaded["key"] == str(zoo / "keys" / "sign.key")  # relative to the config file
     assert loaded["trusted_keys"] == [str(zoo / "keys" / "sign.key.pub")] and loaded["revoked_keys"] == ["f" * 64]
     t = signing.Trust.from_config({"signing": loaded})
     assert set(t.trusted) == {kid} and t.revoked == {"f" * 64}
-    assert signing.outputs({"signing": loaded}, [{"model": "m", "key": "k", "cc": "86", "precision": "fp32"}],
-                           ["artifacts/triton/m_fp32/config.pbtxt"]) == [
-        signing.envelope_path(paths.plan("m", "k", "86", "fp32")), "artifacts/triton/m_fp32/model.sig"]
+    assert signing.outputs(
+        {"signing": loaded},
+        [{"model": "m", "key": "k", "cc": "86", "precision": "fp32"}],
+        ["artifacts/triton/m_fp32/config.pbtxt"],
+    ) == [signing.envelope_path(paths.plan("m", "k", "86", "fp32")), "artifacts/triton/m_fp32/model.sig"]
     assert signing.outputs({}, [{"model": "m", "key": "k", "cc": "86", "precision": "fp32"}], []) == []
     cfg["signing"]["key"] = "keys/missing.key"
     (zoo / "zoo.yaml").write_text(yaml.safe_dump(cfg))
