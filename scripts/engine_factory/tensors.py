@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .outcomes import Outcome
+
 
 def random_inputs(input_specs: dict, *, shape_key: str = "opt", seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs of each input's `shape_key` shape: uniform in the input's `range` where the config gives one
@@ -148,7 +150,7 @@ def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
             failures.append(f"{name}: cosine {m['cosine']:.6f} < {tol['min_cosine']}")
         if "min_top1_agreement" in tol and "top1_agreement" in m and m["top1_agreement"] < tol["min_top1_agreement"]:
             failures.append(f"{name}: top-1 agreement {m['top1_agreement']:.3f} < {tol['min_top1_agreement']}")
-    status = "fail" if failures else "pass"
+    status = Outcome.FAIL if failures else Outcome.PASS
     result = {"status": status, "reason": "; ".join(failures) if failures else "all outputs within tolerance",
               "tolerance": tolerance, "outputs": per_output}
     weak = degenerate_outputs({k: v for k, v in expected.items() if k in actual})
@@ -180,6 +182,6 @@ def onnx_parity(onnx_path: str, golden_path: str, tolerance: dict) -> dict:
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "NOT_IMPLEMENTED" in message or "Could not find an implementation" in message:
             # e.g. bf16 Conv: onnxruntime's CPU provider has no kernel for it. The model may be fine.
-            return {"status": "not-run", "reason": f"onnxruntime CPU cannot run this model: {message}"}
-        return {"status": "fail", "reason": f"onnxruntime failed: {message}"}
+            return {"status": Outcome.NOT_RUN, "reason": f"onnxruntime CPU cannot run this model: {message}"}
+        return {"status": Outcome.FAIL, "reason": f"onnxruntime failed: {message}"}
     return compare_outputs(actual, expected, tolerance)

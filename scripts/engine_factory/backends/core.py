@@ -17,6 +17,7 @@ from typing import Callable
 
 from ..atomic import atomic_path, write_bytes
 from ..errors import FactoryError
+from ..outcomes import Outcome
 from . import rtx, tensorrt
 from .header import check_plan_header
 from .registry import default_strongly_typed_flag, get_logger, spec_of
@@ -120,7 +121,7 @@ def _refuse_bad_header(trt, path, compute_capability, model: str) -> None:
     """The written plan must pass the header check `validate` applies (magic, version, size, targets)."""
     check = check_plan_header(path, backend=trt.__name__.split(".")[0], version=trt.__version__,
                               compute_capability=compute_capability)
-    if check["status"] != "pass":
+    if check["status"] != Outcome.PASS:
         raise FactoryError(f"the plan {trt.__name__} wrote fails its header check ({check['reason']}); not kept",
                            model=model)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import FactoryError
+from ..outcomes import Outcome
 from .registry import SPECS, get_logger, load_backend, spec_of
 
 VERSION_OFFSET = 24
@@ -95,9 +96,9 @@ def _runtime_validity(short: str, head: bytes, cc: str | None, host: dict | None
 
 def _result(problems: list[str], details: dict) -> dict:
     if problems:
-        return {"status": "fail", "reason": "; ".join(problems), "details": details}
+        return {"status": Outcome.FAIL, "reason": "; ".join(problems), "details": details}
     targets = details.get("header_targets")
-    return {"status": "pass", "details": details,
+    return {"status": Outcome.PASS, "details": details,
             "reason": f"{details['magic']} header, version {details['header_version']}"
                       + (f", targets {targets}" if targets is not None else "")}
 

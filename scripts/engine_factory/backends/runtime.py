@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FactoryError
+from ..outcomes import Outcome
 from ..tensors import compare_outputs
 from .registry import get_logger, load_backend
 
@@ -40,14 +41,14 @@ def execute_plan(plan_path, *, backend: str, compute_capability: str | None, inp
         return {**_load_and_run(trt, cuda, plan_path, gpu, inputs, expected, tolerance, opt_inputs or inputs,
                                 iterations, warmup), "gpu": gpu, "cuda": cuda.name, "backend": trt.__name__}
     except Exception as e:  # the plan loaded but running it broke: that is the plan's (or runtime's) failure
-        return {"status": "fail", "reason": f"execution failed: {type(e).__name__}: {e}", "gpu": gpu,
+        return {"status": Outcome.FAIL, "reason": f"execution failed: {type(e).__name__}: {e}", "gpu": gpu,
                 "cuda": cuda.name}
     finally:
         cuda.close()
 
 
 def _not_run(reason: str, **extra) -> dict:
-    return {"status": "not-run", "reason": reason, **extra}
+    return {"status": Outcome.NOT_RUN, "reason": reason, **extra}
 
 
 def _pick_gpu(host: dict, cc: str | None):

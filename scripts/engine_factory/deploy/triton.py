@@ -28,11 +28,12 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..errors import FactoryError
+from ..outcomes import Outcome
 
 POLICY_DEFAULTS = {
     "enabled": False,                     # the demo zoo turns it on; a user's zoo opts in (config/README.md)
     "name": "{model}_{precision}",        # the Triton model name and directory
-    "include": ["pass", "not-run"],       # validation statuses a plan may have ("fail" is never deployable)
+    "include": [Outcome.PASS, Outcome.NOT_RUN],  # validation statuses a plan may have ("fail" is never deployable)
     "precisions": None,                   # None: every precision of the model
     "dynamic_batching": True,             # where the profile has a dynamic batch axis
     "max_queue_delay_microseconds": 100,
@@ -196,16 +197,16 @@ def select_plans(plans: dict[str, dict], include: list[str], *, model: str) -> t
         if not isinstance(result, dict) or "status" not in result:
             raise FactoryError("validation result is missing or unreadable", model=model, path=entry["validation"])
         status = result["status"]
-        if status in include and status != "fail":
+        if status in include and status != Outcome.FAIL:
             chosen[cc] = {**entry, "status": status}
         else:
-            refused[cc] = f"validation {status}" + (f" ({_first_reason(result)})" if status == "fail" else "")
+            refused[cc] = f"validation {status}" + (f" ({_first_reason(result)})" if status == Outcome.FAIL else "")
     return chosen, refused
 
 
 def _first_reason(result: dict) -> str:
     for name, check in (result.get("checks") or {}).items():
-        if check.get("status") == "fail":
+        if check.get("status") == Outcome.FAIL:
             return f"{name}: {str(check.get('reason', ''))[:200]}"
     return "no reason recorded"
 

@@ -20,14 +20,13 @@ import numpy as np
 
 from ..atomic import atomic_path, private_tempdir
 from ..errors import FactoryError
+from ..outcomes import Outcome
 from ..precisions import PRECISIONS, QUANTIZED
 from ..tensors import output_metrics, random_inputs, run_onnxruntime
 from .calibration import calibration_facts, load_calibration
 from .onnx_io import check_against, load_checked, tool_version
 from .precision_search import search_variant
 from .variant import LOW_TYPES, describe_variant, label_problem  # noqa: F401 (label_problem: the stage reads it here)
-
-
 
 # ---------------------------------------------------------------- variants
 
@@ -115,7 +114,7 @@ def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
     try:
         expected, actual = run_onnxruntime(source, feeds), run_onnxruntime(variant, feeds)
     except Exception as e:
-        return {"status": "not-run", "reason": f"onnxruntime CPU cannot run it: {str(e).strip()[:300]}"}
+        return {"status": Outcome.NOT_RUN, "reason": f"onnxruntime CPU cannot run it: {str(e).strip()[:300]}"}
     return {"status": "measured", "outputs": {k: output_metrics(actual[k], v) for k, v in expected.items()}}
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..outcomes import Outcome
 from ..tensors import compare_outputs, load_golden, onnx_parity, output_metrics, run_onnxruntime
 from .variant import LOW_TYPES, label_problem
 
@@ -43,19 +44,19 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
     base = state.record(first, [], "trial 0: the tool's own choice", seconds=first_seconds)
     if base["passes"]:
         return first, state.facts("not-needed", first)
-    if base["status"] == "pass" and base["label_problem"]:  # within tolerance, but not in the precision at all
-        return first, state.facts("not-run", first, reason=f"{base['label_problem']}; keeping nodes out of "
-                                                           f"{precision} cannot help")
+    if base["status"] == Outcome.PASS and base["label_problem"]:  # within tolerance, but not in the precision at all
+        return first, state.facts(Outcome.NOT_RUN, first, reason=f"{base['label_problem']}; keeping nodes out of "
+                                                                  f"{precision} cannot help")
     if not searchable:
-        return first, state.facts("not-run", first, reason=f"the variant was made by {tool}, which the search "
-                                                           "does not drive (its first choice failed)")
+        return first, state.facts(Outcome.NOT_RUN, first, reason=f"the variant was made by {tool}, which the search "
+                                                                  "does not drive (its first choice failed)")
     ranking = rank_nodes(first, source, golden_path, precision, deadline=t0 + settings["budget_s"])
     state.ranking = ranking
     state.op_types = _op_types(source)
     groups = [r.get("keeps") or [r["node"]] for r in ranking]  # what keeping each candidate out takes
     if not groups:  # e.g. "fp8 requested, 0 of 4 layers quantized": keeping nodes out cannot help
-        return first, state.facts("not-run", first, reason=f"the tool quantized no node, so there is none to keep "
-                                                           f"out of {precision}")
+        return first, state.facts(Outcome.NOT_RUN, first, reason="the tool quantized no node, so there is none to "
+                                                                  f"keep out of {precision}")
 
     def union(gs) -> list[str]:
         return list(dict.fromkeys(n for g in gs for n in g))
@@ -102,7 +103,7 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
                          f"even with all {len(groups)} candidate nodes kept in {settings['fallback']} the variant "
                          "misses its tolerance")
         best = state.best()
-        return best["path"], state.facts("fail", best["path"], reason=status_reason, would_need=nxt)
+        return best["path"], state.facts(Outcome.FAIL, best["path"], reason=status_reason, would_need=nxt)
     # 3. prune: each kept candidate back into the low precision, least sensitive first
     kept = list(groups[:passing])
     for g in reversed(groups[:passing]):
@@ -116,7 +117,7 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
             kept = candidate
     kept = union(kept)
     chosen = next(t for t in reversed(state.trials) if t["passes"] and t["excluded"] == kept)
-    return chosen["path"], state.facts("pass", chosen["path"])
+    return chosen["path"], state.facts(Outcome.PASS, chosen["path"])
 
 
 class _Search:
@@ -137,17 +138,18 @@ class _Search:
 
     def record(self, path, exclude, why, seconds: float | None = None) -> dict:
         parity = onnx_parity(str(path), self.golden_path, self.tolerance)
-        if self.precision in LOW_TYPES and parity["status"] in ("pass", "not-run"):
+        if self.precision in LOW_TYPES and parity["status"] in (Outcome.PASS, Outcome.NOT_RUN):
             # onnxruntime's CPU provider runs fp16/bf16 ops that lack a kernel in fp32 and drops the Casts
             # around them, so an overflow does not show there, and it cannot run some at all (bf16 Conv, Sub):
             # judge the emulation too (emulated_low_precision)
             try:
                 emulated = emulated_parity(path, self.source, self.golden_path, self.tolerance, self.precision)
             except Exception:  # the emulation cannot rebuild this model: onnxruntime's judgement stands
-                emulated = {"status": "not-run"}
-            if emulated["status"] == "fail" or (parity["status"] == "not-run" and emulated["status"] == "pass"):
+                emulated = {"status": Outcome.NOT_RUN}
+            ort_not_run = parity["status"] == Outcome.NOT_RUN
+            if emulated["status"] == Outcome.FAIL or (ort_not_run and emulated["status"] == Outcome.PASS):
                 parity = {**emulated, "reason": f"emulated {self.precision}: {emulated.get('reason', '')}"
-                          + (f" (onnxruntime: {parity['reason'][:120]})" if parity["status"] == "not-run" else "")}
+                          + (f" (onnxruntime: {parity['reason'][:120]})" if ort_not_run else "")}
         facts = self.describe(path)
         problem = label_problem({**facts, "precision": self.precision})
         now = time.perf_counter()
@@ -157,7 +159,7 @@ class _Search:
                           for name, o in (parity.get("outputs") or {}).items()},
              "quantized_layers": facts.get("quantized_layers"), "layers": facts.get("layers"),
              "seconds": round(now - self.last if seconds is None else seconds, 2),
-             "passes": parity["status"] == "pass" and not problem, "label_problem": problem, "path": path}
+             "passes": parity["status"] == Outcome.PASS and not problem, "label_problem": problem, "path": path}
         self.last = now
         self.trials.append(t)
         return t
@@ -205,10 +207,10 @@ def summary(search: dict) -> str:
     cos = ", ".join(f"{k} cosine {v['cosine']:.4f}" for k, v in acc.items() if "cosine" in v)
     if search["status"] == "not-needed":
         return "precision search: not needed (the variant meets its tolerance)"
-    if search["status"] == "pass":
+    if search["status"] == Outcome.PASS:
         return (f"precision search: kept {len(kept[1])} node(s) in {kept[0]} ({', '.join(kept[1][:6])}) after "
                 f"{search['trials']} trial(s), {search['seconds']:.1f} s; {cos}")
-    if search["status"] == "not-run":
+    if search["status"] == Outcome.NOT_RUN:
         return f"precision search: not run ({search['reason']})"
     need = next(iter((search.get("would_need") or {None: []}).items()))
     return (f"precision search failed after {search['trials']} trial(s), {search['seconds']:.1f} s "
@@ -317,7 +319,7 @@ def low_precision_overflow(variant, source, golden_path, tolerance: dict, precis
     bad = {k: o["nonfinite_mismatch"] for k, o in result.get("outputs", {}).items() if o.get("nonfinite_mismatch")}
     if not bad:
         return None
-    return {**result, "status": "fail",
+    return {**result, "status": Outcome.FAIL,
             "reason": f"emulated {precision} overflows: " + ", ".join(f"{k}: {v} non-finite value(s)"
                                                                       for k, v in bad.items())
                       + " where golden is finite (onnxruntime's CPU run computes such ops in fp32 and hides it)"}

@@ -10,6 +10,7 @@ import shutil
 
 from ..atomic import atomic_path
 from ..errors import FactoryError
+from ..outcomes import Outcome
 from .onnx_io import io_problem, load_checked, tool_version
 
 SIMPLIFIERS = ("onnxslim", "onnxsim")
@@ -88,7 +89,7 @@ def check_equivalent(path, source_proto, reference: dict, input_specs: dict) -> 
         except Exception as e:
             return "failed", f"onnxruntime at the {key} shapes: {e}"[:500]
         cmp = compare_outputs(actual, expected, TOLERANCE)
-        if cmp["status"] != "pass":
+        if cmp["status"] != Outcome.PASS:
             return "mismatch", f"at the {key} shapes: {cmp['reason']}"
     return "ok", f"outputs match the source at the {' and '.join(reference)} shapes"
 

@@ -16,11 +16,12 @@ import os
 
 import altair as alt
 
+from ..outcomes import Outcome
 from .summary import OUTCOMES, _precision_order
 
 FLOOR = 1e-9  # log scale: an exact match (1 - cosine = 0, max abs = 0) is drawn at the floor
-COLOURS = {"pass": "#3b9c4a", "fail": "#d1453b", "not-run": "#e0b43a", "skipped": "#a9a9a9", "failed": "#8e1b1b",
-           "missing": "#dddddd"}
+COLOURS = {Outcome.PASS: "#3b9c4a", Outcome.FAIL: "#d1453b", Outcome.NOT_RUN: "#e0b43a", Outcome.SKIPPED: "#a9a9a9",
+           "failed": "#8e1b1b", "missing": "#dddddd"}
 TOLERANCE_COLOUR = "#d1453b"
 WIDTH, HEIGHT = 180, 150
 PARTS = ("accuracy", "plans", "performance")

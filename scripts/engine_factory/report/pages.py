@@ -11,10 +11,12 @@ import posixpath
 import jinja2
 
 from .. import paths
+from ..outcomes import Outcome
 from .summary import OUTCOME_LABELS, OUTCOMES, _precision_order, generic
 
 MODELS_PER_PAGE = 100  # rows of the models table per index page (about three screens; the overview stays on page 1)
-COLUMNS = ("pass", "fail", "not-run", "skipped", "failed")  # outcome columns of the tables ("missing" when present)
+# outcome columns of the tables ("missing" when present)
+COLUMNS = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed")
 
 
 def _environment() -> jinja2.Environment:

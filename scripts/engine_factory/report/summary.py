@@ -12,12 +12,14 @@ import re
 
 from .. import paths
 from ..atomic import read_json
+from ..outcomes import Outcome
 from ..precisions import PRECISIONS
 
 # Each cell ends as exactly one of these; "built" (below) counts the cells whose plan exists, whatever its checks.
-OUTCOMES = ("pass", "fail", "not-run", "skipped", "failed", "missing")
-OUTCOME_LABELS = {"built": "built", "pass": "validated pass", "fail": "validation fail", "not-run": "not-run",
-                  "skipped": "skipped", "failed": "failed to build", "missing": "missing"}
+OUTCOMES = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed", "missing")
+OUTCOME_LABELS = {"built": "built", Outcome.PASS: "validated pass", Outcome.FAIL: "validation fail",
+                  Outcome.NOT_RUN: "not-run", Outcome.SKIPPED: "skipped", "failed": "failed to build",
+                  "missing": "missing"}
 METRICS = ("max_abs", "max_rel", "cosine", "top1_agreement")
 TARGET = "{target}"  # stands for the cell's own target in a grouped reason (the group lists its targets)
 ERROR_HEAD_LINES = 6  # a failure's first lines shown in the report (the record keeps 12, the log everything)
@@ -151,12 +153,12 @@ def reason_groups(cells: list[dict]) -> list[dict]:
         g["cells"].append({k: cell[k] for k in ("model", "precision", "target")})
 
     for c in cells:
-        if c["status"] in ("not-run", "fail"):
+        if c["status"] in (Outcome.NOT_RUN, Outcome.FAIL):
             for name, check in c.get("checks", {}).items():
                 if check["status"] == c["status"]:
                     add(c["status"], name, check["reason"], c)
-        elif c["status"] == "skipped":
-            add("skipped", "skipped", c.get("reason", ""), c)
+        elif c["status"] == Outcome.SKIPPED:
+            add(Outcome.SKIPPED, "skipped", c.get("reason", ""), c)
         elif c["status"] == "failed":
             add("failed", c["stage"], c["reason"], c)
         elif c["status"] == "missing":
@@ -194,7 +196,7 @@ def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str 
     """Every (model, precision, target) ends as a cell: validated (pass / fail / not-run), skipped (reason), failed
     (the stage, the first lines of its error, its log) or missing (its job did not finish: see Snakemake's output)."""
     cells = [_validated_cell(j) for j in jobs]
-    cells += [{**s, "target": target_name(s["cc"]), "status": "skipped", "links": {}} for s in skipped]
+    cells += [{**s, "target": target_name(s["cc"]), "status": Outcome.SKIPPED, "links": {}} for s in skipped]
     cells += [_failed_cell(f) for f in failed]
     per_model = {}
     for model, info in models.items():

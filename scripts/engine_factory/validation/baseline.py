@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from ..outcomes import Outcome
+
 
 def onnxruntime_latency(onnx_path: str, feeds: dict, *, iterations: int = 50, warmup: int = 5) -> dict:
     import onnxruntime as ort
@@ -25,7 +27,7 @@ def onnxruntime_latency(onnx_path: str, feeds: dict, *, iterations: int = 50, wa
             sess.run(None, feeds)
             times.append((time.perf_counter() - t) * 1e3)
     except Exception as e:  # e.g. bf16 Conv on the CPU provider
-        return {"status": "not-run", "reason": f"onnxruntime cannot run this variant: {str(e).splitlines()[0]}"}
+        return {"status": Outcome.NOT_RUN, "reason": f"onnxruntime cannot run this variant: {str(e).splitlines()[0]}"}
     t = np.asarray(times)
     return {"status": "ran", "runtime": f"onnxruntime {ort.__version__}", "provider": sess.get_providers()[0],
             "note": "wall time of session.run, host<->device copies included",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from .. import atomic
+from ..outcomes import Outcome
 from ..tensors import load_golden, onnx_parity, random_inputs
 
 CHECKS = ("onnx_parity", "plan_header", "plan_execution")
@@ -20,7 +21,7 @@ def write_parity(out: str, *, onnx_path: str, golden_path: str, tolerance: dict,
     result = {"variant": variant, "onnx": onnx_path, **onnx_parity(onnx_path, golden_path, tolerance),
               **({"recorded": recorded} if recorded else {})}
     if problem:
-        result.update(status="fail", label_problem=problem,
+        result.update(status=Outcome.FAIL, label_problem=problem,
                       reason="; ".join(r for r in (problem, result.get("reason", "")) if r))
     for key, note in (notes or {}).items():
         result[key] = note
@@ -67,6 +68,6 @@ def validate_plan(out: str, *, plan: str, parity: str, golden_path: str, toleran
 def overall_status(checks: dict) -> str:
     """fail if any check failed; pass only if every check passed; otherwise not-run (something could not run)."""
     statuses = [c["status"] for c in checks.values()]
-    if "fail" in statuses:
-        return "fail"
-    return "pass" if all(s == "pass" for s in statuses) else "not-run"
+    if Outcome.FAIL in statuses:
+        return Outcome.FAIL
+    return Outcome.PASS if all(s == Outcome.PASS for s in statuses) else Outcome.NOT_RUN
