@@ -401,7 +401,7 @@ def _export_settings(f: Factory, w: dict) -> dict:
     fw, name, m = _fw(f, w)
     return {"model": name, "framework": m["framework"], "source_format": fw.frozen_format(m) or "onnx",
             "inputs": m["inputs"], "outputs": m.get("outputs"), "opset": model_settings(f.cfg, name)["opset"],
-            **({"cast_float64": True} if m.get("cast_float64") else {})}  # only when set: other exports keep their settings
+            **({"cast_float64": True} if m.get("cast_float64") else {}), **fw.export_settings(name, m)}
 
 
 def _golden_settings(f: Factory, w: dict) -> dict:

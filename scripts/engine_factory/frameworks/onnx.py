@@ -90,6 +90,11 @@ def reference_inputs(name: str, m: dict) -> dict[str, str]:
     return {**source_files(m), "imported": paths.onnx(name)}
 
 
+def export_settings(name: str, m: dict) -> dict:
+    """Nothing beyond the common export settings."""
+    return {}
+
+
 def reference_settings(m: dict) -> dict:
     return {"framework": m["framework"], "kind": "onnx"}
 

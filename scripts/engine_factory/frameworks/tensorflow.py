@@ -140,6 +140,11 @@ def freeze_settings(name: str, m: dict) -> dict:
             "inputs": m["inputs"], "outputs": m["outputs"], "allow_ops": m.get("allow_ops", [])}
 
 
+def export_settings(name: str, m: dict) -> dict:
+    """Nothing beyond the common export settings."""
+    return {}
+
+
 def reference_settings(m: dict) -> dict:
     return {"framework": m["framework"], "kind": "tensorflow", "format": m["format"], "signature": m.get("signature"),
             "allow_ops": m.get("allow_ops", [])}
