@@ -230,3 +230,24 @@ def test_settings_carry_the_keys_and_config_checks():
     ts = {"framework": "pytorch", "torchscript": "a.pt", "inputs": SPECS, "strip_prefix": "module."}
     with pytest.raises(FactoryError, match="models.m.strip_prefix"):
         pytorch.check_config("m", ts, {"python_path": []}, None, settings={})
+
+
+def test_question_mark_dims_get_distinct_names(tmp_path):
+    """An ONNX file naming height and width both `?` (TensorRT-RTX would take them as one dim): distinct names at
+    import, recorded; the config's dynamic dims keep the config's names."""
+    from onnx import TensorProto, helper
+
+    from engine_factory.frameworks.onnx import import_onnx
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "?", "?"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "?", "?"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "src.onnx"))
+    specs = {"x": {"shape": ["batch", 3, 8, 8], "min": [1, 3, 8, 8], "opt": [1, 3, 8, 8], "max": [4, 3, 8, 8],
+                   "dtype": "float32"}}
+    facts = import_onnx(str(tmp_path / "src.onnx"), str(tmp_path / "m.onnx"), model="m", input_specs=specs,
+                        outputs=["y"], opset=17)
+    assert facts["dims_named"] == {"x[2]": "x_dim2", "x[3]": "x_dim3", "y[2]": "y_dim2", "y[3]": "y_dim3"}
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "x_dim2", "x_dim3"]
+    assert [d.dim_param for d in proto.graph.output[0].type.tensor_type.shape.dim][0] == "batch"

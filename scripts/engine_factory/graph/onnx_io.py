@@ -57,7 +57,9 @@ def finish_onnx(path, *, model: str, input_specs: dict, outputs: list[str] | Non
         facts["float64_cast"] = cast_float64_to_float32(proto)
     facts["opset"] = model_opset(proto)
     facts["ir_version"] = proto.ir_version
-    _check_io(proto, model=model, input_specs=input_specs, outputs=outputs)
+    named = _check_io(proto, model=model, input_specs=input_specs, outputs=outputs)
+    if named:
+        facts["dims_named"] = named
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
@@ -169,8 +171,10 @@ def cast_float64_to_float32(proto) -> dict:
     return counts
 
 
-def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None) -> None:
-    """Names must match the config; dims the config calls dynamic get its name (dim_param), others must match."""
+def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None) -> dict:
+    """Names must match the config; dims the config calls dynamic get its name (dim_param), others must match.
+    Returns {"input[i]": name} of the unnamed or `?` dims given distinct names (TensorRT-RTX takes dims named
+    alike as one dim: "Input dimensions with this name...")."""
     for kind, values in (("input", proto.graph.input), ("output", proto.graph.output)):
         for v in values:
             value_kind = v.type.WhichOneof("value") or "untyped_type"  # tensor_type, sequence_type (ZipMap's), ...
@@ -203,10 +207,18 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
         for d in info.type.tensor_type.shape.dim:
             if d.dim_param in renames:
                 d.dim_param = renames[d.dim_param]
+    named = {}
+    for info in [*(graph_inputs[n] for n in input_specs), *proto.graph.output]:
+        for i, d in enumerate(info.type.tensor_type.shape.dim):
+            if d.HasField("dim_param") and d.dim_param.strip() in ("", "?"):
+                d.dim_param = named[f"{info.name}[{i}]"] = f"{info.name}_dim{i}"
+            elif not d.HasField("dim_param") and not d.HasField("dim_value") and info.name not in input_specs:
+                d.dim_param = named[f"{info.name}[{i}]"] = f"{info.name}_dim{i}"  # an unknown output dim
     graph_outputs = [o.name for o in proto.graph.output]
     if outputs is not None and graph_outputs != list(outputs):
         raise FactoryError(f"the ONNX outputs are {graph_outputs}, the config names {list(outputs)}",
                            model=model, key=f"models.{model}.outputs")
+    return named
 
 
 def load_checked(path, *, model: str):
