@@ -7,6 +7,7 @@ the factory). No validation, provenance, failure records or report: the floor th
 
     python benchmarks/bare_chain.py ZOO.yaml OUTDIR
 """
+
 from __future__ import annotations
 
 import importlib
@@ -69,8 +70,11 @@ def main(zoo: Path, out: Path) -> dict:
                     plan = build(trt, logger, variant, specs, cc, f"{name} {precision} sm{cc}")
                 (d / f"model.{precision}.sm{cc.replace('.', '')}.plan").write_bytes(plan)
                 plans += 1
-    return {"plans": plans, "work_s": round(time.perf_counter() - started, 2),
-            "phases_s": {k: round(v, 2) for k, v in phases.items()}}
+    return {
+        "plans": plans,
+        "work_s": round(time.perf_counter() - started, 2),
+        "phases_s": {k: round(v, 2) for k, v in phases.items()},
+    }
 
 
 def export_model(m, specs, root, onnx_path):
@@ -87,8 +91,16 @@ def export_model(m, specs, root, onnx_path):
         example = tuple(torch.randn(*s["opt"]) for s in specs.values())
         batch = Dim("batch", min=1, max=max(s["max"][0] for s in specs.values()))
         ep = torch.export.export(net, example, dynamic_shapes=tuple({0: batch} for _ in specs))
-        torch.onnx.export(ep, (), str(onnx_path), dynamo=True, opset_version=18, external_data=False,
-                          input_names=list(specs), output_names=m["outputs"])
+        torch.onnx.export(
+            ep,
+            (),
+            str(onnx_path),
+            dynamo=True,
+            opset_version=18,
+            external_data=False,
+            input_names=list(specs),
+            output_names=m["outputs"],
+        )
     else:
         onnx.save(version_converter.convert_version(onnx.load(str(root / m["onnx"])), 18), str(onnx_path))
 
@@ -101,11 +113,17 @@ def make_variant(precision, sim, variant, calib):
     if precision == "fp32":
         shutil.copy(sim, variant)
     elif precision in ("fp16", "bf16"):
-        onnx.save(convert_to_mixed_precision(str(sim), precision, keep_io_types=True, providers=["cpu"]),
-                  str(variant))
+        onnx.save(convert_to_mixed_precision(str(sim), precision, keep_io_types=True, providers=["cpu"]), str(variant))
     else:
-        quantize(str(sim), quantize_mode=precision, calibration_data=calib, calibration_eps=["cpu"],
-                 high_precision_dtype="fp32", output_path=str(variant), log_level="ERROR")
+        quantize(
+            str(sim),
+            quantize_mode=precision,
+            calibration_data=calib,
+            calibration_eps=["cpu"],
+            high_precision_dtype="fp32",
+            output_path=str(variant),
+            log_level="ERROR",
+        )
 
 
 def build(trt, logger, variant, specs, cc, what):

@@ -5,10 +5,10 @@
 Collects every ONNX file shipped as a model test in the installed packages (onnx's backend test data: `simple`,
 `pytorch-converted`, `pytorch-operator`, `light`, and `node`/`real` where the wheel ships them; onnxruntime's
 `datasets`), and runs each, in its own process with a timeout, through the factory's own stage runners
-(engine_factory.stages, with the inputs and settings engine_factory.factory resolves, as the workflow's jobs get them) on a zoo
-written as a user would: `framework: onnx`, the inputs from the file's graph (dims and dtypes), the test's own
-input and output tensors (`test_data_set_0`) as `samples` with reference outputs, `values` for small int inputs
-(shape tensors), `cast_float64` where the file takes float64, `precisions: [fp32]`:
+(engine_factory.stages, with the inputs and settings engine_factory.factory resolves, as the workflow's jobs get
+them) on a zoo written as a user would: `framework: onnx`, the inputs from the file's graph (dims and dtypes), the
+test's own input and output tensors (`test_data_set_0`) as `samples` with reference outputs, `values` for small int
+inputs (shape tensors), `cast_float64` where the file takes float64, `precisions: [fp32]`:
 
     import (export) -> simplify -> golden -> fp32 variant -> onnx parity vs golden -> build for every default
     TensorRT-RTX target
@@ -18,6 +18,7 @@ facts) and onnx_corpus.md (the table and the totals). Outcomes: `pass` (built fo
 passed), `built` (built, parity failed or not run), `failed:<stage>` (a FactoryError: its first line), `crash`
 (any other exception: a defect), `timeout`. A benchmark, not a test: not run in CI.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,18 +48,33 @@ def collect() -> list[dict]:
     data = Path(onnx.__file__).parent / "backend" / "test" / "data"
     for suite in ONNX_SUITES:
         for model in sorted((data / suite).glob("*/model.onnx")) if suite != "light" else []:
-            found.append({"package": "onnx", "version": version("onnx"), "suite": suite, "file": str(model),
-                          "data": str(model.parent / "test_data_set_0")})
+            found.append(
+                {
+                    "package": "onnx",
+                    "version": version("onnx"),
+                    "suite": suite,
+                    "file": str(model),
+                    "data": str(model.parent / "test_data_set_0"),
+                }
+            )
         if suite == "light":
             for model in sorted((data / suite).glob("*.onnx")):
-                found.append({"package": "onnx", "version": version("onnx"), "suite": suite, "file": str(model),
-                              "outputs_pb": str(model.with_name(model.stem + "_output_0.pb"))})
+                found.append(
+                    {
+                        "package": "onnx",
+                        "version": version("onnx"),
+                        "suite": suite,
+                        "file": str(model),
+                        "outputs_pb": str(model.with_name(model.stem + "_output_0.pb")),
+                    }
+                )
     try:
         import onnxruntime
 
         for model in sorted((Path(onnxruntime.__file__).parent / "datasets").glob("*.onnx")):
-            found.append({"package": "onnxruntime", "version": version("onnxruntime"), "suite": "datasets",
-                          "file": str(model)})
+            found.append(
+                {"package": "onnxruntime", "version": version("onnxruntime"), "suite": "datasets", "file": str(model)}
+            )
     except ImportError:
         pass
     return found
@@ -107,8 +123,10 @@ def model_config(proto, ins: dict) -> tuple[dict, str | None]:
         if dtype is None:
             import onnx
 
-            return {}, (f"input '{v.name}' has element type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which "
-                        "TensorRT cannot take")
+            return {}, (
+                f"input '{v.name}' has element type {onnx.TensorProto.DataType.Name(tt.elem_type)}, which "
+                "TensorRT cannot take"
+            )
         cast |= dtype == "float64"
         data = ins.get(v.name)
         shape, concrete = [], []
@@ -122,13 +140,21 @@ def model_config(proto, ins: dict) -> tuple[dict, str | None]:
                 concrete.append(size)
         if data is not None and list(data.shape) != concrete:
             concrete = [int(x) for x in data.shape]
-            shape = [c if isinstance(s, int) else s for s, c in zip(shape, concrete)] if len(shape) == len(concrete) \
+            shape = (
+                [c if isinstance(s, int) else s for s, c in zip(shape, concrete)]
+                if len(shape) == len(concrete)
                 else concrete
+            )
         spec = {"shape": shape, "dtype": dtype}
         if any(isinstance(s, str) for s in shape):
             spec.update(min=concrete, opt=concrete, max=concrete)
-        if dtype in ("int32", "int64") and data is not None and len(shape) <= 1 and data.size <= SHAPE_VALUES_MAX \
-                and all(isinstance(s, int) for s in shape):
+        if (
+            dtype in ("int32", "int64")
+            and data is not None
+            and len(shape) <= 1
+            and data.size <= SHAPE_VALUES_MAX
+            and all(isinstance(s, int) for s in shape)
+        ):
             vals = [int(x) for x in data.ravel()]
             spec["values"] = {"min": vals, "opt": vals, "max": vals}
         inputs[v.name] = spec
@@ -142,7 +168,8 @@ def run_one(entry: dict, work: Path) -> dict:
     import onnx
     import yaml
 
-    from engine_factory import config as config_mod, paths, stages
+    from engine_factory import config as config_mod
+    from engine_factory import paths, stages
     from engine_factory.errors import FactoryError
     from engine_factory.factory import resolve
 
@@ -176,22 +203,33 @@ def run_one(entry: dict, work: Path) -> dict:
         cfg = config_mod.load([str(work / "zoo.yaml")])
         f = resolve(cfg)
         w = {"model": name}
-        outputs = {"export": {"onnx": paths.onnx(name)}, "simplify": {"onnx": paths.sim_onnx(name)},
-                   "golden": {"golden": paths.golden(name)},
-                   # the precision job writes its variant's parity; the parity job checks export and sim
-                   "precision": {"onnx": paths.precision_onnx(name, "fp32"), "parity": paths.parity(name, "fp32")},
-                   "parity": {"export": paths.parity(name, "export"), "sim": paths.parity(name, "sim")}}
-        wildcards = {"export": w, "simplify": w, "golden": w, "precision": {**w, "precision": "fp32"},
-                     "parity": w}
+        outputs = {
+            "export": {"onnx": paths.onnx(name)},
+            "simplify": {"onnx": paths.sim_onnx(name)},
+            "golden": {"golden": paths.golden(name)},
+            # the precision job writes its variant's parity; the parity job checks export and sim
+            "precision": {"onnx": paths.precision_onnx(name, "fp32"), "parity": paths.parity(name, "fp32")},
+            "parity": {"export": paths.parity(name, "export"), "sim": paths.parity(name, "sim")},
+        }
+        wildcards = {"export": w, "simplify": w, "golden": w, "precision": {**w, "precision": "fp32"}, "parity": w}
         facts = {}
         for stage in ("export", "simplify", "golden", "precision", "parity"):
-            facts[stage] = stages.run(stage, {"inputs": f.inputs(stage, wildcards[stage]), "outputs": outputs[stage],
-                                              "params": f.settings(stage, wildcards[stage])})
+            facts[stage] = stages.run(
+                stage,
+                {
+                    "inputs": f.inputs(stage, wildcards[stage]),
+                    "outputs": outputs[stage],
+                    "params": f.settings(stage, wildcards[stage]),
+                },
+            )
         parity = json.loads(Path(paths.parity(name, "fp32")).read_text())
         result["parity"] = parity["status"]
         result["parity_reason"] = parity.get("reason", "")[:300]
-        result["export"] = {k: facts["export"].get(k) for k in ("opset_converted", "opset_kept", "ir_normalised",
-                                                                "float64_cast") if facts["export"].get(k)}
+        result["export"] = {
+            k: facts["export"].get(k)
+            for k in ("opset_converted", "opset_kept", "ir_normalised", "float64_cast")
+            if facts["export"].get(k)
+        }
         result["simplifier"] = facts["simplify"].get("simplifier_used")
         result["reference"] = facts["golden"].get("reference")
         if facts["golden"].get("degenerate_outputs"):
@@ -201,8 +239,7 @@ def run_one(entry: dict, work: Path) -> dict:
         for ts in f.target_sets("build"):  # one job per target set, as the workflow runs them
             jw = {"model": name, "key": f.key, "precision": "fp32", "targets": ts.tag}
             outs = {label: path.format(**jw) for label, path in paths.set_outputs("build", list(ts.ccs)).items()}
-            stages.run("build", {"inputs": f.inputs("build", jw), "params": f.settings("build", jw),
-                                 "outputs": outs})
+            stages.run("build", {"inputs": f.inputs("build", jw), "params": f.settings("build", jw), "outputs": outs})
             built += [job["cc"] for job in f.jobs if paths.cc_tag(job["cc"]) in ts.ccs]
         result["built"] = built
         result["skipped"] = [f"{s['cc']} {s['precision']}: {s['reason']}" for s in f.skipped]
@@ -225,8 +262,11 @@ def _worker(args) -> int:
         except BaseException as e:  # a crash: a defect of ours, reported with its type and first line
             import traceback
 
-            result = {"outcome": "crash", "error": f"{type(e).__name__}: {str(e).strip()[:300]}",
-                      "traceback": traceback.format_exc()[-1500:]}
+            result = {
+                "outcome": "crash",
+                "error": f"{type(e).__name__}: {str(e).strip()[:300]}",
+                "traceback": traceback.format_exc()[-1500:],
+            }
     print("RESULT " + json.dumps(result, default=str))
     return 0
 
@@ -237,19 +277,35 @@ def run_corpus(entries, timeout: int, jobs: int) -> list[dict]:
     def one(entry):
         start = time.monotonic()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(entry)]
-        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               "OMP_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "OMP_NUM_THREADS": "1",
+        }
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
-                                  start_new_session=True)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO, start_new_session=True
+            )
             line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("RESULT ")), None)
-            result = json.loads(line[7:]) if line else {
-                "outcome": "crash", "error": f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}"[:300]}
+            result = (
+                json.loads(line[7:])
+                if line
+                else {
+                    "outcome": "crash",
+                    "error": f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}"[:300],
+                }
+            )
         except subprocess.TimeoutExpired:
             result = {"outcome": "timeout", "error": f"no result within {timeout} s"}
         rel = entry["file"].split("site-packages/")[-1]
-        out = {"package": entry["package"], "version": entry["version"], "suite": entry["suite"], "file": rel,
-               **result, "seconds": round(time.monotonic() - start, 1)}
+        out = {
+            "package": entry["package"],
+            "version": entry["version"],
+            "suite": entry["suite"],
+            "file": rel,
+            **result,
+            "seconds": round(time.monotonic() - start, 1),
+        }
         print(f"{out['outcome']:16} {out['seconds']:6.1f}s {rel}  {out.get('error') or ''}"[:220], flush=True)
         return out
 
@@ -261,28 +317,40 @@ def summarise(results: list[dict]) -> dict:
     n = len(results)
     built = sum(r["outcome"] in ("pass", "built") for r in results)
     passed = sum(r["outcome"] == "pass" for r in results)
-    return {"files": n, "built_all_targets": built, "parity_pass": passed,
-            "built_pct": round(100 * built / n, 1) if n else 0, "parity_pct": round(100 * passed / n, 1) if n else 0,
-            "crashes": sum(r["outcome"] == "crash" for r in results),
-            "timeouts": sum(r["outcome"] == "timeout" for r in results),
-            "outcomes": {o: sum(r["outcome"] == o for r in results) for o in sorted({r["outcome"] for r in results})}}
+    return {
+        "files": n,
+        "built_all_targets": built,
+        "parity_pass": passed,
+        "built_pct": round(100 * built / n, 1) if n else 0,
+        "parity_pct": round(100 * passed / n, 1) if n else 0,
+        "crashes": sum(r["outcome"] == "crash" for r in results),
+        "timeouts": sum(r["outcome"] == "timeout" for r in results),
+        "outcomes": {o: sum(r["outcome"] == o for r in results) for o in sorted({r["outcome"] for r in results})},
+    }
 
 
 def write_tables(results, summary, meta) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "onnx_corpus.json").write_text(json.dumps({"meta": meta, "summary": summary, "results": results},
-                                                         indent=1, default=str))
-    lines = ["# ONNX corpus through the factory's chain", "",
-             f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs, no GPU), `benchmarks/onnx_corpus.py`; "
-             f"chain: import -> simplify -> golden -> fp32 -> onnx parity -> TensorRT-RTX "
-             f"{meta['packages'].get('tensorrt-rtx-cu13')} builds for {', '.join(meta['targets'])}.", "",
-             "Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()), "",
-             f"**{summary['files']} files: {summary['built_all_targets']} built for every target "
-             f"({summary['built_pct']} %), {summary['parity_pass']} pass onnx parity ({summary['parity_pct']} %), "
-             f"{summary['crashes']} crashes, {summary['timeouts']} timeouts.** Outcomes: "
-             + ", ".join(f"{k} {v}" for k, v in summary["outcomes"].items()), "",
-             "| package | version | file | opset | IR | outcome | reference | note / error |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    (RESULTS / "onnx_corpus.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "results": results}, indent=1, default=str)
+    )
+    lines = [
+        "# ONNX corpus through the factory's chain",
+        "",
+        f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs, no GPU), `benchmarks/onnx_corpus.py`; "
+        f"chain: import -> simplify -> golden -> fp32 -> onnx parity -> TensorRT-RTX "
+        f"{meta['packages'].get('tensorrt-rtx-cu13')} builds for {', '.join(meta['targets'])}.",
+        "",
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()),
+        "",
+        f"**{summary['files']} files: {summary['built_all_targets']} built for every target "
+        f"({summary['built_pct']} %), {summary['parity_pass']} pass onnx parity ({summary['parity_pct']} %), "
+        f"{summary['crashes']} crashes, {summary['timeouts']} timeouts.** Outcomes: "
+        + ", ".join(f"{k} {v}" for k, v in summary["outcomes"].items()),
+        "",
+        "| package | version | file | opset | IR | outcome | reference | note / error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in results:
         note = r.get("error") or ""
         if not note and r.get("parity") != "pass":
@@ -293,8 +361,10 @@ def write_tables(results, summary, meta) -> None:
         if extra:
             note = (note + " " if note else "") + f"[{', '.join(extra)}]"
         note = note.replace("|", "\\|").replace("\n", " ")[:260]
-        lines.append(f"| {r['package']} | {r['version']} | {r['file'].split('/data/')[-1]} | {r.get('opset', '')} | "
-                     f"{r.get('ir', '')} | {r['outcome']} | {r.get('reference') or ''} | {note} |")
+        lines.append(
+            f"| {r['package']} | {r['version']} | {r['file'].split('/data/')[-1]} | {r.get('opset', '')} | "
+            f"{r.get('ir', '')} | {r['outcome']} | {r.get('reference') or ''} | {note} |"
+        )
     (RESULTS / "onnx_corpus.md").write_text("\n".join(lines) + "\n")
 
 
@@ -309,17 +379,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.one:
         return _worker(args)
-    entries = [e for e in collect() if not args.match or args.match in e["file"]][:args.limit]
+    entries = [e for e in collect() if not args.match or args.match in e["file"]][: args.limit]
     start = time.monotonic()
     results = run_corpus(entries, args.timeout, args.jobs)
     summary = summarise(results)
     from engine_factory.config import DEFAULTS
 
     packages = {d: version(d) for d in ("onnx", "onnxruntime", "onnxslim", "onnxsim", "tensorrt-rtx-cu13", "numpy")}
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "packages": packages,
-            "targets": DEFAULTS["targets"]["rtx"], "timeout_s": args.timeout,
-            "wall_s": round(time.monotonic() - start, 1)}
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "packages": packages,
+        "targets": DEFAULTS["targets"]["rtx"],
+        "timeout_s": args.timeout,
+        "wall_s": round(time.monotonic() - start, 1),
+    }
     print(json.dumps(summary, indent=1))
     if not args.no_write:
         write_tables(results, summary, meta)

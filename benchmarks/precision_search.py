@@ -9,6 +9,7 @@ variant ModelOpt makes without a search. Writes results/precision-search-<date>-
 
     .venv/bin/python benchmarks/precision_search.py [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,9 +73,17 @@ def machine() -> dict:
     mem = next((int(ln.split()[1]) // 1024 for ln in open("/proc/meminfo") if ln.startswith("MemTotal")), 0)
     from importlib.metadata import version
 
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "mem_mb": mem, "gpu": "none",
-            "python": platform.python_version(), "modelopt": version("nvidia-modelopt"),
-            "onnxruntime": version("onnxruntime"), "load_average_at_start": os.getloadavg()}
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_mb": mem,
+        "gpu": "none",
+        "python": platform.python_version(),
+        "modelopt": version("nvidia-modelopt"),
+        "onnxruntime": version("onnxruntime"),
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 def write_zoo(root: Path) -> Path:
@@ -101,12 +110,22 @@ def write_zoo(root: Path) -> Path:
                 m[key] = m[key].replace("../artifacts/demo/", "artifacts/demo/")
         models[name] = m
     models["tiny_encoder"] = {
-        "framework": "pytorch", "checkpoint": "encoder.pth", "model": "encpkg.nets:Encoder",
+        "framework": "pytorch",
+        "checkpoint": "encoder.pth",
+        "model": "encpkg.nets:Encoder",
         "inputs": {"x": {"shape": ["batch", 16, 64], "min": [1, 16, 64], "opt": [8, 16, 64], "max": [16, 16, 64]}},
-        "outputs": ["embedding"], "precisions": ["int8", "fp8"], "calibration": "encoder.calib.npz",
-        "tolerances": {p: {"min_top1_agreement": 0} for p in ("int8", "fp8")}}  # an embedding: cosine only
-    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]}, "python_path": ["."],
-           "precision_search": {"int8": {"budget_s": 300}, "fp8": {"budget_s": 300}}, "models": models}
+        "outputs": ["embedding"],
+        "precisions": ["int8", "fp8"],
+        "calibration": "encoder.calib.npz",
+        "tolerances": {p: {"min_top1_agreement": 0} for p in ("int8", "fp8")},
+    }  # an embedding: cosine only
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": ["8.9"]},
+        "python_path": ["."],
+        "precision_search": {"int8": {"budget_s": 300}, "fp8": {"budget_s": 300}},
+        "models": models,
+    }
     path = root / "zoo.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -132,9 +151,26 @@ def main() -> None:
         configfile.write_text(yaml.safe_dump(cfg, sort_keys=False))
         targets = [paths.parity(name, p) for name, m in cfg["models"].items() for p in m["precisions"]]
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile",
-                               str(REPO / "workflow/profiles/default"), "--directory", str(work), "--configfile",
-                               str(configfile), "--cores", "2", *targets], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(REPO / "Snakefile"),
+                "--workflow-profile",
+                str(REPO / "workflow/profiles/default"),
+                "--directory",
+                str(work),
+                "--configfile",
+                str(configfile),
+                "--cores",
+                "2",
+                *targets,
+            ],
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         if proc.returncode:
             sys.exit(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -146,25 +182,38 @@ def main() -> None:
                 s = facts.get("search", {})
                 steps = s.get("steps", [])
                 worst = lambda acc: min((o["cosine"] for o in acc.values() if "cosine" in o), default=None)  # noqa
-                rows.append({"model": name, "precision": p, "layers": facts.get("layers"),
-                             "quantized_layers": facts.get("quantized_layers"),
-                             "cosine_without_search": worst(steps[0]["accuracy"]) if steps else None,
-                             "search": s.get("status"), "trials": s.get("trials"), "search_s": s.get("seconds"),
-                             "kept": s.get("kept"), "cosine_reached": worst(s.get("accuracy") or {}),
-                             "parity": parity["status"], "reason": parity.get("reason", "")[:300],
-                             "sensitivity_top3": (s.get("sensitivity") or [])[:3]})
-    result = {"date": datetime.date.today().isoformat(), "machine": machine(), "wall_s": round(wall, 1),
-              "rows": rows}
+                rows.append(
+                    {
+                        "model": name,
+                        "precision": p,
+                        "layers": facts.get("layers"),
+                        "quantized_layers": facts.get("quantized_layers"),
+                        "cosine_without_search": worst(steps[0]["accuracy"]) if steps else None,
+                        "search": s.get("status"),
+                        "trials": s.get("trials"),
+                        "search_s": s.get("seconds"),
+                        "kept": s.get("kept"),
+                        "cosine_reached": worst(s.get("accuracy") or {}),
+                        "parity": parity["status"],
+                        "reason": parity.get("reason", "")[:300],
+                        "sensitivity_top3": (s.get("sensitivity") or [])[:3],
+                    }
+                )
+    result = {"date": datetime.date.today().isoformat(), "machine": machine(), "wall_s": round(wall, 1), "rows": rows}
     out = REPO / "benchmarks" / "results" / f"precision-search-{result['date']}-{platform.node()}.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"| model | precision | layers quantized | cosine without search | search | trials | search s | kept | "
-          f"cosine reached | parity |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | precision | layers quantized | cosine without search | search | trials | search s | kept | "
+        "cosine reached | parity |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         kept = ", ".join(n for v in (r["kept"] or {}).values() for n in v) or "—"
         fmt = lambda c: f"{c:.4f}" if c is not None else "—"  # noqa
-        print(f"| {r['model']} | {r['precision']} | {r['quantized_layers']} of {r['layers']} | "
-              f"{fmt(r['cosine_without_search'])} | {r['search']} | {r['trials']} | {r['search_s']} | {kept} | "
-              f"{fmt(r['cosine_reached'])} | {r['parity']} |")
+        print(
+            f"| {r['model']} | {r['precision']} | {r['quantized_layers']} of {r['layers']} | "
+            f"{fmt(r['cosine_without_search'])} | {r['search']} | {r['trials']} | {r['search_s']} | {kept} | "
+            f"{fmt(r['cosine_reached'])} | {r['parity']} |"
+        )
     print(f"\nwall {wall:.1f} s (whole workflow to the parity files); {out}")
 
 

@@ -11,6 +11,7 @@ included; `import engine_factory.report` before it reported apart); the bytes of
 model page, the figures and the whole report folder; and, where headless Chromium is installed, the rendered height
 of the index and of the tallest model page (px at 1400 px wide).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,13 +45,21 @@ print(json.dumps({"import_s": imported - t0, "write_report_s": time.perf_counter
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     mem = next((int(line.split()[1]) // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), 0)
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "mem_mb": mem,
-            "python": platform.python_version(), "gpu": "none", "load_average_at_start": os.getloadavg()}
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_mb": mem,
+        "python": platform.python_version(),
+        "gpu": "none",
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 def render(work: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", RENDER, str(REPO)], cwd=work, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", RENDER, str(REPO)], cwd=work, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -70,13 +79,19 @@ def heights(work: Path) -> dict | None:
         options.add_argument(arg)
     browser = webdriver.Chrome(service=Service(driver), options=options)
     try:
+
         def height(page: Path) -> int:
             browser.get(page.as_uri())
             return int(browser.execute_script("return document.documentElement.scrollHeight"))
+
         models = sorted((work / paths.REPORT_PAGES).glob("*.html"))
         model_heights = [height(p) for p in models]
-        return {"index_px": height(work / paths.REPORT_HTML), "model_page_max_px": max(model_heights),
-                "model_page_median_px": statistics.median(model_heights), "width_px": 1400}
+        return {
+            "index_px": height(work / paths.REPORT_HTML),
+            "model_page_max_px": max(model_heights),
+            "model_page_median_px": statistics.median(model_heights),
+            "width_px": 1400,
+        }
     finally:
         browser.quit()
 
@@ -86,8 +101,9 @@ def main() -> int:
     parser.add_argument("--models", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    from helpers import report_zoo
     from engine_factory import paths
+
+    from helpers import report_zoo
 
     with tempfile.TemporaryDirectory(prefix="report-scale-") as tmp:
         work = Path(tmp)
@@ -109,21 +125,32 @@ def main() -> int:
         figures = sorted((work / paths.REPORT_CHARTS).glob("*.svg"))
         summary = json.loads((work / paths.REPORT_JSON).read_text())
         results = {
-            "date": datetime.date.today().isoformat(), "machine": machine(),
-            "zoo": {"models": args.models, "targets": summary["overview"]["outcomes"]["targets"],
-                    "outcomes": summary["overview"]["outcomes"]},
-            "seconds": {"cold_cache": [round(r["write_report_s"], 2) for r in cold],
-                        "warm_cache": [round(r["write_report_s"], 2) for r in warm],
-                        "cold_median": round(statistics.median(r["write_report_s"] for r in cold), 2),
-                        "warm_median": round(statistics.median(r["write_report_s"] for r in warm), 2),
-                        "import_scripts_report_median": round(statistics.median(r["import_s"] for r in cold + warm), 2)},
-            "bytes": {"summary_json": size(work / paths.REPORT_JSON), "index_html": size(work / paths.REPORT_HTML),
-                      "index_pages": 1 + len(list(work.glob(paths.REPORT_LIST_GLOB))),
-                      "model_pages": len(pages), "model_page_max": max(map(size, pages)),
-                      "model_page_median": statistics.median(map(size, pages)),
-                      "figures": len(figures), "figure_max": max(map(size, figures)),
-                      "report_folder": sum(size(p) for p in report_dir.rglob("*") if p.is_file()),
-                      "figure_cache": sum(size(p) for p in (work / paths.REPORT_CHART_CACHE).iterdir())},
+            "date": datetime.date.today().isoformat(),
+            "machine": machine(),
+            "zoo": {
+                "models": args.models,
+                "targets": summary["overview"]["outcomes"]["targets"],
+                "outcomes": summary["overview"]["outcomes"],
+            },
+            "seconds": {
+                "cold_cache": [round(r["write_report_s"], 2) for r in cold],
+                "warm_cache": [round(r["write_report_s"], 2) for r in warm],
+                "cold_median": round(statistics.median(r["write_report_s"] for r in cold), 2),
+                "warm_median": round(statistics.median(r["write_report_s"] for r in warm), 2),
+                "import_scripts_report_median": round(statistics.median(r["import_s"] for r in cold + warm), 2),
+            },
+            "bytes": {
+                "summary_json": size(work / paths.REPORT_JSON),
+                "index_html": size(work / paths.REPORT_HTML),
+                "index_pages": 1 + len(list(work.glob(paths.REPORT_LIST_GLOB))),
+                "model_pages": len(pages),
+                "model_page_max": max(map(size, pages)),
+                "model_page_median": statistics.median(map(size, pages)),
+                "figures": len(figures),
+                "figure_max": max(map(size, figures)),
+                "report_folder": sum(size(p) for p in report_dir.rglob("*") if p.is_file()),
+                "figure_cache": sum(size(p) for p in (work / paths.REPORT_CHART_CACHE).iterdir()),
+            },
             "rendered": heights(work),
             "command": f"benchmarks/report_scale.py --models {args.models} --repeat {args.repeat}",
         }

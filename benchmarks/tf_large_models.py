@@ -6,11 +6,13 @@
 Writes `results/tf-large-models-<date>-<host>.json` (committed): the machine, the command, the total wall time,
 and per job its wall time and peak RSS (from the `stage-metrics:` line each stage prints into its log; children
 included) next to Snakemake's own per-job measurement (`benchmark:` files; process start-up included).
-The slow test `tests/frameworks/test_tensorflow_large.py` (`make test-slow`) runs the same function in a temporary directory.
+The slow test `tests/frameworks/test_tensorflow_large.py` (`make test-slow`) runs the same function in a temporary
+directory.
 
 ResNet50 is presented to the plan as NCHW (`layout: NCHW`, tf2onnx `inputs_as_nchw`), InceptionV3 as NHWC.
 `--resources mem_mb` is set so that the scheduler keeps the declared memory (TensorFlow export 8000 MB) in bounds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +53,14 @@ def config(workdir: Path, precisions: list[str]) -> dict:
         spec = {"shape": ["batch", *shape], "min": [1, *shape], "opt": [2, *shape], "max": [8, *shape]}
         if layout == "NCHW":
             spec["layout"] = "NCHW"
-        models[name] = {"framework": "tensorflow", "format": "keras", "checkpoint": str(workdir / f"{name}.keras"),
-                        "inputs": {"x": spec}, "outputs": ["predictions"], "precisions": precisions}
+        models[name] = {
+            "framework": "tensorflow",
+            "format": "keras",
+            "checkpoint": str(workdir / f"{name}.keras"),
+            "inputs": {"x": spec},
+            "outputs": ["predictions"],
+            "precisions": precisions,
+        }
     return {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]}, "opset": 17, "models": models}
 
 
@@ -83,24 +91,45 @@ def run(workdir: Path, *, cores: int = 2, mem_mb: int = 12000, precisions=("fp32
         t = time.perf_counter()
         if not path.exists():
             subprocess.run([PY, "-c", MAKE_MODEL, cls, str(path)], check=True, capture_output=True)
-        made[name] = {"keras_file_mb": round(path.stat().st_size / 2**20, 1),
-                      "make_s": round(time.perf_counter() - t, 2)}
+        made[name] = {
+            "keras_file_mb": round(path.stat().st_size / 2**20, 1),
+            "make_s": round(time.perf_counter() - t, 2),
+        }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config(workdir, list(precisions)), sort_keys=False))
-    cmd = [PY, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile",
-           str(REPO / "workflow" / "profiles" / "default"), "--directory", str(workdir), "--configfile",
-           str(workdir / "config.yaml"), "--cores", str(cores), "--resources", f"mem_mb={mem_mb}"]
+    cmd = [
+        PY,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        str(cores),
+        "--resources",
+        f"mem_mb={mem_mb}",
+    ]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
     summary = json.loads((workdir / "artifacts" / "report" / "summary.json").read_text())
-    return {"date": datetime.date.today().isoformat(), "machine": machine(),
-            "command": " ".join(cmd[1:]).replace(str(workdir), "<workdir>").replace(str(REPO), "<repo>"),
-            "models": {n: {**made[n], "class": MODELS[n][0], "presented_layout": MODELS[n][2]} for n in MODELS},
-            "precisions": list(precisions), "workflow_wall_s": round(wall, 1),
-            "parity": {m: {v: p["status"] for v, p in i["onnx_parity"].items()} for m, i in summary["models"].items()},
-            "plans": summary["counts"], "stages": stage_metrics(workdir)}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "command": " ".join(cmd[1:]).replace(str(workdir), "<workdir>").replace(str(REPO), "<repo>"),
+        "models": {n: {**made[n], "class": MODELS[n][0], "presented_layout": MODELS[n][2]} for n in MODELS},
+        "precisions": list(precisions),
+        "workflow_wall_s": round(wall, 1),
+        "parity": {m: {v: p["status"] for v, p in i["onnx_parity"].items()} for m, i in summary["models"].items()},
+        "plans": summary["counts"],
+        "stages": stage_metrics(workdir),
+    }
 
 
 def machine() -> dict:

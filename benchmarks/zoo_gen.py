@@ -6,6 +6,7 @@ outputs) and an ONNX MLP (a file the user exported elsewhere). Each model has it
 
     python benchmarks/zoo_gen.py DIR N [--precisions fp32 fp16 ...] [--targets 8.0 8.6 ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,15 +58,26 @@ NETS = textwrap.dedent('''\
 
 KINDS = {
     "cnn": {"class": "SmallCNN", "inputs": {"x": ([3, 32, 32], 8, 32)}, "outputs": ["logits"]},
-    "tower": {"class": "TwoTower", "inputs": {"image": ([3, 16, 16], 4, 16), "features": ([8], 4, 16)},
-              "outputs": ["logits", "embedding"]},
+    "tower": {
+        "class": "TwoTower",
+        "inputs": {"image": ([3, 16, 16], 4, 16), "features": ([8], 4, 16)},
+        "outputs": ["logits", "embedding"],
+    },
     "mlp": {"class": "MLP", "onnx": True, "inputs": {"features": ([16], 4, 64)}, "outputs": ["scores"]},
 }
 
 
 def _input_specs(kind: dict) -> dict:
-    return {name: {"dtype": "float32", "shape": ["batch", *dims], "min": [1, *dims], "opt": [opt, *dims],
-                   "max": [mx, *dims]} for name, (dims, opt, mx) in kind["inputs"].items()}
+    return {
+        name: {
+            "dtype": "float32",
+            "shape": ["batch", *dims],
+            "min": [1, *dims],
+            "opt": [opt, *dims],
+            "max": [mx, *dims],
+        }
+        for name, (dims, opt, mx) in kind["inputs"].items()
+    }
 
 
 def write_zoo(root: Path, n: int, precisions: list[str], targets: list[str]) -> Path:
@@ -94,17 +106,33 @@ def write_zoo(root: Path, n: int, precisions: list[str], targets: list[str]) -> 
         entry = {"inputs": _input_specs(kind), "outputs": kind["outputs"], "calibration": f"{name}.calib.npz"}
         if kind.get("onnx"):
             example = tuple(torch.from_numpy(calib[k][:2]) for k in kind["inputs"])
-            torch.onnx.export(net, example, str(root / f"{name}.onnx"), dynamo=False, opset_version=17,
-                              input_names=list(kind["inputs"]), output_names=kind["outputs"],
-                              dynamic_axes={k: {0: "batch"} for k in [*kind["inputs"], *kind["outputs"]]})
+            torch.onnx.export(
+                net,
+                example,
+                str(root / f"{name}.onnx"),
+                dynamo=False,
+                opset_version=17,
+                input_names=list(kind["inputs"]),
+                output_names=kind["outputs"],
+                dynamic_axes={k: {0: "batch"} for k in [*kind["inputs"], *kind["outputs"]]},
+            )
             entry = {"framework": "onnx", "onnx": f"{name}.onnx", **entry}
         else:
             torch.save(net.state_dict(), root / f"{name}.pth")
-            entry = {"framework": "pytorch", "checkpoint": f"{name}.pth", "model": f"zoo_models.nets:{kind['class']}",
-                     **entry}
+            entry = {
+                "framework": "pytorch",
+                "checkpoint": f"{name}.pth",
+                "model": f"zoo_models.nets:{kind['class']}",
+                **entry,
+            }
         models[name] = entry
-    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": targets}, "precisions": precisions, "python_path": ["."],
-           "models": models}
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": targets},
+        "precisions": precisions,
+        "python_path": ["."],
+        "models": models,
+    }
     path = root / "zoo.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -3,17 +3,23 @@ import copy
 import pytest
 
 from engine_factory import paths
+from engine_factory.backends import Backend
 from engine_factory.config import check, model_settings
 from engine_factory.errors import FactoryError
-from engine_factory.backends import Backend
 from engine_factory.targets import plan_jobs
 
 from helpers import CNN_INPUTS
 
 
 def base(**model):
-    m = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "engine_factory.demo.models:TinyCNN",
-         "inputs": copy.deepcopy(CNN_INPUTS), "calibration": "artifacts/demo/tiny_cnn.calib.npz", **model}
+    m = {
+        "framework": "pytorch",
+        "checkpoint": "artifacts/demo/tiny_cnn.pth",
+        "model": "engine_factory.demo.models:TinyCNN",
+        "inputs": copy.deepcopy(CNN_INPUTS),
+        "calibration": "artifacts/demo/tiny_cnn.calib.npz",
+        **model,
+    }
     return {"models": {"tiny_cnn": m}}
 
 
@@ -24,6 +30,7 @@ def test_defaults_filled_and_repo_config_valid():
     assert s["precisions"] == ["fp32", "fp16", "bf16", "int8", "fp8"]
     assert s["tolerances"]["fp16"]["atol"] == 1e-2
     from engine_factory.config import load_file
+
     demo = load_file("config/config.yaml")
     assert set(demo["models"]) == {"tiny_cnn", "two_tower", "tiny_mlp", "tf_cnn", "tf_two_head", "tf1_mlp"}
 
@@ -48,8 +55,11 @@ def test_unsafe_model_name(name):
 
 
 def test_missing_checkpoint_named(tmp_path):
-    with pytest.raises(FactoryError, match=r"model 'tiny_cnn', config key 'models.tiny_cnn.checkpoint', "
-                                           r"file '/nonexistent/x.pth': file not found"):
+    with pytest.raises(
+        FactoryError,
+        match=r"model 'tiny_cnn', config key 'models.tiny_cnn.checkpoint', "
+        r"file '/nonexistent/x.pth': file not found",
+    ):
         check(base(checkpoint="/nonexistent/x.pth"))
 
 
@@ -84,7 +94,9 @@ def test_pytorch_needs_exactly_one_source():
 
 def test_plan_jobs_skip_with_reasons():
     cfg = check(base())
-    jobs, skipped = plan_jobs(cfg, backend=Backend("tensorrt_rtx", "rtx", None, "1.7.1.116", "rtx-1.7.1.116"), key="rtx-1.7.1.116", gpus=[])
+    jobs, skipped = plan_jobs(
+        cfg, backend=Backend("tensorrt_rtx", "rtx", None, "1.7.1.116", "rtx-1.7.1.116"), key="rtx-1.7.1.116", gpus=[]
+    )
     keys = {(j["cc"], j["precision"]) for j in jobs}
     assert ("89", "fp8") in keys and ("120", "fp8") in keys
     assert {(s["cc"], s["precision"]) for s in skipped} == {("80", "fp8"), ("86", "fp8")}
@@ -92,7 +104,9 @@ def test_plan_jobs_skip_with_reasons():
     assert paths.plan(**jobs[0]) == "artifacts/tiny_cnn/plans/rtx-1.7.1.116/sm80/fp32/model.plan"
     # full TensorRT: one target per distinct local compute capability
     gpus = [{"compute_capability": "9.0"}, {"compute_capability": "9.0"}, {"compute_capability": "8.6"}]
-    jobs, _ = plan_jobs(cfg, backend=Backend("tensorrt", "trt", None, "10.13.3.9", "trt-10.13.3.9"), key="trt-10.13.3.9", gpus=gpus)
+    jobs, _ = plan_jobs(
+        cfg, backend=Backend("tensorrt", "trt", None, "10.13.3.9", "trt-10.13.3.9"), key="trt-10.13.3.9", gpus=gpus
+    )
     assert sorted({j["cc"] for j in jobs}) == ["86", "90"]
 
 

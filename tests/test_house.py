@@ -34,14 +34,21 @@ def test_the_package_keeps_the_house():
     "room, line, says",
     [
         # ground importing config: one floor up (inside a function, where a circle would once have hidden)
-        ("paths.py", "def _up():\n    from . import config\n", "engine_factory.paths is not allowed to import engine_factory.config"),
+        (
+            "paths.py",
+            "def _up():\n    from . import config\n",
+            "engine_factory.paths is not allowed to import engine_factory.config",
+        ),
         # two records importing each other: provenance already imports fingerprint
         ("fingerprint.py", "from . import provenance\n", "No cycles are allowed in engine_factory"),
     ],
 )
 def test_the_contracts_catch_an_upward_import_and_a_circle(tmp_path, room, line, says):
-    shutil.copytree(REPO / "scripts" / "engine_factory", tmp_path / "scripts" / "engine_factory",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        REPO / "scripts" / "engine_factory",
+        tmp_path / "scripts" / "engine_factory",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     with open(tmp_path / "scripts" / "engine_factory" / room, "a") as f:
         f.write("\n\n" + line)

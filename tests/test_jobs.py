@@ -1,6 +1,7 @@
-"""How jobs' processes start (scripts/engine_factory/jobs.py, scripts/engine_factory/forkserver.py) and what a forked job inherits ready-made
-(scripts/engine_factory/frameworks/pytorch.py reuse_onnx_registry, provenance.stage_tools): each cost a measured share of every job
-(issue 13, benchmarks/README.md), and each must leave a job's result as it was."""
+"""How jobs' processes start (scripts/engine_factory/jobs.py, scripts/engine_factory/forkserver.py) and what a forked
+job inherits ready-made (scripts/engine_factory/frameworks/pytorch.py reuse_onnx_registry, provenance.stage_tools): each
+cost a measured share of every job (issue 13, benchmarks/README.md), and each must leave a job's result as it was."""
+
 import json
 import os
 import subprocess
@@ -89,8 +90,13 @@ print(plain == first == second, "engine-factory::probe" in b.functions, len(b.fu
 
 
 def test_the_reused_onnx_registry_exports_the_same_bytes_each_export_gets_its_own_and_new_functions_rebuild_it(
-        tmp_path):
-    proc = subprocess.run([sys.executable, "-c", REGISTRY_SCRIPT.format(repo=str(REPO), tmp=str(tmp_path))],
-                          capture_output=True, text=True, timeout=300)
+    tmp_path,
+):
+    proc = subprocess.run(
+        [sys.executable, "-c", REGISTRY_SCRIPT.format(repo=str(REPO), tmp=str(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["True", "False", "True", "True", "True"]

@@ -1,5 +1,6 @@
-"""The scheduler fix (scripts/engine_factory/scheduling.py): one pending wake-up at a time, a daemon thread, and it reaches the
-installed Snakemake."""
+"""The scheduler fix (scripts/engine_factory/scheduling.py): one pending wake-up at a time, a daemon thread, and it
+reaches the installed Snakemake."""
+
 import threading
 import time
 

@@ -3,6 +3,7 @@
 The full-TensorRT code path runs with the `tensorrt_rtx` module passed in place of `tensorrt` where the APIs
 coincide; what RTX refuses there (hardware compatibility, version compatible) is asserted as measured.
 """
+
 import hashlib
 import json
 
@@ -13,11 +14,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine_factory import intoto, provenance
 from engine_factory.backends import build_plan, load_backend, precision_support, resolve_backend
-from engine_factory.errors import FactoryError
-from engine_factory.host import probe_host
 from engine_factory.backends.header import check_plan_header
 from engine_factory.backends.rtx import TARGETS as RTX_TARGETS
 from engine_factory.backends.runtime import execute_plan
+from engine_factory.errors import FactoryError
+from engine_factory.host import probe_host
 
 RTX = pytest.importorskip("tensorrt_rtx")
 VERSION = RTX.__version__
@@ -25,8 +26,9 @@ X_PROFILE = {"x": {"min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [8, 3, 8, 8]
 
 
 def _save(path, nodes, inputs, outputs, inits=(), check=True):
-    model = helper.make_model(helper.make_graph(nodes, path.stem, inputs, outputs, list(inits)),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, path.stem, inputs, outputs, list(inits)), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 9
     if check:
         onnx.checker.check_model(model)
@@ -45,19 +47,41 @@ def models(tmp_path_factory):
     w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     g = numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "g")
     conv = helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])
-    tiny = _save(d / "tiny.onnx", [conv, helper.make_node("Relu", ["c"], ["r"]),
-                                   helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-                                   helper.make_node("Flatten", ["p"], ["f"]),
-                                   helper.make_node("Gemm", ["f", "g"], ["y"])],
-                 [_tensor("x", ["batch", 3, 8, 8])], [_tensor("y", ["batch", 5])], [w, g])
+    tiny = _save(
+        d / "tiny.onnx",
+        [
+            conv,
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("Gemm", ["f", "g"], ["y"]),
+        ],
+        [_tensor("x", ["batch", 3, 8, 8])],
+        [_tensor("y", ["batch", 5])],
+        [w, g],
+    )
     # no GEMM: builds for every RTX target, sm75 included
-    convnet = _save(d / "conv.onnx", [conv, helper.make_node("Relu", ["c"], ["y"])],
-                    [_tensor("x", ["batch", 3, 8, 8])], [_tensor("y", ["batch", 4, 8, 8])], [w])
+    convnet = _save(
+        d / "conv.onnx",
+        [conv, helper.make_node("Relu", ["c"], ["y"])],
+        [_tensor("x", ["batch", 3, 8, 8])],
+        [_tensor("y", ["batch", 4, 8, 8])],
+        [w],
+    )
     # a dynamic input and a fixed one
-    two = _save(d / "two.onnx", [helper.make_node("Add", ["a", "b"], ["y"])],
-                [_tensor("a", ["batch", 4]), _tensor("b", [1, 4])], [_tensor("y", ["batch", 4])])
-    bad_op = _save(d / "bad_op.onnx", [helper.make_node("FooBar", ["a"], ["y"])],
-                   [_tensor("a", [1, 4])], [_tensor("y", [1, 4])], check=False)
+    two = _save(
+        d / "two.onnx",
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        [_tensor("a", ["batch", 4]), _tensor("b", [1, 4])],
+        [_tensor("y", ["batch", 4])],
+    )
+    bad_op = _save(
+        d / "bad_op.onnx",
+        [helper.make_node("FooBar", ["a"], ["y"])],
+        [_tensor("a", [1, 4])],
+        [_tensor("y", [1, 4])],
+        check=False,
+    )
     garbage, junk = d / "garbage.onnx", d / "junk.onnx"
     garbage.write_bytes(b"not an onnx file at all")  # protobuf rejects it
     junk.write_bytes(b"this is not an ONNX model")  # protobuf reads it as an empty model (measured)
@@ -71,8 +95,17 @@ def plans(models, tmp_path_factory):
     out = {}
     for cc in ("8.6", "8.9"):
         path = d / f"sm{cc.replace('.', '')}" / "model.plan"
-        facts = build_plan(RTX, models["tiny"], path, model="tiny", input_profiles=X_PROFILE,
-                           workspace_mb=256, optimization_level=3, compute_capability=cc, log=lambda m: None)
+        facts = build_plan(
+            RTX,
+            models["tiny"],
+            path,
+            model="tiny",
+            input_profiles=X_PROFILE,
+            workspace_mb=256,
+            optimization_level=3,
+            compute_capability=cc,
+            log=lambda m: None,
+        )
         out[cc] = (path, facts)
     return out
 
@@ -101,8 +134,7 @@ def test_rtx_target_bitmask_and_size_field_hold_for_every_target(models, tmp_pat
     """The undocumented header fields backends/header.py relies on, re-measured for each AOT target."""
     for cc, (_, bit) in RTX_TARGETS.items():
         path = tmp_path / f"{cc}.plan"
-        build_plan(RTX, models["conv"], path, model="conv", input_profiles=X_PROFILE, compute_capability=cc,
-                   log=quiet)
+        build_plan(RTX, models["conv"], path, model="conv", input_profiles=X_PROFILE, compute_capability=cc, log=quiet)
         head = path.read_bytes()[:64]
         assert head[:4] == b"vtrt" and head[0x20] == bit, (cc, head[0x20])
         assert int.from_bytes(head[0x10:0x18], "little") == path.stat().st_size
@@ -112,8 +144,9 @@ def test_rtx_target_bitmask_and_size_field_hold_for_every_target(models, tmp_pat
 def test_fp32_gemm_refused_on_sm75(models, tmp_path):
     plan = tmp_path / "model.plan"
     with pytest.raises(FactoryError) as e:
-        build_plan(RTX, models["tiny"], plan, model="tiny", input_profiles=X_PROFILE, compute_capability="7.5",
-                   log=quiet)
+        build_plan(
+            RTX, models["tiny"], plan, model="tiny", input_profiles=X_PROFILE, compute_capability="7.5", log=quiet
+        )
     assert "FP32 GEMM is not supported" in str(e.value) and "model 'tiny'" in str(e.value)
     assert not plan.exists()
     assert "sm75" in precision_support("rtx", "7.5", "fp32")
@@ -121,8 +154,15 @@ def test_fp32_gemm_refused_on_sm75(models, tmp_path):
 
 def test_progress_is_logged(models, tmp_path):
     lines = []
-    build_plan(RTX, models["tiny"], tmp_path / "m.plan", model="tiny", input_profiles=X_PROFILE,
-               compute_capability="8.6", log=lines.append)
+    build_plan(
+        RTX,
+        models["tiny"],
+        tmp_path / "m.plan",
+        model="tiny",
+        input_profiles=X_PROFILE,
+        compute_capability="8.6",
+        log=lines.append,
+    )
     assert any("Building engine: started" in line for line in lines)
     assert any("Building engine: done" in line for line in lines)
 
@@ -130,16 +170,22 @@ def test_progress_is_logged(models, tmp_path):
 def test_timing_cache_written_and_reused(models, tmp_path):
     """Full TensorRT's timing-cache path (the workflow gives RTX builds none), run with the RTX module standing in."""
     cache = tmp_path / "cache" / "timing.cache"
-    kw = dict(model="tiny", input_profiles=X_PROFILE, compute_capability="8.6", timing_cache_path=str(cache),
-              log=quiet)
+    kw = dict(model="tiny", input_profiles=X_PROFILE, compute_capability="8.6", timing_cache_path=str(cache), log=quiet)
     first = build_plan(RTX, models["tiny"], tmp_path / "a.plan", **kw)["timing_cache"]
     assert first["loaded"] is False and first["written"] and cache.stat().st_size > 0
     facts = build_plan(RTX, models["tiny"], tmp_path / "b.plan", **kw)
     second = facts["timing_cache"]
     assert second["loaded"] is True
     # the plan's in-toto statement lists the cache as a byproduct: its digest and whether the build loaded it
-    provenance.write(str(tmp_path / "b.plan"), stage="build", inputs={"onnx": models["tiny"]}, params={},
-                     facts=facts, host={}, artifact_sha256=facts["plan_sha256"])
+    provenance.write(
+        str(tmp_path / "b.plan"),
+        stage="build",
+        inputs={"onnx": models["tiny"]},
+        params={},
+        facts=facts,
+        host={},
+        artifact_sha256=facts["plan_sha256"],
+    )
     st = json.loads(open(intoto.write_statement(str(tmp_path / "b.plan"))).read())
     [byproduct] = st["predicate"]["runDetails"]["byproducts"]
     assert byproduct["name"] == str(cache) and byproduct["digest"] == {"sha256": provenance.sha256(cache)}
@@ -164,34 +210,60 @@ def test_plan_written_and_hashed_together(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- profiles
 def test_fixed_input_needs_no_profile(models, tmp_path):
-    facts = build_plan(RTX, models["two"], tmp_path / "two.plan", model="two", compute_capability="8.9",
-                       input_profiles={"a": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}}, log=quiet)
+    facts = build_plan(
+        RTX,
+        models["two"],
+        tmp_path / "two.plan",
+        model="two",
+        compute_capability="8.9",
+        input_profiles={"a": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}},
+        log=quiet,
+    )
     assert facts["input_shapes"] == {"a": [-1, 4], "b": [1, 4]}
 
 
-@pytest.mark.parametrize("profiles, message", [
-    ({}, "input 'a' has dynamic shape"),
-    ({"a": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}, "c": {"min": [1], "opt": [1], "max": [1]}},
-     "lacks (its inputs"),
-    ({"a": {"min": [2, 4], "opt": [1, 4], "max": [4, 4]}}, "min <= opt <= max"),
-    ({"a": {"min": [1, 4], "opt": [2, 4]}}, "lacks ['max']"),
-    ({"a": {"min": [1, 4, 1], "opt": [2, 4, 1], "max": [4, 4, 1]}}, "has rank 3"),
-    ({"a": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}, "b": {"min": [1, 2], "opt": [1, 2], "max": [1, 2]}},
-     "dimension 1 is fixed at 4"),
-])
+@pytest.mark.parametrize(
+    "profiles, message",
+    [
+        ({}, "input 'a' has dynamic shape"),
+        (
+            {"a": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}, "c": {"min": [1], "opt": [1], "max": [1]}},
+            "lacks (its inputs",
+        ),
+        ({"a": {"min": [2, 4], "opt": [1, 4], "max": [4, 4]}}, "min <= opt <= max"),
+        ({"a": {"min": [1, 4], "opt": [2, 4]}}, "lacks ['max']"),
+        ({"a": {"min": [1, 4, 1], "opt": [2, 4, 1], "max": [4, 4, 1]}}, "has rank 3"),
+        (
+            {"a": {"min": [1, 4], "opt": [2, 4], "max": [4, 4]}, "b": {"min": [1, 2], "opt": [1, 2], "max": [1, 2]}},
+            "dimension 1 is fixed at 4",
+        ),
+    ],
+)
 def test_profile_errors(models, tmp_path, profiles, message):
     with pytest.raises(FactoryError) as e:
-        build_plan(RTX, models["two"], tmp_path / "two.plan", model="two", input_profiles=profiles,
-                   compute_capability="8.9", log=quiet)
+        build_plan(
+            RTX,
+            models["two"],
+            tmp_path / "two.plan",
+            model="two",
+            input_profiles=profiles,
+            compute_capability="8.9",
+            log=quiet,
+        )
     assert message in str(e.value) and "model 'two'" in str(e.value)
     assert not (tmp_path / "two.plan").exists()
 
 
 # --------------------------------------------------------------------------------------------- parse errors
-@pytest.mark.parametrize("which, parser_says", [("garbage", "Failed to parse the ONNX model"),
-                                                ("junk", "parsed no outputs"),
-                                                ("bad_op", "Plugin not found"),
-                                                ("missing", "ONNX file not found")])
+@pytest.mark.parametrize(
+    "which, parser_says",
+    [
+        ("garbage", "Failed to parse the ONNX model"),
+        ("junk", "parsed no outputs"),
+        ("bad_op", "Plugin not found"),
+        ("missing", "ONNX file not found"),
+    ],
+)
 def test_parser_rejection_names_model_and_file(models, tmp_path, which, parser_says):
     onnx_path = models.get(which, tmp_path / "missing.onnx")
     plan = tmp_path / "model.plan"
@@ -209,8 +281,16 @@ def test_full_tensorrt_path_without_target(models, tmp_path):
     """compute_capability=None (full TensorRT: the local GPU) + the TRT 10 STRONGLY_TYPED flag. RTX, given no
     target, picks several itself (measured bitmask 0x7e: sm80..sm121 plus 0x40, presumably '>12.0')."""
     path = tmp_path / "m.plan"
-    facts = build_plan(RTX, models["tiny"], path, model="tiny", input_profiles=X_PROFILE, compute_capability=None,
-                       strongly_typed_flag=True, log=quiet)
+    facts = build_plan(
+        RTX,
+        models["tiny"],
+        path,
+        model="tiny",
+        input_profiles=X_PROFILE,
+        compute_capability=None,
+        strongly_typed_flag=True,
+        log=quiet,
+    )
     assert facts["strongly_typed_flag"] and facts["targets"] is None
     check = check_plan_header(path, backend="rtx", version=VERSION, compute_capability=None)
     assert check["status"] == "pass" and len(check["details"]["header_targets"]) > 1
@@ -229,8 +309,15 @@ def test_full_tensorrt_compatibility_options_refused_by_rtx(models, tmp_path):
 
 def test_unknown_rtx_target(models, tmp_path):
     with pytest.raises(FactoryError, match="no target for compute capability 9.0"):
-        build_plan(RTX, models["tiny"], tmp_path / "a.plan", model="tiny", input_profiles=X_PROFILE,
-                   compute_capability="9.0", log=quiet)
+        build_plan(
+            RTX,
+            models["tiny"],
+            tmp_path / "a.plan",
+            model="tiny",
+            input_profiles=X_PROFILE,
+            compute_capability="9.0",
+            log=quiet,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ plan checks
@@ -254,8 +341,9 @@ def test_plan_header_failures(plans, tmp_path):
 
 
 def test_runtime_validity_recorded_not_judged_without_gpu(plans):
-    check = check_plan_header(plans["8.6"][0], backend="rtx", version=VERSION, compute_capability="8.6",
-                              host={"gpus": []})
+    check = check_plan_header(
+        plans["8.6"][0], backend="rtx", version=VERSION, compute_capability="8.6", host={"gpus": []}
+    )
     validity = check["details"]["engine_validity"]
     assert check["status"] == "pass" and validity["checked"] and validity["judged"] is False
 
@@ -306,6 +394,7 @@ def test_load_and_resolve_backends(monkeypatch):
         resolve_backend("onnxruntime", [])
     try:
         import tensorrt  # noqa: F401
+
         pytest.skip("tensorrt is installed here")
     except ImportError:
         pass
@@ -324,8 +413,14 @@ def test_host_probe_and_override(tmp_path, monkeypatch):
     if not facts["gpus"]:  # this CPU-only host: no driver, and the probe says why
         assert facts["driver_version"] is None and facts["probe_errors"]
     override = tmp_path / "facts.json"
-    gpu = {"index": 0, "name": "NVIDIA L4", "compute_capability": "8.9", "sm_count": 58, "memory_mb": 23034,
-           "uuid": "GPU-x"}
+    gpu = {
+        "index": 0,
+        "name": "NVIDIA L4",
+        "compute_capability": "8.9",
+        "sm_count": 58,
+        "memory_mb": 23034,
+        "uuid": "GPU-x",
+    }
     override.write_text(json.dumps({"gpus": [gpu], "driver_version": "580.1"}))
     monkeypatch.setenv("FACTORY_HOST_FACTS", str(override))
     facts = probe_host()
@@ -385,12 +480,19 @@ def test_gpu_execute_plan(models, tmp_path):
     cc = host["gpus"][0]["compute_capability"]
     plan = tmp_path / "model.plan"
     target = cc if precision_support("rtx", cc, "fp32") is None else None  # None: RTX's own target set
-    build_plan(RTX, models["tiny"], plan, model="tiny", input_profiles=X_PROFILE, compute_capability=target,
-               log=quiet)
+    build_plan(RTX, models["tiny"], plan, model="tiny", input_profiles=X_PROFILE, compute_capability=target, log=quiet)
     x = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
-    result = execute_plan(plan, backend="tensorrt_rtx", compute_capability=cc, inputs=x,
-                          expected=run_onnxruntime(models["tiny"], x), tolerance={"atol": 1e-3, "rtol": 1e-3},
-                          opt_inputs={"x": np.zeros((4, 3, 8, 8), np.float32)}, host=host, iterations=20)
+    result = execute_plan(
+        plan,
+        backend="tensorrt_rtx",
+        compute_capability=cc,
+        inputs=x,
+        expected=run_onnxruntime(models["tiny"], x),
+        tolerance={"atol": 1e-3, "rtol": 1e-3},
+        opt_inputs={"x": np.zeros((4, 3, 8, 8), np.float32)},
+        host=host,
+        iterations=20,
+    )
     print(json.dumps(result, indent=1, default=str))
     if result["status"] == "not-run":
         assert "cannot load this plan" in result["reason"]

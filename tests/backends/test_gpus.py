@@ -1,6 +1,6 @@
 """GPU pinning and the build job's host/key check, on simulated hosts (no GPU needed)."""
+
 import os
-import types
 
 import pytest
 
@@ -9,8 +9,12 @@ from engine_factory.backends import Backend
 from engine_factory.errors import FactoryError
 from engine_factory.stages import check_host_matches_key
 
-HOST = {"gpus": [{"index": i, "name": "sim", "compute_capability": cc, "uuid": f"GPU-{i}", "cuda_index": i}
-                 for i, cc in enumerate(["8.6", "8.6", "9.0"])]}
+HOST = {
+    "gpus": [
+        {"index": i, "name": "sim", "compute_capability": cc, "uuid": f"GPU-{i}", "cuda_index": i}
+        for i, cc in enumerate(["8.6", "8.6", "9.0"])
+    ]
+}
 
 
 @pytest.fixture(autouse=True)

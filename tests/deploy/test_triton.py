@@ -3,6 +3,7 @@ inputs and two outputs; fixed shape) in a temporary folder outside the checkout,
 real workflow; each config.pbtxt parsed back with Triton's own schema (tritonclient's ModelConfig) and compared field
 by field; provenance and verify (a tampered plan, repair); the policy (a failed validation never ships); the
 load-time check's answers on faked hosts (FACTORY_HOST_FACTS)."""
+
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ import yaml
 from engine_factory import paths
 from engine_factory.deploy.triton import read_config
 
-from helpers import cli, dry_run
+from helpers import build_once, cli, dry_run
 from helpers import snakemake as run_snakemake
 from triton_zoo import TARGETS, write_zoo, zoo_config
 
@@ -30,12 +31,7 @@ def pb():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    base = tmp_path_factory.mktemp("deploy")
-    configfile = write_zoo(base / "zoo")
-    work = base / "work"
-    work.mkdir()
-    proc = run_snakemake(work, configfile=configfile)
-    return {"config": configfile, "work": work, "proc": proc}
+    return build_once(tmp_path_factory.mktemp("deploy"), write_zoo)
 
 
 def repo(work: Path, name: str) -> Path:
@@ -48,8 +44,12 @@ def io(tensors) -> list[tuple]:
 
 def test_one_command_makes_a_repository_per_model_and_precision(built):
     work = built["work"]
-    assert sorted(p.name for p in (work / paths.TRITON_ROOT).iterdir()) == \
-        ["dyn_fp16", "dyn_fp32", "fixed_fp32", "two_io_fp32"]
+    assert sorted(p.name for p in (work / paths.TRITON_ROOT).iterdir()) == [
+        "dyn_fp16",
+        "dyn_fp32",
+        "fixed_fp32",
+        "two_io_fp32",
+    ]
     assert [rule for rule, _ in dry_run(work, configfile=built["config"])] == []  # a rerun does nothing
 
 
@@ -113,7 +113,9 @@ def test_provenance_names_the_plans_their_digests_and_the_policy(built):
     assert inputs["plan_sm86"]["provenance"] == paths.provenance(paths.plan("two_io", KEY, "86", "fp32"))
     statement = json.loads((work / paths.intoto(config)).read_text())
     assert {s["name"]: s["digest"]["sha256"] for s in statement["subject"]} == {
-        config: record["artifact"]["sha256"], **{e["file"]: e["sha256"] for e in plans.values()}}
+        config: record["artifact"]["sha256"],
+        **{e["file"]: e["sha256"] for e in plans.values()},
+    }
     assert "TensorRT-RTX plans are not loadable by stock Triton" in record["facts"]["triton_unloadable"]
 
 
@@ -130,8 +132,10 @@ def test_verify_catches_a_tampered_plan_and_repair_redeploys(built, tmp_path):
     proc = cli("verify", "-d", work, "--json")
     assert proc.returncode == 1
     problems = {(p["kind"], p["path"]) for p in json.loads(proc.stdout)["problems"]}
-    assert problems == {("tampered", f"{paths.triton_model('two_io_fp32')}/1/model.sm89.plan"),
-                        ("orphaned", f"{paths.triton_model('fixed_fp32')}/labels.txt")}, problems
+    assert problems == {
+        ("tampered", f"{paths.triton_model('two_io_fp32')}/1/model.sm89.plan"),
+        ("orphaned", f"{paths.triton_model('fixed_fp32')}/labels.txt"),
+    }, problems
     config = work / paths.triton_config("dyn_fp32")
     config.write_text(config.read_text() + "\nno_such_field: 1\n")
     text = cli("verify", "-d", work).stdout
@@ -168,8 +172,10 @@ def test_a_failed_validation_never_ships(built, tmp_path):
     configfile.write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(work, configfile=configfile, check=False)
     assert proc.returncode != 0
-    assert ("model 'dyn', config key 'deploy.triton.include': no plan of fp16 passes the deploy policy (include: "
-            "pass, not-run): 8.6 validation fail") in proc.out, proc.out[-3000:]
+    assert (
+        "model 'dyn', config key 'deploy.triton.include': no plan of fp16 passes the deploy policy (include: "
+        "pass, not-run): 8.6 validation fail"
+    ) in proc.out, proc.out[-3000:]
     assert not (work / paths.triton_model("dyn_fp16")).exists()  # the earlier repository is gone with it
     assert (work / paths.triton_config("dyn_fp32")).exists()
 
@@ -194,8 +200,11 @@ def test_ready_check_answers(built, tmp_path):
     d = repo(built["work"], "dyn_fp32")
     # no GPU here (as on this machine): cannot run here, in plain words and exit 3
     code, report, plans = ready(d, host_facts(tmp_path, gpus=[]))
-    assert code == 3 and report["verdict"] == "cannot run here" and report["reason"].startswith(
-        "cannot run here: no CUDA GPU")
+    assert (
+        code == 3
+        and report["verdict"] == "cannot run here"
+        and report["reason"].startswith("cannot run here: no CUDA GPU")
+    )
     assert {p["answer"] for p in plans.values()} == {"cannot run here"}
     # an 8.6 GPU and the runtime that built the plans: the 8.6 plan is ready, the 8.9 one is not for this host
     code, report, plans = ready(d, host_facts(tmp_path, gpus=[GPU_86]))
@@ -211,10 +220,16 @@ def test_ready_check_answers(built, tmp_path):
     assert plans["8.6"]["rebuild_key"] == "rtx-1.8.0.1/sm86"  # the serving runtime's version, given by hand
     # a GPU no plan is for, and that the backend has no target for
     _, report, _ = ready(d, host_facts(tmp_path, gpus=[GPU_90]))
-    assert report["gpus"] == [{"compute_capability": "9.0", "plan": None, "answer": "cannot run here",
-                               "reason": "no plan for compute capability 9.0, and none can be built for it: "
-                                         "TensorRT-RTX has no sm90 target (its AOT targets: 7.5, 8.0, 8.6, 8.9, "
-                                         "12.0, 12.1)"}]
+    assert report["gpus"] == [
+        {
+            "compute_capability": "9.0",
+            "plan": None,
+            "answer": "cannot run here",
+            "reason": "no plan for compute capability 9.0, and none can be built for it: "
+            "TensorRT-RTX has no sm90 target (its AOT targets: 7.5, 8.0, 8.6, 8.9, "
+            "12.0, 12.1)",
+        }
+    ]
     text = cli("ready", d, env=host_facts(tmp_path, gpus=[GPU_86]))
     assert "model.sm86.plan: ready: rtx-1.7.1.116 plan for 8.6" in text.stdout, text.stdout
     # a damaged plan header: needs rebuild
@@ -228,9 +243,14 @@ def test_ready_check_answers(built, tmp_path):
 def test_ready_on_what_is_no_repository_is_one_line(tmp_path):
     proc = cli("ready", tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr == f"error: file '{tmp_path / 'config.pbtxt'}': cannot read the Triton model config: No such " \
-                          "file or directory\n"
+    assert (
+        proc.stderr == f"error: file '{tmp_path / 'config.pbtxt'}': cannot read the Triton model config: No such "
+        "file or directory\n"
+    )
     (tmp_path / "config.pbtxt").write_text('name: "x"\nplatform: 7 7\n')
     proc = cli("ready", tmp_path)
-    assert proc.returncode == 1 and proc.stderr.startswith(f"error: file '{tmp_path / 'config.pbtxt'}': not a "
-                                                           "Triton ModelConfig: 2:") and proc.stderr.count("\n") == 1
+    assert (
+        proc.returncode == 1
+        and proc.stderr.startswith(f"error: file '{tmp_path / 'config.pbtxt'}': not a Triton ModelConfig: 2:")
+        and proc.stderr.count("\n") == 1
+    )

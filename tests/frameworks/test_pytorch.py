@@ -39,17 +39,35 @@ def test_cnn_export_names_dynamic_batch_opset_and_parity(cnn_onnx, demo_dir):
 
 def test_two_inputs_two_outputs(demo_dir, tmp_path):
     specs = copy.deepcopy(TWO_TOWER_INPUTS)
-    freeze_pytorch(str(demo_dir / "two_tower.pth"), str(tmp_path / "m.pt2"), model="two_tower",
-                   model_ref="engine_factory.demo.models:TwoTower", model_kwargs={}, input_specs=specs)
-    facts = export_pt2(str(tmp_path / "m.pt2"), str(tmp_path / "m.onnx"), model="two_tower", input_specs=specs,
-                       outputs=["logits", "embedding"], opset=18)
+    freeze_pytorch(
+        str(demo_dir / "two_tower.pth"),
+        str(tmp_path / "m.pt2"),
+        model="two_tower",
+        model_ref="engine_factory.demo.models:TwoTower",
+        model_kwargs={},
+        input_specs=specs,
+    )
+    facts = export_pt2(
+        str(tmp_path / "m.pt2"),
+        str(tmp_path / "m.onnx"),
+        model="two_tower",
+        input_specs=specs,
+        outputs=["logits", "embedding"],
+        opset=18,
+    )
     assert facts["inputs"] == ["image", "features"] and facts["outputs"] == ["logits", "embedding"]
     assert facts["opset"] == 18
     # The dynamo exporter writes opset 18 whatever is asked; onnx's converter cannot take this graph down to 17:
     # a clear error naming the key, not a silently different opset.
     with pytest.raises(FactoryError, match=r"models.two_tower.opset.*opset 18 to 17"):
-        export_pt2(str(tmp_path / "m.pt2"), str(tmp_path / "m17.onnx"), model="two_tower", input_specs=specs,
-                   outputs=["logits", "embedding"], opset=17)
+        export_pt2(
+            str(tmp_path / "m.pt2"),
+            str(tmp_path / "m17.onnx"),
+            model="two_tower",
+            input_specs=specs,
+            outputs=["logits", "embedding"],
+            opset=17,
+        )
     assert not (tmp_path / "m17.onnx").exists()
     feeds = random_inputs(specs, seed=5)
     got = run_onnxruntime(tmp_path / "m.onnx", feeds)
@@ -63,17 +81,33 @@ def test_torchscript_source(demo_dir, tmp_path):
     torch.jit.save(torch.jit.trace(net, torch.zeros(2, 3, 32, 32)), str(tmp_path / "user.pt"))
     freeze_torchscript(str(tmp_path / "user.pt"), str(tmp_path / "frozen.pt"), model="ts")
     specs = copy.deepcopy(CNN_INPUTS)
-    export_torchscript(str(tmp_path / "frozen.pt"), str(tmp_path / "m.onnx"), model="ts", input_specs=specs,
-                       outputs=["logits"], opset=18)
+    export_torchscript(
+        str(tmp_path / "frozen.pt"),
+        str(tmp_path / "m.onnx"),
+        model="ts",
+        input_specs=specs,
+        outputs=["logits"],
+        opset=18,
+    )
     feeds = random_inputs(specs, shape_key="max", seed=2)
-    np.testing.assert_allclose(run_onnxruntime(tmp_path / "m.onnx", feeds)["logits"],
-                               eager(demo_dir, "tiny_cnn", "TinyCNN", feeds)[0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run_onnxruntime(tmp_path / "m.onnx", feeds)["logits"],
+        eager(demo_dir, "tiny_cnn", "TinyCNN", feeds)[0].numpy(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_checkpoint_that_does_not_fit(demo_dir, tmp_path):
     with pytest.raises(FactoryError) as e:
-        freeze_pytorch(str(demo_dir / "two_tower.pth"), str(tmp_path / "m.pt2"), model="wrong",
-                       model_ref="engine_factory.demo.models:TinyCNN", model_kwargs={}, input_specs=copy.deepcopy(CNN_INPUTS))
+        freeze_pytorch(
+            str(demo_dir / "two_tower.pth"),
+            str(tmp_path / "m.pt2"),
+            model="wrong",
+            model_ref="engine_factory.demo.models:TinyCNN",
+            model_kwargs={},
+            input_specs=copy.deepcopy(CNN_INPUTS),
+        )
     assert "model 'wrong'" in str(e.value) and "two_tower.pth" in str(e.value) and "does not fit" in str(e.value)
     assert leftovers(tmp_path) == []
 

@@ -2,6 +2,7 @@
 
 Unit tests call the stage functions in-process on tiny models; the end-to-end tests run the real workflow in a
 temporary directory on every source format, and a tf2onnx failure."""
+
 import copy
 import json
 import re
@@ -14,12 +15,12 @@ import pytest
 from engine_factory import paths
 from engine_factory.config import check
 from engine_factory.errors import FactoryError
-from engine_factory.validation.golden import make_golden
-from engine_factory.provenance import sha256
-from engine_factory.precisions import DEFAULT_TOLERANCES
-from engine_factory.tensors import compare_outputs, load_golden, random_inputs, run_onnxruntime
 from engine_factory.frameworks.tensorflow import export_tf, freeze_tf
 from engine_factory.frameworks.tensorflow import reference_outputs as golden_outputs
+from engine_factory.precisions import DEFAULT_TOLERANCES
+from engine_factory.provenance import sha256
+from engine_factory.tensors import compare_outputs, load_golden, random_inputs, run_onnxruntime
+from engine_factory.validation.golden import make_golden
 
 from helpers import leftovers, write_config
 from helpers import snakemake as run_snakemake
@@ -59,8 +60,12 @@ def make_saved_model(path, *, unsupported=False):
             super().__init__()
             self.w = tf.Variable(np.linspace(0.5, 2.0, 4, dtype=np.float32))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="zz"),
-                                      tf.TensorSpec([None, 4], tf.float32, name="aa")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 4], tf.float32, name="zz"),
+                tf.TensorSpec([None, 4], tf.float32, name="aa"),
+            ]
+        )
         def serve(self, zz, aa):
             score = tf.reduce_sum(zz * self.w, axis=1, keepdims=True) + aa
             aux = tf.math.lgamma(tf.abs(aa) + 1.0) if unsupported else tf.nn.relu(aa - zz)
@@ -89,8 +94,14 @@ def chain(tmp, src, fmt, specs, outputs, *, opset=17, model="m"):
     pb, io, onnx_path = tmp / "model.pb", tmp / "model.pb.io.json", tmp / "model.onnx"
     ff = freeze_tf(str(src), str(pb), str(io), model=model, fmt=fmt, input_specs=specs, outputs=outputs)
     ef = export_tf(str(pb), str(io), str(onnx_path), model=model, input_specs=specs, outputs=outputs, opset=opset)
-    make_golden(str(tmp / "golden.npz"), model=model, input_specs=specs, outputs=outputs, seed=0,
-                source={"framework": "tensorflow", "kind": "tensorflow", "format": fmt, "path": str(src), "io": str(io)})
+    make_golden(
+        str(tmp / "golden.npz"),
+        model=model,
+        input_specs=specs,
+        outputs=outputs,
+        seed=0,
+        source={"framework": "tensorflow", "kind": "tensorflow", "format": fmt, "path": str(src), "io": str(io)},
+    )
     ins, want = load_golden(str(tmp / "golden.npz"))
     return ff, ef, compare_outputs(run_onnxruntime(onnx_path, ins), want, DEFAULT_TOLERANCES["fp32"])
 
@@ -99,8 +110,17 @@ def test_keras_presented_as_nchw_with_dynamic_batch(tf_assets, tmp_path):
     ff, ef, parity = chain(tmp_path, tf_assets / "tf_cnn.keras", "keras", CNN_NCHW, ["logits"])
     assert parity["status"] == "pass", parity
     io = json.loads((tmp_path / "model.pb.io.json").read_text())
-    assert io["inputs"] == [{"name": "x", "tensor": "x:0", "shape": [None, 32, 32, 3], "dtype": "float32",
-                             "layout": "NHWC", "presented_layout": "NCHW", "transpose_to_nchw": True}]
+    assert io["inputs"] == [
+        {
+            "name": "x",
+            "tensor": "x:0",
+            "shape": [None, 32, 32, 3],
+            "dtype": "float32",
+            "layout": "NHWC",
+            "presented_layout": "NCHW",
+            "transpose_to_nchw": True,
+        }
+    ]
     assert [o["name"] for o in io["outputs"]] == ["logits"] and io["graph_data_format"] == "NHWC"
     assert ff["variable_ops_left"] == 0
     assert ef["inputs_as_nchw"] == ["x"] and ef["layout"] == {"x": "NCHW"} and ef["opset"] == 17
@@ -113,8 +133,12 @@ def test_keras_presented_as_nchw_with_dynamic_batch(tf_assets, tmp_path):
 
     for key in ("min", "max"):
         feeds = random_inputs(CNN_NCHW, shape_key=key, seed=3)
-        want = golden_outputs({"format": "keras", "path": str(tf_assets / "tf_cnn.keras"),
-                               "io": str(tmp_path / "model.pb.io.json")}, feeds, ["logits"], model="m")
+        want = golden_outputs(
+            {"format": "keras", "path": str(tf_assets / "tf_cnn.keras"), "io": str(tmp_path / "model.pb.io.json")},
+            feeds,
+            ["logits"],
+            model="m",
+        )
         got = run_onnxruntime(tmp_path / "model.onnx", feeds)
         np.testing.assert_allclose(got["logits"], want["logits"], rtol=1e-4, atol=1e-5)
 
@@ -142,11 +166,26 @@ def test_saved_model_maps_signature_names(tf_assets, tmp_path):
     w = np.linspace(0.5, 2.0, 4, dtype=np.float32)
     np.testing.assert_allclose(want["score"], (ins["zz"] * w).sum(1, keepdims=True) + ins["aa"], rtol=1e-5)
     with pytest.raises(FactoryError, match=r"model 'm'.*models.m.inputs.*signature's inputs are \['aa', 'zz'\]"):
-        freeze_tf(str(tf_assets / "saved"), str(tmp_path / "x.pb"), str(tmp_path / "x.io.json"), model="m",
-                  fmt="saved_model", input_specs={"x": SAVED["zz"]}, outputs=["score"])
+        freeze_tf(
+            str(tf_assets / "saved"),
+            str(tmp_path / "x.pb"),
+            str(tmp_path / "x.io.json"),
+            model="m",
+            fmt="saved_model",
+            input_specs={"x": SAVED["zz"]},
+            outputs=["score"],
+        )
     with pytest.raises(FactoryError, match=r"no signature 'predict' \(it has \['serving_default'\]\)"):
-        freeze_tf(str(tf_assets / "saved"), str(tmp_path / "x.pb"), str(tmp_path / "x.io.json"), model="m",
-                  fmt="saved_model", input_specs=copy.deepcopy(SAVED), outputs=["score"], signature="predict")
+        freeze_tf(
+            str(tf_assets / "saved"),
+            str(tmp_path / "x.pb"),
+            str(tmp_path / "x.io.json"),
+            model="m",
+            fmt="saved_model",
+            input_specs=copy.deepcopy(SAVED),
+            outputs=["score"],
+            signature="predict",
+        )
 
 
 def test_tf1_checkpoint_by_directory_and_by_meta(tf_assets, tmp_path):
@@ -158,8 +197,15 @@ def test_tf1_checkpoint_by_directory_and_by_meta(tf_assets, tmp_path):
     # the training ops of the meta graph are not in the frozen graph
     assert not any(n.op.startswith("Apply") for n in _graph_def(tmp_path / "dir" / "model.pb").node)
     with pytest.raises(FactoryError, match=r"models.m.inputs.*no node 'input'.*placeholders: \['features', 'labels'\]"):
-        freeze_tf(str(tf_assets / "tf1_mlp.ckpt"), str(tmp_path / "x.pb"), str(tmp_path / "x.io.json"), model="m",
-                  fmt="tf1_checkpoint", input_specs={"input": MLP["features"]}, outputs=["scores"])
+        freeze_tf(
+            str(tf_assets / "tf1_mlp.ckpt"),
+            str(tmp_path / "x.pb"),
+            str(tmp_path / "x.io.json"),
+            model="m",
+            fmt="tf1_checkpoint",
+            input_specs={"input": MLP["features"]},
+            outputs=["scores"],
+        )
 
 
 def _graph_def(path):
@@ -173,11 +219,25 @@ def test_shape_mismatch_says_which_layout(tf_assets, tmp_path):
     nchw_without_layout = copy.deepcopy(CNN_NCHW)
     del nchw_without_layout["x"]["layout"]
     with pytest.raises(FactoryError, match=r"models.m.inputs.x.shape.*\[None, 32, 32, 3\].*set layout: NCHW"):
-        freeze_tf(str(tf_assets / "tf_cnn.keras"), str(tmp_path / "m.pb"), str(tmp_path / "m.io.json"), model="m",
-                  fmt="keras", input_specs=nchw_without_layout, outputs=["logits"])
+        freeze_tf(
+            str(tf_assets / "tf_cnn.keras"),
+            str(tmp_path / "m.pb"),
+            str(tmp_path / "m.io.json"),
+            model="m",
+            fmt="keras",
+            input_specs=nchw_without_layout,
+            outputs=["logits"],
+        )
     with pytest.raises(FactoryError, match=r"models.m.outputs.*returns 1 output"):
-        freeze_tf(str(tf_assets / "tf_cnn.keras"), str(tmp_path / "m.pb"), str(tmp_path / "m.io.json"), model="m",
-                  fmt="keras", input_specs=copy.deepcopy(CNN_NCHW), outputs=["logits", "extra"])
+        freeze_tf(
+            str(tf_assets / "tf_cnn.keras"),
+            str(tmp_path / "m.pb"),
+            str(tmp_path / "m.io.json"),
+            model="m",
+            fmt="keras",
+            input_specs=copy.deepcopy(CNN_NCHW),
+            outputs=["logits", "extra"],
+        )
     assert leftovers(tmp_path) == []
 
 
@@ -188,44 +248,77 @@ def test_keras_lambda_code_is_refused(tmp_path):
     inp = keras.Input((4,), name="f")
     keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp)).save(tmp_path / "lam.keras")
     with pytest.raises(FactoryError, match=r"model 'm', file '.*lam.keras': cannot load the Keras model.*Lambda"):
-        freeze_tf(str(tmp_path / "lam.keras"), str(tmp_path / "out" / "m.pb"), str(tmp_path / "out" / "m.io.json"),
-                  model="m", fmt="keras", input_specs={"f": spec(["batch", 4], [1, 4], [2, 4], [4, 4])},
-                  outputs=["y"])
+        freeze_tf(
+            str(tmp_path / "lam.keras"),
+            str(tmp_path / "out" / "m.pb"),
+            str(tmp_path / "out" / "m.io.json"),
+            model="m",
+            fmt="keras",
+            input_specs={"f": spec(["batch", 4], [1, 4], [2, 4], [4, 4])},
+            outputs=["y"],
+        )
     assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
 
 
 def test_unsupported_op_names_model_and_tf2onnx_message_and_leaves_nothing(tf_assets, tmp_path):
     specs = copy.deepcopy(SAVED)
     pb, io = tmp_path / "frozen" / "model.pb", tmp_path / "frozen" / "model.pb.io.json"
-    freeze_tf(str(tf_assets / "unsupported"), str(pb), str(io), model="odd", fmt="saved_model", input_specs=specs,
-              outputs=["score", "aux"])
+    freeze_tf(
+        str(tf_assets / "unsupported"),
+        str(pb),
+        str(io),
+        model="odd",
+        fmt="saved_model",
+        input_specs=specs,
+        outputs=["score", "aux"],
+    )
     out = tmp_path / "onnx"
     with pytest.raises(FactoryError) as e:
-        export_tf(str(pb), str(io), str(out / "model.onnx"), model="odd", input_specs=specs,
-                  outputs=["score", "aux"], opset=17)
+        export_tf(
+            str(pb),
+            str(io),
+            str(out / "model.onnx"),
+            model="odd",
+            input_specs=specs,
+            outputs=["score", "aux"],
+            opset=17,
+        )
     msg = str(e.value)
     assert msg.startswith("model 'odd'") and "model.pb" in msg
     assert "tf2onnx: Tensorflow op [" in msg and "Lgamma] is not supported" in msg, msg
     assert not out.exists() or leftovers(out) == []
 
 
-TF_MODEL = {"framework": "tensorflow", "format": "keras", "checkpoint": "artifacts/demo/tf_cnn.keras",
-            "inputs": CNN_NCHW, "outputs": ["logits"], "precisions": ["fp32"]}
+TF_MODEL = {
+    "framework": "tensorflow",
+    "format": "keras",
+    "checkpoint": "artifacts/demo/tf_cnn.keras",
+    "inputs": CNN_NCHW,
+    "outputs": ["logits"],
+    "precisions": ["fp32"],
+}
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m.update(opset=19), r"models.m.opset.*tf2onnx 1.17 converts to opsets up to 18"),
-    (lambda m: m.pop("format"), r"models.m.format.*needs 'format'"),
-    (lambda m: m.update(format="h5"), r"models.m.checkpoint.*format 'h5' needs a file ending in .h5 or .hdf5"),
-    (lambda m: m.pop("outputs"), r"models.m.outputs"),
-    (lambda m: m.update(outputs=["logits:0"]), r"models.m.outputs.*without the ':0' suffix"),
-    (lambda m: m.update(model="engine_factory.demo.models:TinyCNN"), r"models.m.model.*not used by TensorFlow"),
-    (lambda m: m.update(signature="serving_default"), r"models.m.signature.*SavedModels only"),
-    (lambda m: m.update(inputs={"f": spec(["batch", 16], [1, 16], [4, 16], [16, 16], layout="NCHW")}),
-     r"models.m.inputs.f.layout.*rank-4"),
-    (lambda m: m.update(checkpoint="nowhere/model.ckpt.meta", format="tf1_checkpoint"),
-     r"models.m.checkpoint.*'nowhere/model.ckpt.meta': file not found"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(opset=19), r"models.m.opset.*tf2onnx 1.17 converts to opsets up to 18"),
+        (lambda m: m.pop("format"), r"models.m.format.*needs 'format'"),
+        (lambda m: m.update(format="h5"), r"models.m.checkpoint.*format 'h5' needs a file ending in .h5 or .hdf5"),
+        (lambda m: m.pop("outputs"), r"models.m.outputs"),
+        (lambda m: m.update(outputs=["logits:0"]), r"models.m.outputs.*without the ':0' suffix"),
+        (lambda m: m.update(model="engine_factory.demo.models:TinyCNN"), r"models.m.model.*not used by TensorFlow"),
+        (lambda m: m.update(signature="serving_default"), r"models.m.signature.*SavedModels only"),
+        (
+            lambda m: m.update(inputs={"f": spec(["batch", 16], [1, 16], [4, 16], [16, 16], layout="NCHW")}),
+            r"models.m.inputs.f.layout.*rank-4",
+        ),
+        (
+            lambda m: m.update(checkpoint="nowhere/model.ckpt.meta", format="tf1_checkpoint"),
+            r"models.m.checkpoint.*'nowhere/model.ckpt.meta': file not found",
+        ),
+    ],
+)
 def test_config_errors(edit, message):
     m = copy.deepcopy(TF_MODEL)
     edit(m)
@@ -236,20 +329,35 @@ def test_config_errors(edit, message):
 def test_config_checks_tf1_parts_and_layout_only_for_tensorflow(tf_assets, tmp_path):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tf_assets / "tf1_mlp.ckpt", ckpt)
-    cfg = {"precisions": ["fp32"],
-           "models": {"m": {"framework": "tensorflow", "format": "tf1_checkpoint", "inputs": MLP,
-                            "checkpoint": str(ckpt / "model.ckpt"), "outputs": ["scores"]}}}
+    cfg = {
+        "precisions": ["fp32"],
+        "models": {
+            "m": {
+                "framework": "tensorflow",
+                "format": "tf1_checkpoint",
+                "inputs": MLP,
+                "checkpoint": str(ckpt / "model.ckpt"),
+                "outputs": ["scores"],
+            }
+        },
+    }
     check(copy.deepcopy(cfg))  # the prefix form, its .meta present
     next(ckpt.glob("*.data-*")).unlink()
     with pytest.raises(FactoryError, match=r"file '.*model.ckpt.data-00000-of-00001': file not found \(part of"):
         check(copy.deepcopy(cfg))
-    torch_model = {"framework": "pytorch", "checkpoint": "artifacts/demo/tiny_cnn.pth", "model": "engine_factory.demo.models:TinyCNN",
-                   "inputs": CNN_NCHW, "outputs": ["logits"]}
+    torch_model = {
+        "framework": "pytorch",
+        "checkpoint": "artifacts/demo/tiny_cnn.pth",
+        "model": "engine_factory.demo.models:TinyCNN",
+        "inputs": CNN_NCHW,
+        "outputs": ["logits"],
+    }
     with pytest.raises(FactoryError, match=r"models.t.inputs.x.layout.*for TensorFlow models"):
         check({"precisions": ["fp32"], "models": {"t": torch_model}})
 
 
 # ------------------------------------------------------------------------------------------ the workflow, end to end
+
 
 @pytest.fixture(scope="module")
 def tf_zoo(tf_assets, tmp_path_factory):
@@ -261,19 +369,49 @@ def tf_zoo(tf_assets, tmp_path_factory):
     shutil.copytree(tf_assets / "tf1_mlp.ckpt", user / "ckpt")
     demo = lambda name: f"../artifacts/demo/{name}"  # noqa: E731 - made by the workflow's own demo rules
     config = {
-        "backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]}, "precisions": ["fp32"], "opset": 17,
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": ["8.9"]},
+        "precisions": ["fp32"],
+        "opset": 17,
         "models": {
-            "tf_cnn": {"framework": "tensorflow", "format": "keras", "checkpoint": demo("tf_cnn.keras"),
-                       "inputs": CNN_NCHW, "outputs": ["logits"], "precisions": ["fp32", "int8"],
-                       "calibration": demo("tf_cnn.calib.npz")},
-            "tf_two_head": {"framework": "tensorflow", "format": "h5", "checkpoint": demo("tf_two_head.h5"),
-                            "inputs": TWO_HEAD, "outputs": ["logits", "embedding"]},
-            "tf1_mlp": {"framework": "tensorflow", "format": "tf1_checkpoint", "checkpoint": demo("tf1_mlp.ckpt"),
-                        "inputs": MLP, "outputs": ["scores"]},
-            "tf1_meta": {"framework": "tensorflow", "format": "tf1_checkpoint",
-                         "checkpoint": str(user / "ckpt" / "model.ckpt.meta"), "inputs": MLP, "outputs": ["scores"]},
-            "tf_saved": {"framework": "tensorflow", "format": "saved_model", "checkpoint": str(user / "saved"),
-                         "inputs": SAVED, "outputs": ["score", "aux"], "mem_mb": 1000},
+            "tf_cnn": {
+                "framework": "tensorflow",
+                "format": "keras",
+                "checkpoint": demo("tf_cnn.keras"),
+                "inputs": CNN_NCHW,
+                "outputs": ["logits"],
+                "precisions": ["fp32", "int8"],
+                "calibration": demo("tf_cnn.calib.npz"),
+            },
+            "tf_two_head": {
+                "framework": "tensorflow",
+                "format": "h5",
+                "checkpoint": demo("tf_two_head.h5"),
+                "inputs": TWO_HEAD,
+                "outputs": ["logits", "embedding"],
+            },
+            "tf1_mlp": {
+                "framework": "tensorflow",
+                "format": "tf1_checkpoint",
+                "checkpoint": demo("tf1_mlp.ckpt"),
+                "inputs": MLP,
+                "outputs": ["scores"],
+            },
+            "tf1_meta": {
+                "framework": "tensorflow",
+                "format": "tf1_checkpoint",
+                "checkpoint": str(user / "ckpt" / "model.ckpt.meta"),
+                "inputs": MLP,
+                "outputs": ["scores"],
+            },
+            "tf_saved": {
+                "framework": "tensorflow",
+                "format": "saved_model",
+                "checkpoint": str(user / "saved"),
+                "inputs": SAVED,
+                "outputs": ["score", "aux"],
+                "mem_mb": 1000,
+            },
         },
     }
     snakemake(workdir, config=config)
@@ -285,7 +423,8 @@ def test_every_format_end_to_end(tf_zoo):
     assert summary["counts"] == {"not-run": 6}, summary["counts"]  # no GPU here: execution not-run, nothing fails
     for model, info in summary["models"].items():
         assert {v: p["status"] for v, p in info["onnx_parity"].items()} == {
-            v: "pass" for v in ["export", "sim", *info["precisions"]]}, (model, info["onnx_parity"])
+            v: "pass" for v in ["export", "sim", *info["precisions"]]
+        }, (model, info["onnx_parity"])
         assert info["framework"] == "tensorflow" and info["opset"] == 17
     for p in summary["plans"]:
         v = json.loads((tf_zoo / paths.validation(p["model"], p["key"], p["cc"], p["precision"])).read_text())
@@ -325,10 +464,21 @@ def test_tf_rerun_is_a_no_op(tf_zoo):
 
 
 def test_tf2onnx_failure_in_the_workflow(tf_assets, tmp_path):
-    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]}, "precisions": ["fp32"], "opset": 17,
-           "models": {"odd": {"framework": "tensorflow", "format": "saved_model",
-                              "checkpoint": str(tf_assets / "unsupported"), "inputs": SAVED,
-                              "outputs": ["score", "aux"]}}}
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": ["8.9"]},
+        "precisions": ["fp32"],
+        "opset": 17,
+        "models": {
+            "odd": {
+                "framework": "tensorflow",
+                "format": "saved_model",
+                "checkpoint": str(tf_assets / "unsupported"),
+                "inputs": SAVED,
+                "outputs": ["score", "aux"],
+            }
+        },
+    }
     proc = snakemake(tmp_path, paths.onnx("odd"), config=cfg, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -358,8 +508,15 @@ def test_a_graph_that_writes_files_is_refused_unless_allowed(tmp_path):
     saved = make_writing_saved_model(tmp_path / "writer", target)
     specs = {"x": spec(["batch", 4], [1, 4], [2, 4], [8, 4])}
     with pytest.raises(FactoryError, match=r"models.w.allow_ops.*touch the file system.*WriteFile"):
-        freeze_tf(str(saved), str(tmp_path / "m.pb"), str(tmp_path / "m.pb.io.json"), model="w", fmt="saved_model",
-                  input_specs=copy.deepcopy(specs), outputs=["y"])
+        freeze_tf(
+            str(saved),
+            str(tmp_path / "m.pb"),
+            str(tmp_path / "m.pb.io.json"),
+            model="w",
+            fmt="saved_model",
+            input_specs=copy.deepcopy(specs),
+            outputs=["y"],
+        )
     feeds = {"x": np.ones((2, 4), np.float32)}
     source = {"framework": "tensorflow", "kind": "tensorflow", "format": "saved_model", "path": str(saved)}
     io = tmp_path / "io.json"

@@ -1,5 +1,6 @@
 """Opt-in (`make test-slow`): Keras ResNet50 and InceptionV3 (weights=None) through the whole chain, with the
 per-stage wall time and peak memory that benchmarks/tf_large_models.py records."""
+
 import importlib.util
 import json
 

@@ -1,6 +1,7 @@
 """Issue 16 item 3: calibration from real data: a directory of images, a Python callable named by import path that
 yields batches (its code digest and the data's hash in provenance), a documented size limit, and warnings for data
 that is obviously unrepresentative."""
+
 import sys
 
 import numpy as np
@@ -18,7 +19,7 @@ from engine_factory.tensors import run_onnxruntime
 from helpers import CNN_INPUTS
 from helpers.sensitive_models import sensitive_inputs, sensitive_mlp
 
-CALIB_CODE = '''
+CALIB_CODE = """
 import numpy as np
 
 
@@ -30,7 +31,7 @@ def batches(n=3, size=4, features=32):
 
 def wrong_shape():
     yield np.zeros((2, 5), np.float32)
-'''
+"""
 
 
 @pytest.fixture
@@ -109,14 +110,26 @@ def test_unrepresentative_data_is_warned_about():
 def test_the_precision_stage_calibrates_from_a_callable(tmp_path, calibpkg):
     model = sensitive_mlp(tmp_path / "m.onnx", outlier=1.0)
     x = np.random.default_rng(5).standard_normal((16, 32)).astype(np.float32)
-    np.savez(tmp_path / "golden.npz", **{"in/features": x, "out/scores": run_onnxruntime(model, {"features": x})["scores"]})
+    np.savez(
+        tmp_path / "golden.npz", **{"in/features": x, "out/scores": run_onnxruntime(model, {"features": x})["scores"]}
+    )
     setting = {"callable": "calibpkg.data:batches", "kwargs": {"n": 8, "size": 8}}
     out = {"onnx": str(tmp_path / "m.int8.onnx"), "parity": str(tmp_path / "int8.json")}
-    stages.run("precision", {"inputs": {"onnx": str(model), "calibration": None, "golden": str(tmp_path / "golden.npz")},
-                             "outputs": out,
-                             "params": {"model": "m", "precision": "int8", "inputs": sensitive_inputs(),
-                                        "tolerance": DEFAULT_TOLERANCES["int8"], "calibration": setting,
-                                        "calibration_code": {"sha256": "abc"}}})
+    stages.run(
+        "precision",
+        {
+            "inputs": {"onnx": str(model), "calibration": None, "golden": str(tmp_path / "golden.npz")},
+            "outputs": out,
+            "params": {
+                "model": "m",
+                "precision": "int8",
+                "inputs": sensitive_inputs(),
+                "tolerance": DEFAULT_TOLERANCES["int8"],
+                "calibration": setting,
+                "calibration_code": {"sha256": "abc"},
+            },
+        },
+    )
     facts = read_json(out["onnx"] + ".provenance.json")["facts"]
     assert facts["calibration"]["callable"] == "calibpkg.data:batches" and facts["calibration"]["samples"] == 64
     assert facts["calibration"]["code"] == {"sha256": "abc"} and facts["quantized_layers"] == 3
@@ -125,10 +138,20 @@ def test_the_precision_stage_calibrates_from_a_callable(tmp_path, calibpkg):
 
 
 def test_config_takes_a_callable_and_names_a_missing_one(calibpkg):
-    m = {"framework": "onnx", "onnx": "m.onnx", "inputs": sensitive_inputs(), "precisions": ["int8"],
-         "calibration": {"callable": "calibpkg.data:batches", "kwargs": {"n": 2}}}
+    m = {
+        "framework": "onnx",
+        "onnx": "m.onnx",
+        "inputs": sensitive_inputs(),
+        "precisions": ["int8"],
+        "calibration": {"callable": "calibpkg.data:batches", "kwargs": {"n": 2}},
+    }
     cfg = check({"python_path": [str(calibpkg)], "models": {"m": m}}, check_files=False)
     assert cfg["models"]["m"]["calibration"]["callable"] == "calibpkg.data:batches"
     with pytest.raises(FactoryError, match=r"models\.m\.calibration\.callable.*defines no 'missing'"):
-        check({"python_path": [str(calibpkg)],
-               "models": {"m": {**m, "calibration": {"callable": "calibpkg.data:missing"}}}}, check_files=False)
+        check(
+            {
+                "python_path": [str(calibpkg)],
+                "models": {"m": {**m, "calibration": {"callable": "calibpkg.data:missing"}}},
+            },
+            check_files=False,
+        )

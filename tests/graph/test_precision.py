@@ -4,14 +4,14 @@ import tempfile
 import numpy as np
 import onnx
 import pytest
+from test_simplify import make_cnn
 
-from engine_factory.graph import precision
 from engine_factory.errors import FactoryError
+from engine_factory.graph import precision
 from engine_factory.graph.calibration import calibration_facts, load_calibration
 from engine_factory.graph.precision import make_precision_variant
 
 from helpers import CNN_INPUTS, TWO_TOWER_INPUTS, leftovers
-from test_simplify import make_cnn
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,17 @@ def variants(src, tmp_path_factory):
     out, tmp = tmp_path_factory.mktemp("variants"), tmp_path_factory.mktemp("tmp")
     old, tempfile.tempdir = tempfile.tempdir, str(tmp)
     try:
-        facts = {p: make_precision_variant(src / "model.onnx", out / f"model.{p}.onnx", p, model="tiny",
-                                           input_specs=copy.deepcopy(CNN_INPUTS), calibration_path=src / "calib.npz")
-                 for p in precision.PRECISIONS}
+        facts = {
+            p: make_precision_variant(
+                src / "model.onnx",
+                out / f"model.{p}.onnx",
+                p,
+                model="tiny",
+                input_specs=copy.deepcopy(CNN_INPUTS),
+                calibration_path=src / "calib.npz",
+            )
+            for p in precision.PRECISIONS
+        }
     finally:
         tempfile.tempdir = old
     return out, facts, tmp
@@ -38,8 +46,9 @@ def variants(src, tmp_path_factory):
 
 def _io(path):
     g = onnx.load(str(path)).graph
-    return [(v.name, v.type.tensor_type.elem_type, v.type.tensor_type.shape.dim[0].dim_param)
-            for v in [*g.input, *g.output]]
+    return [
+        (v.name, v.type.tensor_type.elem_type, v.type.tensor_type.shape.dim[0].dim_param) for v in [*g.input, *g.output]
+    ]
 
 
 def test_variants_are_valid_keep_io_and_leave_nothing_behind(variants, src):
@@ -110,12 +119,24 @@ def test_onnxruntime_int8_runs_unpatched_after_modelopt_quantized_here(variants,
     assert precision._ort_patched()
     calib = load_calibration(src / "calib.npz", CNN_INPUTS, model="tiny")
     precision.run_ort_int8(src / "model.onnx", tmp_path / "after.onnx", "int8", calib, CNN_INPUTS)
-    clean = subprocess.run([sys.executable, "-c", (
-        "import sys; from engine_factory.graph import precision as p; from engine_factory.graph.calibration import "
-        "load_calibration; from helpers import CNN_INPUTS; assert not p._ort_patched(); "
-        "p.run_ort_int8(sys.argv[1], sys.argv[2], 'int8', load_calibration(sys.argv[3], CNN_INPUTS, model='tiny'), "
-        "CNN_INPUTS)"), str(src / "model.onnx"), str(tmp_path / "clean.onnx"), str(src / "calib.npz")],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ":".join(sys.path)})
+    clean = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys; from engine_factory.graph import precision as p; "
+                "from engine_factory.graph.calibration import load_calibration; from helpers import CNN_INPUTS; "
+                "assert not p._ort_patched(); p.run_ort_int8(sys.argv[1], sys.argv[2], 'int8', "
+                "load_calibration(sys.argv[3], CNN_INPUTS, model='tiny'), CNN_INPUTS)"
+            ),
+            str(src / "model.onnx"),
+            str(tmp_path / "clean.onnx"),
+            str(src / "calib.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ":".join(sys.path)},
+    )
     assert clean.returncode == 0, clean.stderr[-2000:]
     after, unpatched = (onnx.load(str(tmp_path / n)) for n in ("after.onnx", "clean.onnx"))
     assert after.graph.SerializeToString() == unpatched.graph.SerializeToString()
@@ -131,8 +152,9 @@ def test_a_result_that_loses_the_io_is_rejected(src, tmp_path, monkeypatch):
         onnx.save(proto, str(out))
 
     monkeypatch.setattr(precision, "run_modelopt", renames_output)
-    f = make_precision_variant(src / "model.onnx", tmp_path / "m.onnx", "fp16", model="tiny",
-                               input_specs=copy.deepcopy(CNN_INPUTS))
+    f = make_precision_variant(
+        src / "model.onnx", tmp_path / "m.onnx", "fp16", model="tiny", input_specs=copy.deepcopy(CNN_INPUTS)
+    )
     assert f["attempts"][0]["status"] == "failed" and "outputs changed" in f["attempts"][0]["reason"]
     assert f["tool"] == "onnxconverter-common"
 
@@ -145,9 +167,15 @@ def _bad_calibration(d):
     np.savez(d / "dtype.npz", x=np.ones((4, 3, 32, 32), np.int64))
     np.savez(d / "empty.npz", x=np.zeros((0, 3, 32, 32), np.float32))
     (d / "corrupt.npz").write_bytes(b"not a zip")
-    return {"missing.npz": "not found", "shape.npz": "dim 2 must be 32", "rank.npz": "expected rank 4",
-            "name.npz": "input 'x' is missing", "dtype.npz": "dtype int64", "empty.npz": "no samples",
-            "corrupt.npz": "cannot read"}
+    return {
+        "missing.npz": "not found",
+        "shape.npz": "dim 2 must be 32",
+        "rank.npz": "expected rank 4",
+        "name.npz": "input 'x' is missing",
+        "dtype.npz": "dtype int64",
+        "empty.npz": "no samples",
+        "corrupt.npz": "cannot read",
+    }
 
 
 def test_calibration_errors_name_model_file_and_input(tmp_path):
@@ -160,8 +188,14 @@ def test_calibration_errors_name_model_file_and_input(tmp_path):
         assert "models.tiny_cnn.calibration" in str(e.value)
     for name in ["missing.npz", "shape.npz", "name.npz"]:  # the stage fails before writing anything
         with pytest.raises(FactoryError, match="tiny_cnn"):
-            make_precision_variant(_cnn(tmp_path), out / "m.int8.onnx", "int8", model="tiny_cnn",
-                                   input_specs=CNN_INPUTS, calibration_path=tmp_path / name)
+            make_precision_variant(
+                _cnn(tmp_path),
+                out / "m.int8.onnx",
+                "int8",
+                model="tiny_cnn",
+                input_specs=CNN_INPUTS,
+                calibration_path=tmp_path / name,
+            )
     assert not out.exists() or leftovers(out) == []
     with pytest.raises(FactoryError, match="models.tiny_cnn.calibration"):
         make_precision_variant(_cnn(tmp_path), out / "m.fp8.onnx", "fp8", model="tiny_cnn", input_specs=CNN_INPUTS)

@@ -1,7 +1,8 @@
 """Issue 16: a quantized variant is what its label says (or fails saying it is not), and a variant that misses its
 tolerance is searched for the nodes to keep in higher precision. Small ONNX models made to have one sensitive layer
-(tests/helpers/sensitive_models.py), run through the precision stage as the workflow runs it (scripts/engine_factory/stages.py), in a
-tmp dir outside the checkout."""
+(tests/helpers/sensitive_models.py), run through the precision stage as the workflow runs it
+(scripts/engine_factory/stages.py), in a tmp dir outside the checkout."""
+
 import json
 
 import numpy as np
@@ -24,7 +25,9 @@ def _zoo(d, model_path, features):
     """The files the precision job reads: the simplified model, calibration data and golden outputs (seeded)."""
     np.savez(d / "calib.npz", features=np.random.default_rng(3).standard_normal((64, features)).astype(np.float32))
     x = np.random.default_rng(5).standard_normal((16, features)).astype(np.float32)
-    np.savez(d / "golden.npz", **{"in/features": x, "out/scores": run_onnxruntime(model_path, {"features": x})["scores"]})
+    np.savez(
+        d / "golden.npz", **{"in/features": x, "out/scores": run_onnxruntime(model_path, {"features": x})["scores"]}
+    )
     return {"onnx": str(model_path), "calibration": str(d / "calib.npz"), "golden": str(d / "golden.npz")}
 
 
@@ -32,8 +35,13 @@ def _precision_job(d, inputs, precision="int8", search=None, tolerance=None, fea
     out = d / f"out{tag}"
     out.mkdir()
     outputs = {"onnx": str(out / f"model.{precision}.onnx"), "parity": str(out / f"{precision}.json")}
-    params = {"model": "m", "precision": precision, "inputs": sensitive_inputs(features),
-              "tolerance": tolerance or DEFAULT_TOLERANCES[precision], **({"search": search} if search else {})}
+    params = {
+        "model": "m",
+        "precision": precision,
+        "inputs": sensitive_inputs(features),
+        "tolerance": tolerance or DEFAULT_TOLERANCES[precision],
+        **({"search": search} if search else {}),
+    }
     stages.run("precision", {"inputs": inputs, "outputs": outputs, "params": params})
     facts = read_json(outputs["onnx"] + ".provenance.json")["facts"]
     return read_json(outputs["parity"]), facts, outputs["onnx"]
@@ -74,8 +82,9 @@ def test_int8_fails_without_search_and_passes_keeping_exactly_the_sensitive_node
 def test_a_search_that_cannot_meet_the_tolerance_is_a_clear_fail(sensitive):
     d, inputs = sensitive
     unreachable = {"min_cosine": 0.9999999, "min_top1_agreement": 0.9}
-    parity, facts, _ = _precision_job(d, inputs, search={**SEARCH, "max_trials": 2}, tolerance=unreachable,
-                                      tag="-budget")
+    parity, facts, _ = _precision_job(
+        d, inputs, search={**SEARCH, "max_trials": 2}, tolerance=unreachable, tag="-budget"
+    )
     s = facts["search"]
     assert parity["status"] == "fail" and s["status"] == "fail" and s["trials"] == 2
     assert s["reason"] == "the budget ran out"
@@ -106,8 +115,9 @@ def test_gemm_models_get_qdq_and_one_without_a_quantized_layer_says_so(tmp_path)
     small.mkdir()
     tiny = sensitive_mlp(small / "tiny.onnx", features=8, width=8, out=4, depth=2, outlier=1.0)
     for precision in ("int8", "fp8"):
-        parity, facts, _ = _precision_job(small, _zoo(small, tiny, 8), precision=precision, features=8,
-                                          tag=f"-{precision}")
+        parity, facts, _ = _precision_job(
+            small, _zoo(small, tiny, 8), precision=precision, features=8, tag=f"-{precision}"
+        )
         assert facts["quantized_layers"] == 0 and facts["layers"] == 2
         message = f"{precision} requested, 0 of 2 layers quantized: the variant computes in fp32"
         assert parity["status"] == "fail" and parity["reason"].startswith(message)
@@ -115,23 +125,38 @@ def test_gemm_models_get_qdq_and_one_without_a_quantized_layer_says_so(tmp_path)
 
 
 def _cfg(**extra):
-    m = {"framework": "onnx", "onnx": "m.onnx", "inputs": sensitive_inputs(), "calibration": "c.npz",
-         "precisions": ["fp32", "int8"], **extra}
+    m = {
+        "framework": "onnx",
+        "onnx": "m.onnx",
+        "inputs": sensitive_inputs(),
+        "calibration": "c.npz",
+        "precisions": ["fp32", "int8"],
+        **extra,
+    }
     return {"models": {"m": m}}
 
 
 def test_precision_search_settings_merge_and_bad_keys_are_named():
-    cfg = check({**_cfg(precision_search={"int8": {"budget_s": 30}}),
-                 "precision_search": {"int8": {"fallback": "fp16"}, "fp8": {}}}, check_files=False)
+    cfg = check(
+        {
+            **_cfg(precision_search={"int8": {"budget_s": 30}}),
+            "precision_search": {"int8": {"fallback": "fp16"}, "fp8": {}},
+        },
+        check_files=False,
+    )
     s = model_settings(cfg, "m")["precision_search"]
-    assert s == {"int8": {"fallback": "fp16", "budget_s": 30, "max_trials": 24},
-                 "fp8": {"fallback": "fp32", "budget_s": 300, "max_trials": 24}}
+    assert s == {
+        "int8": {"fallback": "fp16", "budget_s": 30, "max_trials": 24},
+        "fp8": {"fallback": "fp32", "budget_s": 300, "max_trials": 24},
+    }
     assert model_settings(check(_cfg(), check_files=False), "m")["precision_search"] == {}
-    for bad, key in [({"int8": {"fallback": "bf16"}}, "models.m.precision_search.int8.fallback"),
-                     ({"int8": {"budget_s": 0}}, "models.m.precision_search.int8.budget_s"),
-                     ({"int8": {"budgte_s": 3}}, "models.m.precision_search.int8"),
-                     ({"fp32": {}}, "models.m.precision_search"),
-                     ({"fp16": {"fallback": "fp16"}}, "models.m.precision_search.fp16.fallback")]:
+    for bad, key in [
+        ({"int8": {"fallback": "bf16"}}, "models.m.precision_search.int8.fallback"),
+        ({"int8": {"budget_s": 0}}, "models.m.precision_search.int8.budget_s"),
+        ({"int8": {"budgte_s": 3}}, "models.m.precision_search.int8"),
+        ({"fp32": {}}, "models.m.precision_search"),
+        ({"fp16": {"fallback": "fp16"}}, "models.m.precision_search.fp16.fallback"),
+    ]:
         with pytest.raises(FactoryError, match=key.replace(".", r"\.")):
             check(_cfg(precision_search=bad), check_files=False)
 
@@ -151,8 +176,13 @@ def test_fp16_overflow_keeps_the_node_reading_the_overflowing_input_in_fp32(tmp_
         out = tmp_path / tag
         out.mkdir()
         outputs = {"onnx": str(out / "model.fp16.onnx"), "parity": str(out / "fp16.json")}
-        params = {"model": "m", "precision": "fp16", "inputs": overflow_inputs(), "tolerance": tolerance,
-                  **({"search": search} if search else {})}
+        params = {
+            "model": "m",
+            "precision": "fp16",
+            "inputs": overflow_inputs(),
+            "tolerance": tolerance,
+            **({"search": search} if search else {}),
+        }
         stages.run("precision", {"inputs": inputs, "outputs": outputs, "params": params})
         return read_json(outputs["parity"]), read_json(outputs["onnx"] + ".provenance.json")["facts"]
 
@@ -180,12 +210,29 @@ def test_status_lists_variants_that_are_not_what_their_label_says(tmp_path):
     target = tmp_path / paths.parity("tiny", "int8")
     target.parent.mkdir(parents=True)
     target.write_text(json.dumps(parity))
-    found = mislabelled(tmp_path, [{"model": "tiny", "precision": "int8", "cc": "89"},
-                                   {"model": "tiny", "precision": "int8", "cc": "120"}])
-    assert found == [{"model": "tiny", "precision": "int8",
-                      "problem": "int8 requested, 0 of 2 layers quantized: the variant computes in fp32"}]
-    text = render({"counts": {"current": 2, "stale": 0, "missing": 0, "failed": 0}, "keys": ["k"],
-                   "snakemake_seconds": 0.1, "targets": [], "not_produced": [], "failed": 0, "needs_work": False,
-                   "mislabelled": found})
-    assert "1 variant(s) not what their label says (their validation fails):\n  tiny int8: int8 requested, 0 of 2" in text
-
+    found = mislabelled(
+        tmp_path,
+        [{"model": "tiny", "precision": "int8", "cc": "89"}, {"model": "tiny", "precision": "int8", "cc": "120"}],
+    )
+    assert found == [
+        {
+            "model": "tiny",
+            "precision": "int8",
+            "problem": "int8 requested, 0 of 2 layers quantized: the variant computes in fp32",
+        }
+    ]
+    text = render(
+        {
+            "counts": {"current": 2, "stale": 0, "missing": 0, "failed": 0},
+            "keys": ["k"],
+            "snakemake_seconds": 0.1,
+            "targets": [],
+            "not_produced": [],
+            "failed": 0,
+            "needs_work": False,
+            "mislabelled": found,
+        }
+    )
+    assert (
+        "1 variant(s) not what their label says (their validation fails):\n  tiny int8: int8 requested, 0 of 2" in text
+    )

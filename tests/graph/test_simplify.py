@@ -5,8 +5,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engine_factory.graph import simplify
 from engine_factory.errors import FactoryError
+from engine_factory.graph import simplify
 from engine_factory.graph.simplify import simplify_onnx
 from engine_factory.tensors import random_inputs, run_onnxruntime
 
@@ -25,22 +25,46 @@ def make_cnn(path, *, width: int = 32, classes: int = 10, opset: int = 18, seed:
 
     def conv_bn_relu(i, x, cin, cout, stride):
         w = init(f"w{i}", rng.standard_normal((cout, cin, 3, 3)) * (2 / (9 * cin)) ** 0.5)
-        nodes.append(helper.make_node("Conv", [x, w, init(f"b{i}", rng.uniform(-.1, .1, cout))], [f"c{i}"],
-                                      pads=[1, 1, 1, 1], strides=[stride, stride]))
-        bn = [init(f"bn{i}_{k}", rng.uniform(lo, hi, cout))
-              for k, lo, hi in (("s", .5, 1.5), ("b", -.2, .2), ("m", -.5, .5), ("v", .5, 2))]
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, w, init(f"b{i}", rng.uniform(-0.1, 0.1, cout))],
+                [f"c{i}"],
+                pads=[1, 1, 1, 1],
+                strides=[stride, stride],
+            )
+        )
+        bn = [
+            init(f"bn{i}_{k}", rng.uniform(lo, hi, cout))
+            for k, lo, hi in (("s", 0.5, 1.5), ("b", -0.2, 0.2), ("m", -0.5, 0.5), ("v", 0.5, 2))
+        ]
         nodes.append(helper.make_node("BatchNormalization", [f"c{i}", *bn], [f"n{i}"]))
         nodes.append(helper.make_node("Relu", [f"n{i}"], [f"r{i}"]))
         return f"r{i}"
 
     nodes.append(helper.make_node("Identity", ["x"], ["x_id"]))
     h = conv_bn_relu(2, conv_bn_relu(1, "x_id", 3, width, 1), width, width, 2)
-    nodes += [helper.make_node("GlobalAveragePool", [h], ["gap"]), helper.make_node("Flatten", ["gap"], ["flat"]),
-              helper.make_node("Gemm", ["flat", init("fc_w", rng.standard_normal((classes, width)) * width ** -.5),
-                                        init("fc_b", rng.uniform(-.1, .1, classes))], ["logits"], transB=1)]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [h], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node(
+            "Gemm",
+            [
+                "flat",
+                init("fc_w", rng.standard_normal((classes, width)) * width**-0.5),
+                init("fc_b", rng.uniform(-0.1, 0.1, classes)),
+            ],
+            ["logits"],
+            transB=1,
+        ),
+    ]
     graph = helper.make_graph(
-        nodes, "tiny_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], inits)
+        nodes,
+        "tiny_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        inits,
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     proto.ir_version = 10
     onnx.checker.check_model(proto, full_check=True)
@@ -68,8 +92,9 @@ def test_each_simplifier_folds_and_keeps_dynamic_batch(cnn, tmp_path, tool):
     assert "BatchNormalization" not in {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert batch_dims(dst) == ["batch", "batch"]
     feeds = random_inputs({"x": {**CNN_INPUTS["x"], "opt": [3, 3, 32, 32]}}, seed=5)  # a batch not checked inside
-    np.testing.assert_allclose(run_onnxruntime(dst, feeds)["logits"], run_onnxruntime(cnn, feeds)["logits"],
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        run_onnxruntime(dst, feeds)["logits"], run_onnxruntime(cnn, feeds)["logits"], rtol=1e-4, atol=1e-5
+    )
     assert leftovers(tmp_path) == ["model.sim.onnx"]
 
 
@@ -103,8 +128,9 @@ def test_crash_falls_back_to_the_other_simplifier(cnn, tmp_path, monkeypatch):
 
 def test_changed_outputs_are_a_mismatch_and_fall_back(cnn, tmp_path, monkeypatch):
     _patched(monkeypatch, {"onnxsim": "wrong"})
-    facts = simplify_onnx(cnn, tmp_path / "s.onnx", model="tiny", input_specs=copy.deepcopy(CNN_INPUTS),
-                          simplifier="onnxsim")
+    facts = simplify_onnx(
+        cnn, tmp_path / "s.onnx", model="tiny", input_specs=copy.deepcopy(CNN_INPUTS), simplifier="onnxsim"
+    )
     assert [(a["tool"], a["status"]) for a in facts["attempts"]] == [("onnxsim", "mismatch"), ("onnxslim", "ok")]
     assert "logits" in facts["attempts"][0]["reason"] and facts["simplifier_used"] == "onnxslim"
 
@@ -121,16 +147,20 @@ def test_both_bad_keeps_the_unsimplified_model(cnn, tmp_path, monkeypatch):
 
 
 def test_simplifier_none_copies(cnn, tmp_path):
-    facts = simplify_onnx(cnn, tmp_path / "s.onnx", model="tiny", input_specs=copy.deepcopy(CNN_INPUTS),
-                          simplifier="none")
+    facts = simplify_onnx(
+        cnn, tmp_path / "s.onnx", model="tiny", input_specs=copy.deepcopy(CNN_INPUTS), simplifier="none"
+    )
     assert facts["simplifier_used"] == "none" and facts["attempts"] == []
 
 
 def test_broken_source_names_model_and_file(tmp_path):
     bad = tmp_path / "bad.onnx"
-    graph = helper.make_graph([helper.make_node("Relu", ["nowhere"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["nowhere"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(bad))
     specs = {"x": {"dtype": "float32", "shape": ["batch", 4], "min": [1, 4], "opt": [2, 4], "max": [4, 4]}}
     for src in [bad, tmp_path / "missing.onnx"]:

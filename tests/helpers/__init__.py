@@ -1,5 +1,6 @@
 """What the tests share: the input specs of the demo models, a runner for the real workflow and the CLI, the test
 zoos under .test/config/ (as Snakemake catalog workflows keep theirs), and small assertions."""
+
 from __future__ import annotations
 
 import copy
@@ -16,15 +17,26 @@ TEST_CONFIGS = REPO / ".test" / "config"
 PROFILE = REPO / "workflow" / "profiles" / "default"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(PROFILE)]
 
-CNN_INPUTS = {"x": {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1, 3, 32, 32],
-                    "opt": [4, 3, 32, 32], "max": [8, 3, 32, 32]}}
+CNN_INPUTS = {
+    "x": {
+        "dtype": "float32",
+        "shape": ["batch", 3, 32, 32],
+        "min": [1, 3, 32, 32],
+        "opt": [4, 3, 32, 32],
+        "max": [8, 3, 32, 32],
+    }
+}
 TWO_TOWER_INPUTS = {
-    "image": {"dtype": "float32", "shape": ["batch", 3, 16, 16], "min": [1, 3, 16, 16], "opt": [4, 3, 16, 16],
-              "max": [16, 3, 16, 16]},
+    "image": {
+        "dtype": "float32",
+        "shape": ["batch", 3, 16, 16],
+        "min": [1, 3, 16, 16],
+        "opt": [4, 3, 16, 16],
+        "max": [16, 3, 16, 16],
+    },
     "features": {"dtype": "float32", "shape": ["batch", 8], "min": [1, 8], "opt": [4, 8], "max": [16, 8]},
 }
-MLP_INPUTS = {"features": {"dtype": "float32", "shape": ["batch", 16], "min": [1, 16], "opt": [4, 16],
-                           "max": [64, 16]}}
+MLP_INPUTS = {"features": {"dtype": "float32", "shape": ["batch", 16], "min": [1, 16], "opt": [4, 16], "max": [64, 16]}}
 
 
 def load_test_config(name: str) -> dict:
@@ -41,16 +53,43 @@ def write_config(workdir: Path, cfg: dict, name: str = "zoo.yaml") -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args, configfile: Path | None = None, env: dict | None = None, check: bool = True,
-              timeout: int = 1200, cores: str = "2", cwd=None) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path,
+    *args,
+    configfile: Path | None = None,
+    env: dict | None = None,
+    check: bool = True,
+    timeout: int = 1200,
+    cores: str = "2",
+    cwd=None,
+) -> subprocess.CompletedProcess:
     """The real workflow on `workdir` (its config: `configfile`, default workdir/config/zoo.yaml)."""
     configfile = configfile or Path(workdir) / "config" / "zoo.yaml"
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(configfile), "--cores", cores,
-                           *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(configfile), "--cores", cores, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
     proc.out = proc.stdout + proc.stderr
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def build_once(base: Path, zoo, *, env: dict | None = None, check: bool = True) -> dict:
+    """One real run that a test module shares (its `built` fixture): `zoo` is either a config dict, written to
+    base/work/config/zoo.yaml (a test zoo's relative paths then resolve into the working directory), or a function
+    that writes a user's zoo outside the working directory (into base/zoo) and returns its config file. Returns the
+    working directory (`work`), `zoo`, `config`, `env` and the finished run (`proc`)."""
+    base = Path(base)
+    work = base / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    config = zoo(base / "zoo") if callable(zoo) else write_config(work, zoo)
+    proc = snakemake(work, configfile=config, env=env, check=check)
+    return {"work": work, "zoo": base / "zoo", "config": config, "env": env, "proc": proc}
 
 
 def planned_jobs(text: str) -> list[tuple[str, str | None]]:
@@ -73,8 +112,14 @@ def dry_run(workdir: Path, *args, **kw) -> list[tuple[str, str | None]]:
 
 def cli(*args, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     """`python -m engine_factory ...` as a user runs it (from any directory: the venv knows the checkout)."""
-    return subprocess.run([sys.executable, "-m", "engine_factory", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd or REPO, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "engine_factory", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or REPO,
+        timeout=900,
+    )
 
 
 def env_without(*names: str, **extra) -> dict:

@@ -1,6 +1,7 @@
 """Small ONNX models (onnx.helper, no framework) made to have exactly one layer that int8 breaks: the input of that
 Gemm has one outlier channel (values ~1000x the others) that still matters to the output, so one per-tensor int8
 scale for that input either zeroes the ordinary channels (scale set by the outlier) or clips the outlier."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,17 @@ import numpy as np
 SENSITIVE = "blocks.1/fc"  # the node int8 breaks (a name with the characters real exports use)
 
 
-def sensitive_mlp(path, *, features: int = 32, width: int = 64, out: int = 16, depth: int = 3, seed: int = 0,
-                  sensitive: int = 1, outlier: float = 1000.0) -> Path:
+def sensitive_mlp(
+    path,
+    *,
+    features: int = 32,
+    width: int = 64,
+    out: int = 16,
+    depth: int = 3,
+    seed: int = 0,
+    sensitive: int = 1,
+    outlier: float = 1000.0,
+) -> Path:
     """features -> depth Gemm layers (Relu between) -> `scores` [batch, out]. Layer `sensitive` is named
     SENSITIVE; the others `blocks.<i>/fc`. Every K and N is >= 16 (ModelOpt's small-GEMM rule quantizes them)."""
     from onnx import TensorProto, helper, numpy_helper
@@ -36,15 +46,26 @@ def sensitive_mlp(path, *, features: int = 32, width: int = 64, out: int = 16, d
             nodes.append(helper.make_node("Relu", [x], [f"{x}_relu"], name=f"blocks.{i}/act"))
             x = f"{x}_relu"
     nodes.append(helper.make_node("Identity", [x], ["scores"], name="head"))
-    graph = helper.make_graph(nodes, "sensitive_mlp",
-                              [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", features])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", out])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "sensitive_mlp",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", out])],
+        inits,
+    )
     return _save(graph, path)
 
 
 def sensitive_inputs(features: int = 32) -> dict:
-    return {"features": {"dtype": "float32", "shape": ["batch", features], "min": [1, features],
-                         "opt": [8, features], "max": [64, features]}}
+    return {
+        "features": {
+            "dtype": "float32",
+            "shape": ["batch", features],
+            "min": [1, features],
+            "opt": [8, features],
+            "max": [64, features],
+        }
+    }
 
 
 OVERFLOW = "scale"  # the node that must read its input in fp32 (raw values up to 4e5; fp16 ends at 65504)
@@ -60,18 +81,36 @@ def overflow_model(path, *, features: int = 16, out: int = 16, seed: int = 0) ->
 
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((out, features)) / np.sqrt(features)).astype(np.float32)
-    inits = [numpy_helper.from_array(np.array(1e-4, np.float32), "k"), numpy_helper.from_array(w, "w"),
-             numpy_helper.from_array(np.zeros(out, np.float32), "b")]
-    nodes = [helper.make_node("Mul", ["x", "k"], ["scaled"], name=OVERFLOW),
-             helper.make_node("Gemm", ["scaled", "w", "b"], ["y"], name="fc", transB=1)]
-    graph = helper.make_graph(nodes, "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", out])], inits)
+    inits = [
+        numpy_helper.from_array(np.array(1e-4, np.float32), "k"),
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.zeros(out, np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["scaled"], name=OVERFLOW),
+        helper.make_node("Gemm", ["scaled", "w", "b"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "overflow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", out])],
+        inits,
+    )
     return _save(graph, path)
 
 
 def overflow_inputs(features: int = 16) -> dict:
-    return {"x": {"dtype": "float32", "shape": ["batch", features], "min": [1, features], "opt": [8, features],
-                  "max": [64, features], "range": [1e5, 4e5]}}
+    return {
+        "x": {
+            "dtype": "float32",
+            "shape": ["batch", features],
+            "min": [1, features],
+            "opt": [8, features],
+            "max": [64, features],
+            "range": [1e5, 4e5],
+        }
+    }
 
 
 def _save(graph, path) -> Path:

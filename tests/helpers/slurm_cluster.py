@@ -2,8 +2,9 @@
 
 Two partitions on the one node: `cpu` (the default) and `gpu`, whose GRES is declared with fake device files (this
 machine has no GPU; Slurm needs a character device per typed GPU: /dev/null). A TaskProlog makes jobs in a
-partition see that partition's simulated hardware: it exports FACTORY_HOST_FACTS (scripts/engine_factory/host.py), as a real GPU
-node's own probe would report its GPU. Every daemon is started here and stopped here by its PID, also on failure.
+partition see that partition's simulated hardware: it exports FACTORY_HOST_FACTS (scripts/engine_factory/host.py), as
+a real GPU node's own probe would report its GPU. Every daemon is started here and stopped here by its PID, also on
+failure.
 
     python tests/helpers/slurm_cluster.py install      # apt-get install slurm-wlm munge (what `make test-slurm` runs)
 
@@ -11,6 +12,7 @@ Facts this relies on (measured on Debian 12, design.md section 9): the config mu
 (jobs lose SLURM_CONF on the way through the jobstep), completed jobs stay visible to squeue/scontrol for
 MinJobAge seconds (no slurmdbd here, so sacct never reports them), typed GPU GRES needs character devices.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +46,13 @@ def install(timeout_s: float = 600) -> None:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, timeout=timeout_s, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES], check=True, env=env,
-                   timeout=timeout_s, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES],
+        check=True,
+        env=env,
+        timeout=timeout_s,
+        stdout=subprocess.DEVNULL,
+    )
     still = missing_binaries()
     if still:
         raise RuntimeError(f"installed {PACKAGES} but {still} are still missing")
@@ -90,8 +97,15 @@ def _mem_mb() -> int:
 class Cluster:
     """`with Cluster(root, partition_facts={"gpu": {...}}) as c:` -- daemons up; stopped (by PID) on exit."""
 
-    def __init__(self, root: Path, *, gpu_type: str = "sm89", gpu_feature: str = "sm89",
-                 partition_facts: dict[str, dict] | None = None, ready_timeout_s: float = 60):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        gpu_type: str = "sm89",
+        gpu_feature: str = "sm89",
+        partition_facts: dict[str, dict] | None = None,
+        ready_timeout_s: float = 60,
+    ):
         self.root = Path(root)
         self.gpu_type, self.gpu_feature = gpu_type, gpu_feature
         self.partition_facts = partition_facts or {}
@@ -102,7 +116,7 @@ class Cluster:
         self._written: list[Path] = []
 
     # ------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         try:
             self.start()
         except BaseException:
@@ -128,15 +142,27 @@ class Cluster:
         self._write_munge_key()
         self._write_task_prolog()
         self._write_conf()
-        self._spawn("munged", ["munged", "-F", "--force", f"--socket={self.munge_socket}",
-                               f"--key-file={self.root / 'munge.key'}", f"--pid-file={self.root / 'run/munged.pid'}",
-                               f"--log-file={self.root / 'log/munged.log'}", f"--seed-file={self.root / 'munge.seed'}"])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "-F",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={self.root / 'munge.key'}",
+                f"--pid-file={self.root / 'run/munged.pid'}",
+                f"--log-file={self.root / 'log/munged.log'}",
+                f"--seed-file={self.root / 'munge.seed'}",
+            ],
+        )
         self._wait(lambda: self.munge_socket.exists(), "munged's socket")
         self._spawn("slurmctld", ["slurmctld", "-D", "-i"])
         self._wait(lambda: self._run(["scontrol", "ping"]).returncode == 0, "slurmctld (scontrol ping)")
         self._spawn("slurmd", ["slurmd", "-D", "-N", NODE])
-        self._wait(lambda: self._run(["sinfo", "-h", "-N", "-o", "%t"]).stdout.split() == ["idle", "idle"],
-                   "the node to be idle in both partitions (sinfo)")
+        self._wait(
+            lambda: self._run(["sinfo", "-h", "-N", "-o", "%t"]).stdout.split() == ["idle", "idle"],
+            "the node to be idle in both partitions (sinfo)",
+        )
         self.started_s = time.monotonic() - t0
 
     def stop(self) -> None:
@@ -146,8 +172,12 @@ class Cluster:
             if ids:
                 self._run(["scancel", *ids])
                 deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and self._run(
-                        ["squeue", "-h", "-o", "%i", "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING"]).stdout.split():
+                while (
+                    time.monotonic() < deadline
+                    and self._run(
+                        ["squeue", "-h", "-o", "%i", "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING"]
+                    ).stdout.split()
+                ):
                     time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             proc = self.procs.get(name)
@@ -206,8 +236,9 @@ class Cluster:
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         out = open(self.root / "log" / f"{name}.out", "w")
-        self.procs[name] = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
     def _wait(self, ready, what: str) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
@@ -229,8 +260,11 @@ class Cluster:
         key.chmod(0o600)
 
     def _write_task_prolog(self) -> None:
-        lines = ["#!/bin/sh", "# Simulated node hardware: a job sees the facts of its partition's node type.",
-                 'case "$SLURM_JOB_PARTITION" in']
+        lines = [
+            "#!/bin/sh",
+            "# Simulated node hardware: a job sees the facts of its partition's node type.",
+            'case "$SLURM_JOB_PARTITION" in',
+        ]
         for partition, facts in self.partition_facts.items():
             path = self.root / "facts" / f"{partition}.json"
             path.write_text(json.dumps(facts))
@@ -249,7 +283,9 @@ class Cluster:
 
     def _write_conf(self) -> None:
         host, r = socket.gethostname().split(".")[0], self.root
-        self._write(CONF_DIR / "slurm.conf", f"""\
+        self._write(
+            CONF_DIR / "slurm.conf",
+            f"""\
 ClusterName=factorytest
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={_free_port()}
@@ -288,7 +324,8 @@ NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={len(os.sched_getaff
 Gres=gpu:{self.gpu_type}:1 Features={self.gpu_feature} State=UNKNOWN
 PartitionName=cpu Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes={NODE} MaxTime=INFINITE State=UP
-""")
+""",
+        )
         self._write(CONF_DIR / "gres.conf", f"NodeName={NODE} Name=gpu Type={self.gpu_type} File=/dev/null\n")
 
 

@@ -5,6 +5,7 @@ simulated TensorRT upgrade and a simulated driver upgrade (host facts overridden
 One tiny zoo (an ONNX-source MLP, fp32 + fp16, one RTX target) is built once; each test that changes something works
 on its own copy (the copy keeps file times and Snakemake's metadata, so it is the same workflow state).
 """
+
 import json
 import shutil
 
@@ -12,12 +13,12 @@ import pytest
 import yaml
 
 from engine_factory import intoto, paths
+from engine_factory.backends import load_backend
 from engine_factory.ops import prune, scheduled, status, verify
 from engine_factory.ops.snakemake import parse_summary
-from engine_factory.backends import load_backend
 from engine_factory.provenance import sha256, stage_tools
 
-from helpers import cli, load_test_config, snakemake, write_config
+from helpers import build_once, cli, load_test_config, snakemake, write_config
 
 KEY = "rtx-1.7.1.116"
 OPS_ZOO = load_test_config("ops")
@@ -33,10 +34,7 @@ def run_snakemake(workdir, check=True):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ops")
-    write_config(workdir, OPS_ZOO)
-    run_snakemake(workdir)
-    return workdir
+    return build_once(tmp_path_factory.mktemp("ops"), OPS_ZOO)["work"]
 
 
 @pytest.fixture
@@ -65,8 +63,10 @@ def collect(workdir):
 def test_status_all_current_and_the_cli_exit_code(built):
     report = collect(built)
     assert report["counts"] == {"current": 2, "stale": 0, "missing": 0, "failed": 0} and not report["needs_work"]
-    assert [(t["key"], t["cc"], t["precision"]) for t in report["targets"]] == [(KEY, "89", "fp16"),
-                                                                               (KEY, "89", "fp32")]
+    assert [(t["key"], t["cc"], t["precision"]) for t in report["targets"]] == [
+        (KEY, "89", "fp16"),
+        (KEY, "89", "fp32"),
+    ]
     assert report["not_produced"] == [] and report["keys"] == [KEY]
     # TensorRT-RTX builds keep no timing cache (no effect, forces a GPU query; NVIDIA: do not use): provenance says so
     for p in ("fp32", "fp16"):
@@ -101,8 +101,11 @@ def test_checkpoint_change_is_stale_and_verify_warns(zoo):
     report = collect(zoo)
     assert report["counts"]["stale"] == 2
     for t in report["targets"]:
-        assert {"category": "checkpoint", "stage": "export",
-                "detail": "source file artifacts/demo/tiny_mlp.opset11.onnx changed"} in t["reasons"], t["reasons"]
+        assert {
+            "category": "checkpoint",
+            "stage": "export",
+            "detail": "source file artifacts/demo/tiny_mlp.opset11.onnx changed",
+        } in t["reasons"], t["reasons"]
         assert "build" in t["reruns"] and "export" in t["reruns"]
     v = verify.verify(str(zoo))
     # export's and golden's records: made from an earlier source; a warning, not a failure
@@ -223,11 +226,13 @@ def test_verify_tampered_plan_deleted_input_and_orphan(zoo):
     (zoo / validation).unlink()
     t = {t["precision"]: t for t in collect(zoo)["targets"]}
     assert t["fp16"]["state"] == "stale", t["fp16"]
-    assert {"category": "missing", "stage": "validate", "detail": f"{validation} is missing{status.NOT_REMADE}"} \
-        in t["fp16"]["reasons"], t["fp16"]["reasons"]
+    assert {"category": "missing", "stage": "validate", "detail": f"{validation} is missing{status.NOT_REMADE}"} in t[
+        "fp16"
+    ]["reasons"], t["fp16"]["reasons"]
     variant = paths.precision_onnx("tiny_mlp", "fp16")
-    assert {"category": "missing", "stage": "precision", "detail": f"{variant} is missing{status.NOT_REMADE}"} \
-        in t["fp16"]["reasons"]
+    assert {"category": "missing", "stage": "precision", "detail": f"{variant} is missing{status.NOT_REMADE}"} in t[
+        "fp16"
+    ]["reasons"]
     # what the hint says: the repair removes what was made from the missing files, the next run re-makes the chain
     assert cli("verify", "-d", str(zoo), "--repair").returncode == 0
     counts = collect(zoo)["counts"]
@@ -249,8 +254,12 @@ def test_intoto_statement_is_slsa_provenance_of_the_plan(built):
     assert bd["externalParameters"]["key"] == KEY and bd["externalParameters"]["precision"] == "fp16"
     deps = {d["name"]: d for d in bd["resolvedDependencies"]}
     # the chain back to the source: precision ONNX, simplified, exported, and the user's ONNX file
-    for f in (paths.precision_onnx("tiny_mlp", "fp16"), paths.sim_onnx("tiny_mlp"), paths.onnx("tiny_mlp"),
-              "artifacts/demo/tiny_mlp.opset11.onnx"):
+    for f in (
+        paths.precision_onnx("tiny_mlp", "fp16"),
+        paths.sim_onnx("tiny_mlp"),
+        paths.onnx("tiny_mlp"),
+        "artifacts/demo/tiny_mlp.opset11.onnx",
+    ):
         assert deps[f]["digest"]["sha256"] == sha256(built / f), f
     # the user's file is read by the export and (the reference outputs) by golden
     assert deps["artifacts/demo/tiny_mlp.opset11.onnx"]["annotations"]["consumedBy"] in ("export", "golden")
@@ -261,20 +270,33 @@ def test_intoto_statement_is_slsa_provenance_of_the_plan(built):
     assert rd["byproducts"] == []  # TensorRT-RTX: no timing cache (full TensorRT's: the test below)
 
 
-
 # ---------------------------------------------------------------------------------------------- unit level
 def test_settings_changes_are_sorted_into_categories():
-    before = {"driver": "580.1", "build": {"optimization_level": 3}, "source_sha256": {"source": "aa"},
-              "model_code": "c1", "q": "it's"}
-    now = {"driver": "590.2", "build": {"optimization_level": 2}, "source_sha256": {"source": "bb"},
-           "model_code": "c2", "q": "it's"}
+    before = {
+        "driver": "580.1",
+        "build": {"optimization_level": 3},
+        "source_sha256": {"source": "aa"},
+        "model_code": "c1",
+        "q": "it's",
+    }
+    now = {
+        "driver": "590.2",
+        "build": {"optimization_level": 2},
+        "source_sha256": {"source": "bb"},
+        "model_code": "c2",
+        "q": "it's",
+    }
     reasons = status.params_reasons("freeze", {"source": "zoo/unet.pth"}, before, now)
     assert {r["category"]: r["detail"] for r in reasons} == {
-        "host": "driver 580.1 -> 590.2", "checkpoint": "source file zoo/unet.pth changed",
+        "host": "driver 580.1 -> 590.2",
+        "checkpoint": "source file zoo/unet.pth changed",
         "model code": "the model class's source changed (freeze re-runs)",
-        "config": "build.optimization_level: 3 -> 2"}
-    assert status.dict_diff({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 0}) == [("a.c", 2, 3),
-                                                                                          ("d", "<absent>", 0)]
+        "config": "build.optimization_level: 3 -> 2",
+    }
+    assert status.dict_diff({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 0}) == [
+        ("a.c", 2, 3),
+        ("d", "<absent>", 0),
+    ]
 
 
 def test_tool_upgrade_is_named_from_the_recorded_versions():
@@ -286,23 +308,36 @@ def test_tool_upgrade_is_named_from_the_recorded_versions():
 
 
 def test_summary_parsing_and_changes():
-    text = ("output_file\tdate\trule\tlog-file(s)\tstatus\tplan\n"
-            "artifacts/m/plans/k/sm89/fp16/model.plan\t-\tbuild\t-\tmissing\tupdate pending\n"
-            "artifacts/report/summary.json\tTue\treport\tx.log\tok\tno update\n")
+    text = (
+        "output_file\tdate\trule\tlog-file(s)\tstatus\tplan\n"
+        "artifacts/m/plans/k/sm89/fp16/model.plan\t-\tbuild\t-\tmissing\tupdate pending\n"
+        "artifacts/report/summary.json\tTue\treport\tx.log\tok\tno update\n"
+    )
     rows = parse_summary(text)
-    assert rows[0] == {"file": "artifacts/m/plans/k/sm89/fp16/model.plan", "date": "-", "rule": "build",
-                       "status": "missing", "pending": True}
+    assert rows[0] == {
+        "file": "artifacts/m/plans/k/sm89/fp16/model.plan",
+        "date": "-",
+        "rule": "build",
+        "status": "missing",
+        "pending": True,
+    }
     assert rows[1]["pending"] is False
 
     def snap(**plans):
-        return {"taken": "t", "plans": {p: {**paths.parse_plan(p), "mtime_ns": m, "size": 1,
-                                            "validation": {"mtime_ns": v, "status": s}} for p, (m, v, s) in
-                                        plans.items()}}
+        return {
+            "taken": "t",
+            "plans": {
+                p: {**paths.parse_plan(p), "mtime_ns": m, "size": 1, "validation": {"mtime_ns": v, "status": s}}
+                for p, (m, v, s) in plans.items()
+            },
+        }
+
     a = "artifacts/m/plans/rtx-1.7.1.116/sm89/fp16/model.plan"
     b = "artifacts/m/plans/rtx-1.8.0.1/sm89/fp16/model.plan"
     c = "artifacts/m/plans/rtx-1.7.1.116/sm89/fp32/model.plan"
-    ch = scheduled.changes(snap(**{a: (1, 1, "pass"), c: (1, 1, "pass")}),
-                           snap(**{a: (1, 2, "fail"), b: (5, 5, "pass")}))
+    ch = scheduled.changes(
+        snap(**{a: (1, 1, "pass"), c: (1, 1, "pass")}), snap(**{a: (1, 2, "fail"), b: (5, 5, "pass")})
+    )
     assert ch["built"] == [b] and ch["new_keys"] == ["rtx-1.8.0.1/sm89"] and ch["revalidated"] == [a]
     assert ch["removed"] == [c] and ch["validation_failed"] == [a]
     assert "new keys built: rtx-1.8.0.1/sm89" in scheduled.render({"changes": ch})

@@ -6,6 +6,7 @@ the model pages' figures. Saves a screenshot of the overview (FACTORY_REPORT_SCR
 Opt-in (`-m browser`; `make test-browser` installs Chromium as root and runs it); skipped, saying why, where
 Chromium or its driver is missing.
 """
+
 import json
 import os
 import shutil
@@ -21,8 +22,10 @@ from helpers import load_test_config, snakemake, write_config
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-MISSING = ("Chromium or chromium-driver is not installed (Debian: apt-get install -y chromium chromium-driver; "
-           "`make test-browser` installs them as root)")
+MISSING = (
+    "Chromium or chromium-driver is not installed (Debian: apt-get install -y chromium chromium-driver; "
+    "`make test-browser` installs them as root)"
+)
 if not (CHROMIUM and DRIVER):
     if os.environ.get("FACTORY_BROWSER_REQUIRED"):  # make test-browser (CI): never a silent skip
         pytest.fail(MISSING, pytrace=False)
@@ -44,8 +47,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
@@ -54,7 +62,8 @@ def browser():
 
 def visible_links(browser) -> list[str]:
     return browser.execute_script(
-        "return Array.from(document.querySelectorAll('a[href], img[src]')).map(e => e.href || e.src)")
+        "return Array.from(document.querySelectorAll('a[href], img[src]')).map(e => e.href || e.src)"
+    )
 
 
 def assert_resolves(page_url: str, url: str) -> None:
@@ -71,11 +80,16 @@ def test_overview_numbers_links_filter_and_screenshot(zoo, browser, tmp_path):
     plans = summary["plans"]
     index = (zoo / paths.REPORT_HTML).as_uri()
     browser.get(index)
-    shown = {t.get_attribute("data-outcome"): int(t.find_element(By.CLASS_NAME, "n").text)
-             for t in browser.find_elements(By.CSS_SELECTOR, "#overview .tile")}
+    shown = {
+        t.get_attribute("data-outcome"): int(t.find_element(By.CLASS_NAME, "n").text)
+        for t in browser.find_elements(By.CSS_SELECTOR, "#overview .tile")
+    }
     # what a person reads equals summary.json, and summary.json equals its own cells
-    assert shown["built"] == summary["overview"]["outcomes"]["built"] == sum(
-        (zoo / p["plan"]).is_file() for p in plans if p["status"] != "skipped")
+    assert (
+        shown["built"]
+        == summary["overview"]["outcomes"]["built"]
+        == sum((zoo / p["plan"]).is_file() for p in plans if p["status"] != "skipped")
+    )
     for outcome in ("pass", "fail", "not-run", "skipped", "failed"):
         assert shown[outcome] == summary["overview"]["outcomes"][outcome] == sum(p["status"] == outcome for p in plans)
     assert shown["not-run"] == 11 and shown["skipped"] == 1  # the tiny zoo here: no GPU, fp8 not on sm86
@@ -97,14 +111,19 @@ def test_overview_numbers_links_filter_and_screenshot(zoo, browser, tmp_path):
     assert browser.find_element(By.ID, "shown").text == "1"
     Select(browser.find_element(By.NAME, "outcome")).select_by_value("")
     Select(browser.find_element(By.NAME, "precision")).select_by_value("fp16")
-    rows = [r.get_attribute("data-model") for r in browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")
-            if r.is_displayed()]
+    rows = [
+        r.get_attribute("data-model")
+        for r in browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+        if r.is_displayed()
+    ]
     assert rows == sorted(m for m, info in summary["models"].items() if "fp16" in info["precisions"])
 
     # sort (inline JS): by plans MB, largest last
     browser.find_element(By.XPATH, "//table[@id='models']//th[text()='plans MB']").click()
-    mb = [float(r.find_elements(By.TAG_NAME, "td")[-2].get_attribute("textContent")) for r in
-          browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")]
+    mb = [
+        float(r.find_elements(By.TAG_NAME, "td")[-2].get_attribute("textContent"))
+        for r in browser.find_elements(By.CSS_SELECTOR, "#models tbody tr")
+    ]
     assert mb == sorted(mb) and len(mb) == len(summary["models"])
 
 
@@ -117,9 +136,10 @@ def test_model_pages_show_numbers_and_every_link_resolves(zoo, browser):
         browser.get(page)
         cells = browser.find_elements(By.CSS_SELECTOR, "table.matrix td.cell")
         expected = [p for p in summary["plans"] if p["model"] == model]
-        assert sorted((c.get_attribute("data-precision"), c.get_attribute("data-target"),
-                       c.get_attribute("data-outcome")) for c in cells) == sorted(
-            (p["precision"], p["target"], p["status"]) for p in expected)
+        assert sorted(
+            (c.get_attribute("data-precision"), c.get_attribute("data-target"), c.get_attribute("data-outcome"))
+            for c in cells
+        ) == sorted((p["precision"], p["target"], p["status"]) for p in expected)
         assert browser.find_element(By.CSS_SELECTOR, "figure.charts svg").is_displayed()
         parity = browser.find_element(By.CSS_SELECTOR, "table.parity").text
         assert "cosine ≥" in parity  # the tolerance each figure was held to

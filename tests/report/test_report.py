@@ -1,5 +1,6 @@
 """The report at scale, from a generated zoo's results (the files the stages write, for 120 models: ~2,000
 targets); the report only reads files, so this is what it sees on a real zoo of that size."""
+
 import json
 import math
 import os
@@ -80,8 +81,9 @@ def test_each_reason_is_said_once_with_its_count(big):
     assert len(groups) == 1 and groups[0]["count"] == o["failed"], groups
     assert "failed to build a plan for {target}" in groups[0]["reason"]
     assert groups[0]["targets"] == ["sm80", "sm86", "sm89", "sm120"]
-    assert "failed to build a plan for {target}: (all %d; on sm80, sm86, sm89, sm120)" % o["failed"] in re.sub(
-        "<[^>]+>", "", html)
+    assert f"failed to build a plan for {{target}}: (all {o['failed']}; on sm80, sm86, sm89, sm120)" in re.sub(
+        "<[^>]+>", "", html
+    )
 
 
 def test_pages_stay_short_and_every_link_resolves(big):
@@ -111,8 +113,11 @@ def test_pages_stay_short_and_every_link_resolves(big):
 
 def test_a_model_page_has_its_numbers_links_and_figure(big):
     page = (big["work"] / paths.report_page("net001")).read_text()
-    cell = next(c for c in big["summary"]["plans"] if c["model"] == "net001" and c["precision"] == "fp16"
-                and c["target"] == "sm89")
+    cell = next(
+        c
+        for c in big["summary"]["plans"]
+        if c["model"] == "net001" and c["precision"] == "fp16" and c["target"] == "sm89"
+    )
     assert set(cell["links"]) == {"plan", "provenance", "intoto", "validation", "build_log", "validate_log"}
     for link in cell["links"].values():
         assert os.path.relpath(link, paths.REPORT_PAGES) in page
@@ -156,12 +161,19 @@ def test_unchanged_figures_are_not_rendered_again_and_dropped_models_leave_no_pa
     def counting(spec):
         rendered.append(spec)
         return original(spec)
+
     monkeypatch.setattr(vl_convert, "vegalite_to_svg", counting)
     s = generated["settings"]
     keep = lambda items: [x for x in items if x["model"] != "net002"]  # noqa: E731
-    write_report(paths.REPORT_JSON, paths.REPORT_HTML, jobs=keep(s["jobs"]), skipped=keep(s["skipped"]),
-                 failed=keep(s["failed"]), backend=s["backend"],
-                 models={m: v for m, v in s["models"].items() if m != "net002"})
+    write_report(
+        paths.REPORT_JSON,
+        paths.REPORT_HTML,
+        jobs=keep(s["jobs"]),
+        skipped=keep(s["skipped"]),
+        failed=keep(s["failed"]),
+        backend=s["backend"],
+        models={m: v for m, v in s["models"].items() if m != "net002"},
+    )
     assert [r["datasets"].keys() for r in rendered] == [{"outcomes": 0}.keys()]  # only the zoo's counts changed
     assert len(list((tmp_path / paths.REPORT_CHART_CACHE).iterdir())) == 2 + 1  # unused figures swept
     assert not (tmp_path / paths.report_page("net002")).exists()
@@ -170,11 +182,14 @@ def test_unchanged_figures_are_not_rendered_again_and_dropped_models_leave_no_pa
     assert "net002" not in (tmp_path / paths.REPORT_HTML).read_text()
 
 
-@pytest.mark.parametrize("text, cc, expected", [
-    ("tensorrt_rtx 1.7.1.116 failed to build a plan for sm86: x", "86", "failed to build a plan for {target}: x"),
-    ("no GPU of compute capability 8.6 here (GPUs: A (8.9))", "86", "no GPU of compute capability {target} here"),
-    ("tensorrt_rtx 1.8.6.0 on sm860", "86", "tensorrt_rtx 1.8.6.0 on sm860"),  # versions and other targets kept
-])
+@pytest.mark.parametrize(
+    "text, cc, expected",
+    [
+        ("tensorrt_rtx 1.7.1.116 failed to build a plan for sm86: x", "86", "failed to build a plan for {target}: x"),
+        ("no GPU of compute capability 8.6 here (GPUs: A (8.9))", "86", "no GPU of compute capability {target} here"),
+        ("tensorrt_rtx 1.8.6.0 on sm860", "86", "tensorrt_rtx 1.8.6.0 on sm860"),  # versions and other targets kept
+    ],
+)
 def test_a_reason_without_its_own_target(text, cc, expected):
     assert expected in generic(text, cc)
 
@@ -183,8 +198,12 @@ def test_a_gpu_run_shows_latency_against_onnxruntime(big):
     """net000's sm89 plans carry a (recorded) GPU run: the matrix shows latency, throughput and the speed-up, and
     the figure gains the latency/throughput panel."""
     cells = [c for c in big["summary"]["plans"] if c["model"] == "net000" and c["target"] == "sm89"]
-    assert cells and all(c["status"] == "pass" and c["performance"]["baseline_p50_ms"] == 2.0
-                         and c["performance"]["baseline_throughput_per_s"] == 2000.0 for c in cells)
+    assert cells and all(
+        c["status"] == "pass"
+        and c["performance"]["baseline_p50_ms"] == 2.0
+        and c["performance"]["baseline_throughput_per_s"] == 2000.0
+        for c in cells
+    )
     page = (big["work"] / paths.report_page("net000")).read_text()
     assert "p50 0.250 ms" in page and "8.0× vs onnxruntime CPUExecutionProvider" in page
     assert "plan vs golden: logits cos 0.999990" in page

@@ -19,17 +19,34 @@ from helpers import CNN_INPUTS, TWO_TOWER_INPUTS
 @pytest.fixture(scope="module")
 def cnn_golden(demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("golden") / "golden.npz"
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "engine_factory.demo.models:TinyCNN"}
-    facts = make_golden(str(out), model="tiny_cnn", source=source, input_specs=copy.deepcopy(CNN_INPUTS),
-                        outputs=["logits"], seed=0)
+    source = {
+        "framework": "pytorch",
+        "kind": "checkpoint",
+        "path": str(demo_dir / "tiny_cnn.pth"),
+        "model_ref": "engine_factory.demo.models:TinyCNN",
+    }
+    facts = make_golden(
+        str(out), model="tiny_cnn", source=source, input_specs=copy.deepcopy(CNN_INPUTS), outputs=["logits"], seed=0
+    )
     assert facts["inputs"] == {"x": [4, 3, 32, 32]} and facts["outputs"] == {"logits": [4, 10]}
     return out
 
 
 def test_golden_is_seeded_and_reproducible(cnn_golden, demo_dir, tmp_path):
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "tiny_cnn.pth"), "model_ref": "engine_factory.demo.models:TinyCNN"}
-    make_golden(str(tmp_path / "g.npz"), model="tiny_cnn", source=source, input_specs=copy.deepcopy(CNN_INPUTS),
-                outputs=["logits"], seed=0)
+    source = {
+        "framework": "pytorch",
+        "kind": "checkpoint",
+        "path": str(demo_dir / "tiny_cnn.pth"),
+        "model_ref": "engine_factory.demo.models:TinyCNN",
+    }
+    make_golden(
+        str(tmp_path / "g.npz"),
+        model="tiny_cnn",
+        source=source,
+        input_specs=copy.deepcopy(CNN_INPUTS),
+        outputs=["logits"],
+        seed=0,
+    )
     a, b = load_golden(str(cnn_golden)), load_golden(str(tmp_path / "g.npz"))
     np.testing.assert_array_equal(a[0]["x"], b[0]["x"])
     np.testing.assert_array_equal(a[1]["logits"], b[1]["logits"])
@@ -37,27 +54,60 @@ def test_golden_is_seeded_and_reproducible(cnn_golden, demo_dir, tmp_path):
 
 def test_golden_from_user_samples(demo_dir, tmp_path):
     rng = np.random.default_rng(7)
-    np.savez(tmp_path / "samples.npz", image=rng.standard_normal((3, 3, 16, 16)).astype(np.float32),
-             features=rng.standard_normal((3, 8)).astype(np.float32))
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "engine_factory.demo.models:TwoTower"}
-    make_golden(str(tmp_path / "g.npz"), model="two_tower", source=source,
-                input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits", "embedding"], seed=0,
-                samples=str(tmp_path / "samples.npz"))
+    np.savez(
+        tmp_path / "samples.npz",
+        image=rng.standard_normal((3, 3, 16, 16)).astype(np.float32),
+        features=rng.standard_normal((3, 8)).astype(np.float32),
+    )
+    source = {
+        "framework": "pytorch",
+        "kind": "checkpoint",
+        "path": str(demo_dir / "two_tower.pth"),
+        "model_ref": "engine_factory.demo.models:TwoTower",
+    }
+    make_golden(
+        str(tmp_path / "g.npz"),
+        model="two_tower",
+        source=source,
+        input_specs=copy.deepcopy(TWO_TOWER_INPUTS),
+        outputs=["logits", "embedding"],
+        seed=0,
+        samples=str(tmp_path / "samples.npz"),
+    )
     ins, outs = load_golden(str(tmp_path / "g.npz"))
     assert ins["image"].shape == (3, 3, 16, 16) and outs["embedding"].shape == (3, 16)
-    np.savez(tmp_path / "too_many.npz", image=np.zeros((40, 3, 16, 16), np.float32), features=np.zeros((40, 8), np.float32))
+    np.savez(
+        tmp_path / "too_many.npz", image=np.zeros((40, 3, 16, 16), np.float32), features=np.zeros((40, 8), np.float32)
+    )
     with pytest.raises(FactoryError, match=r"model 'two_tower'.*too_many.npz.*dim 0 must be in \[1, 16\]"):
-        make_golden(str(tmp_path / "g2.npz"), model="two_tower", source=source,
-                    input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits", "embedding"], seed=0,
-                    samples=str(tmp_path / "too_many.npz"))
+        make_golden(
+            str(tmp_path / "g2.npz"),
+            model="two_tower",
+            source=source,
+            input_specs=copy.deepcopy(TWO_TOWER_INPUTS),
+            outputs=["logits", "embedding"],
+            seed=0,
+            samples=str(tmp_path / "too_many.npz"),
+        )
     assert not (tmp_path / "g2.npz").exists()
 
 
 def test_wrong_output_count_named(demo_dir, tmp_path):
-    source = {"framework": "pytorch", "kind": "checkpoint", "path": str(demo_dir / "two_tower.pth"), "model_ref": "engine_factory.demo.models:TwoTower"}
+    source = {
+        "framework": "pytorch",
+        "kind": "checkpoint",
+        "path": str(demo_dir / "two_tower.pth"),
+        "model_ref": "engine_factory.demo.models:TwoTower",
+    }
     with pytest.raises(FactoryError, match="models.two_tower.outputs.*returns 2 outputs"):
-        make_golden(str(tmp_path / "g.npz"), model="two_tower", source=source,
-                    input_specs=copy.deepcopy(TWO_TOWER_INPUTS), outputs=["logits"], seed=0)
+        make_golden(
+            str(tmp_path / "g.npz"),
+            model="two_tower",
+            source=source,
+            input_specs=copy.deepcopy(TWO_TOWER_INPUTS),
+            outputs=["logits"],
+            seed=0,
+        )
 
 
 def test_parity_passes_for_export_and_fails_for_a_changed_model(cnn_onnx, cnn_golden, tmp_path):
@@ -70,8 +120,9 @@ def test_parity_passes_for_export_and_fails_for_a_changed_model(cnn_onnx, cnn_go
     result = onnx_parity(str(tmp_path / "changed.onnx"), str(cnn_golden), tol)
     assert result["status"] == "fail" and "logits" in result["reason"]
     assert result["outputs"]["logits"]["max_abs"] == pytest.approx(0.05, rel=1e-3)
-    write_parity(str(tmp_path / "p.json"), onnx_path=str(cnn_onnx), golden_path=str(cnn_golden), tolerance=tol,
-                 variant="export")
+    write_parity(
+        str(tmp_path / "p.json"), onnx_path=str(cnn_onnx), golden_path=str(cnn_golden), tolerance=tol, variant="export"
+    )
     assert json.loads((tmp_path / "p.json").read_text())["status"] == "pass"
 
 
@@ -80,13 +131,22 @@ def test_unrunnable_onnx_is_not_run_not_pass(cnn_golden, tmp_path):
     from onnx import TensorProto, helper
 
     w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
-    nodes = [helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
-             helper.make_node("Cast", ["w"], ["wb"], to=TensorProto.BFLOAT16),
-             helper.make_node("Conv", ["xb", "wb"], ["yb"]),
-             helper.make_node("Cast", ["yb"], ["logits"], to=TensorProto.FLOAT)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [w])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]), str(tmp_path / "bf16.onnx"))  # Conv-22 allows bf16
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+        helper.make_node("Cast", ["w"], ["wb"], to=TensorProto.BFLOAT16),
+        helper.make_node("Conv", ["xb", "wb"], ["yb"]),
+        helper.make_node("Cast", ["yb"], ["logits"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [w],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)]), str(tmp_path / "bf16.onnx")
+    )  # Conv-22 allows bf16
     result = onnx_parity(str(tmp_path / "bf16.onnx"), str(cnn_golden), DEFAULT_TOLERANCES["bf16"])
     assert result["status"] == "not-run" and "onnxruntime CPU cannot run" in result["reason"]
 
@@ -112,12 +172,13 @@ def test_overall_status_never_turns_not_run_into_pass():
 def test_provenance_chain_and_hashes(cnn_onnx, demo_dir, tmp_path):
     art = tmp_path / "a.bin"
     art.write_bytes(b"plan bytes")
-    provenance.write(str(cnn_onnx), stage="export", inputs={"source": str(demo_dir / "tiny_cnn.pth")}, params={},
-                     host={"gpus": []})
-    side = provenance.write(str(art), stage="build", inputs={"onnx": str(cnn_onnx)}, params={"x": 1},
-                            host={"gpus": []})
+    provenance.write(
+        str(cnn_onnx), stage="export", inputs={"source": str(demo_dir / "tiny_cnn.pth")}, params={}, host={"gpus": []}
+    )
+    side = provenance.write(str(art), stage="build", inputs={"onnx": str(cnn_onnx)}, params={"x": 1}, host={"gpus": []})
     rec = json.loads(open(side).read())
     import hashlib
+
     assert rec["artifact"]["sha256"] == hashlib.sha256(b"plan bytes").hexdigest()
     assert rec["inputs"][0]["sha256"] == hashlib.sha256(cnn_onnx.read_bytes()).hexdigest()
     parent = json.loads(open(rec["inputs"][0]["provenance"]).read())  # the chain goes on to the checkpoint

@@ -1,6 +1,7 @@
 """The README's `make run`: the demo zoo (config/config.yaml) goes through the whole chain and the run succeeds.
 Run in a temporary working directory (its relative paths, ../artifacts/demo/..., resolve there), so the
 checkout's own artifacts/ are left alone."""
+
 import json
 import shutil
 

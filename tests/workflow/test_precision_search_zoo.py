@@ -3,6 +3,7 @@ twice: `plain` without a search (its int8 plans' validation fails, the report sa
 `precision_search.int8` (the search keeps exactly the sensitive node in fp32, validation's ONNX parity passes, the
 report names the node and the trials). An unchanged rerun runs nothing; a changed budget re-runs only that model's
 int8 precision job and what depends on it."""
+
 import json
 import shutil
 
@@ -12,7 +13,7 @@ import yaml
 
 from engine_factory import paths
 
-from helpers import planned_jobs
+from helpers import build_once, planned_jobs
 from helpers import snakemake as run_snakemake
 from helpers.sensitive_models import SENSITIVE, sensitive_inputs, sensitive_mlp
 
@@ -23,23 +24,26 @@ def write_zoo(root):
     root.mkdir(parents=True)
     sensitive_mlp(root / "sensitive.onnx")
     np.savez(root / "calib.npz", features=np.random.default_rng(3).standard_normal((64, 32)).astype(np.float32))
-    model = {"framework": "onnx", "onnx": "sensitive.onnx", "inputs": sensitive_inputs(), "outputs": ["scores"],
-             "precisions": ["fp32", "int8"], "calibration": "calib.npz"}
-    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]},
-           "models": {"plain": dict(model),
-                      "searched": {**model, "precision_search": {"int8": {"budget_s": 120}}}}}
+    model = {
+        "framework": "onnx",
+        "onnx": "sensitive.onnx",
+        "inputs": sensitive_inputs(),
+        "outputs": ["scores"],
+        "precisions": ["fp32", "int8"],
+        "calibration": "calib.npz",
+    }
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": ["8.9"]},
+        "models": {"plain": dict(model), "searched": {**model, "precision_search": {"int8": {"budget_s": 120}}}},
+    }
     (root / "zoo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return root / "zoo.yaml"
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    base = tmp_path_factory.mktemp("search")
-    configfile = write_zoo(base / "zoo")
-    work = base / "work"
-    work.mkdir()
-    proc = run_snakemake(work, configfile=configfile, check=False)
-    return {"work": work, "config": configfile, "proc": proc}
+    return build_once(tmp_path_factory.mktemp("search"), write_zoo, check=False)
 
 
 def test_search_passes_where_plain_int8_fails_and_the_report_says_what_was_kept(built):

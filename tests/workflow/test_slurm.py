@@ -8,6 +8,7 @@ and the controller's log. Full TensorRT is not installable here: where a test ne
 `tensorrt` package in the run's directory re-exports TensorRT-RTX (same API), so keys read `trt-<RTX version>`.
 Every wait is bounded; the daemons are stopped by PID in the fixture's teardown, also when a test fails.
 """
+
 import json
 import os
 import re
@@ -22,20 +23,42 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import slurm_cluster
-from helpers import REPO
+from helpers import REPO, slurm_cluster
 
 pytestmark = pytest.mark.slurm
 
-GPU_NODE = {"gpus": [{"index": 0, "name": "simulated L4", "compute_capability": "8.9", "uuid": "GPU-sim-0",
-                      "cuda_index": 0, "sm_count": 58, "memory_mb": 23034}],
-            "driver_version": "580.1", "cuda_driver_version": "13.0"}
-ROUTES = {"cpu": {"partition": "cpu", "runtime": 30},
-          "pools": {"ada": {"compute_capability": "8.9", "partition": "gpu", "constraint": "sm89",
-                            "gpu_model": "sm89"}}}
+GPU_NODE = {
+    "gpus": [
+        {
+            "index": 0,
+            "name": "simulated L4",
+            "compute_capability": "8.9",
+            "uuid": "GPU-sim-0",
+            "cuda_index": 0,
+            "sm_count": 58,
+            "memory_mb": 23034,
+        }
+    ],
+    "driver_version": "580.1",
+    "cuda_driver_version": "13.0",
+}
+ROUTES = {
+    "cpu": {"partition": "cpu", "runtime": 30},
+    "pools": {"ada": {"compute_capability": "8.9", "partition": "gpu", "constraint": "sm89", "gpu_model": "sm89"}},
+}
 # this cluster has no slurmdbd: squeue (MinJobAge keeps finished jobs); first status check after 1 s, not 20
-SLURM_ARGS = ["--workflow-profile", str(REPO / "workflow" / "profiles" / "slurm"), "--slurm-status-command", "squeue",
-              "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5", "--jobs", "8"]
+SLURM_ARGS = [
+    "--workflow-profile",
+    str(REPO / "workflow" / "profiles" / "slurm"),
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--latency-wait",
+    "5",
+    "--jobs",
+    "8",
+]
 LOCAL_ARGS = ["--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "2"]
 RUN_TIMEOUT_S = 600  # the zoo takes ~150 s here; one job ~15 s
 JOB_TIMEOUT_S = 300
@@ -66,15 +89,26 @@ def demo_zoo() -> dict:
 def snakemake(workdir: Path, cfg: dict, *args, cluster=None, timeout=RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k not in ("FACTORY_HOST_FACTS", "CUDA_VISIBLE_DEVICES")}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     t0 = time.monotonic()
     try:  # cwd: `python -m` puts it on sys.path, so a stand-in package there is importable by every process
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         state = f"\n{cluster.logs_tail()}\nSlurm jobs: {cluster.jobs()}" if cluster else ""
-        raise AssertionError(f"snakemake did not finish in {timeout} s:\n{_text(e.stdout)[-3000:]}\n"
-                             f"{_text(e.stderr)[-5000:]}{state}") from None
+        raise AssertionError(
+            f"snakemake did not finish in {timeout} s:\n{_text(e.stdout)[-3000:]}\n{_text(e.stderr)[-5000:]}{state}"
+        ) from None
     proc.wall_s = time.monotonic() - t0
     proc.out = proc.stdout + proc.stderr
     return proc
@@ -151,8 +185,9 @@ def zoo(cluster, tmp_path_factory):
     jobs = cluster.jobs(run_id(proc)) if "SLURM run ID" in proc.out else []
     if jobs:
         rt = [_secs(j["SubmitTime"], j["EndTime"]) for j in jobs if j["EndTime"] not in ("Unknown", "None")]
-        TIMINGS.update(zoo_slurm_jobs=len(jobs), job_submit_to_end_median_s=statistics.median(rt),
-                       job_submit_to_end_max_s=max(rt))
+        TIMINGS.update(
+            zoo_slurm_jobs=len(jobs), job_submit_to_end_median_s=statistics.median(rt), job_submit_to_end_max_s=max(rt)
+        )
     return workdir, proc, jobs
 
 
@@ -178,8 +213,11 @@ def test_demo_zoo_runs_through_slurm_on_the_expected_partitions(zoo, cluster):
     # the controller's own log agrees: it allocated the pool's jobs in the gpu partition
     log = cluster.controller_log()
     for j in jobs:
-        assert re.search(rf"sched: Allocate JobId={j['JobId']} NodeList=\S+ #CPUs=\d+ Partition={j['Partition']}\n|"
-                         rf"sched/backfill: _start_job: Started JobId={j['JobId']} in {j['Partition']} on ", log), j
+        assert re.search(
+            rf"sched: Allocate JobId={j['JobId']} NodeList=\S+ #CPUs=\d+ Partition={j['Partition']}\n|"
+            rf"sched/backfill: _start_job: Started JobId={j['JobId']} in {j['Partition']} on ",
+            log,
+        ), j
     # the sm89 validations ran on the node with the (simulated) GPU: they saw it and tried to execute there
     for path in workdir.glob("artifacts/*/validation/rtx-*/sm*/fp16/validation.json"):
         execution = json.loads(path.read_text())["checks"]["plan_execution"]
@@ -210,8 +248,9 @@ def test_full_tensorrt_build_goes_to_the_pool_of_its_key(zoo, cluster, tmp_path)
 
     workdir = clone(zoo, tmp_path / "run")
     plan = f"artifacts/tiny_mlp/plans/trt-{tensorrt_rtx.__version__}/sm89/fp16/model.plan"
-    proc = snakemake(workdir, trt_zoo({"ada": ROUTES["pools"]["ada"]}), *SLURM_ARGS, plan, cluster=cluster,
-                     timeout=JOB_TIMEOUT_S)
+    proc = snakemake(
+        workdir, trt_zoo({"ada": ROUTES["pools"]["ada"]}), *SLURM_ARGS, plan, cluster=cluster, timeout=JOB_TIMEOUT_S
+    )
     TIMINGS["one_build_job_wall_s"] = round(proc.wall_s, 1)
     assert proc.returncode == 0, proc.out[-6000:]
     [job] = cluster.jobs(run_id(proc))
@@ -235,8 +274,10 @@ def test_build_on_a_node_of_the_wrong_compute_capability_fails_with_the_key_mism
     [job] = cluster.jobs(run_id(proc))
     assert job["Partition"] == "gpu" and job["JobState"] == "FAILED", job
     log = (workdir / "artifacts" / "logs" / "build" / f"tiny_mlp.{key}.sm86.fp16.log").read_text()
-    message = (rf"model 'tiny_mlp'.*this job builds for compute capability 8.6 but this host's GPUs are \['8.9'\] "
-               rf"\(host \S+, Slurm job {job['JobId']} in partition gpu\)")
+    message = (
+        rf"model 'tiny_mlp'.*this job builds for compute capability 8.6 but this host's GPUs are \['8.9'\] "
+        rf"\(host \S+, Slurm job {job['JobId']} in partition gpu\)"
+    )
     assert re.search(message, log), log
     assert re.search(message, proc.out), proc.out[-6000:]  # Snakemake shows the failed job's log
     assert not (workdir / plan).exists()
@@ -252,6 +293,9 @@ def test_build_for_a_pool_no_node_offers_fails_at_submission(zoo, cluster, tmp_p
     TIMINGS["refused_submission_wall_s"] = round(proc.wall_s, 1)
     assert proc.returncode != 0, proc.out[-3000:]
     assert "SLURM sbatch failed" in proc.out, proc.out[-6000:]
-    assert re.search(r"Batch job submission failed: (Requested node configuration is not available|"
-                     r"Invalid feature specification)", proc.out), proc.out[-6000:]
+    assert re.search(
+        r"Batch job submission failed: (Requested node configuration is not available|"
+        r"Invalid feature specification)",
+        proc.out,
+    ), proc.out[-6000:]
     assert cluster.jobs(run_id(proc)) == []  # Slurm holds no job of that run: nothing pending forever

@@ -1,4 +1,5 @@
 """The test cluster's daemons are gone after a test, also when the test fails (marker `slurm`)."""
+
 from pathlib import Path
 
 import pytest

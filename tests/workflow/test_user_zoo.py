@@ -7,6 +7,7 @@ editing the model's code rebuilds it; a combination the backend cannot build (Te
 UNet: "Could not infer output types") is a recorded result, the report is still written, the exit status says so, and
 the failure is not retried until something it depends on changes; moving the checkout rebuilds nothing.
 """
+
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import yaml
 
 from engine_factory import paths
 
-from helpers import REPO, cli, planned_jobs
+from helpers import REPO, build_once, cli, planned_jobs
 from helpers import snakemake as run_snakemake
 
 KEY = "rtx-1.7.1.116"
@@ -54,8 +55,9 @@ class MLP(nn.Module):
     def forward(self, features):
         return scale(self.net(features))
 '''
-UNET_INPUTS = {"x": {"shape": ["batch", 3, 16, 16], "min": [1, 3, 16, 16], "opt": [2, 3, 16, 16],
-                     "max": [4, 3, 16, 16]}}
+UNET_INPUTS = {
+    "x": {"shape": ["batch", 3, 16, 16], "min": [1, 3, 16, 16], "opt": [2, 3, 16, 16], "max": [4, 3, 16, 16]}
+}
 MLP_INPUTS = {"features": {"shape": ["batch", 12], "min": [1, 12], "opt": [4, 12], "max": [8, 12]}}
 
 
@@ -83,14 +85,30 @@ def write_zoo(root: Path) -> Path:
             sys.modules.pop(name, None)
     (root / "calib").mkdir()
     np.savez(root / "calib" / "unet.npz", x=np.random.default_rng(0).standard_normal((16, 3, 16, 16), np.float32))
-    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.6"]}, "python_path": ["."],
-           "models": {
-               "unet": {"framework": "pytorch", "checkpoint": "unet.pth", "model": "mypkg.nets:UNet",
-                        "inputs": UNET_INPUTS, "outputs": ["mask"], "precisions": ["fp32", "bf16", "int8"],
-                        "calibration": "calib/unet.npz"},
-               "mlp": {"framework": "pytorch", "checkpoint": str(root / "weights" / "mlp.pth"),  # absolute: kept
-                       "model": "mypkg.nets:MLP", "inputs": MLP_INPUTS, "outputs": ["scores"],
-                       "precisions": ["fp32"]}}}
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": ["8.6"]},
+        "python_path": ["."],
+        "models": {
+            "unet": {
+                "framework": "pytorch",
+                "checkpoint": "unet.pth",
+                "model": "mypkg.nets:UNet",
+                "inputs": UNET_INPUTS,
+                "outputs": ["mask"],
+                "precisions": ["fp32", "bf16", "int8"],
+                "calibration": "calib/unet.npz",
+            },
+            "mlp": {
+                "framework": "pytorch",
+                "checkpoint": str(root / "weights" / "mlp.pth"),  # absolute: kept
+                "model": "mypkg.nets:MLP",
+                "inputs": MLP_INPUTS,
+                "outputs": ["scores"],
+                "precisions": ["fp32"],
+            },
+        },
+    }
     (root / "my-zoo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return root / "my-zoo.yaml"
 
@@ -113,12 +131,7 @@ def dry_run_rules(workdir, configfile, env) -> list[tuple[str, str | None]]:
 def built(tmp_path_factory):
     """The zoo written outside the checkout, built once from a separate working directory."""
     base = tmp_path_factory.mktemp("user")
-    configfile = write_zoo(base / "zoo")
-    workdir = base / "work"
-    workdir.mkdir()
-    env = user_env(base / "zoo")
-    proc = snakemake(workdir, configfile, env=env)
-    return {"zoo": base / "zoo", "config": configfile, "work": workdir, "env": env, "proc": proc}
+    return build_once(base, write_zoo, env=user_env(base / "zoo"), check=False)
 
 
 def test_only_the_zoo_is_built_and_the_failure_is_a_result(built):
@@ -178,8 +191,12 @@ def test_check_agrees_with_the_snakefile(built):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["models"] == ["unet", "mlp"] and result["key"] == KEY
-    assert {(j["model"], j["precision"]) for j in result["jobs"]} == {("unet", "fp32"), ("unet", "bf16"),
-                                                                       ("unet", "int8"), ("mlp", "fp32")}
+    assert {(j["model"], j["precision"]) for j in result["jobs"]} == {
+        ("unet", "fp32"),
+        ("unet", "bf16"),
+        ("unet", "int8"),
+        ("mlp", "fp32"),
+    }
     assert [(f["model"], f["precision"], f["stage"]) for f in result["failed"]] == [("unet", "bf16", "build")]
     text = cli("check", "--configfile", str(configfile), "-d", str(work), env=env, cwd="/")
     assert "2 models; backend rtx-1.7.1.116; 4 plans to build, 0 skipped, 1 known failures" in text.stdout
@@ -194,7 +211,8 @@ def test_a_class_that_does_not_exist_is_refused_naming_model_and_key(built, tmp_
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         "error: model 'mlp', config key 'models.mlp.model': module 'mypkg.nets' "
-        f"({built['zoo'] / 'mypkg' / 'nets.py'}) defines no 'NoSuchNet'"], proc.stderr
+        f"({built['zoo'] / 'mypkg' / 'nets.py'}) defines no 'NoSuchNet'"
+    ], proc.stderr
     dag = snakemake(tmp_path, bad, "-n", env=built["env"])
     assert dag.returncode != 0 and "models.mlp.model" in dag.stdout + dag.stderr
     cfg["models"]["mlp"]["model"] = "otherpkg.nets:MLP"
@@ -218,8 +236,9 @@ def test_editing_the_model_code_rebuilds_that_model(built, tmp_path):
     # the copy moved the zoo (new absolute paths): rebase the copy's state by a first run, then edit
     snakemake(work, configfile, env=env)
     assert ("freeze", "mlp") not in dry_run_rules(work, configfile, env)
-    nets.write_text(nets.read_text().replace("return scale(self.net(features))",
-                                             "return scale(self.net(features)) + 1.0"))
+    nets.write_text(
+        nets.read_text().replace("return scale(self.net(features))", "return scale(self.net(features)) + 1.0")
+    )
     rules = dry_run_rules(work, configfile, env)
     assert ("freeze", "mlp") in rules and ("golden", "mlp") in rules and ("build", "mlp") in rules, rules
     assert ("freeze", "unet") in rules  # same package: every class of it is rebuilt (the package is the unit)
@@ -237,27 +256,62 @@ def test_moving_the_checkout_rebuilds_nothing(built, tmp_path):
     moved.mkdir(parents=True)
     for part in ("Snakefile", "scripts", "workflow", "config"):
         src = REPO / part
-        (shutil.copytree(src, moved / part, ignore=shutil.ignore_patterns("__pycache__"))
-         if src.is_dir() else shutil.copy(src, moved / part))
+        (
+            shutil.copytree(src, moved / part, ignore=shutil.ignore_patterns("__pycache__"))
+            if src.is_dir()
+            else shutil.copy(src, moved / part)
+        )
     work = tmp_path / "work"
     shutil.copytree(built["work"], work, symlinks=True)
     zoo = built["zoo"]
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(moved / "Snakefile"), "--workflow-profile",
-                           str(moved / "workflow" / "profiles" / "default"), "--directory", str(work), "--configfile",
-                           str(built["config"]), "--cores", "2", "-n"], capture_output=True, text=True,
-                          env=built["env"], timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(moved / "Snakefile"),
+            "--workflow-profile",
+            str(moved / "workflow" / "profiles" / "default"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(built["config"]),
+            "--cores",
+            "2",
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+        env=built["env"],
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     jobs = [rule for rule, _ in planned_jobs(out) if rule not in ("outcome", "all")]  # outcome: the failed target
     assert proc.returncode == 0 and jobs == [], out[-3000:]
-    st = subprocess.run([sys.executable, "-m", "engine_factory", "status", "-d", str(work), "--configfile",
-                         str(built["config"])], capture_output=True, text=True, cwd=moved,
-                        env={**built["env"], "PYTHONPATH": f"{moved}:{zoo / 'helpers'}"}, timeout=600)
+    st = subprocess.run(
+        [sys.executable, "-m", "engine_factory", "status", "-d", str(work), "--configfile", str(built["config"])],
+        capture_output=True,
+        text=True,
+        cwd=moved,
+        env={**built["env"], "PYTHONPATH": f"{moved}:{zoo / 'helpers'}"},
+        timeout=600,
+    )
     assert "3 current, 0 stale, 0 missing, 1 failed" in st.stdout, st.stdout + st.stderr
 
 
 def test_help_and_errors_are_short(tmp_path):
-    for args in (["-h"], ["check", "-h"], ["run", "-h"], ["status", "-h"], ["verify", "-h"], ["prune", "-h"],
-                 ["scheduled", "-h"], ["changes", "-h"], ["attest", "-h"]):
+    for args in (
+        ["-h"],
+        ["check", "-h"],
+        ["run", "-h"],
+        ["status", "-h"],
+        ["verify", "-h"],
+        ["prune", "-h"],
+        ["scheduled", "-h"],
+        ["changes", "-h"],
+        ["attest", "-h"],
+    ):
         proc = cli(*args, cwd=tmp_path)
         assert proc.returncode == 0 and "example" in proc.stdout, (args, proc.stdout)
     assert "build      one TensorRT" in cli("run", "-h").stdout
@@ -273,8 +327,9 @@ def test_help_and_errors_are_short(tmp_path):
 def test_overlays_merge_but_a_model_lives_in_one_file(built, tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text(yaml.safe_dump({"targets": {"rtx": ["8.9"]}}))
-    proc = cli("check", "--configfile", str(built["config"]), str(site), "-d", str(tmp_path), "--json",
-               env=built["env"])
+    proc = cli(
+        "check", "--configfile", str(built["config"]), str(site), "-d", str(tmp_path), "--json", env=built["env"]
+    )
     assert proc.returncode == 0, proc.stderr
     assert {j["cc"] for j in json.loads(proc.stdout)["jobs"]} == {"89"}
     twice = tmp_path / "twice.yaml"

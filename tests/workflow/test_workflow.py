@@ -1,4 +1,5 @@
 """End-to-end: the real workflow on a tiny zoo in a temporary directory, with real TensorRT-RTX plans."""
+
 import json
 import os
 import re
@@ -69,8 +70,10 @@ def test_the_report_params_do_not_grow_with_the_zoo(zoo):
     re-run, and what a cluster job would carry) name no model, and no rule's params carry the zoo either."""
     import base64
 
-    records = {base64.b64decode(f.name).decode(): json.loads(f.read_text())
-               for f in (zoo / ".snakemake" / "metadata").iterdir()}
+    records = {
+        base64.b64decode(f.name).decode(): json.loads(f.read_text())
+        for f in (zoo / ".snakemake" / "metadata").iterdir()
+    }
     params = {output: json.dumps(record["params"]) for output, record in records.items()}
     assert records[paths.REPORT_JSON]["rule"] == "report" and paths.REPORT_SPEC in params[paths.REPORT_JSON]
     assert not any(model in params[paths.REPORT_JSON] for model in TINY_ZOO["models"]), params[paths.REPORT_JSON]
@@ -133,17 +136,33 @@ def test_changing_one_models_profile_rebuilds_only_that_model(zoo):
     (zoo / "config" / "zoo.yaml").write_text(yaml.safe_dump(TINY_ZOO, sort_keys=False))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c["models"]["tiny_cnn"].update(checkpont="x"), r"models.tiny_cnn: Additional properties.*'checkpont'"),
-    (lambda c: c["models"]["tiny_cnn"].update(checkpoint="missing.pth"),
-     r"model 'tiny_cnn', config key 'models.tiny_cnn.checkpoint', file 'config/missing.pth': file not found"),
-    (lambda c: c["models"]["tiny_cnn"].update(precisions=["fp4"]), r"models.tiny_cnn.precisions.0: 'fp4' is not one of"),
-    (lambda c: c["models"].update({"../up": c["models"]["tiny_cnn"]}), r"model '../up'.*path component"),
-    (lambda c: c["models"]["tiny_cnn"].pop("calibration"), r"models.tiny_cnn.calibration"),
-    (lambda c: c.update(backend="tensorrt"), r"backend 'tensorrt' needs NVIDIA TensorRT.*pip install tensorrt.*backend: tensorrt_rtx"),
-    (lambda c: c.update(tensorrt={"hardware_compatibility_level": "ampere_plus"}),
-     r"config key 'tensorrt': TensorRT-RTX supports neither option"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda c: c["models"]["tiny_cnn"].update(checkpont="x"),
+            r"models.tiny_cnn: Additional properties.*'checkpont'",
+        ),
+        (
+            lambda c: c["models"]["tiny_cnn"].update(checkpoint="missing.pth"),
+            r"model 'tiny_cnn', config key 'models.tiny_cnn.checkpoint', file 'config/missing.pth': file not found",
+        ),
+        (
+            lambda c: c["models"]["tiny_cnn"].update(precisions=["fp4"]),
+            r"models.tiny_cnn.precisions.0: 'fp4' is not one of",
+        ),
+        (lambda c: c["models"].update({"../up": c["models"]["tiny_cnn"]}), r"model '../up'.*path component"),
+        (lambda c: c["models"]["tiny_cnn"].pop("calibration"), r"models.tiny_cnn.calibration"),
+        (
+            lambda c: c.update(backend="tensorrt"),
+            r"backend 'tensorrt' needs NVIDIA TensorRT.*pip install tensorrt.*backend: tensorrt_rtx",
+        ),
+        (
+            lambda c: c.update(tensorrt={"hardware_compatibility_level": "ampere_plus"}),
+            r"config key 'tensorrt': TensorRT-RTX supports neither option",
+        ),
+    ],
+)
 def test_bad_config_fails_before_any_job(tmp_path, edit, message):
     cfg = json.loads(json.dumps(TINY_ZOO))
     edit(cfg)
@@ -155,8 +174,20 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, message):
 
 def test_local_gpus_become_resources_and_pin_validation(zoo, tmp_path):
     """Two (simulated) sm86 GPUs: a gpu_sm86 resource of 2, and each sm86 validation job asks for one of them."""
-    facts = {"gpus": [{"index": i, "name": "simulated A6000", "compute_capability": "8.6", "uuid": f"GPU-sim-{i}",
-                       "cuda_index": i} for i in range(2)], "driver_version": "580.1", "cuda_driver_version": "13.0"}
+    facts = {
+        "gpus": [
+            {
+                "index": i,
+                "name": "simulated A6000",
+                "compute_capability": "8.6",
+                "uuid": f"GPU-sim-{i}",
+                "cuda_index": i,
+            }
+            for i in range(2)
+        ],
+        "driver_version": "580.1",
+        "cuda_driver_version": "13.0",
+    }
     (tmp_path / "host.json").write_text(json.dumps(facts))
     env = {**os.environ, "FACTORY_HOST_FACTS": str(tmp_path / "host.json")}
     out = run_snakemake(zoo, "-n", "--forcerun", "validate_sm86", "validate_sm89", env=env).out
@@ -174,26 +205,42 @@ def test_onnx_the_parser_rejects_fails_with_its_errors_and_leaves_no_plan(tmp_pa
     from onnx import TensorProto, helper
 
     node = helper.make_node("FancyOp", ["features"], ["scores"], domain="com.example")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 16])],
-                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 16])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)]),
-              str(tmp_path / "custom.onnx"))
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 16])],
+    )
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.example", 1)]),
+        str(tmp_path / "custom.onnx"),
+    )
     import numpy as np
 
     features = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
     np.savez(tmp_path / "samples.npz", features=features, scores=features)  # the op's reference outputs
     custom = {"framework": "onnx", "onnx": str(tmp_path / "custom.onnx"), "inputs": MLP_INPUTS, "outputs": ["scores"]}
-    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]}, "precisions": ["fp32"],
-           "models": {"custom": {**custom, "samples": str(tmp_path / "samples.npz")}, "custom_unrun": custom}}
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": ["8.9"]},
+        "precisions": ["fp32"],
+        "models": {"custom": {**custom, "samples": str(tmp_path / "samples.npz")}, "custom_unrun": custom},
+    }
     proc = snakemake(tmp_path, "--keep-going", config=cfg, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert re.search(r"model 'custom', file 'artifacts/custom/onnx/model.fp32.onnx': tensorrt_rtx \S+ cannot parse the "
-                     r"ONNX model at node #0 \(FancyOp\): .*FancyOp", out), out[-3000:]
+    assert re.search(
+        r"model 'custom', file 'artifacts/custom/onnx/model.fp32.onnx': tensorrt_rtx \S+ cannot parse the "
+        r"ONNX model at node #0 \(FancyOp\): .*FancyOp",
+        out,
+    ), out[-3000:]
     # without samples no golden: neither the source nor the imported model runs in onnxruntime; the error says what
     # to give
-    assert re.search(r"model 'custom_unrun', config key 'models.custom_unrun.samples', file '.*custom.onnx': "
-                     r"onnxruntime cannot run the source ONNX .* nor the imported model", out), out[-3000:]
+    assert re.search(
+        r"model 'custom_unrun', config key 'models.custom_unrun.samples', file '.*custom.onnx': "
+        r"onnxruntime cannot run the source ONNX .* nor the imported model",
+        out,
+    ), out[-3000:]
     for model in cfg["models"]:
         assert not (tmp_path / paths.plan(model, "rtx-1.7.1.116", "89", "fp32")).exists()
         assert not list((tmp_path / "artifacts" / model).rglob("*.tmp*"))
@@ -203,9 +250,17 @@ def test_bad_calibration_fails_with_model_and_file_and_leaves_nothing(tmp_path):
     import numpy as np
 
     np.savez(tmp_path / "calib.npz", x=np.zeros((8, 3, 28, 28), np.float32))  # wrong spatial size
-    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.9"]},
-           "models": {"bad_calib": {**TINY_ZOO["models"]["tiny_cnn"], "precisions": ["int8"],
-                                    "calibration": str(tmp_path / "calib.npz")}}}
+    cfg = {
+        "backend": "tensorrt_rtx",
+        "targets": {"rtx": ["8.9"]},
+        "models": {
+            "bad_calib": {
+                **TINY_ZOO["models"]["tiny_cnn"],
+                "precisions": ["int8"],
+                "calibration": str(tmp_path / "calib.npz"),
+            }
+        },
+    }
     proc = snakemake(tmp_path, config=cfg, check=False)
     assert proc.returncode != 0
     assert re.search(r"model 'bad_calib'.*calib.npz", proc.stdout + proc.stderr), proc.stdout + proc.stderr
