@@ -556,6 +556,11 @@ class Workflow:
     def __exit__(self, *exc) -> None:
         os.chdir(self._cwd.pop())
 
+    def resolve(self) -> Factory:
+        """The factory, resolved inside the directory (once), without staying there."""
+        with self as f:
+            return f
+
 
 def open_workflow(directory: str = ".", configfiles=()) -> Workflow:
     """The one place a workflow directory is opened (its config loaded, its factory resolved inside it)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from . import workflow_args
 
@@ -30,22 +29,17 @@ def add_parser(subparsers) -> None:
 
 def main(args) -> int:
     from ..cluster import describe
-    from ..config import load
-    from ..factory import resolve
+    from ..factory import open_workflow
     from ..modelcode import import_class
 
     files = [*([args.config] if args.config else []), *(args.configfile or [])]
-    cfg = load(files, workdir=args.directory)
+    workflow = open_workflow(args.directory, files)
+    cfg = workflow.cfg
     for name, m in cfg["models"].items():
         if m.get("model"):
             import_class(m["model"], model=name, python_path=cfg["python_path"])
-    cwd = os.getcwd()
-    try:
-        os.chdir(args.directory)  # failure records and content caches live under the workflow directory
-        f = resolve(cfg)
-        failed = f.failed
-    finally:
-        os.chdir(cwd)
+    f = workflow.resolve()
+    failed = f.failed
     result = {"config": files or ["config/config.yaml (demo zoo)"], "ok": True, "backend": f.backend.name,
               "key": f.key, "models": list(cfg["models"]), "plans": len(f.jobs), "jobs": f.jobs,
               "skipped": f.skipped, "failed": failed, "slurm": describe(cfg)}

@@ -19,16 +19,11 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    from ..config import load
     from ..deploy.triton import write_repository
-    from ..factory import resolve
+    from ..factory import open_workflow
 
-    cfg = load(args.configfile or (), workdir=args.directory)
-    cwd = os.getcwd()
     done, problems = {}, {}
-    try:
-        os.chdir(args.directory)  # artifacts/ and the failure records are relative to the workflow directory
-        f = resolve(cfg)
+    with open_workflow(args.directory, args.configfile or ()) as f:  # artifacts/ are relative to the directory
         names = args.repository or list(f.deploy_targets)
         for name in names:
             inputs, settings = f.inputs("deploy", {"repository": name}), f.settings("deploy", {"repository": name})
@@ -40,8 +35,6 @@ def main(args) -> int:
                 done[name] = write_repository(paths.triton_config(name), inputs=inputs, settings=settings)
             except FactoryError as e:
                 problems[name] = str(e)
-    finally:
-        os.chdir(cwd)
     report = {"written": done, "problems": problems,
               "note": None if f.deploy_targets else "deploy.triton is not enabled in this config"}
     emit(report, _render, args.json)

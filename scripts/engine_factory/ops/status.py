@@ -24,9 +24,7 @@ listed as no longer produced (kept; `prune` removes them).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 
 from .. import paths
@@ -41,26 +39,11 @@ NOT_REMADE = (" and no run re-makes it while what was made from it is kept: `pyt
               "(make scheduled does it)")
 
 
-@contextlib.contextmanager
-def _in(directory: str):
-    cwd = os.getcwd()
-    os.chdir(directory)  # the factory's failure records and content cache live under the workflow directory
-    try:
-        yield
-    finally:
-        os.chdir(cwd)
-
-
 def resolve_factory(directory: str = ".", configfiles=()):
     """The workflow's own resolution of this config on this host, as the Snakefile makes it."""
-    from ..config import load
-    from ..factory import resolve
+    from ..factory import open_workflow
 
-    cfg = load(configfiles, workdir=directory)
-    with _in(directory):
-        f = resolve(cfg)
-        f.failed  # noqa: B018 - evaluated here, inside the workflow directory
-    return f
+    return open_workflow(directory, configfiles).resolve()
 
 
 # ------------------------------------------------------------------------------------------------ reasons
@@ -209,11 +192,14 @@ def not_produced(base: Path, targets: list[dict], root: str = paths.ROOT) -> lis
 
 def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> dict:
     """The status report (a dict; see `render` for the text form)."""
+    from ..factory import open_workflow
+
     base = Path(directory)
-    f = resolve_factory(directory, configfiles)
+    workflow = open_workflow(directory, configfiles)
+    f = workflow.resolve()
     rows_list, seconds = summary(directory, configfiles)
     rows = {r["file"]: r for r in rows_list}
-    with _in(directory):
+    with workflow:  # the factory's failure records and content cache live under the workflow directory
         targets = [target_status(Path("."), f, j, rows) for j in f.buildable]
     for x in f.failed:
         t = {k: x[k] for k in ("model", "key", "cc", "precision")}
