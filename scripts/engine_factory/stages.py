@@ -85,8 +85,9 @@ def simplify(inputs, outputs, p):
 def precision(inputs, outputs, p):
     """The variant (searched for the nodes to keep in higher precision where the model's `precision_search` says
     so), then its parity against the golden outputs; a variant that is not what its label says fails its parity."""
-    from .graph.precision import label_problem, make_precision_variant
+    from .graph.precision import make_precision_variant
     from .graph.precision_search import low_precision_overflow, summary
+    from .graph.variant import label_problem
     from .validation.validate import write_parity
 
     facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],

@@ -26,7 +26,7 @@ from ..tensors import output_metrics, random_inputs, run_onnxruntime
 from .calibration import calibration_facts, load_calibration
 from .onnx_io import check_against, load_checked, tool_version
 from .precision_search import search_variant
-from .variant import LOW_TYPES, describe_variant, label_problem  # noqa: F401 (label_problem: the stage reads it here)
+from .variant import LOW_TYPES, describe_variant
 
 # ---------------------------------------------------------------- variants
 
