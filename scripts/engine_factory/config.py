@@ -45,7 +45,7 @@ DEFAULTS = {
     "golden_seed": 0,
     "golden_device": "cpu",
     "tolerances": {},
-    "precision_search": {},  # per precision: {fallback, budget_s, max_trials} (scripts/engine_factory/graph/precision_search.py)
+    "precision_search": {},  # per precision: {fallback, budget_s, max_trials} (graph/precision_search.py)
     "python_path": [],
     "deploy": {},  # scripts/engine_factory/deploy/triton.py fills the Triton policy's defaults
 }
@@ -176,7 +176,7 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
     if len(given) != 1:
         raise FactoryError(f"framework '{m['framework']}' needs exactly one of {', '.join(fw.SOURCE_KEYS)}",
                            model=name, key=f"models.{name}")
-    for other_name, other in all_frameworks().items():
+    for other in all_frameworks().values():
         for k in (*other.CONFIG_KEYS, *other.SOURCE_KEYS):
             if k in m and k not in (*fw.CONFIG_KEYS, *fw.SOURCE_KEYS):
                 raise FactoryError(f"'{k}' is not used by {fw.TITLE} models (it is for {other.TITLE} models)",

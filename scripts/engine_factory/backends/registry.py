@@ -4,8 +4,9 @@ it; it imports none of them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import FactoryError
 from . import rtx, tensorrt, tensorrt8
@@ -47,8 +48,8 @@ class Backend:
 
     @property
     def preload(self) -> list[str]:
-        """Modules the jobs' forkserver may import before forking them (scripts/engine_factory/jobs.py): the backend's own where
-        importing it touches no GPU."""
+        """Modules the jobs' forkserver may import before forking them (scripts/engine_factory/jobs.py): the
+        backend's own where importing it touches no GPU."""
         return [self.name] if self.spec.PRELOADABLE else []
 
     def aot_target(self, cc: str) -> str | None:

@@ -37,7 +37,7 @@ SEARCH_DEFAULTS = {"fallback": "fp32", "budget_s": 300, "max_trials": 24}
 def search_variant(first, *, precision: str, tool: str, searchable: bool, trial, source, golden_path,
                    tolerance: dict, settings: dict, describe, first_seconds: float = 0.0) -> tuple[Path, dict]:
     """The variant to write and the search's facts. `first`: trial 0's file; `trial(exclude, name) -> path` makes
-    one variant with `exclude` kept out of `precision`; `describe(path)` gives its facts (precision.describe_variant)."""
+    one variant with `exclude` kept out of `precision`; `describe(path)` gives its facts (variant.describe_variant)."""
     settings = {**SEARCH_DEFAULTS, **settings}
     t0 = time.perf_counter()
     state = _Search(precision, golden_path, tolerance, describe, settings, t0, source)

@@ -44,8 +44,8 @@ def sample_outputs(samples: str | None, input_specs: dict, outputs: list[str] | 
 
 def framework_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[str] | None, *, model: str,
                       device: str = "cpu"):
-    """Run the model as its framework defines it (scripts/engine_factory/frameworks: eager PyTorch, TorchScript, TensorFlow,
-    onnxruntime for ONNX sources). Returns (outputs, facts about the reference used)."""
+    """Run the model as its framework defines it (scripts/engine_factory/frameworks: eager PyTorch, TorchScript,
+    TensorFlow, onnxruntime for ONNX sources). Returns (outputs, facts about the reference used)."""
     result = framework_of(source).reference_outputs(source, feeds, outputs, model=model, device=device)
     return result if isinstance(result, tuple) else (result, {"reference": "source"})
 
