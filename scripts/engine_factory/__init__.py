@@ -1,4 +1,5 @@
-"""The engine factory's stage library: every Snakemake rule calls one function here (through `python -m engine_factory`).
+"""The engine factory's stage library: every Snakemake rule calls one function here (through `python -m
+engine_factory`).
 
 Modules import heavy frameworks (torch, onnx, tensorrt_rtx, modelopt) inside functions only, so that the
 Snakefile can import `engine_factory.config` and `engine_factory.paths` at DAG time without paying for them.

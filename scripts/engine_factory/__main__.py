@@ -3,6 +3,7 @@
 Each command is a module of scripts/engine_factory/ops/ with its own parser and body; ops.COMMANDS lists them. Here
 the parser is built from that list and the command run under the one handler of refusals (errors.guarded: a
 FactoryError is one line and its exit status)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ import engine_factory
 from .errors import guarded
 from .ops import COMMANDS, command
 
-DESCRIPTION = ("TensorRT engine factory: the stages the Snakemake rules run, and operations over a workflow "
-               "directory. The factory itself runs through Snakemake (make run).")
+DESCRIPTION = (
+    "TensorRT engine factory: the stages the Snakemake rules run, and operations over a workflow "
+    "directory. The factory itself runs through Snakemake (make run)."
+)
 EXAMPLES = """examples:
   python -m engine_factory check --configfile my-zoo.yaml
   python -m engine_factory status -d ~/zoo --configfile ~/zoo/my-zoo.yaml
@@ -32,8 +35,12 @@ class _Version(argparse.Action):
 
 def parser_for(argv: list[str]) -> argparse.ArgumentParser:
     """The command line's parser; for `run` (a stage) only run's: the other commands' parsers cost it ~1 ms."""
-    parser = argparse.ArgumentParser(prog="python -m engine_factory", description=DESCRIPTION, epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m engine_factory",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for name in ["run"] if argv[:1] == ["run"] else COMMANDS:

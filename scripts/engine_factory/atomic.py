@@ -1,4 +1,5 @@
 """Write-then-rename, so that a failed or killed stage never leaves a partial artifact under its final name."""
+
 import contextlib
 import json
 import os

@@ -12,6 +12,7 @@ other jobs, and every job when no pool has that compute capability, to `slurm.cp
 full-TensorRT targets are the pools' compute capabilities (scripts/engine_factory/targets.py), not the local GPUs.
 Decided from the compute capability alone (a wildcard), never from a file: Snakemake evaluates resources early.
 """
+
 from __future__ import annotations
 
 from .errors import FactoryError
@@ -47,16 +48,22 @@ def check(cfg: dict) -> None:
     for name, pool in pools(cfg).items():
         cc = pool["compute_capability"]
         if cc in seen:
-            raise FactoryError(f"pools '{seen[cc]}' and '{name}' both have compute capability {cc}: a plan key names "
-                               "one compute capability, so one pool each (reach several node types with a constraint "
-                               "such as 'a100_40g|a100_80g')", key=f"slurm.pools.{name}.compute_capability")
+            raise FactoryError(
+                f"pools '{seen[cc]}' and '{name}' both have compute capability {cc}: a plan key names "
+                "one compute capability, so one pool each (reach several node types with a constraint "
+                "such as 'a100_40g|a100_80g')",
+                key=f"slurm.pools.{name}.compute_capability",
+            )
         seen[cc] = name
         if "gres" in pool and ("gpus" in pool or "gpu_model" in pool):
-            raise FactoryError("give either 'gres' or 'gpus'/'gpu_model' (Slurm rejects --gres with --gpus)",
-                               key=f"slurm.pools.{name}")
+            raise FactoryError(
+                "give either 'gres' or 'gpus'/'gpu_model' (Slurm rejects --gres with --gpus)", key=f"slurm.pools.{name}"
+            )
         if not any(k in pool for k in GPU_KEYS):
-            raise FactoryError("a GPU pool must ask for a GPU: set 'gres' (e.g. 'gpu:h100:1') or 'gpus'/'gpu_model'",
-                               key=f"slurm.pools.{name}")
+            raise FactoryError(
+                "a GPU pool must ask for a GPU: set 'gres' (e.g. 'gpu:h100:1') or 'gpus'/'gpu_model'",
+                key=f"slurm.pools.{name}",
+            )
 
 
 def pool_for(cfg: dict, cc: str | None) -> str | None:
@@ -72,7 +79,7 @@ def resource_names(cfg: dict) -> list[str]:
     slurm = cfg.get("slurm")
     if not slurm:
         return []
-    used = set((slurm.get("cpu") or {})) | {k for p in pools(cfg).values() for k in p}
+    used = set(slurm.get("cpu") or {}) | {k for p in pools(cfg).values() for k in p}
     if "gpu_model" in used:
         used.add("gpus")  # --gpus=<model>:<count>
     if pools(cfg):
@@ -104,8 +111,14 @@ def describe(cfg: dict) -> list[str]:
     return lines
 
 
-SBATCH = (("partition", "-p {}"), ("constraint", "-C {}"), ("gres", "--gres={}"), ("gpus_option", "--gpus={}"),
-          ("runtime", "-t {}"), ("slurm_extra", "{}"))
+SBATCH = (
+    ("partition", "-p {}"),
+    ("constraint", "-C {}"),
+    ("gres", "--gres={}"),
+    ("gpus_option", "--gpus={}"),
+    ("runtime", "-t {}"),
+    ("slurm_extra", "{}"),
+)
 
 
 def _sbatch(route: dict) -> str:

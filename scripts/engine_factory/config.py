@@ -9,6 +9,7 @@ it (so moving the directory, checkout or zoo together, changes no job), others a
 
 Cheap to import: the Snakefile calls this at DAG time.
 """
+
 from __future__ import annotations
 
 import copy
@@ -63,9 +64,12 @@ def load(configfiles=(), *, overrides: dict | None = None, workdir: str = ".") -
         resolve_paths(raw, base=os.path.dirname(os.path.abspath(f)), workdir=workdir)
         for name in raw.get("models") or {}:
             if name in defined_in:
-                raise FactoryError(f"defined in both {defined_in[name]} and {f}: an overlay may add models and "
-                                   "change top-level settings, not merge into another file's model",
-                                   model=name, key=f"models.{name}")
+                raise FactoryError(
+                    f"defined in both {defined_in[name]} and {f}: an overlay may add models and "
+                    "change top-level settings, not merge into another file's model",
+                    model=name,
+                    key=f"models.{name}",
+                )
             defined_in[name] = f
         deep_merge(merged, raw)
     if overrides:
@@ -114,13 +118,15 @@ def resolve_paths(raw: dict, *, base: str, workdir: str) -> None:
     if isinstance(raw.get("python_path"), str):
         raw["python_path"] = [raw["python_path"]]
     if isinstance(raw.get("python_path"), list):  # directories for PYTHONPATH: absolute
-        raw["python_path"] = [os.path.abspath(os.path.join(base, os.path.expanduser(p))) if isinstance(p, str) else p
-                              for p in raw["python_path"]]
+        raw["python_path"] = [
+            os.path.abspath(os.path.join(base, os.path.expanduser(p))) if isinstance(p, str) else p
+            for p in raw["python_path"]
+        ]
     sign = raw.get("signing")
     if isinstance(sign, dict):  # key files (not signer URIs, not key ids): relative to the file too
         raw["signing"] = signing.resolve_paths(sign, lambda v: resolve_path(v, base=base, workdir=workdir))
     models = raw.get("models")
-    for name, m in (list(models.items()) if isinstance(models, dict) else ()):
+    for name, m in list(models.items()) if isinstance(models, dict) else ():
         if isinstance(m, dict):
             models[name] = m = dict(m)  # a YAML alias may share one mapping between models: resolve each once
             for key in MODEL_FILE_KEYS:
@@ -163,30 +169,49 @@ def check(raw: dict, *, source: str = "config", check_files: bool = True, workdi
 def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str) -> None:
     """The checks every model gets; its framework module adds its own (scripts/engine_factory/frameworks)."""
     if not SAFE_NAME.fullmatch(name) or ".." in name:
-        raise FactoryError("the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
-                           model=name.encode("unicode_escape").decode(), key=f"models.{name}")
+        raise FactoryError(
+            "the name is used as a path component: use letters, digits, '_', '-', '.', no '..'",
+            model=name.encode("unicode_escape").decode(),
+            key=f"models.{name}",
+        )
     if name in OUTSIDE_CHAIN:
-        raise FactoryError(f"the name is reserved: artifacts/{name}/ holds the workflow's own files (reserved: "
-                           f"{', '.join(sorted(OUTSIDE_CHAIN))})", model=name, key=f"models.{name}")
+        raise FactoryError(
+            f"the name is reserved: artifacts/{name}/ holds the workflow's own files (reserved: "
+            f"{', '.join(sorted(OUTSIDE_CHAIN))})",
+            model=name,
+            key=f"models.{name}",
+        )
     if len(name) > MAX_NAME:
-        raise FactoryError(f"the name is {len(name)} characters; at most {MAX_NAME} (it is part of file names)",
-                           model=name[:40] + "…", key="models")
+        raise FactoryError(
+            f"the name is {len(name)} characters; at most {MAX_NAME} (it is part of file names)",
+            model=name[:40] + "…",
+            key="models",
+        )
     fw = framework_of(m)
     given = [k for k in fw.SOURCE_KEYS if k in m]
     if len(given) != 1:
-        raise FactoryError(f"framework '{m['framework']}' needs exactly one of {', '.join(fw.SOURCE_KEYS)}",
-                           model=name, key=f"models.{name}")
+        raise FactoryError(
+            f"framework '{m['framework']}' needs exactly one of {', '.join(fw.SOURCE_KEYS)}",
+            model=name,
+            key=f"models.{name}",
+        )
     for other in all_frameworks().values():
         for k in (*other.CONFIG_KEYS, *other.SOURCE_KEYS):
             if k in m and k not in (*fw.CONFIG_KEYS, *fw.SOURCE_KEYS):
-                raise FactoryError(f"'{k}' is not used by {fw.TITLE} models (it is for {other.TITLE} models)",
-                                   model=name, key=f"models.{name}.{k}")
+                raise FactoryError(
+                    f"'{k}' is not used by {fw.TITLE} models (it is for {other.TITLE} models)",
+                    model=name,
+                    key=f"models.{name}.{k}",
+                )
         for input_name, spec in m["inputs"].items():
             for k in other.INPUT_KEYS:
                 if k in spec and k not in fw.INPUT_KEYS:
-                    raise FactoryError(f"'{k}' is for {other.TITLE} models ({other.INPUT_KEYS[k]}); {fw.TITLE} "
-                                       "inputs are taken as the model takes them",
-                                       model=name, key=f"models.{name}.inputs.{input_name}.{k}")
+                    raise FactoryError(
+                        f"'{k}' is for {other.TITLE} models ({other.INPUT_KEYS[k]}); {fw.TITLE} "
+                        "inputs are taken as the model takes them",
+                        model=name,
+                        key=f"models.{name}.inputs.{input_name}.{k}",
+                    )
     for input_name, spec in m["inputs"].items():
         _complete_profile(name, input_name, spec)
     _check_float64(name, m)
@@ -197,15 +222,26 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
     for p, setting in settings["precision_search"].items():
         if p not in QUANTIZED and setting["fallback"] != "fp32":  # fp16/bf16 keep their nodes in fp32
             where = f"models.{name}.precision_search" if p in m.get("precision_search", {}) else "precision_search"
-            raise FactoryError(f"{p} keeps its searched nodes in fp32; fallback '{setting['fallback']}' is for "
-                               "int8/fp8", model=name, key=f"{where}.{p}.fallback")
+            raise FactoryError(
+                f"{p} keeps its searched nodes in fp32; fallback '{setting['fallback']}' is for int8/fp8",
+                model=name,
+                key=f"{where}.{p}.fallback",
+            )
     if QUANTIZED & set(precisions) and "calibration" not in m:
-        raise FactoryError(f"precisions {sorted(QUANTIZED & set(precisions))} need calibration data "
-                           "(an .npz/.npy file, a directory of them or of images, or a callable)", model=name,
-                           key=f"models.{name}.calibration")
+        raise FactoryError(
+            f"precisions {sorted(QUANTIZED & set(precisions))} need calibration data "
+            "(an .npz/.npy file, a directory of them or of images, or a callable)",
+            model=name,
+            key=f"models.{name}.calibration",
+        )
     if isinstance(m.get("calibration"), dict):  # a callable: it must exist (checked without running it)
-        check_defined(m["calibration"]["callable"], search_path(cfg["python_path"]), model=name,
-                      key=f"models.{name}.calibration.callable", what="the calibration callable")
+        check_defined(
+            m["calibration"]["callable"],
+            search_path(cfg["python_path"]),
+            model=name,
+            key=f"models.{name}.calibration.callable",
+            what="the calibration callable",
+        )
     for key in (*(given if fw.SINGLE_FILE_SOURCE else ()), "calibration", "samples"):
         path = m.get(key)
         if isinstance(path, dict):
@@ -227,17 +263,24 @@ def _complete_profile(model: str, input_name: str, spec: dict) -> None:
     for k in ("min", "opt", "max"):
         if k not in spec:
             if dynamic:
-                raise FactoryError(f"dimension(s) {[shape[i] for i in dynamic]} are dynamic: give min, opt and max",
-                                   model=model, key=key)
+                raise FactoryError(
+                    f"dimension(s) {[shape[i] for i in dynamic]} are dynamic: give min, opt and max",
+                    model=model,
+                    key=key,
+                )
             spec[k] = list(shape)
         if len(spec[k]) != len(shape):
-            raise FactoryError(f"{k} {spec[k]} has rank {len(spec[k])}, shape {shape} has rank {len(shape)}",
-                               model=model, key=f"{key}.{k}")
+            raise FactoryError(
+                f"{k} {spec[k]} has rank {len(spec[k])}, shape {shape} has rank {len(shape)}",
+                model=model,
+                key=f"{key}.{k}",
+            )
     for i, d in enumerate(shape):
         lo, opt, hi = spec["min"][i], spec["opt"][i], spec["max"][i]
         if isinstance(d, int) and not lo == opt == hi == d:
-            raise FactoryError(f"dimension {i} is fixed at {d} but min/opt/max give {lo}/{opt}/{hi}",
-                               model=model, key=key)
+            raise FactoryError(
+                f"dimension {i} is fixed at {d} but min/opt/max give {lo}/{opt}/{hi}", model=model, key=key
+            )
         if not lo <= opt <= hi:
             raise FactoryError(f"dimension {i} needs min <= opt <= max, got {lo}/{opt}/{hi}", model=model, key=key)
     spec.setdefault("dtype", "float32")
@@ -246,25 +289,38 @@ def _complete_profile(model: str, input_name: str, spec: dict) -> None:
     values = spec.get("values")
     if values:  # a shape tensor: a static 1-D (or scalar) int input whose values the profile bounds
         if dynamic or len(shape) > 1 or spec["dtype"] not in ("int32", "int64"):
-            raise FactoryError(f"values are for shape-tensor inputs (a static int32/int64 shape of rank 0 or 1), "
-                               f"this input is {spec['dtype']} {shape}", model=model, key=f"{key}.values")
+            raise FactoryError(
+                f"values are for shape-tensor inputs (a static int32/int64 shape of rank 0 or 1), "
+                f"this input is {spec['dtype']} {shape}",
+                model=model,
+                key=f"{key}.values",
+            )
         count = shape[0] if shape else 1
         for k in ("min", "opt", "max"):
             if len(values[k]) != count:
-                raise FactoryError(f"{k} {values[k]} has {len(values[k])} value(s); the input holds {count}",
-                                   model=model, key=f"{key}.values.{k}")
+                raise FactoryError(
+                    f"{k} {values[k]} has {len(values[k])} value(s); the input holds {count}",
+                    model=model,
+                    key=f"{key}.values.{k}",
+                )
         if not all(lo <= opt <= hi for lo, opt, hi in zip(values["min"], values["opt"], values["max"])):
-            raise FactoryError(f"values need min <= opt <= max elementwise, got {values['min']}/{values['opt']}/"
-                               f"{values['max']}", model=model, key=f"{key}.values")
+            raise FactoryError(
+                f"values need min <= opt <= max elementwise, got {values['min']}/{values['opt']}/{values['max']}",
+                model=model,
+                key=f"{key}.values",
+            )
 
 
 def _check_float64(name: str, m: dict) -> None:
     """TensorRT takes no float64 tensors: a float64 input needs the documented opt-in cast at import."""
     for input_name, spec in m["inputs"].items():
         if spec["dtype"] == "float64" and not m.get("cast_float64"):
-            raise FactoryError("TensorRT takes no float64 inputs: set `cast_float64: true` on the model to cast it "
-                               "to float32 at import (recorded in provenance), or export the model in float32",
-                               model=name, key=f"models.{name}.inputs.{input_name}.dtype")
+            raise FactoryError(
+                "TensorRT takes no float64 inputs: set `cast_float64: true` on the model to cast it "
+                "to float32 at import (recorded in provenance), or export the model in float32",
+                model=name,
+                key=f"models.{name}.inputs.{input_name}.dtype",
+            )
 
 
 def model_settings(cfg: dict, name: str, m: dict | None = None) -> dict:

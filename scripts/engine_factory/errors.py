@@ -1,5 +1,6 @@
 """The errors a user can cause, as types: each refusal is a `FactoryError` that names the model and the file or config
 key, and carries the exit status the command line ends with (`guarded`, the one handler)."""
+
 from __future__ import annotations
 
 import sys

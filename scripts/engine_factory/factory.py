@@ -12,6 +12,7 @@ Settings also carry what Snakemake cannot see by itself: the content digest of e
 (`source_sha256`; a checkpoint replaced by other bytes with an older mtime still re-runs it) and, for the stages that
 run the model's class, the digest of its code (`model_code`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,9 +37,10 @@ class TargetSet:
     """The targets one build (and one validation) job covers for one (model, precision): every compute capability
     of the precision where the backend builds ahead of time on the CPU (one process, one parse of the ONNX), one
     where it builds on a GPU of that cc (each job runs on such a GPU, locally pinned or in its Slurm pool)."""
-    ccs: tuple[str, ...]          # tags: ("80", "86", "89", "120")
-    precisions: tuple[str, ...]   # the precisions built at exactly these targets
-    per_cc: bool = False          # one cc: its jobs run on a GPU of that cc
+
+    ccs: tuple[str, ...]  # tags: ("80", "86", "89", "120")
+    precisions: tuple[str, ...]  # the precisions built at exactly these targets
+    per_cc: bool = False  # one cc: its jobs run on a GPU of that cc
 
     @property
     def tag(self) -> str:
@@ -53,10 +55,10 @@ class Factory:
     cfg: dict
     host: dict
     gpus: list
-    backend: Any            # engine_factory.backends.Backend, as the keys see it
-    key: str                # the backend part of every plan key
-    jobs: list[dict]        # {model, key, cc, precision} of every plan to build
-    skipped: list[dict]     # the same, with the reason it is not built
+    backend: Any  # engine_factory.backends.Backend, as the keys see it
+    key: str  # the backend part of every plan key
+    jobs: list[dict]  # {model, key, cc, precision} of every plan to build
+    skipped: list[dict]  # the same, with the reason it is not built
     workdir: str = "."
     _code_cache: dict = field(default_factory=dict, repr=False)
     _sets: dict = field(default_factory=dict, repr=False)
@@ -89,7 +91,7 @@ class Factory:
         return search_path(self.cfg["python_path"])
 
     def model_code(self, name: str) -> dict | None:
-        """Fingerprint of the configured class's source (scripts/engine_factory/modelcode.py), once per model and process."""
+        """Fingerprint of the configured class's source (engine_factory/modelcode.py), once per model and process."""
         ref = self.model(name).get("model")
         if not ref:
             return None
@@ -159,7 +161,7 @@ class Factory:
                     ccs.append(j["cc"])
             groups: dict[tuple, list[str]] = {}
             for precision, ccs in ccs_of.items():
-                for part in ([(cc,) for cc in ccs] if per_cc else [tuple(ccs)]):
+                for part in [(cc,) for cc in ccs] if per_cc else [tuple(ccs)]:
                     groups.setdefault(part, []).append(precision)
             self._sets[stage] = [TargetSet(ccs, tuple(ps), per_cc) for ccs, ps in groups.items()]
         return self._sets[stage]
@@ -167,12 +169,14 @@ class Factory:
     def job_logs(self, plan: dict) -> dict[str, str]:
         """{stage: log} of the build and validation jobs of one plan {model, key, cc, precision}: the build's alone
         where the build job validates."""
-        return {stage: paths.job_log(stage, {**plan, "targets": self.target_set(stage, precision=plan["precision"],
-                                                                                 cc=plan["cc"]).tag})
-                for stage in self.set_job_stages}
+        return {
+            stage: paths.job_log(
+                stage, {**plan, "targets": self.target_set(stage, precision=plan["precision"], cc=plan["cc"]).tag}
+            )
+            for stage in self.set_job_stages
+        }
 
-    def target_set(self, stage: str, *, precision: str, cc: str | None = None,
-                   targets: str | None = None) -> TargetSet:
+    def target_set(self, stage: str, *, precision: str, cc: str | None = None, targets: str | None = None) -> TargetSet:
         """The stage's set holding (precision, cc), or the set of a job's `targets` tag."""
         for ts in self.target_sets(stage):
             if precision in ts.precisions and (cc in ts.ccs if targets is None else ts.tag == targets):
@@ -180,8 +184,14 @@ class Factory:
         raise KeyError(f"no {stage} job covers {precision} at {cc or targets}")
 
     # ------------------------------------------------------------------------------------------- failures
-    def chain(self, model: str, precision: str | None = None, key: str | None = None, cc: str | None = None,
-              variant: str | None = None) -> list[tuple[str, dict]]:
+    def chain(
+        self,
+        model: str,
+        precision: str | None = None,
+        key: str | None = None,
+        cc: str | None = None,
+        variant: str | None = None,
+    ) -> list[tuple[str, dict]]:
         """The jobs (rule, wildcards) one result depends on, upstream first: a plan's validation, or the ONNX parity
         of one variant (`variant`: export | sim | <precision>)."""
         out = []
@@ -199,8 +209,10 @@ class Factory:
             out.append(("precision", {"model": model, "precision": variant, "variant": variant}))
         if key:  # the jobs' wildcards, and the cc of the one plan asked about (their main output)
             plan = {"model": model, "key": key, "precision": precision, "cc": cc}
-            out += [(stage, {**plan, "targets": self.target_set(stage, precision=precision, cc=cc).tag})
-                    for stage in self.set_job_stages]
+            out += [
+                (stage, {**plan, "targets": self.target_set(stage, precision=precision, cc=cc).tag})
+                for stage in self.set_job_stages
+            ]
         return out
 
     @functools.cached_property
@@ -239,8 +251,16 @@ class Factory:
         for j in self.jobs:
             rec = self.failure_of(**j)
             if rec:
-                out.append({**j, "stage": rec["rule"], "error": rec.get("error", ""), "reason": first_line(rec),
-                            "log": rec.get("log"), "record": rec["path"]})
+                out.append(
+                    {
+                        **j,
+                        "stage": rec["rule"],
+                        "error": rec.get("error", ""),
+                        "reason": first_line(rec),
+                        "log": rec.get("log"),
+                        "record": rec["path"],
+                    }
+                )
         return out
 
     @property
@@ -258,8 +278,11 @@ class Factory:
                 out += [paths.parity(model, "export"), paths.provenance(paths.onnx(model))]
             if self.failure_of(model=model, variant="sim") is None:
                 out += [paths.parity(model, "sim"), paths.provenance(paths.sim_onnx(model))]
-            out += [paths.parity(model, p) for p in model_settings(self.cfg, model)["precisions"]
-                    if self.failure_of(model=model, variant=p) is None]
+            out += [
+                paths.parity(model, p)
+                for p in model_settings(self.cfg, model)["precisions"]
+                if self.failure_of(model=model, variant=p) is None
+            ]
         return out + sorted({rec["path"] for rec in self.failures.values()})
 
     # ------------------------------------------------------------------------------------------- deploy
@@ -277,8 +300,7 @@ class Factory:
             for precision in deploy_precisions(pol, model_settings(self.cfg, model)["precisions"]):
                 jobs = [j for j in self.buildable if j["model"] == model and j["precision"] == precision]
                 if jobs:
-                    out[repository_name(pol, model, precision)] = {"model": model, "precision": precision,
-                                                                   "jobs": jobs}
+                    out[repository_name(pol, model, precision)] = {"model": model, "precision": precision, "jobs": jobs}
         return out
 
     def deploy_outputs(self) -> list[str]:
@@ -286,8 +308,11 @@ class Factory:
 
     def deploy_target(self, repository: str) -> dict:
         if repository not in self.deploy_targets:
-            raise FactoryError(f"no Triton repository '{repository}' is configured (deploy.triton; this host and "
-                               f"config deploy: {', '.join(self.deploy_targets) or 'none'})", key="deploy.triton")
+            raise FactoryError(
+                f"no Triton repository '{repository}' is configured (deploy.triton; this host and "
+                f"config deploy: {', '.join(self.deploy_targets) or 'none'})",
+                key="deploy.triton",
+            )
         return self.deploy_targets[repository]
 
     def write_report_spec(self, path: str = paths.REPORT_SPEC) -> None:
@@ -306,13 +331,24 @@ class Factory:
                 pass
 
     def report_settings(self) -> dict:
-        return {"jobs": [{**j, "logs": self.job_logs(j)} for j in self.buildable], "skipped": self.skipped, "failed": self.failed, "backend": self.key,
-                "models": {m: {"framework": self.model(m)["framework"],
-                               "precisions": model_settings(self.cfg, m)["precisions"],
-                               "failed": [{"stage": r["rule"], "reason": r.get("error", "")[:500], "log": r.get("log")}
-                                          for r in (self.failures.get(_job_id(rule, w))
-                                                    for rule, w in self.chain(model=m)) if r]}
-                           for m in self.cfg["models"]}}
+        return {
+            "jobs": [{**j, "logs": self.job_logs(j)} for j in self.buildable],
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "backend": self.key,
+            "models": {
+                m: {
+                    "framework": self.model(m)["framework"],
+                    "precisions": model_settings(self.cfg, m)["precisions"],
+                    "failed": [
+                        {"stage": r["rule"], "reason": r.get("error", "")[:500], "log": r.get("log")}
+                        for r in (self.failures.get(_job_id(rule, w)) for rule, w in self.chain(model=m))
+                        if r
+                    ],
+                }
+                for m in self.cfg["models"]
+            },
+        }
 
 
 def _job_id(rule: str, w: dict) -> tuple:
@@ -323,7 +359,7 @@ def _job_id(rule: str, w: dict) -> tuple:
 
 
 # --------------------------------------------------------------------------------------------- stage specs
-def _set_ccs(f: "Factory", stage: str, w: dict) -> tuple[str, ...]:
+def _set_ccs(f: Factory, stage: str, w: dict) -> tuple[str, ...]:
     return f.target_set(stage, precision=w["precision"], targets=w["targets"]).ccs
 
 
@@ -352,20 +388,30 @@ _INPUTS = {
     "freeze_tf": _freeze_inputs,
     "export": _export_inputs,
     "simplify": lambda f, w: {"onnx": paths.onnx(w["model"])},
-    "precision": lambda f, w: {"onnx": paths.sim_onnx(w["model"]),
-                               "calibration": _calibration_file(f, w),
-                               "golden": paths.golden(w["model"])},
+    "precision": lambda f, w: {
+        "onnx": paths.sim_onnx(w["model"]),
+        "calibration": _calibration_file(f, w),
+        "golden": paths.golden(w["model"]),
+    },
     "golden": _golden_inputs,
-    "parity": lambda f, w: {"export": paths.onnx(w["model"]), "sim": paths.sim_onnx(w["model"]),
-                            "golden": paths.golden(w["model"])},
+    "parity": lambda f, w: {
+        "export": paths.onnx(w["model"]),
+        "sim": paths.sim_onnx(w["model"]),
+        "golden": paths.golden(w["model"]),
+    },
     # parity and golden: what the build job's validation reads where it validates; on every host, so that the
     # build jobs (inputs, settings) are the same on a host that has GPUs to run plans and one that has not
-    "build": lambda f, w: {"onnx": paths.precision_onnx(w["model"], w["precision"]),
-                           "parity": paths.parity(w["model"], w["precision"]), "golden": paths.golden(w["model"])},
-    "validate": lambda f, w: {**{f"plan_sm{cc}": paths.plan(w["model"], w["key"], cc, w["precision"])
-                                 for cc in _set_ccs(f, "validate", w)},
-                              "onnx": paths.precision_onnx(w["model"], w["precision"]),
-                              "parity": paths.parity(w["model"], w["precision"]), "golden": paths.golden(w["model"])},
+    "build": lambda f, w: {
+        "onnx": paths.precision_onnx(w["model"], w["precision"]),
+        "parity": paths.parity(w["model"], w["precision"]),
+        "golden": paths.golden(w["model"]),
+    },
+    "validate": lambda f, w: {
+        **{f"plan_sm{cc}": paths.plan(w["model"], w["key"], cc, w["precision"]) for cc in _set_ccs(f, "validate", w)},
+        "onnx": paths.precision_onnx(w["model"], w["precision"]),
+        "parity": paths.parity(w["model"], w["precision"]),
+        "golden": paths.golden(w["model"]),
+    },
 }
 
 
@@ -386,10 +432,17 @@ def _deploy_settings(f: Factory, w: dict) -> dict:
 
     t = f.deploy_target(w["repository"])
     pol = {k: v for k, v in policy(f.cfg).items() if k not in ("enabled", "name", "precisions")}
-    return {"repository": w["repository"], "model": t["model"], "precision": t["precision"], "key": f.key,
-            "compute_capabilities": [paths.cc_dotted(j["cc"]) for j in t["jobs"]],
-            "inputs": f.model(t["model"])["inputs"], "policy": pol,
-            "portable": f.backend.spec.portable_across_cc(f.key), "triton_unloadable": f.backend.triton_unloadable}
+    return {
+        "repository": w["repository"],
+        "model": t["model"],
+        "precision": t["precision"],
+        "key": f.key,
+        "compute_capabilities": [paths.cc_dotted(j["cc"]) for j in t["jobs"]],
+        "inputs": f.model(t["model"])["inputs"],
+        "policy": pol,
+        "portable": f.backend.spec.portable_across_cc(f.key),
+        "triton_unloadable": f.backend.triton_unloadable,
+    }
 
 
 def _freeze_settings(f: Factory, w: dict) -> dict:
@@ -399,16 +452,28 @@ def _freeze_settings(f: Factory, w: dict) -> dict:
 
 def _export_settings(f: Factory, w: dict) -> dict:
     fw, name, m = _fw(f, w)
-    return {"model": name, "framework": m["framework"], "source_format": fw.frozen_format(m) or "onnx",
-            "inputs": m["inputs"], "outputs": m.get("outputs"), "opset": model_settings(f.cfg, name)["opset"],
-            **({"cast_float64": True} if m.get("cast_float64") else {}), **fw.export_settings(name, m)}
+    return {
+        "model": name,
+        "framework": m["framework"],
+        "source_format": fw.frozen_format(m) or "onnx",
+        "inputs": m["inputs"],
+        "outputs": m.get("outputs"),
+        "opset": model_settings(f.cfg, name)["opset"],
+        **({"cast_float64": True} if m.get("cast_float64") else {}),
+        **fw.export_settings(name, m),
+    }
 
 
 def _golden_settings(f: Factory, w: dict) -> dict:
     fw, name, m = _fw(f, w)
-    return {"model": name, "inputs": m["inputs"], "outputs": m.get("outputs"),
-            "seed": model_settings(f.cfg, name)["golden_seed"], "device": f.cfg["golden_device"],
-            "source": fw.reference_settings(m)}
+    return {
+        "model": name,
+        "inputs": m["inputs"],
+        "outputs": m.get("outputs"),
+        "seed": model_settings(f.cfg, name)["golden_seed"],
+        "device": f.cfg["golden_device"],
+        "source": fw.reference_settings(m),
+    }
 
 
 def _calibration(f: Factory, w: dict):
@@ -431,11 +496,22 @@ def _precision_settings(f: Factory, w: dict) -> dict:
     calibration = _calibration(f, w)
     extra = {"search": search} if search else {}  # only when set: other variants keep their settings
     if isinstance(calibration, dict):  # the callable's code is a setting: editing it re-runs the calibrated jobs
-        extra.update(calibration=calibration, calibration_code=code_fingerprint(
-            calibration["callable"], search_path(f.cfg["python_path"]), model=w["model"],
-            key=f"models.{w['model']}.calibration.callable"))
-    return {"model": w["model"], "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
-            "tolerance": ms["tolerances"][w["precision"]], **extra}
+        extra.update(
+            calibration=calibration,
+            calibration_code=code_fingerprint(
+                calibration["callable"],
+                search_path(f.cfg["python_path"]),
+                model=w["model"],
+                key=f"models.{w['model']}.calibration.callable",
+            ),
+        )
+    return {
+        "model": w["model"],
+        "precision": w["precision"],
+        "inputs": f.model(w["model"])["inputs"],
+        "tolerance": ms["tolerances"][w["precision"]],
+        **extra,
+    }
 
 
 def _parity_settings(f: Factory, w: dict) -> dict:
@@ -446,14 +522,20 @@ def _build_settings(f: Factory, w: dict) -> dict:
     b = f.backend
     ccs = _set_ccs(f, "build", w)
     timing_caches = None if b.timing_cache_unused else {cc: paths.timing_cache(w["key"], cc) for cc in ccs}
-    return {"model": w["model"], "backend": b.name, "key": w["key"],
-            "compute_capabilities": [paths.cc_dotted(cc) for cc in ccs],
-            "precision": w["precision"], "inputs": f.model(w["model"])["inputs"],
-            "build": model_settings(f.cfg, w["model"])["build"], "timing_caches": timing_caches,  # none for RTX
-            **b.build_options(f.cfg),
-            # for the validation where the build job validates (no GPU runs plans: no driver or CUDA version matters
-            # to it); on every host, as its inputs (a tolerance change re-makes the variant, so its plans, anyway)
-            "validation": _validation_settings(f, w)}
+    return {
+        "model": w["model"],
+        "backend": b.name,
+        "key": w["key"],
+        "compute_capabilities": [paths.cc_dotted(cc) for cc in ccs],
+        "precision": w["precision"],
+        "inputs": f.model(w["model"])["inputs"],
+        "build": model_settings(f.cfg, w["model"])["build"],
+        "timing_caches": timing_caches,  # none for RTX
+        **b.build_options(f.cfg),
+        # for the validation where the build job validates (no GPU runs plans: no driver or CUDA version matters
+        # to it); on every host, as its inputs (a tolerance change re-makes the variant, so its plans, anyway)
+        "validation": _validation_settings(f, w),
+    }
 
 
 def _validation_settings(f: Factory, w: dict) -> dict:
@@ -463,11 +545,19 @@ def _validation_settings(f: Factory, w: dict) -> dict:
 
 def _validate_settings(f: Factory, w: dict) -> dict:
     m = f.model(w["model"])
-    return {"model": w["model"], "backend": f.backend.name, "key": w["key"], "version": f.backend.version,
-            "compute_capabilities": [paths.cc_dotted(cc) for cc in _set_ccs(f, "validate", w)], "precision": w["precision"],
-            "inputs": m["inputs"], "tolerance": _validation_settings(f, w)["tolerance"],
-            # a driver or CUDA change keeps the plans but re-runs their validation
-            "driver": f.host.get("driver_version"), "cuda": f.host.get("cuda_driver_version")}
+    return {
+        "model": w["model"],
+        "backend": f.backend.name,
+        "key": w["key"],
+        "version": f.backend.version,
+        "compute_capabilities": [paths.cc_dotted(cc) for cc in _set_ccs(f, "validate", w)],
+        "precision": w["precision"],
+        "inputs": m["inputs"],
+        "tolerance": _validation_settings(f, w)["tolerance"],
+        # a driver or CUDA change keeps the plans but re-runs their validation
+        "driver": f.host.get("driver_version"),
+        "cuda": f.host.get("cuda_driver_version"),
+    }
 
 
 _SETTINGS = {
@@ -475,8 +565,11 @@ _SETTINGS = {
     "freeze": _freeze_settings,
     "freeze_tf": _freeze_settings,
     "export": _export_settings,
-    "simplify": lambda f, w: {"model": w["model"], "inputs": f.model(w["model"])["inputs"],
-                              "simplifier": model_settings(f.cfg, w["model"])["simplifier"]},
+    "simplify": lambda f, w: {
+        "model": w["model"],
+        "inputs": f.model(w["model"])["inputs"],
+        "simplifier": model_settings(f.cfg, w["model"])["simplifier"],
+    },
     "precision": _precision_settings,
     "golden": _golden_settings,
     "parity": _parity_settings,
@@ -503,10 +596,14 @@ def job_environment(cfg: dict, host: dict) -> dict[str, str]:
     from .modelcode import job_pythonpath
     from .provenance import GIT_ENV, TOOLS_ENV, git_commit, tool_versions
 
-    return {PROBED_ENV: json.dumps(host), GIT_ENV: json.dumps(git_commit()), TOOLS_ENV: json.dumps(tool_versions()),
-            failures.CODE_ENV: failures.workflow_code(),
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-            "PYTHONPATH": job_pythonpath(cfg["python_path"])}
+    return {
+        PROBED_ENV: json.dumps(host),
+        GIT_ENV: json.dumps(git_commit()),
+        TOOLS_ENV: json.dumps(tool_versions()),
+        failures.CODE_ENV: failures.workflow_code(),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        "PYTHONPATH": job_pythonpath(cfg["python_path"]),
+    }
 
 
 # --------------------------------------------------------------------------------------------- resolve
@@ -521,8 +618,8 @@ def resolve(cfg: dict, host: dict | None = None, *, workdir: str = ".") -> Facto
     backend = backend_for_keys(load_backend(resolve_backend(cfg["backend"], gpus)), host)
     key = backend.key_for(cfg)
     jobs, skipped = plan_jobs(cfg, backend=backend, key=key, gpus=gpus)
-    return Factory(cfg=cfg, host=host, gpus=gpus, backend=backend, key=key, jobs=jobs, skipped=skipped,
-                   workdir=workdir)
+    return Factory(cfg=cfg, host=host, gpus=gpus, backend=backend, key=key, jobs=jobs, skipped=skipped, workdir=workdir)
+
 
 # --------------------------------------------------------------------------------------------- a workflow directory
 class Workflow:

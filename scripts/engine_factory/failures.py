@@ -9,6 +9,7 @@ content digests and the model code's), the content of its inputs, its tools' ver
 Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
 disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -33,8 +34,9 @@ def workflow_code() -> str:
         return os.environ[CODE_ENV]
     from . import fingerprint
 
-    return fingerprint.combined({part: fingerprint.sha256(REPO / part, suffixes=(".py", ".smk", ".yaml"))
-                                 for part in ("scripts", "workflow")})
+    return fingerprint.combined(
+        {part: fingerprint.sha256(REPO / part, suffixes=(".py", ".smk", ".yaml")) for part in ("scripts", "workflow")}
+    )
 
 
 def fingerprint_of(rule: str, inputs: dict, settings: dict) -> dict:
@@ -42,10 +44,16 @@ def fingerprint_of(rule: str, inputs: dict, settings: dict) -> dict:
     from . import fingerprint
     from .provenance import stage_tools
 
-    return {"settings": json.loads(json.dumps(settings, sort_keys=True)),
-            "inputs": {label: {"path": p, "sha256": fingerprint.sha256(p) if os.path.exists(p) else None}
-                       for label, p in sorted(inputs.items()) if p},
-            "tools": stage_tools(rule), "workflow_code": workflow_code()}
+    return {
+        "settings": json.loads(json.dumps(settings, sort_keys=True)),
+        "inputs": {
+            label: {"path": p, "sha256": fingerprint.sha256(p) if os.path.exists(p) else None}
+            for label, p in sorted(inputs.items())
+            if p
+        },
+        "tools": stage_tools(rule),
+        "workflow_code": workflow_code(),
+    }
 
 
 def record(rule: str, wildcards: dict, inputs: dict, settings: dict, error: BaseException) -> str | None:
@@ -58,10 +66,15 @@ def record(rule: str, wildcards: dict, inputs: dict, settings: dict, error: Base
         return None
     text = str(error).strip() or type(error).__name__
     lines = text.splitlines()
-    rec = {"rule": rule, "wildcards": wildcards, "error": "\n".join(lines[:ERROR_LINES]),
-           "error_type": type(error).__name__, "log": paths.job_log(rule, wildcards),
-           "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "fingerprint": fingerprint_of(rule, inputs, settings)}
+    rec = {
+        "rule": rule,
+        "wildcards": wildcards,
+        "error": "\n".join(lines[:ERROR_LINES]),
+        "error_type": type(error).__name__,
+        "log": paths.job_log(rule, wildcards),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "fingerprint": fingerprint_of(rule, inputs, settings),
+    }
     if not _is_user_error(error):
         rec["traceback"] = traceback.format_exception(error)[-8:]
     path = paths.failure(rule, wildcards)
@@ -106,4 +119,4 @@ def first_line(rec: dict, limit: int = 300) -> str:
     if not lines:
         return rec.get("error_type", "failed")
     text = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -8,6 +8,7 @@ any write changes ctime (which no user tool can set back), so a hit is the same 
 
 A directory's digest covers its files' relative names and digests, in sorted order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 from .paths import CONTENT_CACHE as CACHE_PATH  # relative to the workflow directory (the process's cwd)
+
 _BLOCK = 1 << 20
 
 

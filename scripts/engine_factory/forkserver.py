@@ -1,4 +1,4 @@
-"""Imported first by the jobs' forkserver (scripts/engine_factory/jobs.py): its children start without re-running Snakemake's
+"""Imported first by the jobs' forkserver (engine_factory/jobs.py): its children start without re-running Snakemake's
 main script.
 
 multiprocessing prepares each child of a forkserver by running the parent's main script (`bin/snakemake`, which
@@ -8,6 +8,7 @@ imports snakemake.cli: ~1.4 s) unless the process it forks from has that script 
 the forkserver's `__main__.__file__`: the children skip the script, which a job never needs, and the forkserver
 needs no import of snakemake.cli for their sake.
 """
+
 from __future__ import annotations
 
 import os

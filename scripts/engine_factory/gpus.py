@@ -5,6 +5,7 @@ once; this module decides *which* one a job gets: the first GPU of that compute 
 take, exported as CUDA_VISIBLE_DEVICES before any CUDA context exists. Where CUDA_VISIBLE_DEVICES is already set
 (Slurm, or the user), it is respected: the job uses what it was given, and the caller checks the compute capability.
 """
+
 from __future__ import annotations
 
 import contextlib

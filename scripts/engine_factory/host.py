@@ -11,6 +11,7 @@ change is a new target. The file may also hold `backend_versions` (e.g. `{"tenso
 then name that version, as after an upgrade (`backend_for_keys`); build jobs still refuse a key whose version is not
 the installed module's, so this simulates an upgrade for status/prune/tests, it never mislabels a plan.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,14 @@ def job_host_facts() -> dict:
 
 
 def probe_host() -> dict:
-    facts = {"gpus": [], "driver_version": None, "cuda_driver_version": None,
-             "hostname": socket.gethostname(), "platform": platform.platform(), "probe_errors": []}
+    facts = {
+        "gpus": [],
+        "driver_version": None,
+        "cuda_driver_version": None,
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "probe_errors": [],
+    }
     if _probe_nvml(facts):
         _probe_cuda(facts)
     else:  # no driver library at all: CUDA cannot work either (saves ~40 ms per job, measured)
@@ -70,8 +77,10 @@ def installed_backends() -> dict:
     import importlib.metadata
     import importlib.util
 
-    dists = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
-             "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx")}
+    dists = {
+        "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+        "tensorrt_rtx": ("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt-rtx"),
+    }
     found = {}
     for module, names in dists.items():
         version = None
@@ -99,6 +108,7 @@ def _probe_nvml(facts: dict) -> bool:
     Returns False only when the driver's library is missing (then no GPU can be used)."""
     try:
         import pynvml
+
         pynvml.nvmlInit()
     except Exception as e:  # ImportError, NVMLError_LibraryNotFound, NVMLError_DriverNotLoaded, ...
         facts["probe_errors"].append(f"NVML: {e}")
@@ -109,11 +119,17 @@ def _probe_nvml(facts: dict) -> bool:
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(h)
-            facts["gpus"].append({
-                "index": i, "name": _text(pynvml.nvmlDeviceGetName(h)),
-                "compute_capability": f"{major}.{minor}", "sm_count": None,
-                "memory_mb": pynvml.nvmlDeviceGetMemoryInfo(h).total // 2**20,
-                "uuid": _text(pynvml.nvmlDeviceGetUUID(h)), "cuda_index": None})
+            facts["gpus"].append(
+                {
+                    "index": i,
+                    "name": _text(pynvml.nvmlDeviceGetName(h)),
+                    "compute_capability": f"{major}.{minor}",
+                    "sm_count": None,
+                    "memory_mb": pynvml.nvmlDeviceGetMemoryInfo(h).total // 2**20,
+                    "uuid": _text(pynvml.nvmlDeviceGetUUID(h)),
+                    "cuda_index": None,
+                }
+            )
     except Exception as e:
         facts["probe_errors"].append(f"NVML: {e}")
     finally:
@@ -132,6 +148,7 @@ def _probe_cuda(facts: dict) -> None:
     """
     try:
         from cuda.bindings import runtime as cudart
+
         err, count = cudart.cudaGetDeviceCount()
         if err != cudart.cudaError_t.cudaSuccess:
             facts["probe_errors"].append(f"CUDA runtime: {_text(cudart.cudaGetErrorString(err)[1])} ({err.name})")
@@ -149,9 +166,13 @@ def _probe_cuda(facts: dict) -> None:
             uuid = "GPU-" + "-".join(b[s:e].hex() for s, e in ((0, 4), (4, 6), (6, 8), (8, 10), (10, 16)))
             gpu = by_uuid.get(uuid)
             if gpu is None:  # NVML missing: CUDA's view is all there is
-                gpu = {"index": i, "name": _text(prop.name).rstrip("\x00"),
-                       "compute_capability": f"{prop.major}.{prop.minor}",
-                       "memory_mb": prop.totalGlobalMem // 2**20, "uuid": uuid}
+                gpu = {
+                    "index": i,
+                    "name": _text(prop.name).rstrip("\x00"),
+                    "compute_capability": f"{prop.major}.{prop.minor}",
+                    "memory_mb": prop.totalGlobalMem // 2**20,
+                    "uuid": uuid,
+                }
                 facts["gpus"].append(gpu)
             gpu["sm_count"] = prop.multiProcessorCount
             gpu["cuda_index"] = i

@@ -12,6 +12,7 @@ standard view of it that supply-chain tools read):
 The statement is not signed (no keys here): wrap it in a DSSE envelope with your own signer if you need one.
 Spec: https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md, https://slsa.dev/spec/v1.0/provenance
 """
+
 from __future__ import annotations
 
 import datetime
@@ -38,8 +39,12 @@ def resolved_dependencies(record: dict) -> list[dict]:
             if ident in seen:
                 continue
             seen.add(ident)
-            annotations = {"label": entry["label"], "consumedBy": rec.get("stage"), "depth": depth,
-                           "size": entry.get("size")}
+            annotations = {
+                "label": entry["label"],
+                "consumedBy": rec.get("stage"),
+                "depth": depth,
+                "size": entry.get("size"),
+            }
             parent = read_json(entry["provenance"]) if entry.get("provenance") else None
             if parent:
                 annotations["producedBy"] = parent.get("stage")
@@ -48,8 +53,13 @@ def resolved_dependencies(record: dict) -> list[dict]:
             deps.append({"name": entry["path"], "digest": {"sha256": entry["sha256"]}, "annotations": annotations})
     commit = (record.get("workflow") or {}).get("commit")
     if commit:
-        deps.append({"name": "workflow", "digest": {"gitCommit": commit},
-                     "annotations": {"dirty": bool(record["workflow"].get("dirty"))}})
+        deps.append(
+            {
+                "name": "workflow",
+                "digest": {"gitCommit": commit},
+                "annotations": {"dirty": bool(record["workflow"].get("dirty"))},
+            }
+        )
     return deps
 
 
@@ -67,10 +77,13 @@ def statement(record: dict) -> dict:
     byproducts = []
     cache = facts.get("timing_cache")
     if cache and cache.get("path"):
-        entry = {"name": cache["path"], "annotations": {k: cache.get(k) for k in
-                                                        ("loaded", "entries_before", "entries_after", "notes")}}
+        entry = {
+            "name": cache["path"],
+            "annotations": {k: cache.get(k) for k in ("loaded", "entries_before", "entries_after", "notes")},
+        }
         if os.path.isfile(cache["path"]):
             from .provenance import sha256
+
             entry["digest"] = {"sha256": sha256(cache["path"], cached=False)}
         else:  # a ResourceDescriptor needs a uri, digest or content
             entry["uri"] = f"file:{cache['path']}"
@@ -84,12 +97,25 @@ def statement(record: dict) -> dict:
                 "buildType": BUILD_TYPE,
                 "externalParameters": params,
                 "internalParameters": {
-                    "stage": record.get("stage"), "tools": tools,
-                    "host": {k: host.get(k) for k in ("hostname", "platform", "driver_version", "cuda_driver_version",
-                                                      "gpus") if k in host},
-                    "backend": {k: facts.get(k) for k in ("backend", "version", "targets", "strongly_typed_flag",
-                                                          "hardware_compatibility_level", "version_compatible")
-                                if k in facts},
+                    "stage": record.get("stage"),
+                    "tools": tools,
+                    "host": {
+                        k: host.get(k)
+                        for k in ("hostname", "platform", "driver_version", "cuda_driver_version", "gpus")
+                        if k in host
+                    },
+                    "backend": {
+                        k: facts.get(k)
+                        for k in (
+                            "backend",
+                            "version",
+                            "targets",
+                            "strongly_typed_flag",
+                            "hardware_compatibility_level",
+                            "version_compatible",
+                        )
+                        if k in facts
+                    },
                 },
                 "resolvedDependencies": resolved_dependencies(record),
             },
@@ -98,8 +124,11 @@ def statement(record: dict) -> dict:
                     "id": BUILDER_ID,
                     "version": {k: v for k, v in tools.items() if k in ("snakemake", "tensorrt-rtx-cu13", "tensorrt")},
                 },
-                "metadata": {"invocationId": f"{host.get('hostname')}:{record['artifact']['path']}:{finished}",
-                             "startedOn": started, "finishedOn": finished},
+                "metadata": {
+                    "invocationId": f"{host.get('hostname')}:{record['artifact']['path']}:{finished}",
+                    "startedOn": started,
+                    "finishedOn": finished,
+                },
                 "byproducts": byproducts,
             },
         },

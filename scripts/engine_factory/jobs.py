@@ -14,6 +14,7 @@ a preload, and the child is a plain fork of that process, importing what its sta
 Libraries that start threads when imported (TensorFlow) or that touch a GPU are never preloaded: a fork of a
 process with threads or a CUDA context is unsafe, so those stages import them in their child.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,17 +34,42 @@ from .errors import StageFailed, guarded
 # ModelOpt's child (0.12 s).
 # The rest: what a job imported that the forkserver had not (measured per stage: sys.modules before and after), each
 # a few ms a job, more where Python may not write bytecode (PYTHONDONTWRITEBYTECODE: compiled in every job).
-PRELOAD = ["numpy", "torch", "torch.export", "torch.utils.serialization", "torch._inductor.ir",
-           "onnx", "onnxruntime", "onnxscript", "onnxslim",
-           "modelopt.onnx.quantization", "modelopt.onnx.autocast", "polygraphy.comparator",
-           "polygraphy.backend.onnxrt", "polygraphy.backend.onnx", "polygraphy.cuda", "multiprocessing.popen_fork",
-           "encodings.cp437", "numpy.ma", "ctypes", "engine_factory.jobs", "engine_factory.stages",
-           "engine_factory.failures", "engine_factory.host", "engine_factory.gpus", "engine_factory.frameworks.pytorch",
-           "engine_factory.frameworks.onnx",
-           "engine_factory.graph.simplify", "engine_factory.graph.precision", "engine_factory.graph.precision_search",
-           "engine_factory.validation.golden",
-           "engine_factory.validation.validate", "engine_factory.backends.core", "engine_factory.backends.header",
-           "engine_factory.backends.runtime"]
+PRELOAD = [
+    "numpy",
+    "torch",
+    "torch.export",
+    "torch.utils.serialization",
+    "torch._inductor.ir",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "onnxslim",
+    "modelopt.onnx.quantization",
+    "modelopt.onnx.autocast",
+    "polygraphy.comparator",
+    "polygraphy.backend.onnxrt",
+    "polygraphy.backend.onnx",
+    "polygraphy.cuda",
+    "multiprocessing.popen_fork",
+    "encodings.cp437",
+    "numpy.ma",
+    "ctypes",
+    "engine_factory.jobs",
+    "engine_factory.stages",
+    "engine_factory.failures",
+    "engine_factory.host",
+    "engine_factory.gpus",
+    "engine_factory.frameworks.pytorch",
+    "engine_factory.frameworks.onnx",
+    "engine_factory.graph.simplify",
+    "engine_factory.graph.precision",
+    "engine_factory.graph.precision_search",
+    "engine_factory.validation.golden",
+    "engine_factory.validation.validate",
+    "engine_factory.backends.core",
+    "engine_factory.backends.header",
+    "engine_factory.backends.runtime",
+]
 
 WARMUP = ["engine_factory.warmup"]  # imported last: each library's first use, once (it says why)
 
@@ -97,14 +123,23 @@ def _stop_forkserver() -> None:
             pass
 
 
-def execute(stage: str, io: str, settings: str, log: str, *, metrics: str | None = None, main_process: bool,
-            preload: list[str] = ()) -> None:
+def execute(
+    stage: str,
+    io: str,
+    settings: str,
+    log: str,
+    *,
+    metrics: str | None = None,
+    main_process: bool,
+    preload: list[str] = (),
+) -> None:
     """Run one stage for a rule's job: `io` and `settings` are the rule's params (JSON, or @file); `metrics` the
     job's benchmark file. Raises with a one-line message when the stage fails (its log holds the rest)."""
     context = _mp_context(main_process, list(preload))
     said, say = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(stage, io, settings, log, metrics, say),
-                            name=f"engine-factory-{stage}")
+    child = context.Process(
+        target=_child, args=(stage, io, settings, log, metrics, say), name=f"engine-factory-{stage}"
+    )
     # multiprocessing's Process is not thread-safe: start() polls the other live children, and two threads reading
     # one child's exit status leave one of them without it (exit status 255, measured at --cores 2). So starting
     # and reaping hold one lock; waiting for the child to end does not.
@@ -143,8 +178,10 @@ def note_ended(status: int, log: str) -> int:
         except ValueError:
             name = f"signal {status - 128}"
         with open(log, "a") as f:
-            f.write(f"\nengine factory: the stage was killed by {name} (exit status {status}); it left no output "
-                    "and is re-run by the next run\n")
+            f.write(
+                f"\nengine factory: the stage was killed by {name} (exit status {status}); it left no output "
+                "and is re-run by the next run\n"
+            )
     return status
 
 
@@ -174,6 +211,7 @@ def _child(stage: str, io: str, settings: str, log: str, metrics: str | None, sa
 def run_stage(stage: str, io: str, settings: str) -> int:
     """One stage in this process, as a rule's job runs it (`_child`; `python -m engine_factory run` calls it too): its
     facts and metrics to stdout (the job's log), an error as one line, the exit status returned."""
+
     def run():
         from .stages import run
 
@@ -184,6 +222,7 @@ def run_stage(stage: str, io: str, settings: str) -> int:
         print(json.dumps({"stage": stage, "facts": facts}, indent=1, default=str))
         print("stage-metrics: " + json.dumps(_metrics(stage, started)), flush=True)
         return 0
+
     return guarded(run)
 
 
@@ -194,8 +233,10 @@ def _json_arg(text: str):
 def _signals_end_cleanly() -> None:
     """SIGTERM/SIGHUP (Snakemake stopping its jobs, a node going down) end the stage like an error, so its cleanup
     runs (temporary files, work folders); SIGKILL cannot be caught: `execute` notes it in the log (`note_ended`)."""
+
     def stop(signum, frame):
         raise SystemExit(128 + signum)
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
 

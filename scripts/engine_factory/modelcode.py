@@ -5,12 +5,14 @@ Search path (the same in the Snakefile, `check` and every job): this checkout (t
 config's `python_path` directories (resolved against the config file), then the user's own PYTHONPATH, then the
 interpreter's path. The Snakefile checks a class *without running the user's code* (it finds the module file with
 importlib's path finder and looks for the name in its syntax tree): DAG time runs on every Snakemake call, also for
-`status`, and importing a user's module costs its imports (torch: ~1.5 s). `python -m engine_factory check` and the stages
+`status`, and importing a user's module costs its imports (torch: ~1.5 s). `python -m engine_factory check` and the
+stages
 import it for real.
 
 The fingerprint is the sha256 of every `.py` file of the package that holds the module (a module outside any package:
 the file alone), so a change to a helper module beside the class counts too.
 """
+
 from __future__ import annotations
 
 import ast
@@ -51,37 +53,42 @@ def split_ref(ref: str) -> tuple[str, str]:
     return module, attr
 
 
-def locate(ref: str, path: list[str], *, model: str, key: str | None = None,
-           what: str = "the model class") -> tuple[Path, Path | None]:
+def locate(
+    ref: str, path: list[str], *, model: str, key: str | None = None, what: str = "the model class"
+) -> tuple[Path, Path | None]:
     """(module file, directory of its package or None) for `package.module:Class`, executing nothing. `key` and
     `what` name the config key and the thing in errors (default: the model's `model` key, its class)."""
     module, _ = split_ref(ref)
     key = key or f"models.{model}.model"
     locations, spec, parts = path, None, module.split(".")
     for i in range(len(parts)):
-        name = ".".join(parts[:i + 1])
+        name = ".".join(parts[: i + 1])
         spec = importlib.machinery.PathFinder.find_spec(name, locations)
         if spec is None:
             where = "python_path, PYTHONPATH and the checkout" if i == 0 else f"package '{'.'.join(parts[:i])}'"
-            raise FactoryError(f"cannot import {what} '{ref}': no module named '{name}' (searched "
-                               f"{where}; put your package's parent directory in the config's python_path)",
-                               model=model, key=key)
+            raise FactoryError(
+                f"cannot import {what} '{ref}': no module named '{name}' (searched "
+                f"{where}; put your package's parent directory in the config's python_path)",
+                model=model,
+                key=key,
+            )
         if i < len(parts) - 1:
             if not spec.submodule_search_locations:
-                raise FactoryError(f"cannot import {what} '{ref}': '{name}' is not a package",
-                                   model=model, key=key)
+                raise FactoryError(f"cannot import {what} '{ref}': '{name}' is not a package", model=model, key=key)
             locations = list(spec.submodule_search_locations)
     if spec.origin in (None, "namespace"):
-        raise FactoryError(f"cannot import {what} '{ref}': '{module}' is a namespace package without code",
-                           model=model, key=key)
+        raise FactoryError(
+            f"cannot import {what} '{ref}': '{module}' is a namespace package without code", model=model, key=key
+        )
     file = Path(spec.origin)
     if spec.submodule_search_locations:  # the module is a package itself (its __init__.py)
         return file, file.parent
     return file, (file.parent if len(parts) > 1 or (file.parent / "__init__.py").exists() else None)
 
 
-def check_defined(ref: str, path: list[str], *, model: str, key: str | None = None,
-                  what: str = "the model class") -> Path:
+def check_defined(
+    ref: str, path: list[str], *, model: str, key: str | None = None, what: str = "the model class"
+) -> Path:
     """The module file, after checking that it binds the class name at top level (a class, def, assignment or
     import of that name). A compiled module or a star import cannot be read this way: accepted here, and
     `check` and the freeze stage import it for real."""
@@ -93,8 +100,7 @@ def check_defined(ref: str, path: list[str], *, model: str, key: str | None = No
     try:
         tree = ast.parse(file.read_bytes(), filename=str(file))
     except (OSError, SyntaxError) as e:
-        raise FactoryError(f"cannot read {what} '{ref}': {type(e).__name__}: {e}", model=model,
-                           key=key, path=str(file))
+        raise FactoryError(f"cannot read {what} '{ref}': {type(e).__name__}: {e}", model=model, key=key, path=str(file))
     names = _top_level_names(tree)
     if attr not in names and not names & {"*", "__getattr__"}:  # a star import or a module __getattr__: unknowable
         raise FactoryError(f"module '{split_ref(ref)[0]}' ({file}) defines no '{attr}'", model=model, key=key)
@@ -112,8 +118,14 @@ def _top_level_names(tree) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, (ast.If, ast.Try)):  # e.g. try: from .fast import Net / except ImportError: ...
-            inner = ast.Module(body=[*node.body, *getattr(node, "orelse", []),
-                                     *[s for h in getattr(node, "handlers", []) for s in h.body]], type_ignores=[])
+            inner = ast.Module(
+                body=[
+                    *node.body,
+                    *getattr(node, "orelse", []),
+                    *[s for h in getattr(node, "handlers", []) for s in h.body],
+                ],
+                type_ignores=[],
+            )
             names |= _top_level_names(inner)
     return names
 
@@ -127,8 +139,9 @@ def code_fingerprint(ref: str, path: list[str], *, model: str, key: str | None =
         files = {file.name: fingerprint.sha256(file)}
         root = file.parent
     else:
-        files = {f.relative_to(package).as_posix(): fingerprint.sha256(f)
-                 for f in fingerprint.files_of(package, (".py",))}
+        files = {
+            f.relative_to(package).as_posix(): fingerprint.sha256(f) for f in fingerprint.files_of(package, (".py",))
+        }
         root = package
     return {"ref": ref, "root": str(root), "files": len(files), "sha256": fingerprint.combined(files)}
 
@@ -145,6 +158,7 @@ def import_class(ref: str, *, model: str, python_path=(), key: str | None = None
     except Exception as e:  # ImportError, or the module's own code failing
         raise FactoryError(f"cannot import {what} '{ref}': {type(e).__name__}: {e}", model=model, key=key)
     if not hasattr(module, attr):
-        raise FactoryError(f"module '{module_name}' ({getattr(module, '__file__', '?')}) defines no '{attr}'",
-                           model=model, key=key)
+        raise FactoryError(
+            f"module '{module_name}' ({getattr(module, '__file__', '?')}) defines no '{attr}'", model=model, key=key
+        )
     return getattr(module, attr)

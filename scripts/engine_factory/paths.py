@@ -4,6 +4,7 @@ A plan is valid only for (backend, backend version, compute capability), plus ou
     artifacts/{model}/plans/{key}/sm{cc}/{precision}/model.plan      key = "rtx-1.7.1.116" | "trt-10.13.3.9"
 `cc` in paths is the compute capability without the dot ("86", "120"); config writes it "8.6", "12.0".
 """
+
 from __future__ import annotations
 
 import os
@@ -13,55 +14,65 @@ import string
 ROOT = "artifacts"
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: a trailing newline is no name
 MAX_NAME = 128  # a name is part of file names (logs: <name>.<key>.sm<cc>.<precision>.log) and must fit NAME_MAX 255
-FROZEN = ROOT + "/{model}/frozen/model.{fmt}"                 # fmt: pt2 (torch.export) | pt (TorchScript)
-FROZEN_PB = ROOT + "/{model}/frozen/model.pb"                 # TensorFlow: GraphDef, variables folded in
-FROZEN_PB_IO = FROZEN_PB + ".io.json"                         # its tensor names, shapes, dtypes, layouts
-ONNX = ROOT + "/{model}/onnx/model.onnx"                       # exported (or imported) ONNX
+FROZEN = ROOT + "/{model}/frozen/model.{fmt}"  # fmt: pt2 (torch.export) | pt (TorchScript)
+FROZEN_PB = ROOT + "/{model}/frozen/model.pb"  # TensorFlow: GraphDef, variables folded in
+FROZEN_PB_IO = FROZEN_PB + ".io.json"  # its tensor names, shapes, dtypes, layouts
+ONNX = ROOT + "/{model}/onnx/model.onnx"  # exported (or imported) ONNX
 SIM_ONNX = ROOT + "/{model}/onnx/model.sim.onnx"
 PRECISION_ONNX = ROOT + "/{model}/onnx/model.{precision}.onnx"
-GOLDEN = ROOT + "/{model}/golden/golden.npz"                  # inputs as "in/<name>", outputs as "out/<name>"
-PARITY = ROOT + "/{model}/validation/onnx/{variant}.json"      # variant: export | sim | <precision>
+GOLDEN = ROOT + "/{model}/golden/golden.npz"  # inputs as "in/<name>", outputs as "out/<name>"
+PARITY = ROOT + "/{model}/validation/onnx/{variant}.json"  # variant: export | sim | <precision>
 PLAN = ROOT + "/{model}/plans/{key}/sm{cc}/{precision}/model.plan"
 VALIDATION = ROOT + "/{model}/validation/{key}/sm{cc}/{precision}/validation.json"
-TIMING_CACHE = ROOT + "/cache/timing/{key}/sm{cc}.cache"       # shared by every build of one key
+TIMING_CACHE = ROOT + "/cache/timing/{key}/sm{cc}.cache"  # shared by every build of one key
 DEMO = ROOT + "/demo/{asset}"
-DEMO_DIR = ROOT + "/demo/{asset}.ckpt"                        # a demo TF1 checkpoint (several files)
+DEMO_DIR = ROOT + "/demo/{asset}.ckpt"  # a demo TF1 checkpoint (several files)
 REPORT_JSON = ROOT + "/report/summary.json"
 REPORT_HTML = ROOT + "/report/index.html"
-OUTCOME = ROOT + "/report/outcome.json"                       # written only when no target failed
-REPORT_SPEC = ROOT + "/report/spec.json"                      # what the report covers (written at DAG time)
-REPORT_LIST_PAGE = ROOT + "/report/index-{n}.html"            # the models table's further pages (n >= 2)
+OUTCOME = ROOT + "/report/outcome.json"  # written only when no target failed
+REPORT_SPEC = ROOT + "/report/spec.json"  # what the report covers (written at DAG time)
+REPORT_LIST_PAGE = ROOT + "/report/index-{n}.html"  # the models table's further pages (n >= 2)
 REPORT_LIST_GLOB = ROOT + "/report/index-*.html"
-REPORT_OVERVIEW_CHART = ROOT + "/report/overview.svg"          # outcomes per precision and target
-REPORT_PAGES = ROOT + "/report/models"                        # one page per model
+REPORT_OVERVIEW_CHART = ROOT + "/report/overview.svg"  # outcomes per precision and target
+REPORT_PAGES = ROOT + "/report/models"  # one page per model
 REPORT_PAGE = REPORT_PAGES + "/{model}.html"
-REPORT_CHARTS = ROOT + "/report/charts"                       # one figure per model
+REPORT_CHARTS = ROOT + "/report/charts"  # one figure per model
 REPORT_CHART = REPORT_CHARTS + "/{model}.svg"
-REPORT_CHART_CACHE = ROOT + "/cache/report-charts"            # rendered figures by their spec's sha256
+REPORT_CHART_CACHE = ROOT + "/cache/report-charts"  # rendered figures by their spec's sha256
 LOG = ROOT + "/logs/{rule}/{name}.log"
 BENCHMARK = ROOT + "/benchmarks/{rule}/{name}.tsv"
-FAILURE = ROOT + "/failed/{rule}/{name}.json"                 # a job's recorded (deterministic) failure
+FAILURE = ROOT + "/failed/{rule}/{name}.json"  # a job's recorded (deterministic) failure
 FAILURE_GLOB = ROOT + "/failed/*/*.json"
-CONTENT_CACHE = ROOT + "/cache/content-sha256.json"           # scripts/engine_factory/fingerprint.py
-DEMO_ROOT = ROOT + "/demo/"                                   # the demo zoo's files, made by the workflow itself
-TRITON_ROOT = ROOT + "/triton"                                # one Triton model repository per deployed model
-TRITON_MODEL = TRITON_ROOT + "/{repository}"                  # a Triton model directory (the repository's entry)
+CONTENT_CACHE = ROOT + "/cache/content-sha256.json"  # scripts/engine_factory/fingerprint.py
+DEMO_ROOT = ROOT + "/demo/"  # the demo zoo's files, made by the workflow itself
+TRITON_ROOT = ROOT + "/triton"  # one Triton model repository per deployed model
+TRITON_MODEL = TRITON_ROOT + "/{repository}"  # a Triton model directory (the repository's entry)
 TRITON_CONFIG = TRITON_MODEL + "/config.pbtxt"
-TRITON_VERSION = "1"                                          # the one version directory, holding the plans
+TRITON_VERSION = "1"  # the one version directory, holding the plans
 
 # Each rule's job name: its log, benchmark and failure record are named by it.
 JOB_NAMES = {
-    "demo": "{asset}", "freeze": "{model}.{fmt}", "freeze_tf": "{model}.pb", "export": "{model}",
-    "simplify": "{model}", "golden": "{model}", "precision": "{model}.{precision}", "parity": "{model}",
-    "build": "{model}.{key}.{targets}.{precision}", "validate": "{model}.{key}.{targets}.{precision}",
-    "report": "all", "outcome": "all",
+    "demo": "{asset}",
+    "freeze": "{model}.{fmt}",
+    "freeze_tf": "{model}.pb",
+    "export": "{model}",
+    "simplify": "{model}",
+    "golden": "{model}",
+    "precision": "{model}.{precision}",
+    "parity": "{model}",
+    "build": "{model}.{key}.{targets}.{precision}",
+    "validate": "{model}.{key}.{targets}.{precision}",
+    "report": "all",
+    "outcome": "all",
     "deploy": "{repository}",
 }
-# Build and validation jobs each cover a set of targets (scripts/engine_factory/factory.py `TargetSet`: every TensorRT-RTX target
+# Build and validation jobs each cover a set of targets (engine_factory/factory.py `TargetSet`: every TensorRT-RTX
+# target
 # of one precision in one job, one compute capability per job for full TensorRT); each set is a rule of its own,
 # named after its targets (build_sm80_86_89_120), whose jobs' names carry the set's tag (sm80-86-89-120).
-_JOB_WILDCARDS = {rule: tuple(f for _, f, _, _ in string.Formatter().parse(name) if f)
-                  for rule, name in JOB_NAMES.items()}
+_JOB_WILDCARDS = {
+    rule: tuple(f for _, f, _, _ in string.Formatter().parse(name) if f) for rule, name in JOB_NAMES.items()
+}
 SET_STAGES = ("build", "validate")
 _SET_RULE = re.compile(r"(build|validate)_sm[0-9_]+")
 
@@ -79,8 +90,17 @@ WILDCARDS = {  # regexes Snakemake uses to split paths back into wildcards
 
 # Each rule's main output (the file its job is known by); rules in WITH_SIDECAR write a provenance sidecar beside it,
 # the others (parity, validate) record their settings inside it.
-MAIN_OUTPUT = {"freeze": FROZEN, "freeze_tf": FROZEN_PB, "export": ONNX, "simplify": SIM_ONNX,
-               "precision": PRECISION_ONNX, "golden": GOLDEN, "parity": PARITY, "build": PLAN, "validate": VALIDATION}
+MAIN_OUTPUT = {
+    "freeze": FROZEN,
+    "freeze_tf": FROZEN_PB,
+    "export": ONNX,
+    "simplify": SIM_ONNX,
+    "precision": PRECISION_ONNX,
+    "golden": GOLDEN,
+    "parity": PARITY,
+    "build": PLAN,
+    "validate": VALIDATION,
+}
 WITH_SIDECAR = {"freeze", "freeze_tf", "export", "simplify", "precision", "golden", "build"}
 
 
@@ -184,14 +204,23 @@ def plan_glob(root: str = ROOT) -> str:
 def _matcher(pattern: str):
     """A regex of `pattern` (any prefix before `artifacts/`), its wildcards as named groups of WILDCARDS' regexes."""
     parts = re.split(r"\{(\w+)\}", pattern)
-    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{WILDCARDS.get(p, '[^/]+')})"
-                    for i, p in enumerate(parts))
+    regex = "".join(
+        re.escape(p) if i % 2 == 0 else f"(?P<{p}>{WILDCARDS.get(p, '[^/]+')})" for i, p in enumerate(parts)
+    )
     return re.compile(r"^(?:.*/)?" + regex + "$")
 
 
-_PARSERS = {name: _matcher(pattern) for name, pattern in
-            {"plan": PLAN, "validation": VALIDATION, "parity": PARITY, "plan_dir": PLAN.rsplit("/", 2)[0],
-             "validation_dir": VALIDATION.rsplit("/", 2)[0], "timing_cache": TIMING_CACHE}.items()}
+_PARSERS = {
+    name: _matcher(pattern)
+    for name, pattern in {
+        "plan": PLAN,
+        "validation": VALIDATION,
+        "parity": PARITY,
+        "plan_dir": PLAN.rsplit("/", 2)[0],
+        "validation_dir": VALIDATION.rsplit("/", 2)[0],
+        "timing_cache": TIMING_CACHE,
+    }.items()
+}
 
 
 def parse(kind: str, path: str) -> dict | None:
@@ -208,8 +237,11 @@ def parse_plan(path: str) -> dict | None:
 
 def glob_of(kind: str, root: str = ROOT) -> str:
     """Glob pattern (relative to the workflow directory) of every path of `kind` under `root`."""
-    pattern = {"plan_dir": PLAN.rsplit("/", 2)[0], "validation_dir": VALIDATION.rsplit("/", 2)[0],
-               "timing_cache": TIMING_CACHE + "*"}[kind]
+    pattern = {
+        "plan_dir": PLAN.rsplit("/", 2)[0],
+        "validation_dir": VALIDATION.rsplit("/", 2)[0],
+        "timing_cache": TIMING_CACHE + "*",
+    }[kind]
     return re.sub(r"\{\w+\}", "*", pattern.replace(ROOT, root, 1))
 
 
@@ -224,13 +256,23 @@ def owner_of(path: str) -> str | None:
 
 def variant_onnx(model: str, variant: str) -> str:
     """The ONNX file of a parity variant: export | sim | <precision>."""
-    return onnx(model) if variant == "export" else sim_onnx(model) if variant == "sim" \
-        else precision_onnx(model, variant)
+    return (
+        onnx(model) if variant == "export" else sim_onnx(model) if variant == "sim" else precision_onnx(model, variant)
+    )
 
 
 SIDECAR_SUFFIX = ".provenance.json"
 STATEMENT_SUFFIX = ".intoto.json"
-OUTSIDE_CHAIN = {"demo", "logs", "benchmarks", "report", "cache", "scheduled", "failed", "triton"}  # top-level dirs of ROOT
+OUTSIDE_CHAIN = {
+    "demo",
+    "logs",
+    "benchmarks",
+    "report",
+    "cache",
+    "scheduled",
+    "failed",
+    "triton",
+}  # top-level dirs of ROOT
 _TEMPORARY = re.compile(r"\.tmp\d+(\.|$)")  # scripts/engine_factory/atomic.py's names: `<stem>.tmp<pid><suffix>`
 
 
@@ -243,7 +285,7 @@ def artifact_of_record(path: str) -> str:
     """The artifact a provenance sidecar or in-toto statement describes."""
     for suffix in (SIDECAR_SUFFIX, STATEMENT_SUFFIX):
         if str(path).endswith(suffix):
-            return str(path)[:-len(suffix)]
+            return str(path)[: -len(suffix)]
     return str(path)
 
 
@@ -297,7 +339,7 @@ def failure(rule: str, wildcards: dict) -> str:
 def made_by_workflow(path: str) -> bool:
     """A configured file the workflow makes itself (the demo zoo's checkpoints, ONNX and calibration files)."""
     p = path.replace(os.sep, "/")
-    return p.startswith(DEMO_ROOT) and re.fullmatch(WILDCARDS["asset"], p[len(DEMO_ROOT):]) is not None
+    return p.startswith(DEMO_ROOT) and re.fullmatch(WILDCARDS["asset"], p[len(DEMO_ROOT) :]) is not None
 
 
 def triton_model(repository: str, root: str = ROOT) -> str:

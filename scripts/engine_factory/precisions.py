@@ -2,6 +2,7 @@
 
 Ground floor: the config's defaults, the precision variants, the report and the comparator all read it here.
 """
+
 from __future__ import annotations
 
 PRECISIONS = ["fp32", "fp16", "bf16", "int8", "fp8"]  # in this order everywhere (config, report columns)

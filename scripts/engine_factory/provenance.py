@@ -4,6 +4,7 @@ Each sidecar holds the artifact's sha256 and size, every input's path, sha256 an
 own sidecar's path, so that a plan leads back by hashes to its checkpoint; the stage and its parameters; the
 tool versions; the host facts; and the workflow's git commit.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -16,19 +17,43 @@ from . import atomic, paths
 from .fingerprint import sha256
 
 SCHEMA_VERSION = 1
-TOOLS = ["torch", "onnx", "onnxruntime", "onnxscript", "onnxslim", "onnxsim", "nvidia-modelopt",
-         "onnxconverter-common", "tensorrt-rtx-cu13", "tensorrt", "tensorflow-cpu", "tf2onnx", "numpy",
-         "snakemake", "cuda-python", "pycuda", "tensorflow", "keras", "tritonclient", "protobuf"]
+TOOLS = [
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "onnxslim",
+    "onnxsim",
+    "nvidia-modelopt",
+    "onnxconverter-common",
+    "tensorrt-rtx-cu13",
+    "tensorrt",
+    "tensorflow-cpu",
+    "tf2onnx",
+    "numpy",
+    "snakemake",
+    "cuda-python",
+    "pycuda",
+    "tensorflow",
+    "keras",
+    "tritonclient",
+    "protobuf",
+]
 REPO = Path(__file__).resolve().parents[2]
 # The tools whose version decides what a stage writes (the backend's version is in the plan key instead). The
 # workflow writes them into each rule's command as a shell comment, so Snakemake's code trigger re-runs exactly the
 # stages whose tools changed (and what depends on them); `python -m engine_factory status` names the change.
-STAGE_TOOLS = {"freeze": ["torch"], "freeze_tf": ["tensorflow-cpu", "tensorflow", "keras"],
-               "export": ["torch", "onnx", "onnxscript", "tf2onnx", "tensorflow-cpu", "tensorflow"],
-               "simplify": ["onnxslim", "onnxsim", "onnx", "onnxruntime"],
-               "precision": ["nvidia-modelopt", "onnxconverter-common", "onnx", "onnxruntime"],
-               "golden": ["torch", "onnxruntime", "tensorflow-cpu", "tensorflow", "keras"], "parity": ["onnxruntime"],
-               "validate": ["onnxruntime", "cuda-python", "pycuda"], "deploy": ["tritonclient", "protobuf"]}
+STAGE_TOOLS = {
+    "freeze": ["torch"],
+    "freeze_tf": ["tensorflow-cpu", "tensorflow", "keras"],
+    "export": ["torch", "onnx", "onnxscript", "tf2onnx", "tensorflow-cpu", "tensorflow"],
+    "simplify": ["onnxslim", "onnxsim", "onnx", "onnxruntime"],
+    "precision": ["nvidia-modelopt", "onnxconverter-common", "onnx", "onnxruntime"],
+    "golden": ["torch", "onnxruntime", "tensorflow-cpu", "tensorflow", "keras"],
+    "parity": ["onnxruntime"],
+    "validate": ["onnxruntime", "cuda-python", "pycuda"],
+    "deploy": ["tritonclient", "protobuf"],
+}
 
 
 def size(path: str | os.PathLike) -> int:
@@ -76,6 +101,7 @@ def git_commit() -> dict:
 
     def git(*args):
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+
     try:
         head = git("rev-parse", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
@@ -103,15 +129,26 @@ def describe_input(label: str, path: str) -> dict:
     return entry
 
 
-def write(artifact: str, *, stage: str, inputs: dict[str, str], params: dict, facts: dict | None = None,
-          host: dict | None = None, artifact_sha256: str | None = None) -> str:
+def write(
+    artifact: str,
+    *,
+    stage: str,
+    inputs: dict[str, str],
+    params: dict,
+    facts: dict | None = None,
+    host: dict | None = None,
+    artifact_sha256: str | None = None,
+) -> str:
     """Write the sidecar of `artifact` (atomically) and return its path. `artifact_sha256`: the digest of the bytes
     the stage itself just wrote there (saves reading them back)."""
     record = {
         "schema_version": SCHEMA_VERSION,
-        "artifact": {"path": str(artifact), "sha256": artifact_sha256 or sha256(artifact, cached=False),
-                     "size": size(artifact),
-                     "mtime_ns": os.stat(artifact).st_mtime_ns},
+        "artifact": {
+            "path": str(artifact),
+            "sha256": artifact_sha256 or sha256(artifact, cached=False),
+            "size": size(artifact),
+            "mtime_ns": os.stat(artifact).st_mtime_ns,
+        },
         "stage": stage,
         "inputs": [describe_input(label, p) for label, p in sorted(inputs.items()) if p],
         "params": params,
@@ -119,7 +156,7 @@ def write(artifact: str, *, stage: str, inputs: dict[str, str], params: dict, fa
         "tools": tool_versions(),
         "host": host if host is not None else _host_facts(),
         "workflow": git_commit(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     side = paths.provenance(str(artifact))
     atomic.write_json(side, record)

@@ -11,6 +11,7 @@ with the run (measured with cProfile, benchmarks/README.md). Each timer also out
 The fix keeps the rate limit's meaning: at most one wake-up is pending at a time (any round re-arms it, so a job
 held back is still looked at again within the window), and it is a daemon thread.
 """
+
 from __future__ import annotations
 
 import threading

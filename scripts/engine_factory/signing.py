@@ -29,6 +29,7 @@ Verification trusts only `signing.trusted_keys` (public keys; default: the signi
   tampered                  the signature holds, but the plan, statement or a model-directory file is not what
                             was signed
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,14 @@ from .errors import FactoryError
 ENVELOPE_SUFFIX = ".intoto.dsse.json"
 MODEL_SIGNATURE = "model.sig"  # model-signing's own default name; left out of the directory's manifest
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
-SIGNED, UNSIGNED, BAD, UNKNOWN, REVOKED, TAMPERED = ("signed", "unsigned", "bad signature", "signed by an unknown key",
-                                                    "revoked key", "tampered")
+SIGNED, UNSIGNED, BAD, UNKNOWN, REVOKED, TAMPERED = (
+    "signed",
+    "unsigned",
+    "bad signature",
+    "signed by an unknown key",
+    "revoked key",
+    "tampered",
+)
 STATES = (SIGNED, UNSIGNED, BAD, UNKNOWN, REVOKED, TAMPERED)
 DEFAULTS = {"key": None, "public_key": None, "trusted_keys": [], "revoked_keys": []}
 PASSWORD_ENV = "ENGINE_FACTORY_SIGNING_PASSWORD"  # an encrypted PEM key's password: never a config value
@@ -59,7 +66,7 @@ def envelope_path(plan: str) -> str:
 
 
 def plan_of_envelope(path: str) -> str:
-    return str(path)[:-len(ENVELOPE_SUFFIX)]
+    return str(path)[: -len(ENVELOPE_SUFFIX)]
 
 
 def model_signature(model_dir) -> str:
@@ -102,8 +109,9 @@ def check(cfg: dict) -> None:
             raise FactoryError("trusted public key file not found", key=f"signing.trusted_keys[{i}]", path=path)
     for i, entry in enumerate(s["revoked_keys"]):
         if not _KEY_ID.match(entry) and not os.path.isfile(entry):
-            raise FactoryError("neither a key id (64 hex digits) nor a public key file",
-                               key=f"signing.revoked_keys[{i}]", path=entry)
+            raise FactoryError(
+                "neither a key id (64 hex digits) nor a public key file", key=f"signing.revoked_keys[{i}]", path=entry
+            )
     if s["key"] and not is_uri(s["key"]) and not os.path.isfile(s["key"]):
         raise FactoryError("signing key file not found", key="signing.key", path=s["key"])
 
@@ -121,8 +129,9 @@ def _check_curve(public_key, where: str) -> str:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in _CURVES:
-        raise FactoryError("signing keys are ECDSA P-256, P-384 or P-521 (model-signing's key signer takes no other)",
-                           path=where)
+        raise FactoryError(
+            "signing keys are ECDSA P-256, P-384 or P-521 (model-signing's key signer takes no other)", path=where
+        )
     return _CURVES[public_key.curve.name]
 
 
@@ -152,13 +161,15 @@ def generate_key(private_path: str, public_path: str | None = None) -> str:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never overwrite a key
     with os.fdopen(fd, "wb") as f:
         f.write(private)
-    Path(public_path or f"{private_path}.pub").write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    Path(public_path or f"{private_path}.pub").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
     return key_id(key.public_key())
 
 
@@ -174,25 +185,32 @@ class Signer:
         if not is_uri(key):  # a PEM key file: the public key comes from it
             password = os.environ.get(PASSWORD_ENV)
             try:
-                private = serialization.load_pem_private_key(Path(key).read_bytes(),
-                                                             password.encode() if password else None)
+                private = serialization.load_pem_private_key(
+                    Path(key).read_bytes(), password.encode() if password else None
+                )
             except (OSError, ValueError, TypeError) as e:  # the message could quote key material: not shown
-                raise FactoryError(f"signing key is not a readable PEM private key ({type(e).__name__}; an "
-                                   f"encrypted one takes its password from ${PASSWORD_ENV})", key="signing.key",
-                                   path=key) from None
+                raise FactoryError(
+                    f"signing key is not a readable PEM private key ({type(e).__name__}; an "
+                    f"encrypted one takes its password from ${PASSWORD_ENV})",
+                    key="signing.key",
+                    path=key,
+                ) from None
             self.public = private.public_key()
             self.sslib = CryptoSigner(private, sslib_key(self.public))
             self.key_file = key
         else:
             if not public_key:
-                raise FactoryError("a signer URI needs signing.public_key (the PEM public key of that signer)",
-                                   key="signing.public_key")
+                raise FactoryError(
+                    "a signer URI needs signing.public_key (the PEM public key of that signer)",
+                    key="signing.public_key",
+                )
             self.public = load_public_key(public_key)
             try:
                 self.sslib = SslibSigner.from_priv_key_uri(key, sslib_key(self.public))
             except Exception as e:  # securesystemslib raises per scheme; the URI names no secret
-                raise FactoryError(f"securesystemslib cannot load this signer: {type(e).__name__}: {e}",
-                                   key="signing.key") from None
+                raise FactoryError(
+                    f"securesystemslib cannot load this signer: {type(e).__name__}: {e}", key="signing.key"
+                ) from None
             self.key_file = None
         self.key_id = key_id(self.public)
 
@@ -227,7 +245,7 @@ class Trust:
             self.trusted.pop(kid, None)
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "Trust":
+    def from_config(cls, cfg: dict) -> Trust:
         s = settings(cfg)
         trusted = list(s["trusted_keys"])
         if not trusted and s["key"]:  # the signing key's own public key
@@ -312,9 +330,13 @@ def verify_envelope(envelope: str, trust: Trust) -> dict:
                 answers.append((BAD, kid, f"the signature does not verify under key {kid[:12]}… it names"))
         else:
             revoked = trust._revoked_signer(  # securesystemslib matches keyids first: the probe takes the key's own
-                lambda key: sslib_key(key).verify_signature(Signature(key_id(key), sig.signature), pae))
-            answers.append((REVOKED, revoked, f"signed by revoked key {revoked[:12]}…") if revoked else
-                           (UNKNOWN, kid, f"signed by key {kid[:12]}…, which is not trusted"))
+                lambda key, sig=sig: sslib_key(key).verify_signature(Signature(key_id(key), sig.signature), pae)
+            )
+            answers.append(
+                (REVOKED, revoked, f"signed by revoked key {revoked[:12]}…")
+                if revoked
+                else (UNKNOWN, kid, f"signed by key {kid[:12]}…, which is not trusted")
+            )
     state, kid, detail = min(answers, key=lambda a: (SIGNED, REVOKED, BAD, UNKNOWN).index(a[0]))
     if state != SIGNED:
         return _result(state, detail, keyid=kid)
@@ -343,12 +365,20 @@ def verify_plan(plan: str, trust: Trust, *, base: str = ".", data: bytes | None 
         return _result(TAMPERED, f"the signed statement is for {name}, not this plan", keyid=res["keyid"])
     found = hashlib.sha256(data).hexdigest() if data is not None else _sha256(full) if full.exists() else None
     if found != signed_digest:
-        return _result(TAMPERED, f"plan sha256 {str(found)[:12]}… is not the signed {signed_digest[:12]}…",
-                       keyid=res["keyid"], signed_sha256=signed_digest)
+        return _result(
+            TAMPERED,
+            f"plan sha256 {str(found)[:12]}… is not the signed {signed_digest[:12]}…",
+            keyid=res["keyid"],
+            signed_sha256=signed_digest,
+        )
     statement = Path(base) / paths.intoto(plan)
     if statement.exists() and statement.read_bytes() != payload:
-        return _result(TAMPERED, f"{paths.intoto(plan)} differs from the statement that was signed",
-                       keyid=res["keyid"], signed_sha256=signed_digest)
+        return _result(
+            TAMPERED,
+            f"{paths.intoto(plan)} differs from the statement that was signed",
+            keyid=res["keyid"],
+            signed_sha256=signed_digest,
+        )
     return {**res, "signed_sha256": signed_digest, "statement": st}
 
 
@@ -387,7 +417,9 @@ def _bundle_signer(signer: Signer):
     """model-signing's EC key signer with the signature made by a securesystemslib signer: the bundle is the one
     model-signing writes (verification material: the public key's hint), so its verifier takes it as is."""
     from google.protobuf import json_format
-    from model_signing._signing import sign_ec_key, sign_sigstore_pb as sigstore_pb, signing as ms_signing
+    from model_signing._signing import sign_ec_key
+    from model_signing._signing import sign_sigstore_pb as sigstore_pb
+    from model_signing._signing import signing as ms_signing
     from sigstore_models import intoto as intoto_pb
     from sigstore_models.bundle import v1 as bundle_pb
 
@@ -399,12 +431,18 @@ def _bundle_signer(signer: Signer):
         def sign(self, payload):
             raw = json_format.MessageToJson(payload.statement.pb).encode("utf-8")
             sig = bytes.fromhex(self._outer.sslib.sign(sigstore_pb.pae(raw)).signature)
-            envelope = intoto_pb.Envelope(payload=base64.b64encode(raw),
-                                          payload_type=ms_signing._IN_TOTO_JSON_PAYLOAD_TYPE,
-                                          signatures=[intoto_pb.Signature(sig=base64.b64encode(sig), keyid="")])
-            return sigstore_pb.Signature(bundle_pb.Bundle(media_type=sigstore_pb._BUNDLE_MEDIA_TYPE,
-                                                          verification_material=self._get_verification_material(),
-                                                          dsse_envelope=envelope))
+            envelope = intoto_pb.Envelope(
+                payload=base64.b64encode(raw),
+                payload_type=ms_signing._IN_TOTO_JSON_PAYLOAD_TYPE,
+                signatures=[intoto_pb.Signature(sig=base64.b64encode(sig), keyid="")],
+            )
+            return sigstore_pb.Signature(
+                bundle_pb.Bundle(
+                    media_type=sigstore_pb._BUNDLE_MEDIA_TYPE,
+                    verification_material=self._get_verification_material(),
+                    dsse_envelope=envelope,
+                )
+            )
 
     return BundleSigner(signer)
 

@@ -4,6 +4,7 @@ A spec is {"inputs": {label: path}, "outputs": {label: path}, "params": {...}}, 
 config (so Snakemake's params trigger re-runs exactly the jobs whose settings changed). Each runner calls one
 plain function and writes the provenance sidecar of its main output.
 """
+
 from __future__ import annotations
 
 from . import intoto, provenance
@@ -16,6 +17,7 @@ def runner(name):
     def register(fn):
         RUNNERS[name] = fn
         return fn
+
     return register
 
 
@@ -76,8 +78,9 @@ def export(inputs, outputs, p):
 def simplify(inputs, outputs, p):
     from .graph.simplify import simplify_onnx
 
-    facts = simplify_onnx(inputs["onnx"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
-                          simplifier=p["simplifier"])
+    facts = simplify_onnx(
+        inputs["onnx"], outputs["onnx"], model=p["model"], input_specs=p["inputs"], simplifier=p["simplifier"]
+    )
     return _record(outputs["onnx"], "simplify", inputs, p, facts)
 
 
@@ -90,27 +93,42 @@ def precision(inputs, outputs, p):
     from .graph.variant import label_problem
     from .validation.validate import write_parity
 
-    facts = make_precision_variant(inputs["onnx"], outputs["onnx"], p["precision"], model=p["model"],
-                                   input_specs=p["inputs"],
-                                   calibration_path=inputs.get("calibration") or p.get("calibration"),
-                                   calibration_code=p.get("calibration_code"), search=p.get("search"),
-                                   golden_path=inputs["golden"], tolerance=p["tolerance"])
+    facts = make_precision_variant(
+        inputs["onnx"],
+        outputs["onnx"],
+        p["precision"],
+        model=p["model"],
+        input_specs=p["inputs"],
+        calibration_path=inputs.get("calibration") or p.get("calibration"),
+        calibration_code=p.get("calibration_code"),
+        search=p.get("search"),
+        golden_path=inputs["golden"],
+        tolerance=p["tolerance"],
+    )
     _record(outputs["onnx"], "precision", inputs, p, facts)
     search = facts.get("search")
     notes = {}
     if search:
-        notes["precision_search"] = {**{k: search[k] for k in ("status", "trials", "seconds", "kept")},
-                                     **({"would_need": search["would_need"]} if "would_need" in search else {}),
-                                     "summary": summary(search)}
+        notes["precision_search"] = {
+            **{k: search[k] for k in ("status", "trials", "seconds", "kept")},
+            **({"would_need": search["would_need"]} if "would_need" in search else {}),
+            "summary": summary(search),
+        }
     problem = label_problem(facts)
-    overflow = low_precision_overflow(outputs["onnx"], inputs["onnx"], inputs["golden"], p["tolerance"],
-                                      p["precision"])
+    overflow = low_precision_overflow(outputs["onnx"], inputs["onnx"], inputs["golden"], p["tolerance"], p["precision"])
     if overflow:  # what onnxruntime's CPU provider hides (it runs fp16 ops without a kernel in fp32)
         notes["emulated"] = overflow
         problem = problem or overflow["reason"]
-    facts["parity"] = write_parity(outputs["parity"], onnx_path=outputs["onnx"], golden_path=inputs["golden"],
-                                   tolerance=p["tolerance"], variant=p["precision"],
-                                   recorded=_recorded("precision", p), problem=problem, notes=notes or None)
+    facts["parity"] = write_parity(
+        outputs["parity"],
+        onnx_path=outputs["onnx"],
+        golden_path=inputs["golden"],
+        tolerance=p["tolerance"],
+        variant=p["precision"],
+        recorded=_recorded("precision", p),
+        problem=problem,
+        notes=notes or None,
+    )
     return facts
 
 
@@ -120,9 +138,16 @@ def golden(inputs, outputs, p):
 
     # io: TensorFlow's tensor sidecar; imported: an ONNX source's model.onnx (the reference where the source cannot run)
     source = {**p["source"], "path": inputs["source"], "io": inputs.get("io"), "imported": inputs.get("imported")}
-    facts = make_golden(outputs["golden"], model=p["model"], source=source, input_specs=p["inputs"],
-                        outputs=p["outputs"], seed=p["seed"], samples=inputs.get("samples"),
-                        device=p.get("device", "cpu"))
+    facts = make_golden(
+        outputs["golden"],
+        model=p["model"],
+        source=source,
+        input_specs=p["inputs"],
+        outputs=p["outputs"],
+        seed=p["seed"],
+        samples=inputs.get("samples"),
+        device=p.get("device", "cpu"),
+    )
     return _record(outputs["golden"], "golden", inputs, p, facts)
 
 
@@ -131,9 +156,17 @@ def parity(inputs, outputs, p):
     """The exported and the simplified ONNX of one model against its golden outputs."""
     from .validation.validate import write_parity
 
-    return {variant: write_parity(outputs[variant], onnx_path=inputs[variant], golden_path=inputs["golden"],
-                                  tolerance=p["tolerance"], variant=variant, recorded=_recorded("parity", p))
-            for variant in ("export", "sim")}
+    return {
+        variant: write_parity(
+            outputs[variant],
+            onnx_path=inputs[variant],
+            golden_path=inputs["golden"],
+            tolerance=p["tolerance"],
+            variant=variant,
+            recorded=_recorded("parity", p),
+        )
+        for variant in ("export", "sim")
+    }
 
 
 @runner("build")
@@ -147,8 +180,14 @@ def build(inputs, outputs, p):
     facts = {}
     for cc in p["compute_capabilities"]:
         tag = cc_tag(cc)
-        facts[cc] = _build_one(backend, inputs, {k: outputs[f"{k}_sm{tag}"] for k in ("plan", "intoto")}, p, cc,
-                               (p["timing_caches"] or {}).get(tag))
+        facts[cc] = _build_one(
+            backend,
+            inputs,
+            {k: outputs[f"{k}_sm{tag}"] for k in ("plan", "intoto")},
+            p,
+            cc,
+            (p["timing_caches"] or {}).get(tag),
+        )
         if f"json_sm{tag}" in outputs:
             _validate_one(inputs, outputs[f"json_sm{tag}"], outputs[f"plan_sm{tag}"], {**p, **p["validation"]}, cc)
     return facts
@@ -164,20 +203,36 @@ def _build_one(backend, inputs, outputs, p, cc, timing_cache):
     check_host_matches_key(backend, p, cc, host)  # on arrival: a job on the wrong node (Slurm pool) stops here
     # full TensorRT builds on (and for) one local GPU of the key's compute capability; RTX needs none
     with pinned_gpu_if(backend.builds_on_gpu, host, cc, model=p["model"]) as gpu:
-        facts = build_plan(backend.module, inputs["onnx"], outputs["plan"], model=p["model"],
-                           input_profiles={k: {s: v[s] for s in ("min", "opt", "max", "values") if s in v}
-                                           for k, v in p["inputs"].items()},
-                           workspace_mb=p["build"]["workspace_mb"], optimization_level=p["build"]["optimization_level"],
-                           compute_capability=backend.aot_target(cc), timing_cache_path=timing_cache,
-                           hardware_compatibility_level=opts.get("hardware_compatibility_level"),
-                           version_compatible=opts.get("version_compatible", False),
-                           precision=p["precision"], log=lambda *a: print(*a, flush=True))
+        facts = build_plan(
+            backend.module,
+            inputs["onnx"],
+            outputs["plan"],
+            model=p["model"],
+            input_profiles={
+                k: {s: v[s] for s in ("min", "opt", "max", "values") if s in v} for k, v in p["inputs"].items()
+            },
+            workspace_mb=p["build"]["workspace_mb"],
+            optimization_level=p["build"]["optimization_level"],
+            compute_capability=backend.aot_target(cc),
+            timing_cache_path=timing_cache,
+            hardware_compatibility_level=opts.get("hardware_compatibility_level"),
+            version_compatible=opts.get("version_compatible", False),
+            precision=p["precision"],
+            log=lambda *a: print(*a, flush=True),
+        )
     facts["gpu"] = gpu
     facts["compute_capability"] = cc
     if not timing_cache:
         facts["timing_cache"] = {"path": None, "reason": backend.timing_cache_unused or "no timing cache configured"}
-    provenance.write(outputs["plan"], stage="build", inputs=inputs, params=p, facts=facts, host=host,
-                     artifact_sha256=facts.pop("plan_sha256"))
+    provenance.write(
+        outputs["plan"],
+        stage="build",
+        inputs=inputs,
+        params=p,
+        facts=facts,
+        host=host,
+        artifact_sha256=facts.pop("plan_sha256"),
+    )
     intoto.write_statement(outputs["plan"], outputs.get("intoto"))
     return facts
 
@@ -187,14 +242,18 @@ def check_host_matches_key(backend, p: dict, cc: str, host: dict) -> None:
     build anything else."""
     from .errors import WrongHost
 
-    if not p["key"].startswith(backend.key) or p["key"][len(backend.key):][:1] not in ("", "-"):
-        raise WrongHost(f"this job builds key '{p['key']}' but the installed backend is '{backend.key}'",
-                        model=p["model"])
+    if not p["key"].startswith(backend.key) or p["key"][len(backend.key) :][:1] not in ("", "-"):
+        raise WrongHost(
+            f"this job builds key '{p['key']}' but the installed backend is '{backend.key}'", model=p["model"]
+        )
     if backend.builds_on_gpu:
         ccs = {g["compute_capability"] for g in host["gpus"]}
         if cc not in ccs:
-            raise WrongHost(f"this job builds for compute capability {cc} but this host's "
-                            f"GPUs are {sorted(ccs) or 'none'} ({_where(host)})", model=p["model"])
+            raise WrongHost(
+                f"this job builds for compute capability {cc} but this host's "
+                f"GPUs are {sorted(ccs) or 'none'} ({_where(host)})",
+                model=p["model"],
+            )
 
 
 def _where(host: dict) -> str:
@@ -209,8 +268,10 @@ def _where(host: dict) -> str:
 def validate(inputs, outputs, p):
     from .paths import cc_tag
 
-    return {cc: _validate_one(inputs, outputs[f"json_sm{cc_tag(cc)}"], inputs[f"plan_sm{cc_tag(cc)}"], p, cc)
-            for cc in p["compute_capabilities"]}
+    return {
+        cc: _validate_one(inputs, outputs[f"json_sm{cc_tag(cc)}"], inputs[f"plan_sm{cc_tag(cc)}"], p, cc)
+        for cc in p["compute_capabilities"]
+    }
 
 
 def _validate_one(inputs, out, plan, p, cc):
@@ -223,10 +284,22 @@ def _validate_one(inputs, out, plan, p, cc):
     # otherwise execution reports not-run with the reason.
     with pinned_gpu_if(bool(gpus_of(host, cc)), host, cc, model=p["model"]) as gpu:
         run_host = {**host, "gpus": [gpu]} if gpu else host
-        return validate_plan(out, plan=plan, parity=inputs["parity"], golden_path=inputs["golden"],
-                             tolerance=p["tolerance"], backend=p["backend"], key=p["key"], version=p["version"],
-                             cc=cc, precision=p["precision"], opt_shapes=p["inputs"], host=run_host,
-                             onnx_path=inputs["onnx"], recorded=_recorded("validate", p))
+        return validate_plan(
+            out,
+            plan=plan,
+            parity=inputs["parity"],
+            golden_path=inputs["golden"],
+            tolerance=p["tolerance"],
+            backend=p["backend"],
+            key=p["key"],
+            version=p["version"],
+            cc=cc,
+            precision=p["precision"],
+            opt_shapes=p["inputs"],
+            host=run_host,
+            onnx_path=inputs["onnx"],
+            recorded=_recorded("validate", p),
+        )
 
 
 @runner("deploy")
@@ -240,5 +313,12 @@ def deploy(inputs, outputs, p):
 def report(inputs, outputs, p):
     from .report import write_report
 
-    return write_report(outputs["json"], outputs["html"], jobs=p["jobs"], skipped=p["skipped"], models=p["models"],
-                        backend=p["backend"], failed=p.get("failed", []))
+    return write_report(
+        outputs["json"],
+        outputs["html"],
+        jobs=p["jobs"],
+        skipped=p["skipped"],
+        models=p["models"],
+        backend=p["backend"],
+        failed=p.get("failed", []),
+    )

@@ -1,6 +1,7 @@
 """What this host and config build: every (model, backend key, compute capability, precision), and the
-combinations skipped with the reason (e.g. fp8 below sm89). scripts/engine_factory/factory.py's `resolve` is the one caller that
+combinations skipped with the reason (e.g. fp8 below sm89). engine_factory/factory.py's `resolve` is the one caller that
 strings these together (probe -> targets -> backend -> key -> jobs)."""
+
 from __future__ import annotations
 
 from . import paths
@@ -13,8 +14,10 @@ def target_gpus(cfg: dict, local_gpus: list[dict]) -> list[dict]:
     from .cluster import pools
 
     if pools(cfg):
-        return [{"name": f"pool {name}", "compute_capability": p["compute_capability"], "pool": name}
-                for name, p in pools(cfg).items()]
+        return [
+            {"name": f"pool {name}", "compute_capability": p["compute_capability"], "pool": name}
+            for name, p in pools(cfg).items()
+        ]
     return local_gpus
 
 

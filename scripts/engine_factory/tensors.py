@@ -6,6 +6,7 @@ An input spec (config `models.<m>.inputs.<name>`) is
 with optional `range: [low, high]` (the values the input takes: golden inputs follow it) and, for a shape-tensor
 input (an int input that carries a shape, e.g. Expand's target), `values: {min, opt, max}` (the values themselves).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -135,24 +136,35 @@ def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
         if m["nonfinite_mismatch"]:
             e = np.asarray(exp)
             beyond = e.dtype == np.float64 and bool((np.abs(e[np.isfinite(e)]) > np.finfo(np.float32).max).any())
-            failures.append(f"{name}: {m['nonfinite_mismatch']} non-finite value(s) where the reference differs"
-                            + (" (the reference holds values beyond float32's range: a float32 model cannot "
-                               "reproduce them)" if beyond else ""))
+            failures.append(
+                f"{name}: {m['nonfinite_mismatch']} non-finite value(s) where the reference differs"
+                + (
+                    " (the reference holds values beyond float32's range: a float32 model cannot reproduce them)"
+                    if beyond
+                    else ""
+                )
+            )
         if "atol" in tol and "rtol" in tol:
             a = np.asarray(actual[name], dtype=np.float64)
             e = np.asarray(exp, dtype=np.float64)
             both = np.isfinite(a) & np.isfinite(e)  # non-finite positions are judged above
             bad = both & (np.abs(np.where(both, a - e, 0)) > tol["atol"] + tol["rtol"] * np.abs(np.where(both, e, 0)))
             if bad.any():
-                failures.append(f"{name}: {int(bad.sum())} of {bad.size} values outside atol={tol['atol']} "
-                                f"rtol={tol['rtol']} (max_abs {m['max_abs']:.3g})")
+                failures.append(
+                    f"{name}: {int(bad.sum())} of {bad.size} values outside atol={tol['atol']} "
+                    f"rtol={tol['rtol']} (max_abs {m['max_abs']:.3g})"
+                )
         if "min_cosine" in tol and m["cosine"] < tol["min_cosine"]:
             failures.append(f"{name}: cosine {m['cosine']:.6f} < {tol['min_cosine']}")
         if "min_top1_agreement" in tol and "top1_agreement" in m and m["top1_agreement"] < tol["min_top1_agreement"]:
             failures.append(f"{name}: top-1 agreement {m['top1_agreement']:.3f} < {tol['min_top1_agreement']}")
     status = Outcome.FAIL if failures else Outcome.PASS
-    result = {"status": status, "reason": "; ".join(failures) if failures else "all outputs within tolerance",
-              "tolerance": tolerance, "outputs": per_output}
+    result = {
+        "status": status,
+        "reason": "; ".join(failures) if failures else "all outputs within tolerance",
+        "tolerance": tolerance,
+        "outputs": per_output,
+    }
     weak = degenerate_outputs({k: v for k, v in expected.items() if k in actual})
     if weak:  # a pass on these proves nothing: say so wherever the result is shown
         result["degenerate_golden"] = weak

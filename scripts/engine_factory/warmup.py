@@ -1,4 +1,5 @@
-"""The jobs' forkserver imports this last (scripts/engine_factory/jobs.py PRELOAD): each library's first use, once, so that every
+"""The jobs' forkserver imports this last (engine_factory/jobs.py PRELOAD): each library's first use, once, so that
+every
 job forked afterwards starts warm.
 
 A first torch.export + torch.onnx.export in a process costs ~2.8 s more than the next one (dynamo, sympy, networkx
@@ -10,6 +11,7 @@ thread, on fake tensors, and onnxruntime's sessions closed again, so no thread p
 check that. ModelOpt's quantization is not warmed here: it patches onnxruntime in the process that calls it (each job's
 own, scripts/engine_factory/graph/precision.py), and every job forks from this one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +32,9 @@ def _warm_torch_export(onnx_path: str) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                            nn.Linear(4, 2)).eval()
+        net = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+        ).eval()
         ep = torch.export.export(net, (torch.zeros(2, 3, 8, 8),), dynamic_shapes=({0: Dim("batch", min=1, max=4)},))
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             torch.onnx.export(ep, (), onnx_path, dynamo=True, opset_version=18, external_data=False, verbose=False)
@@ -49,8 +52,9 @@ def _warm_onnx_stages(onnx_path: str) -> None:
     from .tensors import run_onnxruntime
 
     run_onnxruntime(onnx_path, {"input": np.zeros((2, 3, 8, 8), np.float32)})  # torch.onnx's name for it
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name.startswith("modelopt")] + [logging.getLogger("modelopt")]
+    loggers = [
+        logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith("modelopt")
+    ] + [logging.getLogger("modelopt")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

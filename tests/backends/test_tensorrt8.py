@@ -1,6 +1,7 @@
 """TensorRT 8.x (backends/tensorrt8.py) without TensorRT 8: the spec picked by the module's version, skip reasons,
 key naming, opset down-conversion for its parser, builder flags and tactic sources on a stand-in module, the 8.x
 header's serialization tag. The real 8.5 run is on the GPU machine (docs/hardware-runs.md)."""
+
 import enum
 import types
 
@@ -29,18 +30,22 @@ def test_the_version_picks_the_spec(monkeypatch):
     monkeypatch.setattr(registry.tensorrt, "import_module", lambda: fake_module("8.5.3.1"))
     b = registry.load_backend("tensorrt")
     assert (b.name, b.key, b.spec) == ("tensorrt", "trt-8.5.3.1", tensorrt8)
-    assert b.key_for({"tensorrt": {"hardware_compatibility_level": "none", "version_compatible": False}}) \
-        == "trt-8.5.3.1"
+    assert (
+        b.key_for({"tensorrt": {"hardware_compatibility_level": "none", "version_compatible": False}}) == "trt-8.5.3.1"
+    )
     assert b.builds_on_gpu and b.target_ccs({}, [{"compute_capability": "9.0"}]) == ["9.0"]
     assert "no bf16" in b.precision_support("9.0", "bf16") and "no fp8" in b.precision_support("9.0", "fp8")
     assert b.precision_support("9.0", "fp16") is None and b.precision_support("9.0", "int8") is None
 
 
 def model(path, opset):
-    g = h.make_graph([h.make_node("Relu", ["x"], ["r"]), h.make_node("ReduceSum", ["r", "axes"], ["y"], keepdims=1)],
-                     "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 3])], [h.make_tensor_value_info("y", T.FLOAT,
-                                                                                                   [2, 1])],
-                     initializer=[h.make_tensor("axes", T.INT64, [1], [1])])
+    g = h.make_graph(
+        [h.make_node("Relu", ["x"], ["r"]), h.make_node("ReduceSum", ["r", "axes"], ["y"], keepdims=1)],
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 3])],
+        [h.make_tensor_value_info("y", T.FLOAT, [2, 1])],
+        initializer=[h.make_tensor("axes", T.INT64, [1], [1])],
+    )
     onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", opset)]), str(path))
     return path
 
@@ -58,8 +63,11 @@ def test_onnx_brought_to_opset_17(tmp_path):
 
 STAND_IN = types.SimpleNamespace(
     BuilderFlag=enum.IntEnum("BuilderFlag", {"FP16": 0, "INT8": 1}),
-    TacticSource=enum.IntEnum("TacticSource", {"CUBLAS": 0, "CUBLAS_LT": 1, "CUDNN": 2, "EDGE_MASK_CONVOLUTIONS": 3,
-                                               "JIT_CONVOLUTIONS": 4}), __name__="tensorrt")
+    TacticSource=enum.IntEnum(
+        "TacticSource", {"CUBLAS": 0, "CUBLAS_LT": 1, "CUDNN": 2, "EDGE_MASK_CONVOLUTIONS": 3, "JIT_CONVOLUTIONS": 4}
+    ),
+    __name__="tensorrt",
+)
 
 
 class _Config:
@@ -85,8 +93,9 @@ def test_builder_flags_and_tactic_sources_on_a_stand_in(monkeypatch):
     assert config.tactics is None
     got = tensorrt8.set_tactic_sources(trt, config, "m", stand_ins={"libcublas.so.11": 15000})
     assert got["tactic_sources"] == ["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"] and "stand-in" in got["reason"]
-    assert config.tactics == (1 << int(trt.TacticSource.EDGE_MASK_CONVOLUTIONS)) | \
-        (1 << int(trt.TacticSource.JIT_CONVOLUTIONS))
+    assert config.tactics == (1 << int(trt.TacticSource.EDGE_MASK_CONVOLUTIONS)) | (
+        1 << int(trt.TacticSource.JIT_CONVOLUTIONS)
+    )
     monkeypatch.setenv(tensorrt8.TACTICS_ENV, "nonsense")
     with pytest.raises(FactoryError, match="unknown tactic source 'NONSENSE'"):
         tensorrt8.set_tactic_sources(trt, config, "m", stand_ins={})

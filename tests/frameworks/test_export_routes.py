@@ -1,6 +1,7 @@
 """Issue 28: export has a way out (exporter routes with a recorded fallback, outputs flattened by path, TorchScript
 forwards with constant arguments) and checkpoints as people save them (checkpoint_key, strip_prefix). Every model
 is written here: no downloads."""
+
 import sys
 import textwrap
 
@@ -72,8 +73,16 @@ def zoo(tmp_path, monkeypatch):
 
 
 def params(exporter="auto", fmt="pt2", outputs=("logits", "embedding"), ref="routes_models:MetaNet", **extra):
-    p = {"model": "m", "framework": "pytorch", "source_format": fmt, "inputs": SPECS, "outputs": list(outputs),
-         "opset": 18, "exporter": exporter, **extra}
+    p = {
+        "model": "m",
+        "framework": "pytorch",
+        "source_format": fmt,
+        "inputs": SPECS,
+        "outputs": list(outputs),
+        "opset": 18,
+        "exporter": exporter,
+        **extra,
+    }
     if fmt == "pt2" and exporter != "dynamo":
         p["eager"] = {"model_ref": ref, "model_kwargs": {}}
     return p
@@ -94,8 +103,14 @@ def test_meta_submodule_falls_back_to_legacy_recorded(zoo):
     d, models = zoo
     net = models.MetaNet().eval()
     torch.save(net.state_dict(), d / "m.pth")
-    freeze_pytorch(str(d / "m.pth"), str(d / "m.pt2"), model="m", model_ref="routes_models:MetaNet", model_kwargs={},
-                   input_specs=SPECS)
+    freeze_pytorch(
+        str(d / "m.pth"),
+        str(d / "m.pt2"),
+        model="m",
+        model_ref="routes_models:MetaNet",
+        model_kwargs={},
+        input_specs=SPECS,
+    )
     inputs = {"source": str(d / "m.pt2"), "checkpoint": str(d / "m.pth")}
     # dynamo alone: a one-line error naming the model, the route and the cause (not torch's page of advice)
     with pytest.raises(FactoryError) as e:
@@ -121,28 +136,41 @@ def test_nested_outputs_by_path_dynamo(zoo):
     d, models = zoo
     net = models.Nested().eval()
     torch.save(net.state_dict(), d / "n.pth")
-    freeze_pytorch(str(d / "n.pth"), str(d / "n.pt2"), model="m", model_ref="routes_models:Nested", model_kwargs={},
-                   input_specs=SPECS)
+    freeze_pytorch(
+        str(d / "n.pth"),
+        str(d / "n.pt2"),
+        model="m",
+        model_ref="routes_models:Nested",
+        model_kwargs={},
+        input_specs=SPECS,
+    )
     inputs = {"source": str(d / "n.pt2"), "checkpoint": str(d / "n.pth")}
-    facts = pytorch.export(inputs, {"onnx": str(d / "n.onnx")}, params(outputs=("aux.1", "score"),
-                                                                     ref="routes_models:Nested"))
+    facts = pytorch.export(
+        inputs, {"onnx": str(d / "n.onnx")}, params(outputs=("aux.1", "score"), ref="routes_models:Nested")
+    )
     assert facts["exporter"] == pytorch.DYNAMO and "exporter_fallback" not in facts
     check_parity(d / "n.onnx", lambda x: (net(x)["aux"][1], net(x)["score"]), ["aux.1", "score"])
     # one name per leaf, in the documented order (dict insertion order, depth first)
-    facts = pytorch.export(inputs, {"onnx": str(d / "p.onnx")}, params(outputs=("s", "b", "t"),
-                                                                     ref="routes_models:Nested"))
+    facts = pytorch.export(
+        inputs, {"onnx": str(d / "p.onnx")}, params(outputs=("s", "b", "t"), ref="routes_models:Nested")
+    )
     check_parity(d / "p.onnx", lambda x: (net(x)["score"], *net(x)["aux"]), ["s", "b", "t"])
     # the legacy route flattens the same way
-    facts = pytorch.export(inputs, {"onnx": str(d / "l.onnx")}, params("legacy", outputs=("aux.0", "score"),
-                                                                     ref="routes_models:Nested"))
+    facts = pytorch.export(
+        inputs, {"onnx": str(d / "l.onnx")}, params("legacy", outputs=("aux.0", "score"), ref="routes_models:Nested")
+    )
     check_parity(d / "l.onnx", lambda x: (net(x)["aux"][0], net(x)["score"]), ["aux.0", "score"])
     # neither paths nor one name per leaf: an error naming the key and the leaves
     with pytest.raises(FactoryError, match=r"models.m.outputs.*returns 3 outputs \(score, aux.0, aux.1\)"):
         pytorch.export(inputs, {"onnx": str(d / "x.onnx")}, params(outputs=("a", "b"), ref="routes_models:Nested"))
     # the golden reference picks the same leaves
     feeds = random_inputs(SPECS, seed=2)
-    ref = pytorch.reference_outputs({"kind": "checkpoint", "path": str(d / "n.pth"), "model_ref": "routes_models:Nested"},
-                                    feeds, ["aux.1", "score"], model="m")
+    ref = pytorch.reference_outputs(
+        {"kind": "checkpoint", "path": str(d / "n.pth"), "model_ref": "routes_models:Nested"},
+        feeds,
+        ["aux.1", "score"],
+        model="m",
+    )
     np.testing.assert_allclose(ref["aux.1"], run_onnxruntime(d / "n.onnx", feeds)["aux.1"], rtol=1e-5, atol=1e-6)
 
 
@@ -159,16 +187,18 @@ def test_torchscript_dict_output_and_constant_args(zoo):
     check_parity(d / "s.onnx", lambda x: (net(x, state, True)["y"],), ["y"])
     # the golden reference binds the same constants
     feeds = random_inputs(SPECS, seed=4)
-    ref = pytorch.reference_outputs({"kind": "torchscript", "path": str(d / "s.pt"), "constant_args": constants},
-                                    feeds, ["y"], model="m")
+    ref = pytorch.reference_outputs(
+        {"kind": "torchscript", "path": str(d / "s.pt"), "constant_args": constants}, feeds, ["y"], model="m"
+    )
     np.testing.assert_allclose(ref["y"], run_onnxruntime(d / "s.onnx", feeds)["y"], rtol=1e-5, atol=1e-6)
     # constants on the legacy route: refused with the key to change
     with pytest.raises(FactoryError, match="models.m.exporter.*dynamo route only"):
         pytorch.export({"source": str(d / "frozen.pt")}, {"onnx": str(d / "x.onnx")}, {**p, "exporter": "legacy"})
     # an unknown argument name: the forward's arguments listed
     with pytest.raises(FactoryError, match=r"models.m.constant_args.*\['nope'\].*\['x', 'state', 'flag'\]"):
-        pytorch.export({"source": str(d / "frozen.pt")}, {"onnx": str(d / "x.onnx")},
-                       {**p, "constant_args": {"nope": 1}})
+        pytorch.export(
+            {"source": str(d / "frozen.pt")}, {"onnx": str(d / "x.onnx")}, {**p, "constant_args": {"nope": 1}}
+        )
 
 
 def test_torchscript_dict_output_legacy_fails_auto_falls_back(zoo):
@@ -181,15 +211,20 @@ def test_torchscript_dict_output_legacy_fails_auto_falls_back(zoo):
         pytorch.export({"source": str(d / "frozen.pt")}, {"onnx": str(d / "x.onnx")}, p)
     facts = pytorch.export({"source": str(d / "frozen.pt")}, {"onnx": str(d / "n.onnx")}, {**p, "exporter": "auto"})
     assert facts["exporter"] == pytorch.TS_DYNAMO
-    assert facts["exporter_fallback"][0]["route"] == "legacy" and "RuntimeError" in facts["exporter_fallback"][0]["error"]
+    assert (
+        facts["exporter_fallback"][0]["route"] == "legacy" and "RuntimeError" in facts["exporter_fallback"][0]["error"]
+    )
     check_parity(d / "n.onnx", lambda x: (net(x)["score"], *net(x)["aux"]), ["score", "aux.0", "aux.1"])
 
 
 def test_checkpoint_nesting_and_prefix(zoo):
     d, models = zoo
     net = models.MetaNet().eval()
-    saved = {"model_state": {f"module.{k}": v for k, v in net.state_dict().items()},
-             "optimizer": {"lr": 0.1}, "step": 3}
+    saved = {
+        "model_state": {f"module.{k}": v for k, v in net.state_dict().items()},
+        "optimizer": {"lr": 0.1},
+        "step": 3,
+    }
     torch.save(saved, d / "train.pth")
     ref = "routes_models:MetaNet"
     with pytest.raises(FactoryError) as e:
@@ -203,23 +238,35 @@ def test_checkpoint_nesting_and_prefix(zoo):
     assert "strip_prefix: 'module.'" in msg and "\n" not in msg and "model 'm'" in msg
     with pytest.raises(FactoryError, match=r"checkpoint_key 'weights' is not in the checkpoint.*'model_state'"):
         load_state_dict_model(str(d / "train.pth"), ref, {}, model="m", checkpoint_key="weights")
-    loaded = load_state_dict_model(str(d / "train.pth"), ref, {}, model="m", checkpoint_key=["model_state"],
-                                   strip_prefix="module.")
+    loaded = load_state_dict_model(
+        str(d / "train.pth"), ref, {}, model="m", checkpoint_key=["model_state"], strip_prefix="module."
+    )
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
     # the whole chain with the keys: freeze, the legacy fallback and the golden read the checkpoint the same way
     keys = {"checkpoint_key": "model_state", "strip_prefix": "module."}
-    freeze_pytorch(str(d / "train.pth"), str(d / "t.pt2"), model="m", model_ref=ref, model_kwargs={},
-                   input_specs=SPECS, **keys)
-    facts = pytorch.export({"source": str(d / "t.pt2"), "checkpoint": str(d / "train.pth")},
-                           {"onnx": str(d / "t.onnx")}, params("auto", **keys))
+    freeze_pytorch(
+        str(d / "train.pth"), str(d / "t.pt2"), model="m", model_ref=ref, model_kwargs={}, input_specs=SPECS, **keys
+    )
+    facts = pytorch.export(
+        {"source": str(d / "t.pt2"), "checkpoint": str(d / "train.pth")},
+        {"onnx": str(d / "t.onnx")},
+        params("auto", **keys),
+    )
     assert facts["exporter"] == pytorch.LEGACY
     check_parity(d / "t.onnx", lambda x: (net(x)["logits"], net(x)["embedding"]), ["logits", "embedding"])
 
 
 def test_settings_carry_the_keys_and_config_checks():
-    m = {"framework": "pytorch", "checkpoint": "a.pth", "model": "p:C", "inputs": SPECS, "exporter": "legacy",
-         "checkpoint_key": "net", "strip_prefix": "module."}
+    m = {
+        "framework": "pytorch",
+        "checkpoint": "a.pth",
+        "model": "p:C",
+        "inputs": SPECS,
+        "exporter": "legacy",
+        "checkpoint_key": "net",
+        "strip_prefix": "module.",
+    }
     s = pytorch.export_settings("m", m)
     assert s["exporter"] == "legacy" and s["checkpoint_key"] == "net" and s["eager"]["model_ref"] == "p:C"
     assert pytorch.export_inputs("m", m)["checkpoint"] == "a.pth"
@@ -243,10 +290,18 @@ def test_question_mark_dims_get_distinct_names(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "?", "?"])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "src.onnx"))
-    specs = {"x": {"shape": ["batch", 3, 8, 8], "min": [1, 3, 8, 8], "opt": [1, 3, 8, 8], "max": [4, 3, 8, 8],
-                   "dtype": "float32"}}
-    facts = import_onnx(str(tmp_path / "src.onnx"), str(tmp_path / "m.onnx"), model="m", input_specs=specs,
-                        outputs=["y"], opset=17)
+    specs = {
+        "x": {
+            "shape": ["batch", 3, 8, 8],
+            "min": [1, 3, 8, 8],
+            "opt": [1, 3, 8, 8],
+            "max": [4, 3, 8, 8],
+            "dtype": "float32",
+        }
+    }
+    facts = import_onnx(
+        str(tmp_path / "src.onnx"), str(tmp_path / "m.onnx"), model="m", input_specs=specs, outputs=["y"], opset=17
+    )
     assert facts["dims_named"] == {"x[2]": "x_dim2", "x[3]": "x_dim3", "y[2]": "y_dim2", "y[3]": "y_dim3"}
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "x_dim2", "x_dim3"]

@@ -11,6 +11,7 @@ import pytest
 from engine_factory import errors
 from engine_factory.__main__ import main, parser_for
 from engine_factory.ops import COMMANDS, command
+
 from helpers import REPO, cli
 
 
@@ -26,12 +27,15 @@ def test_every_command_is_one_module_listed_once_and_help_shows_that_list():
 
 
 def test_a_stage_builds_only_runs_parser_and_imports_no_other_command():
-    code = ("import sys\nfrom engine_factory.__main__ import parser_for\n"
-            "p = parser_for(['run', 'demo', '{}', '{}'])\n"
-            "print(sorted(p._subparsers._group_actions[0].choices))\n"
-            "print(sorted(m for m in sys.modules if m.startswith('engine_factory.ops.')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
-                         check=True).stdout.splitlines()
+    code = (
+        "import sys\nfrom engine_factory.__main__ import parser_for\n"
+        "p = parser_for(['run', 'demo', '{}', '{}'])\n"
+        "print(sorted(p._subparsers._group_actions[0].choices))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('engine_factory.ops.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+    ).stdout.splitlines()
     assert out == ["['run']", "['engine_factory.ops.run']"]
 
 
@@ -39,6 +43,7 @@ def test_refusals_carry_their_exit_status_through_the_one_handler(capsys):
     def raising(error):
         def command():
             raise error
+
         return command
 
     assert errors.guarded(raising(errors.FactoryError("bad key", key="models.m"))) == 1
@@ -48,9 +53,13 @@ def test_refusals_carry_their_exit_status_through_the_one_handler(capsys):
     assert errors.guarded(raising(errors.StageFailed("stage build exited", status=137))) == 137
     assert errors.guarded(raising(OSError(errno.ENOSPC, "No space left on device", "/x/out.json"))) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "error: config key 'models.m': bad key", "error: would delete the only plans", "error: a run is in progress",
-        "error: snakemake --summary failed (1)", "error: stage build exited",
-        "error: No space left on device, writing '/x/out.json'"]
+        "error: config key 'models.m': bad key",
+        "error: would delete the only plans",
+        "error: a run is in progress",
+        "error: snakemake --summary failed (1)",
+        "error: stage build exited",
+        "error: No space left on device, writing '/x/out.json'",
+    ]
     with pytest.raises(ValueError):  # anything else is a bug: it keeps its traceback
         errors.guarded(raising(ValueError("a bug")))
     with pytest.raises(OSError):  # an OSError that is not a fact of the disk, too
@@ -66,8 +75,10 @@ def test_an_unknown_stage_is_one_line_and_exit_status_1(capsys):
 def test_repair_during_a_run_is_refused_with_exit_status_2(tmp_path, monkeypatch, capsys):
     from engine_factory.ops import verify
 
-    monkeypatch.setattr(verify, "state", lambda d: {"in_progress": True, "runs": [{"pid": 4242, "started": 0}],
-                                                     "locked": True, "stale_lock": False})
+    monkeypatch.setattr(
+        verify,
+        "state",
+        lambda d: {"in_progress": True, "runs": [{"pid": 4242, "started": 0}], "locked": True, "stale_lock": False},
+    )
     assert main(["verify", "-d", str(tmp_path), "--repair"]) == 2
-    assert capsys.readouterr().err == ("error: a factory run is in progress here (pid 4242): repair after it "
-                                       "ends\n")
+    assert capsys.readouterr().err == ("error: a factory run is in progress here (pid 4242): repair after it ends\n")

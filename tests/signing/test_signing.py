@@ -6,7 +6,6 @@ in artifacts or logs; the config keys. Plans here are stand-in bytes: signing ne
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -2,16 +2,17 @@
 envelope per plan and a model.sig per model directory, made by local rules; both verify against the key; the sign
 logs name the key's id, never the key; a rerun does nothing, a new key re-signs (and only signs); without a key no
 sign job is planned."""
+
 import json
 import shutil
 from pathlib import Path
 
 import yaml
+from deploy.triton_zoo import write_models, zoo_config
 
 from engine_factory import paths, signing
 
 from helpers import build_once, dry_run
-from deploy.triton_zoo import write_models, zoo_config
 
 
 def write_zoo(root: Path, key: str | None = "keys/factory.key") -> Path:

@@ -7,6 +7,7 @@ only one there) on the same golden inputs, for comparison with the plans' latenc
 Writes OUT/summary.json (one entry per job: status, seconds, error) and OUT/results.tar.gz (validation files,
 provenance sidecars, the plans' first bytes), at most the 8 files that come back.
 """
+
 import io
 import json
 import os
@@ -34,8 +35,13 @@ def run_jobs(jobs):
         except BaseException as e:  # a failed job is a result; the next one runs
             entry.update(status="error", error=f"{type(e).__name__}: {e}", trace=traceback.format_exc()[-3000:])
         entry["seconds"] = round(time.perf_counter() - started, 3)
-        print(json.dumps({k: entry[k] for k in ("stage", "model", "precision", "status", "seconds")}
-                         | ({"error": entry["error"][:400]} if "error" in entry else {})), flush=True)
+        print(
+            json.dumps(
+                {k: entry[k] for k in ("stage", "model", "precision", "status", "seconds")}
+                | ({"error": entry["error"][:400]} if "error" in entry else {})
+            ),
+            flush=True,
+        )
         done.append(entry)
     return done
 
@@ -55,8 +61,9 @@ def baselines(jobs, iterations=100, warmup=10):
         ins, _ = load_golden(j["io"]["inputs"]["golden"])
         feeds = {k: np.ascontiguousarray(v) for k, v in ins.items()}
         res = {"batch": int(next(iter(feeds.values())).shape[0])}
-        sess = ort.InferenceSession(j["io"]["inputs"]["onnx"].replace(".fp32.onnx", ".onnx"),
-                                    providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            j["io"]["inputs"]["onnx"].replace(".fp32.onnx", ".onnx"), providers=["CPUExecutionProvider"]
+        )
         for _ in range(3):
             sess.run(None, feeds)
         t = []
@@ -85,8 +92,10 @@ def baselines(jobs, iterations=100, warmup=10):
                     b.record()
                     torch.cuda.synchronize()
                     times.append(a.elapsed_time(b))
-            res["torch_eager_cuda_ms"] = {"p50": float(np.percentile(times, 50)),
-                                          "p99": float(np.percentile(times, 99))}
+            res["torch_eager_cuda_ms"] = {
+                "p50": float(np.percentile(times, 50)),
+                "p99": float(np.percentile(times, 99)),
+            }
         else:
             res["torch_eager_cuda_ms"] = "not-run: an ONNX model (no PyTorch module)"
         out[model] = res
@@ -112,9 +121,13 @@ def main(carry: Path, out: Path):
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
         for p in sorted(Path("artifacts").rglob("*")):
-            if p.is_file() and (p.suffix in (".json", ".log", ".tsv") and "validation" in p.parts
-                                or p.name.endswith(".provenance.json") or p.name.endswith(".intoto.json")
-                                or "logs" in p.parts):
+            if p.is_file() and (
+                p.suffix in (".json", ".log", ".tsv")
+                and "validation" in p.parts
+                or p.name.endswith(".provenance.json")
+                or p.name.endswith(".intoto.json")
+                or "logs" in p.parts
+            ):
                 tar.add(p)
             elif p.suffix == ".plan":  # the header only: the plans stay on the machine
                 head = p.read_bytes()[:64]

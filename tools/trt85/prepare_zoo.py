@@ -10,6 +10,7 @@
 The DAG is resolved with a stand-in `tensorrt` module (its version only; no job imports it here) and the host facts
 of the GPU machine (FACTORY_HOST_FACTS). On the GPU machine tools/trt85/gpu_run.py runs the jobs.
 """
+
 import json
 import os
 import shutil
@@ -23,9 +24,22 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "8.5.3.1"
-H100 = {"hostname": "gpu", "gpus": [{"index": 0, "cuda_index": 0, "name": "NVIDIA H100 80GB HBM3",
-                                     "compute_capability": "9.0", "memory_mib": 81559, "sm_count": 132}],
-        "driver_version": "580.159.04", "cuda_driver_version": "13.0", "probe_errors": []}
+H100 = {
+    "hostname": "gpu",
+    "gpus": [
+        {
+            "index": 0,
+            "cuda_index": 0,
+            "name": "NVIDIA H100 80GB HBM3",
+            "compute_capability": "9.0",
+            "memory_mib": 81559,
+            "sm_count": 132,
+        }
+    ],
+    "driver_version": "580.159.04",
+    "cuda_driver_version": "13.0",
+    "probe_errors": [],
+}
 LIGHT = ("light_resnet50", "light_shufflenet")
 
 
@@ -40,11 +54,19 @@ def main(work: Path, carry: Path) -> None:
         shutil.copy(light / f"{name}.onnx", work / "config" / f"{name}.onnx")
         rng = np.random.default_rng(0)  # calibration for int8: seeded images in [0, 1)
         np.savez(work / "config" / f"{name}.calib.npz", **{"gpu_0/data_0": rng.random((8, 3, 224, 224), np.float32)})
-        models[name] = {"framework": "onnx", "onnx": f"{name}.onnx",
-                        "inputs": {"gpu_0/data_0": {"shape": [1, 3, 224, 224]}}, "outputs": ["gpu_0/softmax_1"],
-                        "calibration": f"{name}.calib.npz"}
-    cfg = {**{k: v for k, v in demo.items() if k != "models"}, "backend": "tensorrt",
-           "precisions": ["fp32", "fp16", "bf16", "int8", "fp8"], "models": models}
+        models[name] = {
+            "framework": "onnx",
+            "onnx": f"{name}.onnx",
+            "inputs": {"gpu_0/data_0": {"shape": [1, 3, 224, 224]}},
+            "outputs": ["gpu_0/softmax_1"],
+            "calibration": f"{name}.calib.npz",
+        }
+    cfg = {
+        **{k: v for k, v in demo.items() if k != "models"},
+        "backend": "tensorrt",
+        "precisions": ["fp32", "fp16", "bf16", "int8", "fp8"],
+        "models": models,
+    }
     cfg.pop("deploy", None)
     config = work / "config" / "zoo.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -52,8 +74,11 @@ def main(work: Path, carry: Path) -> None:
     (fake / "tensorrt").mkdir(parents=True, exist_ok=True)
     (fake / "tensorrt" / "__init__.py").write_text(f'__version__ = "{VERSION}"  # DAG only: no job imports it\n')
     (work / "host.json").write_text(json.dumps(H100))
-    env = {**os.environ, "FACTORY_HOST_FACTS": str(work / "host.json"),
-           "PYTHONPATH": str(fake) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "FACTORY_HOST_FACTS": str(work / "host.json"),
+        "PYTHONPATH": str(fake) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     os.environ.update(env)
     sys.path.insert(0, str(fake))
     from engine_factory import config as config_mod
@@ -72,14 +97,32 @@ def main(work: Path, carry: Path) -> None:
                 w = {"model": j["model"], "key": j["key"], "precision": j["precision"], "targets": ts.tag}
                 inputs = f.inputs(stage, w)
                 outputs = {k: v.format(**w) for k, v in paths.set_outputs(stage, list(ts.ccs)).items()}
-                jobs.append({"stage": stage, "io": {"inputs": inputs, "outputs": outputs, "wildcards": w},
-                             "settings": f.settings(stage, w)})
+                jobs.append(
+                    {
+                        "stage": stage,
+                        "io": {"inputs": inputs, "outputs": outputs, "wildcards": w},
+                        "settings": f.settings(stage, w),
+                    }
+                )
                 needed |= {v for k, v in inputs.items() if stage == "build" or not k.startswith("plan")}
     print(f"{len(jobs)} jobs; skipped: {[(s['model'], s['precision'], s['reason']) for s in f.skipped][:3]} ...")
     targets = sorted(needed)
-    subprocess.run([str(ROOT / ".venv" / "bin" / "snakemake"), "-s", str(ROOT / "Snakefile"),
-                    "--directory", str(work), "--configfile", str(config), "--cores", "2", *targets],
-                   check=True, env=env)
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "snakemake"),
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(work),
+            "--configfile",
+            str(config),
+            "--cores",
+            "2",
+            *targets,
+        ],
+        check=True,
+        env=env,
+    )
     if carry.exists():
         shutil.rmtree(carry)
     for p in targets:

@@ -18,11 +18,22 @@ for lib, names in groups.items():
     with open(c, "w") as f:
         for n in names:
             if n == "cudnnGetErrorString":
-                f.write('const char* %s(int s){return "stub";}\n' % n)
+                f.write(f'const char* {n}(int s){{return "stub";}}\n')
             else:
-                f.write("int %s(void){return 1;}\n" % n)
+                f.write(f"int {n}(void){{return 1;}}\n")
     with open(v, "w") as f:
-        f.write("%s { global: %s local: *; };\n" % (lib, "".join(n + "; " for n in names)))
-    r = subprocess.run(["gcc", "-shared", "-fPIC", "-O1", c, "-o", os.path.join(out, lib), "-Wl,-soname," + lib,
-                        "-Wl,--version-script=" + v])
+        f.write("{} {{ global: {} local: *; }};\n".format(lib, "".join(n + "; " for n in names)))
+    r = subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-O1",
+            c,
+            "-o",
+            os.path.join(out, lib),
+            "-Wl,-soname," + lib,
+            "-Wl,--version-script=" + v,
+        ]
+    )
     print(lib, len(names), "rc", r.returncode)

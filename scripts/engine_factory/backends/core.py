@@ -4,6 +4,7 @@ named here (strong typing flag, RTX AOT targets, full-TensorRT compatibility opt
 The core takes the imported module (`trt`) as an argument, so CI runs the full-TensorRT path with `tensorrt_rtx`
 passed in place of `tensorrt` wherever the APIs coincide.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,8 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..atomic import atomic_path, write_bytes
 from ..errors import FactoryError
@@ -27,6 +28,7 @@ PROGRESS_MAX_DEPTH = 3  # deeper build phases repeat per subgraph/layer: too cha
 
 def _progress_monitor(trt, log, model):
     """Log build phases (TensorRT calls these from its build threads); step_complete returning False would cancel."""
+
     class _Monitor(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
@@ -105,6 +107,7 @@ def _write_hashed(path, data) -> str:
             digest.update(view)
         except BaseException as e:  # e.g. MemoryError: never return the digest of part of the plan
             failed.append(e)
+
     hashing = threading.Thread(target=update)
     hashing.start()
     try:
@@ -119,11 +122,13 @@ def _write_hashed(path, data) -> str:
 
 def _refuse_bad_header(trt, path, compute_capability, model: str) -> None:
     """The written plan must pass the header check `validate` applies (magic, version, size, targets)."""
-    check = check_plan_header(path, backend=trt.__name__.split(".")[0], version=trt.__version__,
-                              compute_capability=compute_capability)
+    check = check_plan_header(
+        path, backend=trt.__name__.split(".")[0], version=trt.__version__, compute_capability=compute_capability
+    )
     if check["status"] != Outcome.PASS:
-        raise FactoryError(f"the plan {trt.__name__} wrote fails its header check ({check['reason']}); not kept",
-                           model=model)
+        raise FactoryError(
+            f"the plan {trt.__name__} wrote fails its header check ({check['reason']}); not kept", model=model
+        )
 
 
 def _onnx_nodes(onnx_path) -> dict[str, str]:
@@ -138,7 +143,7 @@ def _onnx_nodes(onnx_path) -> dict[str, str]:
 
 
 def locate(messages: list[str], onnx_path) -> str | None:
-    """"node 'name' (Op)" of the ONNX node a TensorRT message names (layer names are node names, sometimes with
+    """ "node 'name' (Op)" of the ONNX node a TensorRT message names (layer names are node names, sometimes with
     a suffix), the longest name that occurs; None when none does."""
     nodes = _onnx_nodes(onnx_path)
     text = "\n".join(messages)
@@ -151,7 +156,7 @@ def locate(messages: list[str], onnx_path) -> str | None:
 
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag, flags: int = 0):
@@ -174,13 +179,19 @@ def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag, fla
         problems = problems or [_one_line(m) for m in logger.errors()] or ["no message"]
         first_node = first_node or locate(problems, onnx_path)
         # first line: model, node and op, TensorRT's first message; then every message
-        raise FactoryError(f"{trt.__name__} {trt.__version__} cannot parse the ONNX model"
-                           f"{' at ' + first_node if first_node else ''}: {_one_line(problems[0])}"
-                           + ("".join(f"\n  {p}" for p in problems) if len(problems) > 1 else ""),
-                           model=model, path=str(onnx_path))
+        raise FactoryError(
+            f"{trt.__name__} {trt.__version__} cannot parse the ONNX model"
+            f"{' at ' + first_node if first_node else ''}: {_one_line(problems[0])}"
+            + ("".join(f"\n  {p}" for p in problems) if len(problems) > 1 else ""),
+            model=model,
+            path=str(onnx_path),
+        )
     if network.num_outputs == 0:  # protobuf parses some junk bytes as an empty model (measured)
-        raise FactoryError(f"{trt.__name__} parsed no outputs from this file: not an ONNX model, or an empty graph",
-                           model=model, path=str(onnx_path))
+        raise FactoryError(
+            f"{trt.__name__} parsed no outputs from this file: not an ONNX model, or an empty graph",
+            model=model,
+            path=str(onnx_path),
+        )
     return network, parser  # the parser must outlive the build (it owns the weights)
 
 
@@ -203,9 +214,12 @@ def _add_profile(builder, network, config, logger, input_profiles: dict, model: 
         if tensor.is_shape_tensor:
             values = (input_profiles.get(name) or {}).get("values")
             if not values:
-                raise err(f"input '{name}' is a shape tensor (its values are a shape{_consumers(onnx_path, name)}): "
-                          "give its values for the profile as `values: {min: [...], opt: [...], max: [...]}`",
-                          name, ".values")
+                raise err(
+                    f"input '{name}' is a shape tensor (its values are a shape{_consumers(onnx_path, name)}): "
+                    "give its values for the profile as `values: {min: [...], opt: [...], max: [...]}`",
+                    name,
+                    ".values",
+                )
             if any(d < 0 for d in shape):
                 raise err(f"shape-tensor input '{name}' must have a static shape, the model has {shape}", name)
             try:
@@ -224,15 +238,22 @@ def _add_profile(builder, network, config, logger, input_profiles: dict, model: 
         mn, opt, mx = ([int(d) for d in spec[k]] for k in ("min", "opt", "max"))
         for k, dims in (("min", mn), ("opt", opt), ("max", mx)):
             if len(dims) != len(shape):
-                raise err(f"input '{name}': {k} {dims} has rank {len(dims)}, "
-                          f"the model's shape {shape} has rank {len(shape)}", name, f".{k}")
+                raise err(
+                    f"input '{name}': {k} {dims} has rank {len(dims)}, the model's shape {shape} has rank {len(shape)}",
+                    name,
+                    f".{k}",
+                )
         for i, d in enumerate(shape):
             if d >= 0 and not mn[i] == opt[i] == mx[i] == d:
-                raise err(f"input '{name}': dimension {i} is fixed at {d} in the model, profile gives "
-                          f"min/opt/max {mn[i]}/{opt[i]}/{mx[i]}", name)
+                raise err(
+                    f"input '{name}': dimension {i} is fixed at {d} in the model, profile gives "
+                    f"min/opt/max {mn[i]}/{opt[i]}/{mx[i]}",
+                    name,
+                )
             if not 0 < mn[i] <= opt[i] <= mx[i]:
-                raise err(f"input '{name}': dimension {i} needs 0 < min <= opt <= max, got {mn[i]}/{opt[i]}/{mx[i]}",
-                          name)
+                raise err(
+                    f"input '{name}': dimension {i} needs 0 < min <= opt <= max, got {mn[i]}/{opt[i]}/{mx[i]}", name
+                )
         profile.set_shape(name, mn, opt, mx)
     if input_profiles and config.add_optimization_profile(profile) < 0:
         raise err(f"the builder rejected the shape profile: {'; '.join(logger.errors()) or 'no message'}")
@@ -240,7 +261,7 @@ def _add_profile(builder, network, config, logger, input_profiles: dict, model: 
 
 
 def _consumers(onnx_path, name: str) -> str:
-    """", read by Expand 'node'" for an input: where a shape tensor's values go."""
+    """ ", read by Expand 'node'" for an input: where a shape tensor's values go."""
     import onnx
 
     try:
@@ -251,11 +272,23 @@ def _consumers(onnx_path, name: str) -> str:
     return f", read by {', '.join(users[:3])}" if users else ""
 
 
-def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, workspace_mb: int = 1024,
-               optimization_level: int = 3, compute_capability: str | None = None,
-               strongly_typed_flag: bool | None = None, timing_cache_path: str | None = None,
-               hardware_compatibility_level: str | None = None, version_compatible: bool = False,
-               precision: str | None = None, log: Callable[[str], None] = print) -> dict:
+def build_plan(
+    trt,
+    onnx_path,
+    plan_path,
+    *,
+    model: str,
+    input_profiles: dict,
+    workspace_mb: int = 1024,
+    optimization_level: int = 3,
+    compute_capability: str | None = None,
+    strongly_typed_flag: bool | None = None,
+    timing_cache_path: str | None = None,
+    hardware_compatibility_level: str | None = None,
+    version_compatible: bool = False,
+    precision: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Build one plan from an ONNX file with the backend module `trt` and write it atomically to `plan_path`.
 
     compute_capability: TensorRT-RTX AOT target ("8.6"); None for full TensorRT (the local GPU). With RTX, None lets
@@ -265,18 +298,50 @@ def build_plan(trt, onnx_path, plan_path, *, model: str, input_profiles: dict, w
     Returns facts for provenance; raises FactoryError (naming model and file) on any failure, leaving no plan.
     """
     spec = spec_of(trt.__name__.split(".")[0], trt.__version__)
-    with tempfile.TemporaryDirectory(prefix="parser-onnx-") if hasattr(spec, "onnx_for_parser") \
-            else contextlib.nullcontext() as work:
-        return _build(trt, spec, work, onnx_path, plan_path, model=model, input_profiles=input_profiles,
-                      workspace_mb=workspace_mb, optimization_level=optimization_level,
-                      compute_capability=compute_capability, strongly_typed_flag=strongly_typed_flag,
-                      timing_cache_path=timing_cache_path, hardware_compatibility_level=hardware_compatibility_level,
-                      version_compatible=version_compatible, precision=precision, log=log)
+    with (
+        tempfile.TemporaryDirectory(prefix="parser-onnx-")
+        if hasattr(spec, "onnx_for_parser")
+        else contextlib.nullcontext() as work
+    ):
+        return _build(
+            trt,
+            spec,
+            work,
+            onnx_path,
+            plan_path,
+            model=model,
+            input_profiles=input_profiles,
+            workspace_mb=workspace_mb,
+            optimization_level=optimization_level,
+            compute_capability=compute_capability,
+            strongly_typed_flag=strongly_typed_flag,
+            timing_cache_path=timing_cache_path,
+            hardware_compatibility_level=hardware_compatibility_level,
+            version_compatible=version_compatible,
+            precision=precision,
+            log=log,
+        )
 
 
-def _build(trt, spec, work, onnx_path, plan_path, *, model, input_profiles, workspace_mb, optimization_level,
-           compute_capability, strongly_typed_flag, timing_cache_path, hardware_compatibility_level,
-           version_compatible, precision, log) -> dict:
+def _build(
+    trt,
+    spec,
+    work,
+    onnx_path,
+    plan_path,
+    *,
+    model,
+    input_profiles,
+    workspace_mb,
+    optimization_level,
+    compute_capability,
+    strongly_typed_flag,
+    timing_cache_path,
+    hardware_compatibility_level,
+    version_compatible,
+    precision,
+    log,
+) -> dict:
     weak = {}  # a weakly typed module's own facts (TensorRT 8.x): the ONNX it parsed, flags, tactic sources
     if hasattr(spec, "onnx_for_parser"):
         onnx_path, weak["onnx"] = spec.onnx_for_parser(onnx_path, work, model)
@@ -313,10 +378,13 @@ def _build(trt, spec, work, onnx_path, plan_path, *, model, input_profiles, work
     if serialized is None:
         errors = [_one_line(m) for m in logger.errors()] or ["(no error logged)"]
         where = locate(errors, onnx_path)
-        raise FactoryError(f"{trt.__name__} {trt.__version__} failed to build a plan for {target}"
-                           f"{' at ' + where if where else ''}: {errors[0]}"
-                           + ("".join(f"\n  {m}" for m in errors) if len(errors) > 1 else ""),
-                           model=model, path=str(onnx_path))
+        raise FactoryError(
+            f"{trt.__name__} {trt.__version__} failed to build a plan for {target}"
+            f"{' at ' + where if where else ''}: {errors[0]}"
+            + ("".join(f"\n  {m}" for m in errors) if len(errors) > 1 else ""),
+            model=model,
+            path=str(onnx_path),
+        )
     if timing_cache_path:
         _save_timing_cache(config, timing_cache_path, cache_facts)
     with atomic_path(plan_path) as tmp:
@@ -324,11 +392,19 @@ def _build(trt, spec, work, onnx_path, plan_path, *, model, input_profiles, work
         _refuse_bad_header(trt, tmp, compute_capability, model)  # before the rename: no damaged plan is ever left
     log(f"[build {model}] done in {seconds:.1f} s, {serialized.nbytes} bytes")
     return {
-        "backend": trt.__name__, "version": trt.__version__, "build_seconds": round(seconds, 3),
+        "backend": trt.__name__,
+        "version": trt.__version__,
+        "build_seconds": round(seconds, 3),
         "plan_sha256": plan_sha256,
-        "plan_bytes": int(serialized.nbytes), "targets": [str(compute_capability)] if compute_capability else None,
-        "input_shapes": shapes, "input_profiles": input_profiles, "workspace_mb": int(workspace_mb),
-        "optimization_level": int(optimization_level), "strongly_typed_flag": bool(strongly_typed_flag),
-        **compat, **weak, "timing_cache": cache_facts,
+        "plan_bytes": int(serialized.nbytes),
+        "targets": [str(compute_capability)] if compute_capability else None,
+        "input_shapes": shapes,
+        "input_profiles": input_profiles,
+        "workspace_mb": int(workspace_mb),
+        "optimization_level": int(optimization_level),
+        "strongly_typed_flag": bool(strongly_typed_flag),
+        **compat,
+        **weak,
+        "timing_cache": cache_facts,
         "warnings": [m for s, m in logger.records if s == "WARNING"][:20],
     }

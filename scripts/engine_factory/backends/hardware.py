@@ -1,4 +1,5 @@
 """What the GPU hardware itself allows, whatever the backend: one place for the precision rules."""
+
 from __future__ import annotations
 
 # precision -> the oldest compute capability that has it

@@ -14,6 +14,7 @@ Header facts and where they come from:
   MALFORMED_ENGINE and VERSION_MISMATCH diagnostics are judged always.
 Deserialization and execution are engine_factory.runtime's job (they need the right GPU selected).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,15 +29,20 @@ MIN_HEADER = 0x28  # every field read below lies before it
 ALWAYS_FATAL = ("MALFORMED_ENGINE", "VERSION_MISMATCH")
 
 
-def check_plan_header(plan_path, *, backend: str, version: str, compute_capability: str | None,
-                      host: dict | None = None) -> dict:
+def check_plan_header(
+    plan_path, *, backend: str, version: str, compute_capability: str | None, host: dict | None = None
+) -> dict:
     """{"status": "pass"|"fail", "reason", "details"} for `backend` (name or short name); compute_capability None
     skips the target cross-check."""
     spec = spec_of(backend, version)
     short = spec.SHORT
     path = Path(plan_path)
-    details: dict = {"path": str(path), "backend": short, "expected_version": version,
-                     "compute_capability": compute_capability}
+    details: dict = {
+        "path": str(path),
+        "backend": short,
+        "expected_version": version,
+        "compute_capability": compute_capability,
+    }
     if not path.is_file():
         return _result(["plan file is missing"], details)
     details["bytes"] = size = path.stat().st_size
@@ -55,13 +61,16 @@ def check_plan_header(plan_path, *, backend: str, version: str, compute_capabili
 
     problems = []
     n = spec.HEADER_VERSION_FIELDS
-    found = list(head[VERSION_OFFSET:VERSION_OFFSET + n])
+    found = list(head[VERSION_OFFSET : VERSION_OFFSET + n])
     want = [int(x) for x in version.split(".")[:n]]
     details["header_version"] = ".".join(map(str, found))
-    if found[:len(want)] != want[:len(found)]:  # a key may give fewer parts
+    if found[: len(want)] != want[: len(found)]:  # a key may give fewer parts
         problems.append(f"header says version {details['header_version']}, key says {version}")
-    problems += (spec.header_problems(head, size, compute_capability, details, version) if n == 0  # 8.x: its tag
-                 else spec.header_problems(head, size, compute_capability, details))
+    problems += (
+        spec.header_problems(head, size, compute_capability, details, version)
+        if n == 0  # 8.x: its tag
+        else spec.header_problems(head, size, compute_capability, details)
+    )
     problems += _runtime_validity(short, head, compute_capability, host, details)
     return _result(problems, details)
 
@@ -78,19 +87,26 @@ def _runtime_validity(short: str, head: bytes, cc: str | None, host: dict | None
     if not hasattr(runtime, "get_engine_validity"):  # full TensorRT 10.x has no header-only check
         details["engine_validity"] = {"checked": False, "reason": f"{trt.__name__} has no get_engine_validity"}
         return []
-    validity, diagnostics = runtime.get_engine_validity(head[:runtime.engine_header_size])
-    flags = [name for name, member in trt.EngineInvalidityDiagnostics.__members__.items()
-             if diagnostics & int(member)]
+    validity, diagnostics = runtime.get_engine_validity(head[: runtime.engine_header_size])
+    flags = [name for name, member in trt.EngineInvalidityDiagnostics.__members__.items() if diagnostics & int(member)]
     gpu_here = any(g.get("compute_capability") == cc for g in (host or {}).get("gpus", []))
-    details["engine_validity"] = {"checked": True, "validity": validity.name, "diagnostics": flags,
-                                  "judged": gpu_here, "log": logger.errors()[:5]}
+    details["engine_validity"] = {
+        "checked": True,
+        "validity": validity.name,
+        "diagnostics": flags,
+        "judged": gpu_here,
+        "log": logger.errors()[:5],
+    }
     problems = [f"runtime reports {f}" for f in flags if f in ALWAYS_FATAL]
     if validity.name == "INVALID" and gpu_here and not problems:
-        problems.append(f"runtime reports the plan INVALID on this host's {cc} GPU ({', '.join(flags) or 'no flags'}"
-                        f"{': ' + logger.errors()[0] if logger.errors() else ''})")
+        problems.append(
+            f"runtime reports the plan INVALID on this host's {cc} GPU ({', '.join(flags) or 'no flags'}"
+            f"{': ' + logger.errors()[0] if logger.errors() else ''})"
+        )
     if not gpu_here:
-        details["engine_validity"]["note"] = ("no GPU of this compute capability here: INVALID is expected "
-                                              "(measured) and not judged")
+        details["engine_validity"]["note"] = (
+            "no GPU of this compute capability here: INVALID is expected (measured) and not judged"
+        )
     return problems
 
 
@@ -98,18 +114,29 @@ def _result(problems: list[str], details: dict) -> dict:
     if problems:
         return {"status": Outcome.FAIL, "reason": "; ".join(problems), "details": details}
     targets = details.get("header_targets")
-    return {"status": Outcome.PASS, "details": details,
-            "reason": f"{details['magic']} header, version {details['header_version']}"
-                      + (f", targets {targets}" if targets is not None else "")}
+    return {
+        "status": Outcome.PASS,
+        "details": details,
+        "reason": f"{details['magic']} header, version {details['header_version']}"
+        + (f", targets {targets}" if targets is not None else ""),
+    }
 
 
 def read_header(plan_path) -> dict:
-    """What a plan's header says without a key to compare with (the load-time check, scripts/engine_factory/deploy/readiness.py):
+    """What a plan's header says without a key to compare with (the load-time check,
+    engine_factory/deploy/readiness.py):
     {"backend" (short name) , "module", "version", "targets" (RTX: the AOT targets; None where the header has
     none), "bytes", "problem" (None, or why the header is not readable)}."""
     path = Path(plan_path)
-    out = {"path": str(path), "backend": None, "module": None, "version": None, "targets": None, "bytes": None,
-           "problem": None}
+    out = {
+        "path": str(path),
+        "backend": None,
+        "module": None,
+        "version": None,
+        "targets": None,
+        "bytes": None,
+        "problem": None,
+    }
     if not path.is_file():
         return {**out, "problem": "plan file is missing"}
     out["bytes"] = size = path.stat().st_size
@@ -122,7 +149,12 @@ def read_header(plan_path) -> dict:
         return {**out, "problem": f"plan is {size} bytes: too short for a header"}
     details: dict = {}
     problems = spec.header_problems(head, size, None, details)  # size and target fields where the backend has them
-    return {**out, "backend": spec.SHORT, "module": spec.MODULE,
-            "version": details.get("header_version")  # 8.x: the release its serialization tag names
-            or ".".join(str(b) for b in head[VERSION_OFFSET:VERSION_OFFSET + spec.HEADER_VERSION_FIELDS]),
-            "targets": details.get("header_targets"), "problem": "; ".join(problems) or None}
+    return {
+        **out,
+        "backend": spec.SHORT,
+        "module": spec.MODULE,
+        "version": details.get("header_version")  # 8.x: the release its serialization tag names
+        or ".".join(str(b) for b in head[VERSION_OFFSET : VERSION_OFFSET + spec.HEADER_VERSION_FIELDS]),
+        "targets": details.get("header_targets"),
+        "problem": "; ".join(problems) or None,
+    }

@@ -2,6 +2,7 @@
 without building anything. The builder (core.py), the header check (header.py) and the runtime (runtime.py) stand on
 it; it imports none of them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -22,11 +23,12 @@ SPECS = [*BACKENDS.values(), tensorrt8]
 class Backend:
     """An installed backend. Its differences are answered by its own module (rtx.py, tensorrt.py), so no caller
     tests a backend's name."""
-    name: str      # "tensorrt_rtx" | "tensorrt"
-    short: str     # "rtx" | "trt"
-    module: Any    # the imported Python module
-    version: str   # module.__version__
-    key: str       # f"{short}-{version}", the backend part of an artifact key
+
+    name: str  # "tensorrt_rtx" | "tensorrt"
+    short: str  # "rtx" | "trt"
+    module: Any  # the imported Python module
+    version: str  # module.__version__
+    key: str  # f"{short}-{version}", the backend part of an artifact key
 
     @property
     def spec(self):
@@ -120,8 +122,11 @@ def spec_of(name: str, version: str | None = None):
 def default_strongly_typed_flag(trt) -> bool:
     """TensorRT 10.x needs NetworkDefinitionCreationFlag.STRONGLY_TYPED; 11.x and RTX are always strongly typed."""
     major = int(trt.__version__.split(".")[0])
-    return (trt.__name__.split(".")[0] == tensorrt.MODULE and major == 10
-            and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"))
+    return (
+        trt.__name__.split(".")[0] == tensorrt.MODULE
+        and major == 10
+        and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    )
 
 
 # --------------------------------------------------------------------------------------------------- logging
@@ -134,6 +139,7 @@ def get_logger(trt, echo: Callable[[str], None] | None = None):
     It keeps (severity, message) of warnings and errors in `.records` (callers reset it) and echoes them to `echo`.
     """
     if trt.__name__ not in _LOGGERS:
+
         class _Logger(trt.ILogger):
             def __init__(self):
                 trt.ILogger.__init__(self)

@@ -16,6 +16,7 @@ Measured with tensorrt_rtx 1.7.1.116 on a GPU-less CPU host (November 2026):
 - BuilderFlag.VERSION_COMPATIBLE: accepted, then the build fails: "Unable to load library: libnvinfer_lean.so.1".
 - NetworkDefinitionCreationFlag.STRONGLY_TYPED: accepted (networks are strongly typed anyway).
 """
+
 from __future__ import annotations
 
 from ..errors import FactoryError
@@ -23,27 +24,38 @@ from .hardware import hardware_support
 
 MODULE = "tensorrt_rtx"
 SHORT = "rtx"
-BUILDS_ON_GPU = False     # ahead of time, for named compute capabilities
-PRELOADABLE = True        # importing it touches no GPU: job processes may fork from one that imported it
-MAGIC = b"vtrt"           # measured: every RTX plan starts with it
+BUILDS_ON_GPU = False  # ahead of time, for named compute capabilities
+PRELOADABLE = True  # importing it touches no GPU: job processes may fork from one that imported it
+MAGIC = b"vtrt"  # measured: every RTX plan starts with it
 HEADER_VERSION_FIELDS = 4  # measured: bytes 24..27 hold major, minor, patch and the build number
 # AOT targets: compute capability -> (ComputeCapability member, its bit in the header's target mask at 0x20).
-TARGETS = {"7.5": ("SM75", 0x01), "8.0": ("SM80", 0x02), "8.6": ("SM86", 0x04), "8.9": ("SM89", 0x08),
-           "12.0": ("SM120", 0x10), "12.1": ("SM121", 0x20)}
-SIZE_OFFSET = 0x10        # measured: a little-endian u64 there equals the file size
+TARGETS = {
+    "7.5": ("SM75", 0x01),
+    "8.0": ("SM80", 0x02),
+    "8.6": ("SM86", 0x04),
+    "8.9": ("SM89", 0x08),
+    "12.0": ("SM120", 0x10),
+    "12.1": ("SM121", 0x20),
+}
+SIZE_OFFSET = 0x10  # measured: a little-endian u64 there equals the file size
 TARGETS_OFFSET = 0x20
 # Why the builds of this backend keep no timing cache (None: they keep one per key); recorded in each plan's provenance.
 # Triton Inference Server's tensorrt_plan backend links full TensorRT (libnvinfer), which cannot deserialize a
 # TensorRT-RTX plan (another library, another magic): why this backend's repositories cannot be served by stock Triton.
-TRITON_UNLOADABLE = ("TensorRT-RTX plans are not loadable by stock Triton: its tensorrt_plan backend runs full "
-                     "TensorRT; build with `backend: tensorrt` on a GPU host for a repository Triton can serve")
+TRITON_UNLOADABLE = (
+    "TensorRT-RTX plans are not loadable by stock Triton: its tensorrt_plan backend runs full "
+    "TensorRT; build with `backend: tensorrt` on a GPU host for a repository Triton can serve"
+)
 PORTABLE_ACROSS_CC = False  # one AOT target per plan
-TIMING_CACHE_UNUSED = ("TensorRT-RTX: timing cache calls have no effect on the engine and force a GPU query during "
-                       "AOT builds (NVIDIA, TensorRT-RTX 'Timing Cache Migration': do not use)")
+TIMING_CACHE_UNUSED = (
+    "TensorRT-RTX: timing cache calls have no effect on the engine and force a GPU query during "
+    "AOT builds (NVIDIA, TensorRT-RTX 'Timing Cache Migration': do not use)"
+)
 
 
 def import_module():
     import tensorrt_rtx
+
     return tensorrt_rtx
 
 
@@ -56,8 +68,11 @@ def key_suffix(options: dict) -> str:
     """TensorRT-RTX has neither of full TensorRT's portability options (measured: the level is ignored,
     VERSION_COMPATIBLE fails the build): asking for them is a config error."""
     if options["hardware_compatibility_level"] != "none" or options["version_compatible"]:
-        raise FactoryError("TensorRT-RTX supports neither option (measured: the level is ignored, VERSION_COMPATIBLE "
-                           "fails the build); set them only with backend: tensorrt", key="tensorrt")
+        raise FactoryError(
+            "TensorRT-RTX supports neither option (measured: the level is ignored, VERSION_COMPATIBLE "
+            "fails the build); set them only with backend: tensorrt",
+            key="tensorrt",
+        )
     return ""
 
 
@@ -71,8 +86,7 @@ def build_options(cfg: dict) -> dict:
 
 def precision_support(cc: str, precision: str) -> str | None:
     if cc not in TARGETS:
-        return (f"TensorRT-RTX has no sm{cc.replace('.', '')} target "
-                f"(its AOT targets: {', '.join(TARGETS)})")
+        return f"TensorRT-RTX has no sm{cc.replace('.', '')} target (its AOT targets: {', '.join(TARGETS)})"
     if precision == "fp32" and cc == "7.5":
         return "TensorRT-RTX refuses fp32 GEMM on sm75 (measured: 'FP32 GEMM is not supported' for Turing)"
     return hardware_support(cc, precision, what="target")
@@ -81,11 +95,17 @@ def precision_support(cc: str, precision: str) -> str | None:
 def set_aot_target(trt, config, cc: str, model: str) -> None:
     """One AOT target per plan. The count must be set before set_compute_capability (measured)."""
     if not hasattr(config, "set_compute_capability"):  # a module without AOT targets (full TensorRT)
-        raise FactoryError(f"{trt.__name__} builds for the local GPU only; it takes no compute_capability target",
-                           model=model, key="targets")
+        raise FactoryError(
+            f"{trt.__name__} builds for the local GPU only; it takes no compute_capability target",
+            model=model,
+            key="targets",
+        )
     if cc not in TARGETS:
-        raise FactoryError(f"{trt.__name__} has no target for compute capability {cc} "
-                           f"(targets: {', '.join(TARGETS)})", model=model, key="targets")
+        raise FactoryError(
+            f"{trt.__name__} has no target for compute capability {cc} (targets: {', '.join(TARGETS)})",
+            model=model,
+            key="targets",
+        )
     config.num_compute_capabilities = 1
     config.set_compute_capability(getattr(trt.ComputeCapability, TARGETS[cc][0]), 0)
 
@@ -93,7 +113,7 @@ def set_aot_target(trt, config, cc: str, model: str) -> None:
 def header_problems(head: bytes, size: int, cc: str | None, details: dict) -> list[str]:
     """RTX's undocumented header fields (measured; tests/backends re-check them on every run), as cross-checks."""
     problems = []
-    recorded = int.from_bytes(head[SIZE_OFFSET:SIZE_OFFSET + 8], "little")
+    recorded = int.from_bytes(head[SIZE_OFFSET : SIZE_OFFSET + 8], "little")
     details["header_size_field"] = recorded
     if recorded != size:
         problems.append(f"header records {recorded} bytes, file has {size} (truncated or damaged?)")

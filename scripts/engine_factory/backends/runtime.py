@@ -6,6 +6,7 @@ the reason. Device memory goes through a tiny two-implementation interface: cuda
 (FACTORY_CUDA=pycuda, when installed); both use page-locked host buffers, async copies and one stream.
 Latency is GPU time of `execute_async_v3` alone (CUDA events around it, copies excluded), per iteration.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -23,9 +24,19 @@ CUDA_ENV = "FACTORY_CUDA"
 ITERATIONS, WARMUP = 100, 10
 
 
-def execute_plan(plan_path, *, backend: str, compute_capability: str | None, inputs: dict, expected: dict,
-                 tolerance: dict, opt_inputs: dict | None = None, host: dict, iterations: int = ITERATIONS,
-                 warmup: int = WARMUP) -> dict:
+def execute_plan(
+    plan_path,
+    *,
+    backend: str,
+    compute_capability: str | None,
+    inputs: dict,
+    expected: dict,
+    tolerance: dict,
+    opt_inputs: dict | None = None,
+    host: dict,
+    iterations: int = ITERATIONS,
+    warmup: int = WARMUP,
+) -> dict:
     gpu, why = _pick_gpu(host, compute_capability)
     if gpu is None:
         return _not_run(why)
@@ -38,11 +49,21 @@ def execute_plan(plan_path, *, backend: str, compute_capability: str | None, inp
     except Exception as e:  # ImportError, no driver, device not usable
         return _not_run(f"CUDA is not usable here: {e}", gpu=gpu)
     try:
-        return {**_load_and_run(trt, cuda, plan_path, gpu, inputs, expected, tolerance, opt_inputs or inputs,
-                                iterations, warmup), "gpu": gpu, "cuda": cuda.name, "backend": trt.__name__}
+        return {
+            **_load_and_run(
+                trt, cuda, plan_path, gpu, inputs, expected, tolerance, opt_inputs or inputs, iterations, warmup
+            ),
+            "gpu": gpu,
+            "cuda": cuda.name,
+            "backend": trt.__name__,
+        }
     except Exception as e:  # the plan loaded but running it broke: that is the plan's (or runtime's) failure
-        return {"status": Outcome.FAIL, "reason": f"execution failed: {type(e).__name__}: {e}", "gpu": gpu,
-                "cuda": cuda.name}
+        return {
+            "status": Outcome.FAIL,
+            "reason": f"execution failed: {type(e).__name__}: {e}",
+            "gpu": gpu,
+            "cuda": cuda.name,
+        }
     finally:
         cuda.close()
 
@@ -72,17 +93,22 @@ def _load_and_run(trt, cuda, plan_path, gpu, inputs, expected, tolerance, bench_
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
     if engine is None:  # e.g. TensorRT-RTX on compute capability 9.0, or a plan for another GPU/version
-        return _not_run(f"{trt.__name__} {trt.__version__} cannot load this plan on GPU {gpu.get('index')} "
-                        f"({gpu.get('name')}, {gpu.get('compute_capability')}): "
-                        + ("; ".join(logger.errors()) or "no message"))
+        return _not_run(
+            f"{trt.__name__} {trt.__version__} cannot load this plan on GPU {gpu.get('index')} "
+            f"({gpu.get('name')}, {gpu.get('compute_capability')}): " + ("; ".join(logger.errors()) or "no message")
+        )
     context = engine.create_execution_context()
     if context is None:
         raise RuntimeError("no execution context: " + ("; ".join(logger.errors()) or "no message"))
     outputs = _infer(trt, engine, context, cuda, logger, inputs)
     comparison = compare_outputs(outputs, expected, tolerance)
     performance = _benchmark(trt, engine, context, cuda, logger, bench_inputs, iterations, warmup)
-    return {"status": comparison["status"], "reason": comparison["reason"], "comparison": comparison,
-            "performance": performance}
+    return {
+        "status": comparison["status"],
+        "reason": comparison["reason"],
+        "comparison": comparison,
+        "performance": performance,
+    }
 
 
 # ------------------------------------------------------------------------------------------ binding, running
@@ -91,6 +117,7 @@ def _np_dtype(trt, dt):
         return np.dtype(trt.nptype(dt))
     except TypeError:  # numpy has no bf16/fp8: ml_dtypes has
         import ml_dtypes
+
         return np.dtype({"BF16": ml_dtypes.bfloat16, "FP8": ml_dtypes.float8_e4m3fn}[dt.name])
 
 
@@ -166,10 +193,20 @@ def _benchmark(trt, engine, context, cuda, logger, feeds: dict, iterations: int,
     t = np.asarray(times)
     first = next(iter(feeds.values()))
     batch = int(first.shape[0]) if first.ndim else 1
-    return {"shapes": {n: list(v.shape) for n, v in feeds.items()}, "iterations": iterations, "warmup": warmup,
-            "latency_ms": {"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)),
-                           "p99": float(np.percentile(t, 99)), "mean": float(t.mean()), "min": float(t.min())},
-            "throughput_per_s": batch * 1000.0 / float(t.mean()), "batch": batch}
+    return {
+        "shapes": {n: list(v.shape) for n, v in feeds.items()},
+        "iterations": iterations,
+        "warmup": warmup,
+        "latency_ms": {
+            "p50": float(np.percentile(t, 50)),
+            "p90": float(np.percentile(t, 90)),
+            "p99": float(np.percentile(t, 99)),
+            "mean": float(t.mean()),
+            "min": float(t.min()),
+        },
+        "throughput_per_s": batch * 1000.0 / float(t.mean()),
+        "batch": batch,
+    }
 
 
 # --------------------------------------------------------------------------- device memory: two implementations
@@ -187,8 +224,12 @@ def memory_round_trip(kind: str, device: int, shape=(1024, 1024)) -> dict:
         cuda.d2h(host_out, dev)
         cuda.record(end)
         cuda.sync()
-        return {"implementation": cuda.name, "bytes": int(data.nbytes), "equal": bool(np.array_equal(host_out, data)),
-                "round_trip_ms": round(cuda.elapsed_ms(start, end), 3)}
+        return {
+            "implementation": cuda.name,
+            "bytes": int(data.nbytes),
+            "equal": bool(np.array_equal(host_out, data)),
+            "round_trip_ms": round(cuda.elapsed_ms(start, end), 3),
+        }
     finally:
         cuda.close()
 
@@ -207,10 +248,12 @@ def make_cuda(kind: str, device: int):
 
 class CudaPythonMemory:
     """Device memory, page-locked host buffers, one stream and events through cuda-python's runtime bindings."""
+
     name = "cuda-python"
 
     def __init__(self, device: int):
         from cuda.bindings import runtime as cudart
+
         self.rt = cudart
         self._host, self._dev, self._events, self.stream = [], [], [], None
         self._ck(cudart.cudaSetDevice(int(device)), "cudaSetDevice")
@@ -241,12 +284,20 @@ class CudaPythonMemory:
         return int(ptr)
 
     def h2d(self, dev: int, host: np.ndarray) -> None:
-        self._ck(self.rt.cudaMemcpyAsync(dev, host.ctypes.data, host.nbytes,
-                                         self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream), "cudaMemcpyAsync")
+        self._ck(
+            self.rt.cudaMemcpyAsync(
+                dev, host.ctypes.data, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream
+            ),
+            "cudaMemcpyAsync",
+        )
 
     def d2h(self, host: np.ndarray, dev: int) -> None:
-        self._ck(self.rt.cudaMemcpyAsync(host.ctypes.data, dev, host.nbytes,
-                                         self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream), "cudaMemcpyAsync")
+        self._ck(
+            self.rt.cudaMemcpyAsync(
+                host.ctypes.data, dev, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream
+            ),
+            "cudaMemcpyAsync",
+        )
 
     def sync(self) -> None:
         self._ck(self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
@@ -278,10 +329,12 @@ class CudaPythonMemory:
 
 class PyCudaMemory:
     """The same interface through pycuda, on the device's primary context (the one TensorRT's CUDA runtime uses)."""
+
     name = "pycuda"
 
     def __init__(self, device: int):
         import pycuda.driver as drv
+
         drv.init()
         self.drv = drv
         self.ctx = drv.Device(int(device)).retain_primary_context()

@@ -3,6 +3,7 @@
 Not installed on CPU-only hosts: its code paths are run in tests through the `tensorrt_rtx` module where the APIs
 coincide (see scripts/engine_factory/backends/core.py).
 """
+
 from __future__ import annotations
 
 from ..errors import FactoryError
@@ -10,14 +11,19 @@ from .hardware import hardware_support
 
 MODULE = "tensorrt"
 SHORT = "trt"
-BUILDS_ON_GPU = True      # on, and for, a GPU of the key's compute capability
-PRELOADABLE = False       # imported in each job: no fork of a process that may hold CUDA state (scripts/engine_factory/jobs.py)
-MAGIC = b"ftrt"           # widely relied on (e.g. Torch-TensorRT's engine loader); not in NVIDIA's API docs
+BUILDS_ON_GPU = True  # on, and for, a GPU of the key's compute capability
+PRELOADABLE = (
+    False  # imported in each job: no fork of a process that may hold CUDA state (scripts/engine_factory/jobs.py)
+)
+MAGIC = b"ftrt"  # widely relied on (e.g. Torch-TensorRT's engine loader); not in NVIDIA's API docs
 HEADER_VERSION_FIELDS = 3  # NVIDIA (github.com/NVIDIA/TensorRT/issues/3073): major, minor, patch at bytes 24-26
-TRITON_UNLOADABLE = None   # Triton's tensorrt_plan backend loads full TensorRT plans (of its own TensorRT version)
+TRITON_UNLOADABLE = None  # Triton's tensorrt_plan backend loads full TensorRT plans (of its own TensorRT version)
 TIMING_CACHE_UNUSED = None  # full TensorRT keeps a timing cache per key (tactic timings: faster rebuilds)
-HARDWARE_COMPATIBILITY = {"none": "NONE", "ampere_plus": "AMPERE_PLUS",
-                          "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}
+HARDWARE_COMPATIBILITY = {
+    "none": "NONE",
+    "ampere_plus": "AMPERE_PLUS",
+    "same_compute_capability": "SAME_COMPUTE_CAPABILITY",
+}
 
 
 def import_module():
@@ -28,7 +34,9 @@ def import_module():
             f"backend 'tensorrt' needs NVIDIA TensorRT, which does not import here ({e}). Install it with "
             "`pip install tensorrt-cu12` (or tensorrt-cu13, from NVIDIA's package index) on a host with an NVIDIA "
             "GPU and driver, "
-            "or set `backend: tensorrt_rtx`, which builds without a GPU.", key="backend") from e
+            "or set `backend: tensorrt_rtx`, which builds without a GPU.",
+            key="backend",
+        ) from e
     return tensorrt
 
 
@@ -64,16 +72,21 @@ def set_compatibility(trt, config, logger, level: str | None, version_compatible
     used = {"hardware_compatibility_level": None, "version_compatible": False}
     if level and level != "none":
         if level not in HARDWARE_COMPATIBILITY:
-            raise FactoryError(f"unknown hardware compatibility level '{level}' (choose from "
-                               f"{', '.join(HARDWARE_COMPATIBILITY)})", model=model,
-                               key="hardware_compatibility_level")
+            raise FactoryError(
+                f"unknown hardware compatibility level '{level}' (choose from {', '.join(HARDWARE_COMPATIBILITY)})",
+                model=model,
+                key="hardware_compatibility_level",
+            )
         wanted = getattr(trt.HardwareCompatibilityLevel, HARDWARE_COMPATIBILITY[level])
         seen = len(logger.records)
         config.hardware_compatibility_level = wanted  # full TensorRT only
         if config.hardware_compatibility_level != wanted:
             warned = "; ".join(m for _, m in logger.records[seen:]) or "no message"
-            raise FactoryError(f"{trt.__name__} {trt.__version__} does not support hardware compatibility level "
-                               f"'{level}' ({warned})", model=model, key="hardware_compatibility_level")
+            raise FactoryError(
+                f"{trt.__name__} {trt.__version__} does not support hardware compatibility level '{level}' ({warned})",
+                model=model,
+                key="hardware_compatibility_level",
+            )
         used["hardware_compatibility_level"] = level
     if version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)  # full TensorRT only

@@ -14,6 +14,7 @@ version is 8.x. Same key shape as 10/11 (`trt-8.5.3.1/sm90/...`); what differs i
   (the real ones are tens to hundreds of MB), or set with FACTORY_TRT_TACTIC_SOURCES; recorded either way.
 - Plan header: see MAGIC / header_problems (measured on the H100, docs/hardware-runs.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,12 +25,12 @@ from .hardware import hardware_support
 from .tensorrt import import_module, key_suffix, portable_across_cc, target_ccs  # noqa: F401  (same answers)
 
 MODULE = "tensorrt"
-NAME = "tensorrt8"        # how provenance and errors name this spec (the config still says `backend: tensorrt`)
+NAME = "tensorrt8"  # how provenance and errors name this spec (the config still says `backend: tensorrt`)
 SHORT = "trt"
 MAJOR = 8
 BUILDS_ON_GPU = True
 PRELOADABLE = False
-MAGIC = b"ptrt"           # measured on 8.5.3.1 plans (docs/hardware-runs.md); 10.x writes b"ftrt"
+MAGIC = b"ptrt"  # measured on 8.5.3.1 plans (docs/hardware-runs.md); 10.x writes b"ftrt"
 # 8.x plans keep no major/minor/patch bytes at 24-26 (that layout is 8.6+, NVIDIA/TensorRT#3073); they carry a
 # serialization version tag that changes with every release (8.2.1.8: 205, 8.4.3.1: 213, 8.5.3.1: 232, ibid.).
 HEADER_VERSION_FIELDS = 0
@@ -39,8 +40,10 @@ TRITON_UNLOADABLE = None  # Triton 22.12-23.02 ship TensorRT 8.5 (tensorrt_plan 
 TIMING_CACHE_UNUSED = None
 MAX_ONNX_OPSET = 17
 WEAK_TYPE_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8"]}
-NO_SUCH_TYPE = {"bf16": "TensorRT 8.x has no bf16 (BuilderFlag.BF16 and DataType.BF16 arrive in 9.0)",
-                "fp8": "TensorRT 8.x has no fp8 (DataType.FP8 arrives in 8.6 for Hopper plugins, builds in 9.0+)"}
+NO_SUCH_TYPE = {
+    "bf16": "TensorRT 8.x has no bf16 (BuilderFlag.BF16 and DataType.BF16 arrive in 9.0)",
+    "fp8": "TensorRT 8.x has no fp8 (DataType.FP8 arrives in 8.6 for Hopper plugins, builds in 9.0+)",
+}
 STAND_IN_LIBS = ("libcublas.so.11", "libcublasLt.so.11", "libcudnn.so.8")
 STAND_IN_MAX_BYTES = 1 << 20  # the stand-ins are a few KiB; cuBLAS 11 alone is ~100 MB
 OWN_KERNELS = ("EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS")
@@ -72,8 +75,12 @@ def set_precision(trt, config, precision: str | None, model: str) -> list[str]:
     if precision in NO_SUCH_TYPE:
         raise FactoryError(NO_SUCH_TYPE[precision], model=model, key="precisions")
     if precision not in WEAK_TYPE_FLAGS:
-        raise FactoryError(f"a weakly typed {MODULE} {MAJOR}.x build needs the precision (one of "
-                           f"{', '.join(WEAK_TYPE_FLAGS)}), got {precision!r}", model=model, key="precisions")
+        raise FactoryError(
+            f"a weakly typed {MODULE} {MAJOR}.x build needs the precision (one of "
+            f"{', '.join(WEAK_TYPE_FLAGS)}), got {precision!r}",
+            model=model,
+            key="precisions",
+        )
     for name in WEAK_TYPE_FLAGS[precision]:
         config.set_flag(getattr(trt.BuilderFlag, name))
     return WEAK_TYPE_FLAGS[precision]
@@ -103,16 +110,23 @@ def set_tactic_sources(trt, config, model: str, stand_ins: dict | None = None) -
     why = f"{TACTICS_ENV}={os.environ.get(TACTICS_ENV)}" if wanted else None
     if not wanted and stand_ins:
         wanted = list(OWN_KERNELS)
-        why = "stand-in math libraries loaded (" + ", ".join(f"{k} {v} B" for k, v in sorted(stand_ins.items())) + \
-              "): TensorRT's own kernels only"
+        why = (
+            "stand-in math libraries loaded ("
+            + ", ".join(f"{k} {v} B" for k, v in sorted(stand_ins.items()))
+            + "): TensorRT's own kernels only"
+        )
     if not wanted:
         return {"tactic_sources": "default", "reason": "the real cuBLAS/cuDNN (or none needed)"}
     mask = 0
     for name in wanted:
         member = getattr(trt.TacticSource, name, None)
         if member is None:
-            raise FactoryError(f"unknown tactic source '{name}' (from {why}; {trt.__name__} has "
-                               f"{', '.join(trt.TacticSource.__members__)})", model=model, key=TACTICS_ENV)
+            raise FactoryError(
+                f"unknown tactic source '{name}' (from {why}; {trt.__name__} has "
+                f"{', '.join(trt.TacticSource.__members__)})",
+                model=model,
+                key=TACTICS_ENV,
+            )
         mask |= 1 << int(member)
     config.set_tactic_sources(mask)
     return {"tactic_sources": wanted, "reason": why}
@@ -134,9 +148,12 @@ def onnx_for_parser(onnx_path, work_dir, model: str) -> tuple[str, dict]:
     try:
         converted = version_converter.convert_version(full, MAX_ONNX_OPSET)
     except Exception as e:
-        raise FactoryError(f"{MODULE} {MAJOR}.x parses ONNX opset <= {MAX_ONNX_OPSET}; converting this model's "
-                           f"opset {opset} down failed: {' '.join(str(e).split())[:300]}", model=model,
-                           path=str(onnx_path)) from e
+        raise FactoryError(
+            f"{MODULE} {MAJOR}.x parses ONNX opset <= {MAX_ONNX_OPSET}; converting this model's "
+            f"opset {opset} down failed: {' '.join(str(e).split())[:300]}",
+            model=model,
+            path=str(onnx_path),
+        ) from e
     out = Path(work_dir) / f"{Path(onnx_path).stem}.opset{MAX_ONNX_OPSET}.onnx"
     onnx.save(converted, str(out))
     facts["converted_to"] = MAX_ONNX_OPSET

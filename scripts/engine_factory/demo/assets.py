@@ -1,11 +1,13 @@
 """The embedded demo zoo: small models and the files they start from, all made from fixed seeds (no downloads).
 
 `make_asset(path)` writes one file under artifacts/demo/ (the `demo_asset` rule calls it):
-    tiny_cnn.pth, two_tower.pth          state_dicts of the classes in scripts/engine_factory/demo/models (seeded, briefly trained)
+    tiny_cnn.pth, two_tower.pth          state_dicts of the classes in engine_factory/demo/models (seeded, briefly
+    trained)
     tiny_mlp.opset11.onnx                an old-opset ONNX file, to enter the chain at import (framework: onnx)
     <model>.calib.npz                    calibration inputs for int8/fp8, named like the model's inputs
     tf_cnn.keras, tf_two_head.h5, tf1_mlp.ckpt/   TensorFlow models (scripts/engine_factory/demo/tf_assets.py)
 """
+
 from __future__ import annotations
 
 import io
@@ -67,8 +69,9 @@ def make_asset(path: str) -> None:
     if name in TF_DEMO_MODELS:
         return make_tf_asset(p, name, kind)
     if name not in DEMO_MODELS:
-        raise FactoryError(f"no demo asset named '{p.name}' (demo models: "
-                           f"{', '.join([*DEMO_MODELS, *TF_DEMO_MODELS])})", path=path)
+        raise FactoryError(
+            f"no demo asset named '{p.name}' (demo models: {', '.join([*DEMO_MODELS, *TF_DEMO_MODELS])})", path=path
+        )
     torch, _ = _torch()
     if kind == "pth":
         buf = io.BytesIO()
@@ -76,16 +79,25 @@ def make_asset(path: str) -> None:
         atomic.write_bytes(p, buf.getvalue())
     elif kind == "calib.npz":
         rng = np.random.default_rng(1234)
-        arrays = {k: rng.standard_normal((CALIBRATION_SAMPLES, *s)).astype(np.float32)
-                  for k, s in DEMO_MODELS[name][1].items()}
+        arrays = {
+            k: rng.standard_normal((CALIBRATION_SAMPLES, *s)).astype(np.float32)
+            for k, s in DEMO_MODELS[name][1].items()
+        }
         with atomic.atomic_path(p) as tmp:
             np.savez(tmp, **arrays)
     elif kind == "opset11.onnx":
         net = _trained(name)
-        (input_name, shape), = DEMO_MODELS[name][1].items()
+        ((input_name, shape),) = DEMO_MODELS[name][1].items()
         with atomic.atomic_path(p) as tmp:
-            torch.onnx.export(net, (torch.zeros(2, *shape),), str(tmp), dynamo=False, opset_version=11,
-                              input_names=[input_name], output_names=["scores"],
-                              dynamic_axes={input_name: {0: "batch"}, "scores": {0: "batch"}})
+            torch.onnx.export(
+                net,
+                (torch.zeros(2, *shape),),
+                str(tmp),
+                dynamo=False,
+                opset_version=11,
+                input_names=[input_name],
+                output_names=["scores"],
+                dynamic_axes={input_name: {0: "batch"}, "scores": {0: "batch"}},
+            )
     else:
         raise FactoryError(f"unknown demo asset kind '{kind}'", path=path)

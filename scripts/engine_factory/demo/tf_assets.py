@@ -6,6 +6,7 @@
     tf1_mlp.ckpt/       a TF1 checkpoint (model.ckpt.meta/.index/.data-*): placeholder `features` -> node `scores`
     <model>.calib.npz   calibration inputs in the layout the plan takes (tf_cnn: NCHW)
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -92,10 +93,15 @@ def _tf1_checkpoint(tf, p: Path) -> None:
         x = v1.placeholder(tf.float32, [None, 16], name="features")
         y = v1.placeholder(tf.int64, [None], name="labels")
         init = v1.glorot_uniform_initializer(seed=1)
-        h = tf.nn.relu(tf.matmul(x, v1.get_variable("dense1/kernel", [16, 32], initializer=init))
-                       + v1.get_variable("dense1/bias", [32], initializer=v1.zeros_initializer()))
-        scores = tf.identity(tf.matmul(h, v1.get_variable("dense2/kernel", [32, 4], initializer=init))
-                             + v1.get_variable("dense2/bias", [4], initializer=v1.zeros_initializer()), name="scores")
+        h = tf.nn.relu(
+            tf.matmul(x, v1.get_variable("dense1/kernel", [16, 32], initializer=init))
+            + v1.get_variable("dense1/bias", [32], initializer=v1.zeros_initializer())
+        )
+        scores = tf.identity(
+            tf.matmul(h, v1.get_variable("dense2/kernel", [32, 4], initializer=init))
+            + v1.get_variable("dense2/bias", [4], initializer=v1.zeros_initializer()),
+            name="scores",
+        )
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=scores))
         train = v1.train.AdamOptimizer(1e-2).minimize(loss)  # training ops stay in the meta graph, as users' do
         saver = v1.train.Saver(save_relative_paths=True)

@@ -16,6 +16,7 @@ needs a rebuild for it where the backend can target it). The verdict is the wors
 "cannot run here" whatever the plans say when the plans' backend is not one Triton loads (the backend module says,
 e.g. TensorRT-RTX). Exit status: 0 ready, 2 needs rebuild, 3 cannot run here, 1 the directory is no repository.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,7 @@ def _version_dir(model_dir: Path) -> Path:
 def _same_version(header_version: str, runtime_version: str) -> bool:
     """The header holds as many version parts as the backend writes (full TensorRT 3, RTX 4)."""
     found, want = header_version.split("."), runtime_version.split(".")
-    return found == want[:len(found)]
+    return found == want[: len(found)]
 
 
 def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict, key_suffix: str = "") -> dict:
@@ -47,30 +48,52 @@ def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict, key_suffix
     from ..backends.registry import spec_of
 
     h = read_header(plan)
-    out = {"compute_capability": cc, "file": str(plan), "backend": h["backend"], "version": h["version"],
-           "header_targets": h["targets"]}
+    out = {
+        "compute_capability": cc,
+        "file": str(plan),
+        "backend": h["backend"],
+        "version": h["version"],
+        "header_targets": h["targets"],
+    }
     if h["problem"] or h["backend"] is None:
         return {**out, "answer": REBUILD, "reason": f"the plan's header is damaged or unknown ({h['problem']})"}
     spec = spec_of(h["backend"])
     runtime = runtimes.get(spec.MODULE)
     if h["targets"] is not None and cc not in h["targets"]:
-        return {**out, "answer": REBUILD,
-                "rebuild_key": f"{spec.SHORT}-{runtime or h['version']}{key_suffix}/sm{paths.cc_tag(cc)}",
-                "reason": f"filed for {cc} but its header targets {h['targets']}"}
+        return {
+            **out,
+            "answer": REBUILD,
+            "rebuild_key": f"{spec.SHORT}-{runtime or h['version']}{key_suffix}/sm{paths.cc_tag(cc)}",
+            "reason": f"filed for {cc} but its header targets {h['targets']}",
+        }
     if not host_ccs:
         return {**out, "answer": CANNOT, "reason": "no CUDA GPU here"}
     if cc not in host_ccs:
-        return {**out, "answer": OTHER_GPU, "reason": f"no local GPU of compute capability {cc} "
-                                                      f"(this host: {', '.join(sorted(host_ccs))})"}
+        return {
+            **out,
+            "answer": OTHER_GPU,
+            "reason": f"no local GPU of compute capability {cc} (this host: {', '.join(sorted(host_ccs))})",
+        }
     if not runtime:
-        return {**out, "answer": CANNOT, "reason": f"no {spec.MODULE} runtime is installed here to load a "
-                                                   f"{spec.SHORT}-{h['version']} plan"}
+        return {
+            **out,
+            "answer": CANNOT,
+            "reason": f"no {spec.MODULE} runtime is installed here to load a {spec.SHORT}-{h['version']} plan",
+        }
     if not _same_version(h["version"], runtime):
-        return {**out, "answer": REBUILD, "rebuild_key": f"{spec.SHORT}-{runtime}{key_suffix}/sm{paths.cc_tag(cc)}",
-                "reason": f"built by {spec.MODULE} {h['version']}, the runtime here is {runtime}: rebuild for key "
-                          f"{spec.SHORT}-{runtime}{key_suffix}"}
-    return {**out, "answer": READY, "reason": f"{spec.SHORT}-{h['version']} plan for {cc}, runtime {spec.MODULE} "
-                                              f"{runtime}, GPU of compute capability {cc} present"}
+        return {
+            **out,
+            "answer": REBUILD,
+            "rebuild_key": f"{spec.SHORT}-{runtime}{key_suffix}/sm{paths.cc_tag(cc)}",
+            "reason": f"built by {spec.MODULE} {h['version']}, the runtime here is {runtime}: rebuild for key "
+            f"{spec.SHORT}-{runtime}{key_suffix}",
+        }
+    return {
+        **out,
+        "answer": READY,
+        "reason": f"{spec.SHORT}-{h['version']} plan for {cc}, runtime {spec.MODULE} "
+        f"{runtime}, GPU of compute capability {cc} present",
+    }
 
 
 def check_repository(model_dir, *, host: dict | None = None, runtime_version: str | None = None) -> dict:
@@ -88,8 +111,11 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
     suffix = _key_suffix(model_dir)
 
     def check_all():
-        return [check_plan(version / name, cc, host_ccs=host_ccs, runtimes=runtimes, key_suffix=suffix)
-                for cc, name in sorted(config.cc_model_filenames.items())]
+        return [
+            check_plan(version / name, cc, host_ccs=host_ccs, runtimes=runtimes, key_suffix=suffix)
+            for cc, name in sorted(config.cc_model_filenames.items())
+        ]
+
     plans = check_all()
     if runtime_version:  # the serving runtime (e.g. Triton's TensorRT), for every backend the plans name
         runtimes = {spec_of(p["backend"]).MODULE: runtime_version for p in plans if p["backend"]}
@@ -103,21 +129,40 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
         if mine is None and default and default.is_file():  # what Triton loads for a GPU without its own plan
             mine = check_plan(default, cc, host_ccs=host_ccs, runtimes=runtimes, key_suffix=suffix)
         if mine:
-            gpus.append({"compute_capability": cc, "plan": mine["file"], "answer": mine["answer"],
-                         "reason": mine["reason"], **({"rebuild_key": mine["rebuild_key"]}
-                                                      if "rebuild_key" in mine else {})})
+            gpus.append(
+                {
+                    "compute_capability": cc,
+                    "plan": mine["file"],
+                    "answer": mine["answer"],
+                    "reason": mine["reason"],
+                    **({"rebuild_key": mine["rebuild_key"]} if "rebuild_key" in mine else {}),
+                }
+            )
             continue
         why_not = {b: spec_of(b).precision_support(cc, precision) for b in backends}
         can_target = [b for b, why in why_not.items() if why is None]
         if can_target:
             spec = spec_of(can_target[0])
             key = f"{spec.SHORT}-{runtimes.get(spec.MODULE) or '?'}{suffix}/sm{paths.cc_tag(cc)}"
-            gpus.append({"compute_capability": cc, "plan": None, "answer": REBUILD, "rebuild_key": key,
-                         "reason": f"no plan for compute capability {cc}: build key {key}"})
+            gpus.append(
+                {
+                    "compute_capability": cc,
+                    "plan": None,
+                    "answer": REBUILD,
+                    "rebuild_key": key,
+                    "reason": f"no plan for compute capability {cc}: build key {key}",
+                }
+            )
         else:
-            gpus.append({"compute_capability": cc, "plan": None, "answer": CANNOT,
-                         "reason": f"no plan for compute capability {cc}, and none can be built for it: "
-                                   + ("; ".join(why_not.values()) or "no readable plan says which backend")})
+            gpus.append(
+                {
+                    "compute_capability": cc,
+                    "plan": None,
+                    "answer": CANNOT,
+                    "reason": f"no plan for compute capability {cc}, and none can be built for it: "
+                    + ("; ".join(why_not.values()) or "no readable plan says which backend"),
+                }
+            )
     unloadable = sorted({spec_of(b).TRITON_UNLOADABLE for b in backends if spec_of(b).TRITON_UNLOADABLE})
     if not host_ccs:
         verdict, reason = CANNOT, "cannot run here: no CUDA GPU" + _probe_note(host)
@@ -126,11 +171,19 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
         verdict, reason = worst["answer"], f"{worst['answer']}: GPU {worst['compute_capability']}: {worst['reason']}"
         if unloadable:
             verdict, reason = CANNOT, f"cannot run here: {'; '.join(unloadable)}"
-    return {"repository": str(model_dir), "name": config.name, "platform": config.platform,
-            "version": version.name, "host": {"gpus": sorted(host_ccs), "runtimes": runtimes,
-                                              "hostname": host.get("hostname")},
-            "plans": plans, "gpus": gpus, "triton_loadable": not unloadable, "triton_note": unloadable,
-            "verdict": verdict, "reason": reason}
+    return {
+        "repository": str(model_dir),
+        "name": config.name,
+        "platform": config.platform,
+        "version": version.name,
+        "host": {"gpus": sorted(host_ccs), "runtimes": runtimes, "hostname": host.get("hostname")},
+        "plans": plans,
+        "gpus": gpus,
+        "triton_loadable": not unloadable,
+        "triton_note": unloadable,
+        "verdict": verdict,
+        "reason": reason,
+    }
 
 
 def _recorded(model_dir: Path) -> dict:

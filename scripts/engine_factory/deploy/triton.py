@@ -18,6 +18,7 @@ plans, and since every stage replaces its output by rename, a rebuilt plan is a 
 the bytes it was made from until the deploy stage runs again. The whole model directory is written under a
 temporary name and renamed, so Triton (or a copy of the repository) never sees half of one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,22 +32,34 @@ from ..errors import FactoryError
 from ..outcomes import Outcome
 
 POLICY_DEFAULTS = {
-    "enabled": False,                     # the demo zoo turns it on; a user's zoo opts in (config/README.md)
-    "name": "{model}_{precision}",        # the Triton model name and directory
+    "enabled": False,  # the demo zoo turns it on; a user's zoo opts in (config/README.md)
+    "name": "{model}_{precision}",  # the Triton model name and directory
     "include": [Outcome.PASS, Outcome.NOT_RUN],  # validation statuses a plan may have ("fail" is never deployable)
-    "precisions": None,                   # None: every precision of the model
-    "dynamic_batching": True,             # where the profile has a dynamic batch axis
+    "precisions": None,  # None: every precision of the model
+    "dynamic_batching": True,  # where the profile has a dynamic batch axis
     "max_queue_delay_microseconds": 100,
-    "instances": 1,                       # instance_group count per GPU
+    "instances": 1,  # instance_group count per GPU
 }
 NAME_FIELDS = {"model", "precision"}
 PLATFORM = "tensorrt_plan"
 BUILD_TYPE = "urn:engine-factory:buildtype:triton-repository:v1"
 # ONNX element type (onnx.TensorProto name) -> Triton DataType (model_config.proto)
-DATA_TYPES = {"FLOAT": "TYPE_FP32", "FLOAT16": "TYPE_FP16", "BFLOAT16": "TYPE_BF16", "DOUBLE": "TYPE_FP64",
-              "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64",
-              "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32", "UINT64": "TYPE_UINT64",
-              "BOOL": "TYPE_BOOL", "STRING": "TYPE_STRING"}
+DATA_TYPES = {
+    "FLOAT": "TYPE_FP32",
+    "FLOAT16": "TYPE_FP16",
+    "BFLOAT16": "TYPE_BF16",
+    "DOUBLE": "TYPE_FP64",
+    "INT8": "TYPE_INT8",
+    "INT16": "TYPE_INT16",
+    "INT32": "TYPE_INT32",
+    "INT64": "TYPE_INT64",
+    "UINT8": "TYPE_UINT8",
+    "UINT16": "TYPE_UINT16",
+    "UINT32": "TYPE_UINT32",
+    "UINT64": "TYPE_UINT64",
+    "BOOL": "TYPE_BOOL",
+    "STRING": "TYPE_STRING",
+}
 
 
 # ------------------------------------------------------------------------------------------------ policy
@@ -74,18 +87,24 @@ def check_policy(cfg: dict, precisions: dict[str, list[str]]) -> None:
     except ValueError as e:
         raise FactoryError(f"'{pol['name']}' is not a name template ({e})", key=key)
     if not fields <= NAME_FIELDS:
-        raise FactoryError(f"'{pol['name']}' uses {sorted(fields - NAME_FIELDS)}; a name may use {{model}} and "
-                           "{precision} only", key=key)
+        raise FactoryError(
+            f"'{pol['name']}' uses {sorted(fields - NAME_FIELDS)}; a name may use {{model}} and {{precision}} only",
+            key=key,
+        )
     seen: dict[str, tuple] = {}
     for model in cfg["models"]:
         for precision in deploy_precisions(pol, precisions[model]):
             name = repository_name(pol, model, precision)
             if not paths.SAFE_NAME.fullmatch(name) or ".." in name:
-                raise FactoryError(f"'{name}' is no directory name (letters, digits, '_', '-', '.')", key=key,
-                                   model=model)
+                raise FactoryError(
+                    f"'{name}' is no directory name (letters, digits, '_', '-', '.')", key=key, model=model
+                )
             if name in seen:
-                raise FactoryError(f"'{pol['name']}' names both {seen[name]} and {(model, precision)} '{name}': "
-                                   "add {precision} (or {model})", key=key)
+                raise FactoryError(
+                    f"'{pol['name']}' names both {seen[name]} and {(model, precision)} '{name}': "
+                    "add {precision} (or {model})",
+                    key=key,
+                )
             seen[name] = (model, precision)
 
 
@@ -131,13 +150,22 @@ def _onnx_io(onnx_path: str) -> tuple[dict, dict]:
 
     def dims(v):
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in v.type.tensor_type.shape.dim]
+
     inputs = {v.name: v.type.tensor_type.elem_type for v in proto.graph.input if v.name not in inits}
     outputs = {v.name: (v.type.tensor_type.elem_type, dims(v)) for v in proto.graph.output}
     return inputs, outputs
 
 
-def model_config(name: str, *, model: str, onnx_path: str, input_specs: dict, plan_files: dict[str, str],
-                 pol: dict, default_file: str | None):
+def model_config(
+    name: str,
+    *,
+    model: str,
+    onnx_path: str,
+    input_specs: dict,
+    plan_files: dict[str, str],
+    pol: dict,
+    default_file: str | None,
+):
     """The ModelConfig message of one repository entry. `plan_files`: {"8.6": "model.sm86.plan"}."""
     pb = _pb()
     in_types, outputs = _onnx_io(onnx_path)
@@ -148,11 +176,17 @@ def model_config(name: str, *, model: str, onnx_path: str, input_specs: dict, pl
     skip = 1 if max_batch else 0  # with max_batch_size > 0 Triton's dims leave the batch axis out
     cfg = pb.ModelConfig(name=name, platform=PLATFORM, max_batch_size=max_batch or 0)
     for tensor, spec in input_specs.items():
-        cfg.input.add(name=tensor, data_type=data_type(in_types[tensor], model=model, tensor=tensor),
-                      dims=[d if isinstance(d, int) else -1 for d in spec["shape"][skip:]])
+        cfg.input.add(
+            name=tensor,
+            data_type=data_type(in_types[tensor], model=model, tensor=tensor),
+            dims=[d if isinstance(d, int) else -1 for d in spec["shape"][skip:]],
+        )
     for tensor, (elem, dims) in outputs.items():
-        cfg.output.add(name=tensor, data_type=data_type(elem, model=model, tensor=tensor),
-                       dims=[d if isinstance(d, int) else -1 for d in dims[skip:]])
+        cfg.output.add(
+            name=tensor,
+            data_type=data_type(elem, model=model, tensor=tensor),
+            dims=[d if isinstance(d, int) else -1 for d in dims[skip:]],
+        )
     if max_batch and pol["dynamic_batching"]:
         opt = next(iter(input_specs.values()))["opt"][0]
         cfg.dynamic_batching.preferred_batch_size.extend(sorted({opt, max_batch}))
@@ -234,37 +268,66 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
     from .. import provenance
 
     model, pol = settings["model"], settings["policy"]
-    plans = {cc: {"plan": inputs[f"plan_sm{paths.cc_tag(cc)}"], "validation": inputs[f"validation_sm{paths.cc_tag(cc)}"]}
-             for cc in settings["compute_capabilities"]}
+    plans = {
+        cc: {"plan": inputs[f"plan_sm{paths.cc_tag(cc)}"], "validation": inputs[f"validation_sm{paths.cc_tag(cc)}"]}
+        for cc in settings["compute_capabilities"]
+    }
     chosen, refused = select_plans(plans, pol["include"], model=model)
     model_dir = Path(config_path).parent
     if not chosen:  # an earlier repository of these plans must not stay servable either
         shutil.rmtree(model_dir, ignore_errors=True)
-        raise FactoryError(f"no plan of {settings['precision']} passes the deploy policy (include: "
-                           f"{', '.join(pol['include'])}): " + "; ".join(f"{cc} {why}" for cc, why in refused.items()),
-                           model=model, key="deploy.triton.include")
+        raise FactoryError(
+            f"no plan of {settings['precision']} passes the deploy policy (include: "
+            f"{', '.join(pol['include'])}): " + "; ".join(f"{cc} {why}" for cc, why in refused.items()),
+            model=model,
+            key="deploy.triton.include",
+        )
     files = {cc: paths.triton_plan_file(cc) for cc in chosen}
     default = files[min(chosen, key=lambda c: tuple(map(int, c.split("."))))] if settings["portable"] else None
-    cfg = model_config(settings["repository"], model=model, onnx_path=inputs["onnx"], input_specs=settings["inputs"],
-                       plan_files=files, pol=pol, default_file=default)
+    cfg = model_config(
+        settings["repository"],
+        model=model,
+        onnx_path=inputs["onnx"],
+        input_specs=settings["inputs"],
+        plan_files=files,
+        pol=pol,
+        default_file=default,
+    )
     entries = []
     with atomic.atomic_path(model_dir) as tmp:
         (tmp / paths.TRITON_VERSION).mkdir(parents=True)
         write_config(tmp / "config.pbtxt", cfg)
         for cc, entry in chosen.items():
             how = _link_or_copy(entry["plan"], tmp / paths.TRITON_VERSION / files[cc])
-            entries.append({"compute_capability": cc, "file": paths.triton_plan(str(model_dir), cc),
-                            "source": entry["plan"], "sha256": _sha256(tmp / paths.TRITON_VERSION / files[cc]),
-                            "validation": entry["status"], "placed_by": how})
-    facts = {"repository": settings["repository"], "platform": PLATFORM, "max_batch_size": cfg.max_batch_size,
-             "plans": entries, "left_out": refused, "policy": pol, "key": settings["key"],
-             "triton_unloadable": settings.get("triton_unloadable")}
+            entries.append(
+                {
+                    "compute_capability": cc,
+                    "file": paths.triton_plan(str(model_dir), cc),
+                    "source": entry["plan"],
+                    "sha256": _sha256(tmp / paths.TRITON_VERSION / files[cc]),
+                    "validation": entry["status"],
+                    "placed_by": how,
+                }
+            )
+    facts = {
+        "repository": settings["repository"],
+        "platform": PLATFORM,
+        "max_batch_size": cfg.max_batch_size,
+        "plans": entries,
+        "left_out": refused,
+        "policy": pol,
+        "key": settings["key"],
+        "triton_unloadable": settings.get("triton_unloadable"),
+    }
     if settings.get("triton_unloadable"):
         print(f"note: {settings['triton_unloadable']}", flush=True)  # the job's log says it, as the README does
     provenance.write(config_path, stage="deploy", inputs=inputs, params=settings, facts=facts)
     write_statement(config_path, entries)
-    return {"plans": {e["compute_capability"]: e["file"] for e in entries}, "left_out": refused,
-            "max_batch_size": cfg.max_batch_size}
+    return {
+        "plans": {e["compute_capability"]: e["file"] for e in entries},
+        "left_out": refused,
+        "max_batch_size": cfg.max_batch_size,
+    }
 
 
 def write_statement(config_path: str, entries: list[dict]) -> str:

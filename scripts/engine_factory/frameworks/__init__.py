@@ -8,11 +8,13 @@
     export_inputs(name, m), reference_inputs(name, m)
     freeze_settings(name, m), reference_settings(m)
     freeze(inputs, outputs, params), export(inputs, outputs, params) -> facts
-    reference_outputs(source, feeds, outputs, *, model, device) -> {output: array} (or with facts: (outputs, {reference...}))
+    reference_outputs(source, feeds, outputs, *, model, device) -> {output: array} (or with facts: (outputs,
+    {reference...}))
 
 `framework_of(m)` is the one place that reads a model's `framework`: no caller tests a framework's name.
 Importing a framework module imports no framework library (those load inside the verbs).
 """
+
 from __future__ import annotations
 
 from . import onnx, pytorch, tensorflow

@@ -3,6 +3,7 @@ is checked, its old IR conventions normalised and an older opset upgraded with o
 when the converter cannot; recorded, and shown in the report); the reference outputs come from onnxruntime on the
 source, or on the imported model where onnxruntime has no kernel for the source's old opset (recorded).
 """
+
 from __future__ import annotations
 
 from .. import atomic
@@ -99,8 +100,16 @@ def reference_settings(m: dict) -> dict:
     return {"framework": m["framework"], "kind": "onnx"}
 
 
-def import_onnx(src: str, out: str, *, model: str, input_specs: dict, outputs: list[str] | None,
-                opset: int, cast_float64: bool = False) -> dict:
+def import_onnx(
+    src: str,
+    out: str,
+    *,
+    model: str,
+    input_specs: dict,
+    outputs: list[str] | None,
+    opset: int,
+    cast_float64: bool = False,
+) -> dict:
     """The user's ONNX file, checked; upgraded to the configured opset when it is older (see finish_onnx)."""
     import onnx
 
@@ -115,15 +124,29 @@ def import_onnx(src: str, out: str, *, model: str, input_specs: dict, outputs: l
         raise FactoryError(f"not a valid ONNX model: {first_line(e)}", model=model, path=src)
     with atomic.atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
-        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset,
-                            upgrade_only=True, cast_float64=cast_float64)
+        facts = finish_onnx(
+            tmp,
+            model=model,
+            input_specs=input_specs,
+            outputs=outputs,
+            opset=opset,
+            upgrade_only=True,
+            cast_float64=cast_float64,
+        )
     facts["ir_version_source"] = ir_source
     return {"exporter": "import", **facts, **({"ir_normalised": normalised} if normalised else {})}
 
 
 def export(inputs: dict, outputs: dict, p: dict) -> dict:
-    return import_onnx(inputs["source"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
-                       outputs=p["outputs"], opset=p["opset"], cast_float64=p.get("cast_float64", False))
+    return import_onnx(
+        inputs["source"],
+        outputs["onnx"],
+        model=p["model"],
+        input_specs=p["inputs"],
+        outputs=p["outputs"],
+        opset=p["opset"],
+        cast_float64=p.get("cast_float64", False),
+    )
 
 
 def reference_outputs(source: dict, feeds: dict, outputs: list[str] | None, *, model: str, device: str = "cpu"):
@@ -133,27 +156,41 @@ def reference_outputs(source: dict, feeds: dict, outputs: list[str] | None, *, m
     from ..tensors import run_onnxruntime
 
     if device != "cpu":
-        raise FactoryError("golden outputs of ONNX sources are computed on the CPU only", model=model,
-                           key="golden_device")
+        raise FactoryError(
+            "golden outputs of ONNX sources are computed on the CPU only", model=model, key="golden_device"
+        )
     try:
         result, facts = run_onnxruntime(source["path"], feeds), {"reference": "source"}
     except Exception as e:  # e.g. an old opset's kernel, or custom ops (TensorRT plugins) onnxruntime does not know
         problem = first_line(e)
         imported = source.get("imported")
         if not imported:
-            raise FactoryError(f"onnxruntime cannot run the source ONNX, so there are no golden outputs: {problem}",
-                               model=model, path=source["path"])
+            raise FactoryError(
+                f"onnxruntime cannot run the source ONNX, so there are no golden outputs: {problem}",
+                model=model,
+                path=source["path"],
+            )
         try:
             result = run_onnxruntime(imported, feeds)
         except Exception as e2:
-            raise FactoryError(f"onnxruntime cannot run the source ONNX ({problem}) nor the imported model "
-                               f"({first_line(e2)}), so there are no golden outputs: give reference outputs with "
-                               f"the inputs in `samples`", model=model, key=f"models.{model}.samples",
-                               path=source["path"])
-        facts = {"reference": "imported model", "reference_file": imported,
-                 "source_not_run": f"onnxruntime cannot run the source: {problem}"[:400]}
+            raise FactoryError(
+                f"onnxruntime cannot run the source ONNX ({problem}) nor the imported model "
+                f"({first_line(e2)}), so there are no golden outputs: give reference outputs with "
+                f"the inputs in `samples`",
+                model=model,
+                key=f"models.{model}.samples",
+                path=source["path"],
+            )
+        facts = {
+            "reference": "imported model",
+            "reference_file": imported,
+            "source_not_run": f"onnxruntime cannot run the source: {problem}"[:400],
+        }
     missing = [k for k in outputs or () if k not in result]
     if missing:
-        raise FactoryError(f"the model has no output(s) {missing} (its outputs: {list(result)})", model=model,
-                           key=f"models.{model}.outputs")
+        raise FactoryError(
+            f"the model has no output(s) {missing} (its outputs: {list(result)})",
+            model=model,
+            key=f"models.{model}.outputs",
+        )
     return (result if outputs is None else {k: result[k] for k in outputs}), facts

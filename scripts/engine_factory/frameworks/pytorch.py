@@ -27,6 +27,7 @@ exporter is asked for opset 18 or newer: below 18 it writes invalid models (meas
 but emits ReduceMean with opset 18's attributes); lower opsets are reached with onnx's version converter afterwards
 (scripts/engine_factory/graph/onnx_io.py), or refused with a clear error.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,14 +54,20 @@ def check_config(name: str, m: dict, cfg: dict, exists, settings: dict) -> None:
     from ..modelcode import check_defined, search_path
 
     if "checkpoint" in m and "model" not in m:
-        raise FactoryError("a state_dict checkpoint needs the model class as an import path ('package.module:Class')",
-                           model=name, key=f"models.{name}.model")
+        raise FactoryError(
+            "a state_dict checkpoint needs the model class as an import path ('package.module:Class')",
+            model=name,
+            key=f"models.{name}.model",
+        )
     if "model" in m:
         check_defined(m["model"], search_path(cfg["python_path"]), model=name)
     for key in ("checkpoint_key", "strip_prefix"):
         if key in m and "checkpoint" not in m:
-            raise FactoryError(f"'{key}' is for state_dict checkpoints (a TorchScript archive holds its module)",
-                               model=name, key=f"models.{name}.{key}")
+            raise FactoryError(
+                f"'{key}' is for state_dict checkpoints (a TorchScript archive holds its module)",
+                model=name,
+                key=f"models.{name}.{key}",
+            )
 
 
 def source_kind(m: dict) -> str:
@@ -104,18 +111,30 @@ def reference_inputs(name: str, m: dict) -> dict[str, str]:
 
 
 def freeze_settings(name: str, m: dict) -> dict:
-    return {"model": name, "source_kind": source_kind(m), "model_ref": m.get("model"),
-            "model_kwargs": m.get("model_kwargs", {}), "inputs": m["inputs"], **_loading(m)}
+    return {
+        "model": name,
+        "source_kind": source_kind(m),
+        "model_ref": m.get("model"),
+        "model_kwargs": m.get("model_kwargs", {}),
+        "inputs": m["inputs"],
+        **_loading(m),
+    }
 
 
 def reference_settings(m: dict) -> dict:
-    return {"framework": m["framework"], "kind": source_kind(m), "model_ref": m.get("model"),
-            "model_kwargs": m.get("model_kwargs", {}), **_loading(m)}
+    return {
+        "framework": m["framework"],
+        "kind": source_kind(m),
+        "model_ref": m.get("model"),
+        "model_kwargs": m.get("model_kwargs", {}),
+        **_loading(m),
+    }
 
 
 # ------------------------------------------------------------------------------------------------- freeze
-def load_state_dict_model(checkpoint: str, ref: str, kwargs: dict, *, model: str, checkpoint_key=None,
-                          strip_prefix: str | None = None):
+def load_state_dict_model(
+    checkpoint: str, ref: str, kwargs: dict, *, model: str, checkpoint_key=None, strip_prefix: str | None = None
+):
     """Instantiate the configured class and load the checkpoint's weights into it (strictly). checkpoint_key: the
     entry (a list: nested entries) that holds the state_dict, as training scripts save it ({"model_state": ...,
     "optimizer": ..., "step": ...}); strip_prefix: taken off every key that has it (DataParallel's `module.`)."""
@@ -135,17 +154,23 @@ def load_state_dict_model(checkpoint: str, ref: str, kwargs: dict, *, model: str
     except FactoryError:
         raise
     except Exception as e:  # weights_only refuses pickled objects; corrupt files land here too
-        raise FactoryError(f"cannot read the checkpoint safely (torch.load weights_only=True): {type(e).__name__}: "
-                           f"{str(e).strip() or 'no message'}", model=model, path=checkpoint)
+        raise FactoryError(
+            f"cannot read the checkpoint safely (torch.load weights_only=True): {type(e).__name__}: "
+            f"{str(e).strip() or 'no message'}",
+            model=model,
+            path=checkpoint,
+        )
     state = _state_dict_of(state, checkpoint_key, strip_prefix, model=model, path=checkpoint)
     try:
         result = net.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes that differ: torch lists them, one line each
-        raise FactoryError(f"the checkpoint does not fit {ref}: {' '.join(str(e).split())[:600]}",
-                           model=model, path=checkpoint)
+        raise FactoryError(
+            f"the checkpoint does not fit {ref}: {' '.join(str(e).split())[:600]}", model=model, path=checkpoint
+        )
     if result.missing_keys or result.unexpected_keys:
-        raise FactoryError(f"the checkpoint does not fit {ref}: {_key_mismatch(result, strip_prefix)}",
-                           model=model, path=checkpoint)
+        raise FactoryError(
+            f"the checkpoint does not fit {ref}: {_key_mismatch(result, strip_prefix)}", model=model, path=checkpoint
+        )
     return net.eval()
 
 
@@ -166,8 +191,8 @@ def _key_mismatch(result, strip_prefix) -> str:
     hint = ""
     prefix = os.path.commonprefix(list(result.unexpected_keys))
     if result.missing_keys and result.unexpected_keys and "." in prefix:
-        prefix = prefix[:prefix.rindex(".") + 1]
-        if all(k[len(prefix):] in result.missing_keys for k in result.unexpected_keys[:20]):
+        prefix = prefix[: prefix.rindex(".") + 1]
+        if all(k[len(prefix) :] in result.missing_keys for k in result.unexpected_keys[:20]):
             hint = f" (every unexpected key starts with '{prefix}': set strip_prefix: '{prefix}')"
     return "; ".join(parts) + hint
 
@@ -181,23 +206,35 @@ def _state_dict_of(state, checkpoint_key, strip_prefix, *, model: str, path: str
         for level in [checkpoint_key] if isinstance(checkpoint_key, str) else checkpoint_key:
             if not isinstance(state, dict) or level not in state:
                 found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-                raise FactoryError(f"checkpoint_key '{level}' is not in the checkpoint (its keys: {found})",
-                                   model=model, key=f"models.{model}.checkpoint_key", path=path)
+                raise FactoryError(
+                    f"checkpoint_key '{level}' is not in the checkpoint (its keys: {found})",
+                    model=model,
+                    key=f"models.{model}.checkpoint_key",
+                    path=path,
+                )
             state = state[level]
     elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # the common {"state_dict": ..., "epoch": ...} wrapper
     if not isinstance(state, dict):
-        raise FactoryError(f"expected a state_dict (a dict of tensors), found {type(state).__name__}",
-                           model=model, path=path)
+        raise FactoryError(
+            f"expected a state_dict (a dict of tensors), found {type(state).__name__}", model=model, path=path
+        )
     others = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if others:  # a training checkpoint ({"model_state": ..., "optimizer": ..., "step": 3}) read as a state_dict
-        nested = [f"{k} ({len(v)} entries)" for k, v in state.items() if isinstance(v, dict)
-                  and v and all(isinstance(t, torch.Tensor) for t in v.values())]
-        raise FactoryError(f"the state_dict has entries that are no tensors: {_listed(map(str, others))}" +
-                           (f"; the weights look nested under {', '.join(nested)}: set checkpoint_key" if nested
-                            else ""), model=model, key=f"models.{model}.checkpoint_key", path=path)
+        nested = [
+            f"{k} ({len(v)} entries)"
+            for k, v in state.items()
+            if isinstance(v, dict) and v and all(isinstance(t, torch.Tensor) for t in v.values())
+        ]
+        raise FactoryError(
+            f"the state_dict has entries that are no tensors: {_listed(map(str, others))}"
+            + (f"; the weights look nested under {', '.join(nested)}: set checkpoint_key" if nested else ""),
+            model=model,
+            key=f"models.{model}.checkpoint_key",
+            path=path,
+        )
     if strip_prefix:
-        state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v for k, v in state.items()}
+        state = {k[len(strip_prefix) :] if k.startswith(strip_prefix) else k: v for k, v in state.items()}
     return state
 
 
@@ -238,9 +275,13 @@ def pick_outputs(found: list[str], outputs: list[str] | None, *, model: str) -> 
         return [found.index(o) for o in outputs]
     if len(outputs) == len(found):
         return list(range(len(found)))
-    raise FactoryError(f"the model returns {len(found)} outputs ({', '.join(p or '<tensor>' for p in found)}), "
-                       f"the config names {len(outputs)}: {outputs} (name the leaves by path, or one name each in "
-                       "order)", model=model, key=f"models.{model}.outputs")
+    raise FactoryError(
+        f"the model returns {len(found)} outputs ({', '.join(p or '<tensor>' for p in found)}), "
+        f"the config names {len(outputs)}: {outputs} (name the leaves by path, or one name each in "
+        "order)",
+        model=model,
+        key=f"models.{model}.outputs",
+    )
 
 
 def _constant(value, type_name: str | None = None):
@@ -262,8 +303,11 @@ def forward_params(net) -> list[tuple[str, bool, str | None]]:
     if schema is not None:  # a ScriptModule
         return [(a.name, a.has_default_value(), str(a.type)) for a in schema.arguments[1:]]
     params = inspect.signature(net.forward).parameters.values()
-    return [(p.name, p.default is not inspect.Parameter.empty, None) for p in params
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        (p.name, p.default is not inspect.Parameter.empty, None)
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 def call_plan(net, n_inputs: int, constants: dict | None, *, model: str) -> list:
@@ -274,8 +318,11 @@ def call_plan(net, n_inputs: int, constants: dict | None, *, model: str) -> list
     params = forward_params(net)
     unknown = sorted(set(constants) - {p[0] for p in params})
     if unknown:
-        raise FactoryError(f"constant_args {unknown} are no arguments of the forward ({[p[0] for p in params]})",
-                           model=model, key=f"models.{model}.constant_args")
+        raise FactoryError(
+            f"constant_args {unknown} are no arguments of the forward ({[p[0] for p in params]})",
+            model=model,
+            key=f"models.{model}.constant_args",
+        )
     plan, i = [], 0
     for name, has_default, type_name in params:
         if name in constants:
@@ -286,11 +333,17 @@ def call_plan(net, n_inputs: int, constants: dict | None, *, model: str) -> list
         elif has_default:
             break
         else:
-            raise FactoryError(f"forward argument '{name}' gets neither a configured input nor a constant_args value",
-                               model=model, key=f"models.{model}.constant_args")
+            raise FactoryError(
+                f"forward argument '{name}' gets neither a configured input nor a constant_args value",
+                model=model,
+                key=f"models.{model}.constant_args",
+            )
     if i < n_inputs:
-        raise FactoryError(f"the forward takes {i} tensor argument(s) beside constant_args, the config has "
-                           f"{n_inputs} inputs", model=model, key=f"models.{model}.inputs")
+        raise FactoryError(
+            f"the forward takes {i} tensor argument(s) beside constant_args, the config has {n_inputs} inputs",
+            model=model,
+            key=f"models.{model}.inputs",
+        )
     return plan
 
 
@@ -326,8 +379,10 @@ def export_example_specs(input_specs: dict) -> dict:
     profile allows it (torch specialises a size-1 example dim to the constant 1)."""
     out = {}
     for name, spec in input_specs.items():
-        opt = [2 if isinstance(d, str) and o == 1 and spec["max"][i] >= 2 else o
-               for i, (d, o) in enumerate(zip(spec["shape"], spec["opt"]))]
+        opt = [
+            2 if isinstance(d, str) and o == 1 and spec["max"][i] >= 2 else o
+            for i, (d, o) in enumerate(zip(spec["shape"], spec["opt"]))
+        ]
         out[name] = {**spec, "opt": opt}
     return out
 
@@ -364,8 +419,11 @@ def _specialised(ep, input_specs: dict) -> list[str]:
     fixed = []
     for node_name, (name, spec) in zip(users, input_specs.items()):
         shape = nodes[node_name].meta["val"].shape
-        fixed += [f"{name}[{i}] ({d})" for i, d in enumerate(spec["shape"]) if isinstance(d, str)
-                  and isinstance(shape[i], int)]
+        fixed += [
+            f"{name}[{i}] ({d})"
+            for i, d in enumerate(spec["shape"])
+            if isinstance(d, str) and isinstance(shape[i], int)
+        ]
     return fixed
 
 
@@ -381,41 +439,67 @@ def export_program(net, input_specs: dict, *, model: str, model_ref: str):
 
     args = example_args(export_example_specs(input_specs))
     try:
-        return torch.export.export(net, args, dynamic_shapes=_as_called(net, dynamic_shapes(input_specs))), \
-            {"dynamic_shapes": "Dim"}
+        return torch.export.export(net, args, dynamic_shapes=_as_called(net, dynamic_shapes(input_specs))), {
+            "dynamic_shapes": "Dim"
+        }
     except Exception as e:
         strict = " ".join(str(e).split())[:300]
-        if not any(dims for dims in dynamic_shapes(input_specs) if dims) or \
-                not any(w in strict for w in ("Constraints violated", "specializ", "specialis")):
-            raise FactoryError(f"torch.export failed for {model_ref} with the config's input specs: {strict}",
-                               model=model, key=f"models.{model}.inputs")
+        if not any(dims for dims in dynamic_shapes(input_specs) if dims) or not any(
+            w in strict for w in ("Constraints violated", "specializ", "specialis")
+        ):
+            raise FactoryError(
+                f"torch.export failed for {model_ref} with the config's input specs: {strict}",
+                model=model,
+                key=f"models.{model}.inputs",
+            )
     try:
         ep = torch.export.export(net, args, dynamic_shapes=_as_called(net, dynamic_shapes(input_specs, auto=True)))
     except Exception as e:
-        raise FactoryError(f"torch.export failed for {model_ref} with named dims ({strict}) and with Dim.AUTO: "
-                           f"{' '.join(str(e).split())[:300]}", model=model, key=f"models.{model}.inputs")
+        raise FactoryError(
+            f"torch.export failed for {model_ref} with named dims ({strict}) and with Dim.AUTO: "
+            f"{' '.join(str(e).split())[:300]}",
+            model=model,
+            key=f"models.{model}.inputs",
+        )
     fixed = _specialised(ep, input_specs)
     if fixed:
-        raise FactoryError(f"torch.export specialised dims the config calls dynamic: {', '.join(fixed)} (the "
-                           "model's code fixes them: make those dims static in the config)", model=model,
-                           key=f"models.{model}.inputs")
+        raise FactoryError(
+            f"torch.export specialised dims the config calls dynamic: {', '.join(fixed)} (the "
+            "model's code fixes them: make those dims static in the config)",
+            model=model,
+            key=f"models.{model}.inputs",
+        )
     return ep, {"dynamic_shapes": "Dim.AUTO", "named_dims_failed": strict}
 
 
-def freeze_pytorch(checkpoint: str, out: str, *, model: str, model_ref: str, model_kwargs: dict,
-                   input_specs: dict, checkpoint_key=None, strip_prefix: str | None = None,
-                   constant_args: dict | None = None) -> dict:
+def freeze_pytorch(
+    checkpoint: str,
+    out: str,
+    *,
+    model: str,
+    model_ref: str,
+    model_kwargs: dict,
+    input_specs: dict,
+    checkpoint_key=None,
+    strip_prefix: str | None = None,
+    constant_args: dict | None = None,
+) -> dict:
     import torch
 
-    net = load_state_dict_model(checkpoint, model_ref, model_kwargs, model=model, checkpoint_key=checkpoint_key,
-                                strip_prefix=strip_prefix)
+    net = load_state_dict_model(
+        checkpoint, model_ref, model_kwargs, model=model, checkpoint_key=checkpoint_key, strip_prefix=strip_prefix
+    )
     if constant_args:  # the program takes the configured inputs only
         net = _wrapper(net, call_plan(net, len(input_specs), constant_args, model=model), None)
     ep, path = export_program(net, input_specs, model=model, model_ref=model_ref)
     with atomic.atomic_path(out) as tmp:
         torch.export.save(ep, str(tmp))
-    return {"format": "torch.export", "model_class": model_ref,
-            "parameters": sum(p.numel() for p in net.parameters()), **path}
+    return {
+        "format": "torch.export",
+        "model_class": model_ref,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        **path,
+    }
 
 
 def load_torchscript(path: str, *, model: str):
@@ -443,16 +527,33 @@ def freeze_torchscript(src: str, out: str, *, model: str) -> dict:
 def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
     """The freeze stage: the configured source -> outputs["frozen"]; returns facts for provenance."""
     if p["source_kind"] == "checkpoint":
-        return freeze_pytorch(inputs["source"], outputs["frozen"], model=p["model"], model_ref=p["model_ref"],
-                              model_kwargs=p["model_kwargs"], input_specs=p["inputs"],
-                              checkpoint_key=p.get("checkpoint_key"), strip_prefix=p.get("strip_prefix"),
-                              constant_args=p.get("constant_args"))
+        return freeze_pytorch(
+            inputs["source"],
+            outputs["frozen"],
+            model=p["model"],
+            model_ref=p["model_ref"],
+            model_kwargs=p["model_kwargs"],
+            input_specs=p["inputs"],
+            checkpoint_key=p.get("checkpoint_key"),
+            strip_prefix=p.get("strip_prefix"),
+            constant_args=p.get("constant_args"),
+        )
     return freeze_torchscript(inputs["source"], outputs["frozen"], model=p["model"])
 
 
 # ------------------------------------------------------------------------------------------------- export
-def _export_with(exporter: str, call, frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-                 opset: int, cast_float64: bool = False) -> dict:
+def _export_with(
+    exporter: str,
+    call,
+    frozen: str,
+    out: str,
+    *,
+    model: str,
+    input_specs: dict,
+    outputs: list[str],
+    opset: int,
+    cast_float64: bool = False,
+) -> dict:
     """Run `call(tmp_path)` (one torch.onnx.export), then bring the file to the config's opset and I/O."""
     from ..graph.onnx_io import finish_onnx
 
@@ -461,8 +562,9 @@ def _export_with(exporter: str, call, frozen: str, out: str, *, model: str, inpu
             call(str(tmp))
         except Exception as e:
             raise _route_failed(exporter, e, model=model, path=frozen)
-        facts = finish_onnx(tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset,
-                            cast_float64=cast_float64)
+        facts = finish_onnx(
+            tmp, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64
+        )
     return {"exporter": exporter, **facts}
 
 
@@ -516,7 +618,7 @@ def reuse_onnx_registry() -> bool:
     2.13, onnxscript 0.7, a small CNN's whole export ~1.5 s). Built once per opset and per state of the torchlib
     registries (a model package that registers its own torchlib function changes that state, and gets a registry
     built anew), each export gets its own copy (the exporter adds a call's custom translations to it). The
-    forkserver calls this before its warm-up export (scripts/engine_factory/warmup.py), so every job forked from it starts with
+    forkserver calls this before its warm-up export (engine_factory/warmup.py), so every job forked from it starts with
     the registry built. False (nothing changed) where this torch has no such classmethod."""
     try:
         from onnxscript.function_libs.torch_lib import registration as onnxscript_torchlib
@@ -531,9 +633,11 @@ def reuse_onnx_registry() -> bool:
     built = {}
 
     def state(key):
-        return (key, len(_torchlib_registry._registry),
-                tuple((name, len(f.overloads), len(f.complex))
-                      for name, f in onnxscript_torchlib.default_registry.items()))
+        return (
+            key,
+            len(_torchlib_registry._registry),
+            tuple((name, len(f.overloads), len(f.complex)) for name, f in onnxscript_torchlib.default_registry.items()),
+        )
 
     def from_torchlib(klass, *args, **kwargs):
         key = (klass, args, tuple(sorted(kwargs.items())))
@@ -551,8 +655,9 @@ def reuse_onnx_registry() -> bool:
     return True
 
 
-def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int,
-               cast_float64: bool = False) -> dict:
+def export_pt2(
+    frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int, cast_float64: bool = False
+) -> dict:
     """The dynamo route: the frozen ExportedProgram; its output leaves picked and ordered as the config says."""
     import torch
 
@@ -562,16 +667,36 @@ def export_pt2(frozen: str, out: str, *, model: str, input_specs: dict, outputs:
     names = _leaf_names(found, picks, outputs)
 
     def call(tmp):
-        torch.onnx.export(ep, (), tmp, dynamo=True, external_data=False, opset_version=max(opset, 18),
-                          input_names=list(input_specs), output_names=names, verbose=False)
+        torch.onnx.export(
+            ep,
+            (),
+            tmp,
+            dynamo=True,
+            external_data=False,
+            opset_version=max(opset, 18),
+            input_names=list(input_specs),
+            output_names=names,
+            verbose=False,
+        )
         _keep_outputs(tmp, [names[i] for i in picks])
 
-    return _export_with(DYNAMO, call, frozen, out, model=model, input_specs=input_specs, outputs=outputs,
-                        opset=opset, cast_float64=cast_float64)
+    return _export_with(
+        DYNAMO,
+        call,
+        frozen,
+        out,
+        model=model,
+        input_specs=input_specs,
+        outputs=outputs,
+        opset=opset,
+        cast_float64=cast_float64,
+    )
 
 
 def _dynamic_axes(input_specs: dict) -> dict:
-    return {name: {i: d for i, d in enumerate(spec["shape"]) if isinstance(d, str)} for name, spec in input_specs.items()}
+    return {
+        name: {i: d for i, d in enumerate(spec["shape"]) if isinstance(d, str)} for name, spec in input_specs.items()
+    }
 
 
 def _bound(net, input_specs: dict, outputs, constant_args, *, model: str, plan: list | None = None):
@@ -586,41 +711,93 @@ def _bound(net, input_specs: dict, outputs, constant_args, *, model: str, plan: 
     return _wrapper(net, plan, picks), args, [_leaf_names(found, picks, outputs)[i] for i in picks]
 
 
-def export_eager(checkpoint: str, out: str, *, model: str, model_ref: str, model_kwargs: dict, input_specs: dict,
-                 outputs: list[str], opset: int, cast_float64: bool = False, checkpoint_key=None,
-                 strip_prefix: str | None = None, constant_args: dict | None = None) -> dict:
+def export_eager(
+    checkpoint: str,
+    out: str,
+    *,
+    model: str,
+    model_ref: str,
+    model_kwargs: dict,
+    input_specs: dict,
+    outputs: list[str],
+    opset: int,
+    cast_float64: bool = False,
+    checkpoint_key=None,
+    strip_prefix: str | None = None,
+    constant_args: dict | None = None,
+) -> dict:
     """The legacy route of a state_dict model: the eager model (read again from the checkpoint) through
     torch.onnx.export(dynamo=False), its outputs flattened into a tuple first."""
     import torch
 
-    net = load_state_dict_model(checkpoint, model_ref, model_kwargs, model=model, checkpoint_key=checkpoint_key,
-                                strip_prefix=strip_prefix)
+    net = load_state_dict_model(
+        checkpoint, model_ref, model_kwargs, model=model, checkpoint_key=checkpoint_key, strip_prefix=strip_prefix
+    )
     wrapper, args, names = _bound(net, input_specs, outputs, constant_args, model=model)
     return _export_with(
-        LEGACY, lambda tmp: torch.onnx.export(wrapper, args, tmp, dynamo=False, opset_version=opset,
-                                              input_names=list(input_specs), output_names=names,
-                                              dynamic_axes=_dynamic_axes(input_specs)),
-        checkpoint, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64)
+        LEGACY,
+        lambda tmp: torch.onnx.export(
+            wrapper,
+            args,
+            tmp,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(input_specs),
+            output_names=names,
+            dynamic_axes=_dynamic_axes(input_specs),
+        ),
+        checkpoint,
+        out,
+        model=model,
+        input_specs=input_specs,
+        outputs=outputs,
+        opset=opset,
+        cast_float64=cast_float64,
+    )
 
 
-def export_torchscript(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-                       opset: int, cast_float64: bool = False) -> dict:
+def export_torchscript(
+    frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int, cast_float64: bool = False
+) -> dict:
     import torch
 
     scripted = load_torchscript(frozen, model=model)
     return _export_with(
         LEGACY,
-        lambda tmp: torch.onnx.export(scripted, example_args(input_specs), tmp, dynamo=False, opset_version=opset,
-                                      input_names=list(input_specs), output_names=list(outputs),
-                                      dynamic_axes=_dynamic_axes(input_specs)),
-        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64)
+        lambda tmp: torch.onnx.export(
+            scripted,
+            example_args(input_specs),
+            tmp,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(input_specs),
+            output_names=list(outputs),
+            dynamic_axes=_dynamic_axes(input_specs),
+        ),
+        frozen,
+        out,
+        model=model,
+        input_specs=input_specs,
+        outputs=outputs,
+        opset=opset,
+        cast_float64=cast_float64,
+    )
 
 
 TS_DYNAMO = "torch.onnx.export(dynamo=True) of the TorchScript converted by TS2EPConverter"
 
 
-def export_torchscript_dynamo(frozen: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-                              opset: int, cast_float64: bool = False, constant_args: dict | None = None) -> dict:
+def export_torchscript_dynamo(
+    frozen: str,
+    out: str,
+    *,
+    model: str,
+    input_specs: dict,
+    outputs: list[str],
+    opset: int,
+    cast_float64: bool = False,
+    constant_args: dict | None = None,
+) -> dict:
     """The dynamo route of a TorchScript archive: converted to an ExportedProgram at the example (opt) inputs with
     constant_args bound, re-exported with the config's dynamic dims (its outputs flattened), then to ONNX."""
     import torch
@@ -643,34 +820,73 @@ def export_torchscript_dynamo(frozen: str, out: str, *, model: str, input_specs:
     except Exception as e:
         raise _route_failed(TS_DYNAMO, e, model=model, path=frozen)
     return _export_with(
-        TS_DYNAMO, lambda tmp: torch.onnx.export(ep, (), tmp, dynamo=True, external_data=False,
-                                                 opset_version=max(opset, 18), input_names=list(input_specs),
-                                                 output_names=names, verbose=False),
-        frozen, out, model=model, input_specs=input_specs, outputs=outputs, opset=opset, cast_float64=cast_float64)
+        TS_DYNAMO,
+        lambda tmp: torch.onnx.export(
+            ep,
+            (),
+            tmp,
+            dynamo=True,
+            external_data=False,
+            opset_version=max(opset, 18),
+            input_names=list(input_specs),
+            output_names=names,
+            verbose=False,
+        ),
+        frozen,
+        out,
+        model=model,
+        input_specs=input_specs,
+        outputs=outputs,
+        opset=opset,
+        cast_float64=cast_float64,
+    )
 
 
 def routes(p: dict, inputs: dict, outputs: dict) -> list[tuple[str, object]]:
     """(route, call) in the order `exporter` tries them (see the module's docstring)."""
     exporter = p.get("exporter", "auto")
-    kw = dict(model=p["model"], input_specs=p["inputs"], outputs=p["outputs"], opset=p["opset"],
-              cast_float64=p.get("cast_float64", False))
+    kw = dict(
+        model=p["model"],
+        input_specs=p["inputs"],
+        outputs=p["outputs"],
+        opset=p["opset"],
+        cast_float64=p.get("cast_float64", False),
+    )
     constants = p.get("constant_args")
     if p["source_format"] == "pt2":
         dynamo = ("dynamo", lambda: export_pt2(inputs["source"], outputs["onnx"], **kw))
         eager = p.get("eager")
-        legacy = ("legacy", lambda: export_eager(
-            inputs["checkpoint"], outputs["onnx"], model_ref=eager["model_ref"], model_kwargs=eager["model_kwargs"],
-            checkpoint_key=p.get("checkpoint_key"), strip_prefix=p.get("strip_prefix"), constant_args=constants,
-            **kw)) if eager and inputs.get("checkpoint") else None
+        legacy = (
+            (
+                "legacy",
+                lambda: export_eager(
+                    inputs["checkpoint"],
+                    outputs["onnx"],
+                    model_ref=eager["model_ref"],
+                    model_kwargs=eager["model_kwargs"],
+                    checkpoint_key=p.get("checkpoint_key"),
+                    strip_prefix=p.get("strip_prefix"),
+                    constant_args=constants,
+                    **kw,
+                ),
+            )
+            if eager and inputs.get("checkpoint")
+            else None
+        )
         order = {"dynamo": [dynamo], "legacy": [legacy], "auto": [dynamo, legacy]}[exporter]
     else:
         legacy = ("legacy", lambda: export_torchscript(inputs["source"], outputs["onnx"], **kw))
-        dynamo = ("dynamo", lambda: export_torchscript_dynamo(inputs["source"], outputs["onnx"],
-                                                              constant_args=constants, **kw))
+        dynamo = (
+            "dynamo",
+            lambda: export_torchscript_dynamo(inputs["source"], outputs["onnx"], constant_args=constants, **kw),
+        )
         if constants and exporter == "legacy":
-            raise FactoryError("constant_args are bound on the dynamo route only (the legacy exporter cannot call a "
-                               "TorchScript forward with constants): set exporter to auto or dynamo",
-                               model=p["model"], key=f"models.{p['model']}.exporter")
+            raise FactoryError(
+                "constant_args are bound on the dynamo route only (the legacy exporter cannot call a "
+                "TorchScript forward with constants): set exporter to auto or dynamo",
+                model=p["model"],
+                key=f"models.{p['model']}.exporter",
+            )
         order = {"dynamo": [dynamo], "legacy": [legacy], "auto": [dynamo] if constants else [legacy, dynamo]}[exporter]
     return [r for r in order if r is not None]
 
@@ -690,9 +906,14 @@ def export(inputs: dict, outputs: dict, p: dict) -> dict:
     if len(failed) == 1:
         raise failed[0][1]
     name = p["model"]
-    raise FactoryError("no export route worked: " + "; ".join(f"{r}: {_reason(e)}" for r, e in failed) +
-                       " (the log has each traceback; next: fix the model code the error names, or export the "
-                       "ONNX yourself and configure it as framework: onnx)", model=name, key=f"models.{name}.exporter")
+    raise FactoryError(
+        "no export route worked: "
+        + "; ".join(f"{r}: {_reason(e)}" for r, e in failed)
+        + " (the log has each traceback; next: fix the model code the error names, or export the "
+        "ONNX yourself and configure it as framework: onnx)",
+        model=name,
+        key=f"models.{name}.exporter",
+    )
 
 
 def _reason(e: FactoryError) -> str:
@@ -708,14 +929,22 @@ def reference_outputs(source: dict, feeds: dict, outputs: list[str] | None, *, m
     if device == "cuda" and not torch.cuda.is_available():
         raise FactoryError("golden_device is cuda but torch sees no CUDA GPU here", model=model, key="golden_device")
     if source["kind"] == "checkpoint":
-        net = load_state_dict_model(source["path"], source["model_ref"], source.get("model_kwargs", {}), model=model,
-                                    checkpoint_key=source.get("checkpoint_key"), strip_prefix=source.get("strip_prefix"))
+        net = load_state_dict_model(
+            source["path"],
+            source["model_ref"],
+            source.get("model_kwargs", {}),
+            model=model,
+            checkpoint_key=source.get("checkpoint_key"),
+            strip_prefix=source.get("strip_prefix"),
+        )
     else:
         net = load_torchscript(source["path"], model=model)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     net = net.to(device)
-    plan = [(k, v.to(device) if isinstance(v, torch.Tensor) else v)
-            for k, v in call_plan(net, len(feeds), source.get("constant_args"), model=model)]
+    plan = [
+        (k, v.to(device) if isinstance(v, torch.Tensor) else v)
+        for k, v in call_plan(net, len(feeds), source.get("constant_args"), model=model)
+    ]
     with torch.no_grad():
         result = net(*_args(plan, [torch.from_numpy(a).to(device) for a in feeds.values()]))
     leaves, found = flat_outputs(result)  # the export's order and picks (see the module's docstring)

@@ -1,4 +1,5 @@
-"""TensorFlow sources (`framework: tensorflow`): freeze (Keras `.keras`/`.h5`, SavedModel, TF1 checkpoint -> frozen GraphDef), export
+"""TensorFlow sources (`framework: tensorflow`): freeze (Keras `.keras`/`.h5`, SavedModel, TF1 checkpoint -> frozen
+GraphDef), export
 (tf2onnx), golden (TensorFlow fp32). Every later stage is the shared chain.
 
     freeze   model.pb          GraphDef with the variables folded in (convert_variables_to_constants[_v2])
@@ -14,6 +15,7 @@ the export's provenance and the report say which layout the plan expects.
 
 TensorFlow is imported lazily (the Snakefile imports this package at DAG time) and with its C++ logs quiet.
 """
+
 from __future__ import annotations
 
 import glob
@@ -35,22 +37,61 @@ CONFIG_KEYS = ("format", "signature", "allow_ops")  # keys only this framework r
 # Ops that touch the file system or call into Python. A SavedModel or TF1 graph is code: one holding any of these is
 # refused before anything of it runs (freeze, golden), unless the model's `allow_ops` names them. (The SavedModel's
 # own checkpoint restore is not in the frozen signature and is not affected.)
-UNSAFE_OPS = {"WriteFile", "ReadFile", "MatchingFiles", "DeleteFile", "PyFunc", "PyFuncStateless", "EagerPyFunc",
-              "SaveV2", "Save", "SaveSlices", "MergeV2Checkpoints", "WholeFileReader", "WholeFileReaderV2",
-              "TFRecordReader", "TFRecordReaderV2", "FixedLengthRecordReader", "FixedLengthRecordReaderV2",
-              "TextLineReader", "TextLineReaderV2", "IdentityReader", "IdentityReaderV2", "LMDBReader",
-              "CreateSummaryFileWriter", "WriteSummary", "WriteScalarSummary", "WriteHistogramSummary",
-              "WriteImageSummary", "WriteAudioSummary", "WriteGraphSummary", "WriteRawProtoSummary",
-              "ImmutableConst", "DebugIdentity", "DebugIdentityV2", "DebugNumericSummary", "SaveDataset",
-              "DatasetToTFRecord", "ExperimentalDatasetToTFRecord"}
+UNSAFE_OPS = {
+    "WriteFile",
+    "ReadFile",
+    "MatchingFiles",
+    "DeleteFile",
+    "PyFunc",
+    "PyFuncStateless",
+    "EagerPyFunc",
+    "SaveV2",
+    "Save",
+    "SaveSlices",
+    "MergeV2Checkpoints",
+    "WholeFileReader",
+    "WholeFileReaderV2",
+    "TFRecordReader",
+    "TFRecordReaderV2",
+    "FixedLengthRecordReader",
+    "FixedLengthRecordReaderV2",
+    "TextLineReader",
+    "TextLineReaderV2",
+    "IdentityReader",
+    "IdentityReaderV2",
+    "LMDBReader",
+    "CreateSummaryFileWriter",
+    "WriteSummary",
+    "WriteScalarSummary",
+    "WriteHistogramSummary",
+    "WriteImageSummary",
+    "WriteAudioSummary",
+    "WriteGraphSummary",
+    "WriteRawProtoSummary",
+    "ImmutableConst",
+    "DebugIdentity",
+    "DebugIdentityV2",
+    "DebugNumericSummary",
+    "SaveDataset",
+    "DatasetToTFRecord",
+    "ExperimentalDatasetToTFRecord",
+}
 INPUT_KEYS = {"layout": "tf2onnx can present NHWC inputs as NCHW"}  # input keys only it reads, and why
 FORMATS = ("keras", "h5", "saved_model", "tf1_checkpoint")
-MAX_OPSET = 18          # tf2onnx 1.17 converts to opsets <= 18
+MAX_OPSET = 18  # tf2onnx 1.17 converts to opsets <= 18
 # mem_mb the TensorFlow jobs declare (config `mem_mb` overrides per model). Measured peaks for Keras ResNet50 /
 # InceptionV3: freeze 1.7 / 1.6 GB, tf2onnx export 6.9 / 5.2 GB, golden 0.8 / 0.8 GB (benchmarks/tf_large_models.md).
 MEM_MB = {"freeze": 3000, "export": 8000, "golden": 3000}
-LAYOUT_OPS = {"Conv2D", "DepthwiseConv2dNative", "MaxPool", "AvgPool", "FusedBatchNorm", "FusedBatchNormV2",
-              "FusedBatchNormV3", "Conv2DBackpropInput"}
+LAYOUT_OPS = {
+    "Conv2D",
+    "DepthwiseConv2dNative",
+    "MaxPool",
+    "AvgPool",
+    "FusedBatchNorm",
+    "FusedBatchNormV2",
+    "FusedBatchNormV3",
+    "Conv2DBackpropInput",
+}
 
 
 def import_tensorflow():
@@ -65,45 +106,70 @@ def import_tensorflow():
 
 # ---------------------------------------------------------------------------------------------- config (no TF)
 
+
 def check_config(name: str, m: dict, cfg: dict, exists, settings: dict) -> None:
     """What the schema cannot say about a `framework: tensorflow` model. Cheap: runs at DAG time. `exists`: a
     test of configured paths (None: files are not checked); `settings`: the model's, as config settles them."""
     key = f"models.{name}"
     opset = settings["opset"]
     if "format" not in m:
-        raise FactoryError(f"a TensorFlow model needs 'format' ({' | '.join(FORMATS)})", model=name,
-                           key=f"{key}.format")
+        raise FactoryError(
+            f"a TensorFlow model needs 'format' ({' | '.join(FORMATS)})", model=name, key=f"{key}.format"
+        )
     if opset > MAX_OPSET:
-        raise FactoryError(f"opset {opset}: tf2onnx 1.17 converts to opsets up to {MAX_OPSET}; set opset <= "
-                           f"{MAX_OPSET} for this model", model=name, key=f"{key}.opset")
+        raise FactoryError(
+            f"opset {opset}: tf2onnx 1.17 converts to opsets up to {MAX_OPSET}; set opset <= "
+            f"{MAX_OPSET} for this model",
+            model=name,
+            key=f"{key}.opset",
+        )
     if not m.get("outputs"):
-        raise FactoryError("a TensorFlow model needs 'outputs' (Keras: names in the model's output order; SavedModel: "
-                           "signature output keys; TF1: output node names)", model=name, key=f"{key}.outputs")
+        raise FactoryError(
+            "a TensorFlow model needs 'outputs' (Keras: names in the model's output order; SavedModel: "
+            "signature output keys; TF1: output node names)",
+            model=name,
+            key=f"{key}.outputs",
+        )
     for what, names in (("inputs", list(m["inputs"])), ("outputs", m["outputs"])):
         for n in names:
             if ":" in n:
-                raise FactoryError(f"'{n}': name tensors without the ':0' suffix (the ONNX names drop it)",
-                                   model=name, key=f"{key}.{what}")
+                raise FactoryError(
+                    f"'{n}': name tensors without the ':0' suffix (the ONNX names drop it)",
+                    model=name,
+                    key=f"{key}.{what}",
+                )
     for n, spec in m["inputs"].items():
         if "layout" in spec and len(spec["shape"]) != 4:
-            raise FactoryError(f"layout applies to rank-4 image inputs; '{n}' has rank {len(spec['shape'])}",
-                               model=name, key=f"{key}.inputs.{n}.layout")
+            raise FactoryError(
+                f"layout applies to rank-4 image inputs; '{n}' has rank {len(spec['shape'])}",
+                model=name,
+                key=f"{key}.inputs.{n}.layout",
+            )
     if "signature" in m and m["format"] != "saved_model":
         raise FactoryError("'signature' applies to SavedModels only", model=name, key=f"{key}.signature")
     path, fmt = m["checkpoint"], m["format"]
     suffixes = {"keras": (".keras",), "h5": (".h5", ".hdf5")}.get(fmt)
     if suffixes and not path.endswith(suffixes):
-        raise FactoryError(f"format '{fmt}' needs a file ending in {' or '.join(suffixes)}", model=name,
-                           key=f"{key}.checkpoint", path=path)
+        raise FactoryError(
+            f"format '{fmt}' needs a file ending in {' or '.join(suffixes)}",
+            model=name,
+            key=f"{key}.checkpoint",
+            path=path,
+        )
     if exists and not paths.made_by_workflow(path):
         files = checkpoint_files(path, fmt)
         for f in files.values():
             if not exists(f):
-                raise FactoryError("file not found" if f == path else f"file not found (part of the checkpoint {path})",
-                                   model=name, key=f"{key}.checkpoint", path=f)
+                raise FactoryError(
+                    "file not found" if f == path else f"file not found (part of the checkpoint {path})",
+                    model=name,
+                    key=f"{key}.checkpoint",
+                    path=f,
+                )
         if fmt == "saved_model" and not exists(os.path.join(path, "saved_model.pb")):
-            raise FactoryError("not a SavedModel directory (no saved_model.pb in it)", model=name,
-                               key=f"{key}.checkpoint", path=path)
+            raise FactoryError(
+                "not a SavedModel directory (no saved_model.pb in it)", model=name, key=f"{key}.checkpoint", path=path
+            )
 
 
 def checkpoint_files(path: str, fmt: str) -> dict[str, str]:
@@ -114,8 +180,11 @@ def checkpoint_files(path: str, fmt: str) -> dict[str, str]:
         return {"source": path}
     prefix = path[: -len(".meta")] if path.endswith(".meta") else path
     shards = sorted(glob.glob(glob.escape(prefix) + ".data-*")) or [prefix + ".data-00000-of-00001"]
-    return {"source": prefix + ".meta", "ckpt_index": prefix + ".index",
-            **{f"ckpt_data_{i}": s for i, s in enumerate(shards)}}
+    return {
+        "source": prefix + ".meta",
+        "ckpt_index": prefix + ".index",
+        **{f"ckpt_data_{i}": s for i, s in enumerate(shards)},
+    }
 
 
 def frozen_format(m: dict) -> str:
@@ -136,8 +205,14 @@ def reference_inputs(name: str, m: dict) -> dict[str, str]:
 
 
 def freeze_settings(name: str, m: dict) -> dict:
-    return {"model": name, "format": m["format"], "signature": m.get("signature", "serving_default"),
-            "inputs": m["inputs"], "outputs": m["outputs"], "allow_ops": m.get("allow_ops", [])}
+    return {
+        "model": name,
+        "format": m["format"],
+        "signature": m.get("signature", "serving_default"),
+        "inputs": m["inputs"],
+        "outputs": m["outputs"],
+        "allow_ops": m.get("allow_ops", []),
+    }
 
 
 def export_settings(name: str, m: dict) -> dict:
@@ -146,14 +221,27 @@ def export_settings(name: str, m: dict) -> dict:
 
 
 def reference_settings(m: dict) -> dict:
-    return {"framework": m["framework"], "kind": "tensorflow", "format": m["format"], "signature": m.get("signature"),
-            "allow_ops": m.get("allow_ops", [])}
+    return {
+        "framework": m["framework"],
+        "kind": "tensorflow",
+        "format": m["format"],
+        "signature": m.get("signature"),
+        "allow_ops": m.get("allow_ops", []),
+    }
 
 
 def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
-    return freeze_tf(inputs["source"], outputs["frozen"], outputs["io"], model=p["model"], fmt=p["format"],
-                     input_specs=p["inputs"], outputs=p["outputs"], signature=p["signature"],
-                     allow_ops=p.get("allow_ops", ()))
+    return freeze_tf(
+        inputs["source"],
+        outputs["frozen"],
+        outputs["io"],
+        model=p["model"],
+        fmt=p["format"],
+        input_specs=p["inputs"],
+        outputs=p["outputs"],
+        signature=p["signature"],
+        allow_ops=p.get("allow_ops", ()),
+    )
 
 
 def refuse_unsafe_ops(graph_def, *, model: str, allowed=()) -> None:
@@ -161,14 +249,25 @@ def refuse_unsafe_ops(graph_def, *, model: str, allowed=()) -> None:
     ops = {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
     bad = sorted((ops & UNSAFE_OPS) - set(allowed))
     if bad:
-        raise FactoryError(f"the graph holds ops that touch the file system or call Python ({', '.join(bad)}): refused "
-                           "before anything of it ran; name them in allow_ops to run it anyway (it then runs with this "
-                           "process's rights)", model=model, key=f"models.{model}.allow_ops")
+        raise FactoryError(
+            f"the graph holds ops that touch the file system or call Python ({', '.join(bad)}): refused "
+            "before anything of it ran; name them in allow_ops to run it anyway (it then runs with this "
+            "process's rights)",
+            model=model,
+            key=f"models.{model}.allow_ops",
+        )
 
 
 def export(inputs: dict, outputs: dict, p: dict) -> dict:
-    return export_tf(inputs["source"], inputs["io"], outputs["onnx"], model=p["model"], input_specs=p["inputs"],
-                     outputs=p["outputs"], opset=p["opset"])
+    return export_tf(
+        inputs["source"],
+        inputs["io"],
+        outputs["onnx"],
+        model=p["model"],
+        input_specs=p["inputs"],
+        outputs=p["outputs"],
+        opset=p["opset"],
+    )
 
 
 def nchw_to_nhwc(shape: list) -> list:
@@ -183,8 +282,19 @@ def tf_shape(spec: dict, key: str = "shape", transpose: bool = False) -> list:
 
 # ---------------------------------------------------------------------------------------------- freeze
 
-def freeze_tf(source: str, out: str, io_out: str, *, model: str, fmt: str, input_specs: dict, outputs: list[str],
-              signature: str = "serving_default", allow_ops=()) -> dict:
+
+def freeze_tf(
+    source: str,
+    out: str,
+    io_out: str,
+    *,
+    model: str,
+    fmt: str,
+    input_specs: dict,
+    outputs: list[str],
+    signature: str = "serving_default",
+    allow_ops=(),
+) -> dict:
     """Any TensorFlow source -> `out` (frozen GraphDef) + `io_out` (its tensors and layouts)."""
     tf = import_tensorflow()
     layouts = {n: s.get("layout") for n, s in input_specs.items()}
@@ -200,25 +310,38 @@ def freeze_tf(source: str, out: str, io_out: str, *, model: str, fmt: str, input
     for entry in ins:
         want = input_specs[entry["name"]].get("dtype", "float32")
         if entry["dtype"] != want:
-            raise FactoryError(f"input '{entry['name']}' is {entry['dtype']} in the graph, the config says {want}",
-                               model=model, key=f"models.{model}.inputs.{entry['name']}.dtype")
+            raise FactoryError(
+                f"input '{entry['name']}' is {entry['dtype']} in the graph, the config says {want}",
+                model=model,
+                key=f"models.{model}.inputs.{entry['name']}.dtype",
+            )
         entry["layout"] = _graph_layout(entry, graph_format)
         entry["presented_layout"] = _presented(entry, layouts[entry["name"]], model)
         entry["transpose_to_nchw"] = entry["layout"] == "NHWC" and entry["presented_layout"] == "NCHW"
         _check_shape(entry, input_specs[entry["name"]], model)
-    io = {"format": fmt, "graph_data_format": graph_format, "inputs": ins, "outputs": outs,
-          **({"signature": signature} if fmt == "saved_model" else {})}
+    io = {
+        "format": fmt,
+        "graph_data_format": graph_format,
+        "inputs": ins,
+        "outputs": outs,
+        **({"signature": signature} if fmt == "saved_model" else {}),
+    }
     with atomic.atomic_path(out) as tmp, atomic.atomic_path(io_out) as tmp_io:
         tmp.write_bytes(graph_def.SerializeToString())
         tmp_io.write_text(json.dumps(io, indent=2) + "\n")
     ops = {}
     for node in graph_def.node:
         ops[node.op] = ops.get(node.op, 0) + 1
-    return {"format": fmt, "frozen": "GraphDef, variables folded into constants", "nodes": len(graph_def.node),
-            "variable_ops_left": sum(v for k, v in ops.items() if "Variable" in k),
-            "graph_data_format": graph_format,
-            "layout": {e["name"]: e["presented_layout"] for e in ins},
-            "inputs": ins, "outputs": outs}
+    return {
+        "format": fmt,
+        "frozen": "GraphDef, variables folded into constants",
+        "nodes": len(graph_def.node),
+        "variable_ops_left": sum(v for k, v in ops.items() if "Variable" in k),
+        "graph_data_format": graph_format,
+        "layout": {e["name"]: e["presented_layout"] for e in ins},
+        "inputs": ins,
+        "outputs": outs,
+    }
 
 
 def _tensor_entry(name: str, t) -> dict:
@@ -240,8 +363,12 @@ def keras_function(tf, net, input_specs: dict, outputs: list[str], *, model: str
     """A tf.function over the Keras model: inputs in the config's order, outputs as a tuple in the config's order."""
     n_in = len(net.inputs)
     if n_in != len(input_specs):
-        raise FactoryError(f"the Keras model has {n_in} input(s) {[tuple(t.shape) for t in net.inputs]}, the config "
-                           f"names {len(input_specs)}: {list(input_specs)}", model=model, key=f"models.{model}.inputs")
+        raise FactoryError(
+            f"the Keras model has {n_in} input(s) {[tuple(t.shape) for t in net.inputs]}, the config "
+            f"names {len(input_specs)}: {list(input_specs)}",
+            model=model,
+            key=f"models.{model}.inputs",
+        )
 
     def call(*args):
         result = net(list(args) if n_in > 1 else args[0], training=False)
@@ -254,19 +381,27 @@ def _pick_outputs(result, outputs: list[str], *, model: str, what: str) -> tuple
     if isinstance(result, dict):
         missing = [k for k in outputs if k not in result]
         if missing:
-            raise FactoryError(f"{what} returns outputs {sorted(result)}; the config names {missing} that it lacks",
-                               model=model, key=f"models.{model}.outputs")
+            raise FactoryError(
+                f"{what} returns outputs {sorted(result)}; the config names {missing} that it lacks",
+                model=model,
+                key=f"models.{model}.outputs",
+            )
         return tuple(result[k] for k in outputs)
     result = tuple(result) if isinstance(result, (list, tuple)) else (result,)
     if len(result) != len(outputs):
-        raise FactoryError(f"{what} returns {len(result)} output(s), the config names {len(outputs)}: {outputs}",
-                           model=model, key=f"models.{model}.outputs")
+        raise FactoryError(
+            f"{what} returns {len(result)} output(s), the config names {len(outputs)}: {outputs}",
+            model=model,
+            key=f"models.{model}.outputs",
+        )
     return result
 
 
 def _specs(tf, input_specs: dict, transposed: dict[str, bool]) -> list:
-    return [tf.TensorSpec(tf_shape(s, transpose=transposed[n]), tf.as_dtype(s.get("dtype", "float32")), name=n)
-            for n, s in input_specs.items()]
+    return [
+        tf.TensorSpec(tf_shape(s, transpose=transposed[n]), tf.as_dtype(s.get("dtype", "float32")), name=n)
+        for n, s in input_specs.items()
+    ]
 
 
 def _assumed_transposes(input_specs: dict) -> dict[str, bool]:
@@ -289,8 +424,11 @@ def _freeze_keras(tf, path, model, input_specs, outputs, allow_ops=()):
     except FactoryError:
         raise
     except Exception as e:
-        raise FactoryError(f"cannot trace and freeze the Keras model with the config's input specs: "
-                           f"{type(e).__name__}: {e}", model=model, path=path)
+        raise FactoryError(
+            f"cannot trace and freeze the Keras model with the config's input specs: {type(e).__name__}: {e}",
+            model=model,
+            path=path,
+        )
     ins = [_tensor_entry(n, t) for n, t in zip(input_specs, frozen.inputs)]
     outs = [_tensor_entry(n, t) for n, t in zip(outputs, frozen.outputs)]
     return frozen.graph.as_graph_def(), ins, outs
@@ -302,20 +440,32 @@ def load_signature(tf, path: str, signature: str, *, model: str):
     except Exception as e:
         raise FactoryError(f"cannot load the SavedModel: {type(e).__name__}: {e}", model=model, path=path)
     if signature not in loaded.signatures:
-        raise FactoryError(f"the SavedModel has no signature '{signature}' (it has {sorted(loaded.signatures)})",
-                           model=model, key=f"models.{model}.signature", path=path)
+        raise FactoryError(
+            f"the SavedModel has no signature '{signature}' (it has {sorted(loaded.signatures)})",
+            model=model,
+            key=f"models.{model}.signature",
+            path=path,
+        )
     return loaded, loaded.signatures[signature]
 
 
 def _check_signature_names(sig, input_specs: dict, outputs: list[str], *, model: str, path: str):
     _, kw = sig.structured_input_signature
     if set(kw) != set(input_specs):
-        raise FactoryError(f"the signature's inputs are {sorted(kw)}, the config names {sorted(input_specs)}",
-                           model=model, key=f"models.{model}.inputs", path=path)
+        raise FactoryError(
+            f"the signature's inputs are {sorted(kw)}, the config names {sorted(input_specs)}",
+            model=model,
+            key=f"models.{model}.inputs",
+            path=path,
+        )
     out_keys = sorted(sig.structured_outputs) if isinstance(sig.structured_outputs, dict) else None
     if out_keys is None or not set(outputs) <= set(out_keys):
-        raise FactoryError(f"the signature's outputs are {out_keys}, the config names {outputs}",
-                           model=model, key=f"models.{model}.outputs", path=path)
+        raise FactoryError(
+            f"the signature's outputs are {out_keys}, the config names {outputs}",
+            model=model,
+            key=f"models.{model}.outputs",
+            path=path,
+        )
     return kw, out_keys
 
 
@@ -328,9 +478,10 @@ def _freeze_saved_model(tf, path, model, input_specs, outputs, signature, allow_
     try:
         frozen = convert_variables_to_constants_v2(sig)
     except Exception as e:
-        raise FactoryError(f"cannot freeze the signature '{signature}': {type(e).__name__}: {e}", model=model,
-                           path=path)
-    by_input = dict(zip(sorted(kw), frozen.inputs))    # flattened structures follow sorted dict keys
+        raise FactoryError(
+            f"cannot freeze the signature '{signature}': {type(e).__name__}: {e}", model=model, path=path
+        )
+    by_input = dict(zip(sorted(kw), frozen.inputs))  # flattened structures follow sorted dict keys
     by_output = dict(zip(out_keys, frozen.outputs))
     ins = [_tensor_entry(n, by_input[n]) for n in input_specs]
     outs = [_tensor_entry(n, by_output[n]) for n in outputs]
@@ -347,8 +498,13 @@ def tf1_prefix(path: str, *, model: str) -> str:
         latest = tf.train.latest_checkpoint(path)
         if latest and os.path.exists(latest + ".meta"):
             return latest
-        raise FactoryError(f"the directory holds {len(metas)} .meta files and no usable 'checkpoint' state file: name "
-                           "the .meta to use", model=model, key=f"models.{model}.checkpoint", path=path)
+        raise FactoryError(
+            f"the directory holds {len(metas)} .meta files and no usable 'checkpoint' state file: name "
+            "the .meta to use",
+            model=model,
+            key=f"models.{model}.checkpoint",
+            path=path,
+        )
     return path[: -len(".meta")] if path.endswith(".meta") else path
 
 
@@ -365,8 +521,9 @@ def tf1_session(tf, path: str, *, model: str):
                 saver.restore(sess, prefix)
     except Exception as e:
         sess.close()
-        raise FactoryError(f"cannot restore the TF1 checkpoint '{prefix}': {type(e).__name__}: {e}",
-                           model=model, path=path)
+        raise FactoryError(
+            f"cannot restore the TF1 checkpoint '{prefix}': {type(e).__name__}: {e}", model=model, path=path
+        )
     return graph, sess
 
 
@@ -375,8 +532,11 @@ def _tf1_tensor(graph, name: str, *, model: str, key: str, placeholder: bool):
         op = graph.get_operation_by_name(name)
     except KeyError:
         hint = sorted(o.name for o in graph.get_operations() if o.type in ("Placeholder", "PlaceholderV2"))
-        raise FactoryError(f"the graph has no node '{name}'" + (f" (its placeholders: {hint})" if placeholder else ""),
-                           model=model, key=key)
+        raise FactoryError(
+            f"the graph has no node '{name}'" + (f" (its placeholders: {hint})" if placeholder else ""),
+            model=model,
+            key=key,
+        )
     if placeholder and not op.type.startswith("Placeholder"):
         raise FactoryError(f"node '{name}' is a {op.type}, not a Placeholder", model=model, key=key)
     return op.outputs[0]
@@ -387,15 +547,20 @@ def _freeze_tf1(tf, path, model, input_specs, outputs, allow_ops=()):
     graph, sess = tf1_session(tf, path, model=model)
     with sess:
         _refuse_tf1(v1, graph, outputs, model=model, allowed=allow_ops)
-        ins = [_tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.inputs", placeholder=True))
-               for n in input_specs]
-        outs = [_tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.outputs", placeholder=False))
-                for n in outputs]
+        ins = [
+            _tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.inputs", placeholder=True))
+            for n in input_specs
+        ]
+        outs = [
+            _tensor_entry(n, _tf1_tensor(graph, n, model=model, key=f"models.{model}.outputs", placeholder=False))
+            for n in outputs
+        ]
         try:
             graph_def = v1.graph_util.convert_variables_to_constants(sess, graph.as_graph_def(), list(outputs))
         except Exception as e:
-            raise FactoryError(f"cannot fold the variables into constants: {type(e).__name__}: {e}", model=model,
-                               path=path)
+            raise FactoryError(
+                f"cannot fold the variables into constants: {type(e).__name__}: {e}", model=model, path=path
+            )
     return graph_def, ins, outs
 
 
@@ -431,9 +596,12 @@ def _presented(entry: dict, wanted: str | None, model: str) -> str | None:
         return have
     if have == "NHWC" and wanted == "NCHW":
         return "NCHW"
-    raise FactoryError(f"input '{entry['name']}' is {have or 'not an image (rank != 4)'} in the graph; "
-                       f"tf2onnx can present NHWC inputs as NCHW, nothing else", model=model,
-                       key=f"models.{model}.inputs.{entry['name']}.layout")
+    raise FactoryError(
+        f"input '{entry['name']}' is {have or 'not an image (rank != 4)'} in the graph; "
+        f"tf2onnx can present NHWC inputs as NCHW, nothing else",
+        model=model,
+        key=f"models.{model}.inputs.{entry['name']}.layout",
+    )
 
 
 def _check_shape(entry: dict, spec: dict, model: str) -> None:
@@ -443,18 +611,33 @@ def _check_shape(entry: dict, spec: dict, model: str) -> None:
         return
     want = tf_shape(spec, transpose=entry["transpose_to_nchw"])
     key = f"models.{model}.inputs.{entry['name']}.shape"
-    hint = ("; the config's shape is in the presented layout (NCHW)" if entry["transpose_to_nchw"] else
-            "; for an NCHW plan from an NHWC model, set layout: NCHW and give NCHW shapes" if len(want) == 4 else "")
+    hint = (
+        "; the config's shape is in the presented layout (NCHW)"
+        if entry["transpose_to_nchw"]
+        else "; for an NCHW plan from an NHWC model, set layout: NCHW and give NCHW shapes"
+        if len(want) == 4
+        else ""
+    )
     if len(have) != len(want):
-        raise FactoryError(f"input '{entry['name']}' has rank {len(have)} in the graph {have}, {len(want)} in the "
-                           f"config", model=model, key=key)
+        raise FactoryError(
+            f"input '{entry['name']}' has rank {len(have)} in the graph {have}, {len(want)} in the config",
+            model=model,
+            key=key,
+        )
     for i, (h, w) in enumerate(zip(have, want)):
         if h is not None and w is not None and h != w:
-            raise FactoryError(f"input '{entry['name']}' is {have} in the graph, the config gives {spec['shape']}"
-                               f"{hint}", model=model, key=key)
+            raise FactoryError(
+                f"input '{entry['name']}' is {have} in the graph, the config gives {spec['shape']}{hint}",
+                model=model,
+                key=key,
+            )
         if h is not None and w is None:
-            raise FactoryError(f"input '{entry['name']}' is {have} in the graph (dim {i} fixed), the config gives "
-                               f"{spec['shape']} with that dim dynamic{hint}", model=model, key=key)
+            raise FactoryError(
+                f"input '{entry['name']}' is {have} in the graph (dim {i} fixed), the config gives "
+                f"{spec['shape']} with that dim dynamic{hint}",
+                model=model,
+                key=key,
+            )
 
 
 def read_io(path: str) -> dict:
@@ -463,6 +646,7 @@ def read_io(path: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- export
+
 
 class _Collect(logging.Handler):
     def __init__(self):
@@ -473,14 +657,18 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def export_tf(frozen: str, io_path: str, out: str, *, model: str, input_specs: dict, outputs: list[str],
-              opset: int) -> dict:
+def export_tf(
+    frozen: str, io_path: str, out: str, *, model: str, input_specs: dict, outputs: list[str], opset: int
+) -> dict:
     """tf2onnx on the frozen GraphDef: names without `:0`, dynamic dims kept, NCHW presentation where configured."""
     from ..graph.onnx_io import finish_onnx
 
     if opset > MAX_OPSET:
-        raise FactoryError(f"tf2onnx converts to opsets up to {MAX_OPSET}, the config asks for {opset}",
-                           model=model, key=f"models.{model}.opset")
+        raise FactoryError(
+            f"tf2onnx converts to opsets up to {MAX_OPSET}, the config asks for {opset}",
+            model=model,
+            key=f"models.{model}.opset",
+        )
     tf = import_tensorflow()
     import tf2onnx
 
@@ -492,8 +680,11 @@ def export_tf(frozen: str, io_path: str, out: str, *, model: str, input_specs: d
         raise FactoryError(f"not a GraphDef: {e}", model=model, path=frozen)
     ins, outs = io["inputs"], io["outputs"]
     if [e["name"] for e in ins] != list(input_specs) or [e["name"] for e in outs] != list(outputs):
-        raise FactoryError("the frozen graph's sidecar does not match the config's inputs/outputs: re-run freeze",
-                           model=model, path=io_path)
+        raise FactoryError(
+            "the frozen graph's sidecar does not match the config's inputs/outputs: re-run freeze",
+            model=model,
+            path=io_path,
+        )
     nchw = [e["tensor"] for e in ins if e["transpose_to_nchw"]]
     rename = {e["tensor"]: e["name"] for e in [*ins, *outs]}
     shapes = {e["tensor"]: tf_shape(input_specs[e["name"]], transpose=e["transpose_to_nchw"]) for e in ins}
@@ -504,15 +695,29 @@ def export_tf(frozen: str, io_path: str, out: str, *, model: str, input_specs: d
         with atomic.atomic_path(out) as tmp:
             try:
                 proto, _ = tf2onnx.convert.from_graph_def(
-                    graph_def, name=model, input_names=[e["tensor"] for e in ins],
-                    output_names=[e["tensor"] for e in outs], opset=opset, inputs_as_nchw=nchw or None,
-                    shape_override=shapes, tensors_to_rename=rename)
+                    graph_def,
+                    name=model,
+                    input_names=[e["tensor"] for e in ins],
+                    output_names=[e["tensor"] for e in outs],
+                    opset=opset,
+                    inputs_as_nchw=nchw or None,
+                    shape_override=shapes,
+                    tensors_to_rename=rename,
+                )
             except Exception as e:
-                raise FactoryError(f"tf2onnx {tf2onnx.__version__} failed: {type(e).__name__}: {e}"
-                                   + "".join(f"\n  tf2onnx: {m}" for m in collect.messages), model=model, path=frozen)
+                raise FactoryError(
+                    f"tf2onnx {tf2onnx.__version__} failed: {type(e).__name__}: {e}"
+                    + "".join(f"\n  tf2onnx: {m}" for m in collect.messages),
+                    model=model,
+                    path=frozen,
+                )
             if collect.messages:  # from_graph_def continues past unsupported ops and leaves them in the graph
-                raise FactoryError(f"tf2onnx {tf2onnx.__version__} cannot convert the graph:\n  "
-                                   + "\n  ".join(f"tf2onnx: {m}" for m in collect.messages), model=model, path=frozen)
+                raise FactoryError(
+                    f"tf2onnx {tf2onnx.__version__} cannot convert the graph:\n  "
+                    + "\n  ".join(f"tf2onnx: {m}" for m in collect.messages),
+                    model=model,
+                    path=frozen,
+                )
             import onnx
 
             onnx.save(proto, str(tmp))
@@ -520,19 +725,27 @@ def export_tf(frozen: str, io_path: str, out: str, *, model: str, input_specs: d
     finally:
         log.removeHandler(collect)
     layout = {e["name"]: e["presented_layout"] for e in ins}
-    return {"exporter": f"tf2onnx {tf2onnx.__version__} (from_graph_def)", "tensorflow": tf.__version__,
-            "inputs_as_nchw": [e["name"] for e in ins if e["transpose_to_nchw"]], "layout": layout,
-            "tf_layout": {e["name"]: e["layout"] for e in ins}, **facts}
+    return {
+        "exporter": f"tf2onnx {tf2onnx.__version__} (from_graph_def)",
+        "tensorflow": tf.__version__,
+        "inputs_as_nchw": [e["name"] for e in ins if e["transpose_to_nchw"]],
+        "layout": layout,
+        "tf_layout": {e["name"]: e["layout"] for e in ins},
+        **facts,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- golden
 
-def reference_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[str], *, model: str,
-                      device: str = "cpu") -> dict:
+
+def reference_outputs(
+    source: dict, feeds: dict[str, np.ndarray], outputs: list[str], *, model: str, device: str = "cpu"
+) -> dict:
     """The source run by TensorFlow in fp32 on `feeds` (presented layout; transposed back where tf2onnx does)."""
     if device != "cpu":  # tensorflow-cpu: no GPU build
-        raise FactoryError("golden outputs of TensorFlow sources are computed on the CPU only", model=model,
-                           key="golden_device")
+        raise FactoryError(
+            "golden outputs of TensorFlow sources are computed on the CPU only", model=model, key="golden_device"
+        )
     tf = import_tensorflow()
     io = read_io(source["io"])
     transposed = {e["name"]: e["transpose_to_nchw"] for e in io["inputs"]}
@@ -555,7 +768,9 @@ def reference_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[
         graph, sess = tf1_session(tf, path, model=model)
         with sess:
             _refuse_tf1(tf.compat.v1, graph, outputs, model=model, allowed=allowed)
-            result = sess.run([graph.get_tensor_by_name(f"{n}:0") for n in outputs],
-                              {graph.get_tensor_by_name(f"{n}:0"): a for n, a in tf_feeds.items()})
+            result = sess.run(
+                [graph.get_tensor_by_name(f"{n}:0") for n in outputs],
+                {graph.get_tensor_by_name(f"{n}:0"): a for n, a in tf_feeds.items()},
+            )
     arrays = [np.asarray(r) for r in result]
     return {n: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a for n, a in zip(outputs, arrays)}

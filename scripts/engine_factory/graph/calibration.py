@@ -5,6 +5,7 @@ batches (`{callable: "pkg.mod:fn", kwargs: {...}}`: user code by explicit opt-in
 At most MAX_SAMPLES samples and MAX_BYTES bytes; data that cannot represent real inputs (constant, identical samples,
 uniformly random ids, image-shaped noise) is warned about (`calibration_warnings`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,6 @@ import numpy as np
 
 from ..errors import FactoryError
 from ..fingerprint import sha256
-
 
 MAX_SAMPLES = 4096  # calibration samples: entropy calibration gains nothing past a few hundred
 MAX_BYTES = 1 << 30  # 1 GiB of calibration arrays in memory (ModelOpt's calibrator holds them all)
@@ -40,18 +40,27 @@ def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibr
         files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".npy", ".npz"))
         images = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if images and not files and what == "calibration":
-            return _check_size(_from_images(images, input_specs, model=model, key=key, folder=p), model=model,
-                               key=key, path=p)
+            return _check_size(
+                _from_images(images, input_specs, model=model, key=key, folder=p), model=model, key=key, path=p
+            )
         if not files:
-            raise FactoryError("the directory holds no .npy or .npz file" + (
-                f" (nor images: {', '.join(IMAGE_SUFFIXES)})" if what == "calibration" else ""),
-                model=model, path=str(p), key=key)
+            raise FactoryError(
+                "the directory holds no .npy or .npz file"
+                + (f" (nor images: {', '.join(IMAGE_SUFFIXES)})" if what == "calibration" else ""),
+                model=model,
+                path=str(p),
+                key=key,
+            )
     else:
         files = [p]
-    parts = [_read_calibration_file(f, input_specs, model=model, key=key, label=label,
-                                    sample_axis=what == "calibration") for f in files]
-    data = {name: np.concatenate([part[name] for part in parts]) if len(parts) > 1 else parts[0][name]
-            for name in input_specs}
+    parts = [
+        _read_calibration_file(f, input_specs, model=model, key=key, label=label, sample_axis=what == "calibration")
+        for f in files
+    ]
+    data = {
+        name: np.concatenate([part[name] for part in parts]) if len(parts) > 1 else parts[0][name]
+        for name in input_specs
+    }
     return _check_size(data, model=model, key=key, path=p) if what == "calibration" else data
 
 
@@ -59,24 +68,36 @@ def _check_size(data: dict, *, model: str, key: str, path=None) -> dict:
     n = int(next(iter(data.values())).shape[0]) if data and next(iter(data.values())).ndim else 1
     size = sum(a.nbytes for a in data.values())
     if n > MAX_SAMPLES or size > MAX_BYTES:
-        raise FactoryError(f"calibration data holds {n} samples, {size / 2**20:.0f} MiB; at most {MAX_SAMPLES} "
-                           f"samples and {MAX_BYTES // 2**20} MiB (a few hundred representative samples are enough)",
-                           model=model, key=key, **({"path": str(path)} if path else {}))
+        raise FactoryError(
+            f"calibration data holds {n} samples, {size / 2**20:.0f} MiB; at most {MAX_SAMPLES} "
+            f"samples and {MAX_BYTES // 2**20} MiB (a few hundred representative samples are enough)",
+            model=model,
+            key=key,
+            **({"path": str(path)} if path else {}),
+        )
     return data
 
 
 def _image_layout(input_specs: dict, *, model: str, key: str) -> tuple[str, dict, str]:
     """(input name, spec, "NCHW"|"NHWC") of a model that takes one image: rank 4, 1 or 3 channels."""
     if len(input_specs) != 1:
-        raise FactoryError(f"a directory of images calibrates a one-input model; this one has inputs "
-                           f"{list(input_specs)}: give an .npz with arrays named like the inputs", model=model, key=key)
+        raise FactoryError(
+            f"a directory of images calibrates a one-input model; this one has inputs "
+            f"{list(input_specs)}: give an .npz with arrays named like the inputs",
+            model=model,
+            key=key,
+        )
     name, spec = next(iter(input_specs.items()))
     shape = spec["opt"]
     layout = spec.get("layout") or ("NCHW" if len(shape) == 4 and shape[1] in (1, 3) else "NHWC")
     channels = shape[1] if layout == "NCHW" else shape[-1] if shape else None
     if len(shape) != 4 or channels not in (1, 3) or np.dtype(spec.get("dtype", "float32")).kind != "f":
-        raise FactoryError(f"images calibrate a float input of rank 4 with 1 or 3 channels; input '{name}' is "
-                           f"{spec.get('dtype', 'float32')} {spec.get('shape')}", model=model, key=key)
+        raise FactoryError(
+            f"images calibrate a float input of rank 4 with 1 or 3 channels; input '{name}' is "
+            f"{spec.get('dtype', 'float32')} {spec.get('shape')}",
+            model=model,
+            key=key,
+        )
     return name, spec, layout
 
 
@@ -91,8 +112,9 @@ def _from_images(files: list[Path], input_specs: dict, *, model: str, key: str, 
     shape = spec["opt"]
     h, w, c = (shape[2], shape[3], shape[1]) if layout == "NCHW" else (shape[1], shape[2], shape[3])
     if len(files) > MAX_SAMPLES:
-        raise FactoryError(f"the directory holds {len(files)} images; at most {MAX_SAMPLES}", model=model, key=key,
-                           path=str(folder))
+        raise FactoryError(
+            f"the directory holds {len(files)} images; at most {MAX_SAMPLES}", model=model, key=key, path=str(folder)
+        )
     out = []
     for f in files:
         try:
@@ -117,12 +139,21 @@ def _from_callable(setting: dict, input_specs: dict, *, model: str, key: str) ->
         for batch in fn(**setting.get("kwargs", {})):
             if not isinstance(batch, dict):
                 if len(input_specs) != 1:
-                    raise FactoryError(f"the callable yielded a {type(batch).__name__}; a model with inputs "
-                                       f"{list(input_specs)} needs dicts of arrays named like them", model=model,
-                                       key=f"{key}.callable")
+                    raise FactoryError(
+                        f"the callable yielded a {type(batch).__name__}; a model with inputs "
+                        f"{list(input_specs)} needs dicts of arrays named like them",
+                        model=model,
+                        key=f"{key}.callable",
+                    )
                 batch = {next(iter(input_specs)): batch}
-            batch = _check_arrays({k: np.asarray(v) for k, v in batch.items()}, input_specs, model=model,
-                                  key=f"{key}.callable", label="calibration batch", where=setting["callable"])
+            batch = _check_arrays(
+                {k: np.asarray(v) for k, v in batch.items()},
+                input_specs,
+                model=model,
+                key=f"{key}.callable",
+                label="calibration batch",
+                where=setting["callable"],
+            )
             batches.append(batch)
             n += next(iter(batch.values())).shape[0]
             if n >= MAX_SAMPLES:
@@ -130,24 +161,31 @@ def _from_callable(setting: dict, input_specs: dict, *, model: str, key: str) ->
     except FactoryError:
         raise
     except Exception as e:
-        raise FactoryError(f"the calibration callable '{setting['callable']}' failed: {type(e).__name__}: {e}",
-                           model=model, key=f"{key}.callable")
+        raise FactoryError(
+            f"the calibration callable '{setting['callable']}' failed: {type(e).__name__}: {e}",
+            model=model,
+            key=f"{key}.callable",
+        )
     if not batches:
-        raise FactoryError(f"the calibration callable '{setting['callable']}' yielded no batch", model=model,
-                           key=f"{key}.callable")
+        raise FactoryError(
+            f"the calibration callable '{setting['callable']}' yielded no batch", model=model, key=f"{key}.callable"
+        )
     return {name: np.concatenate([b[name] for b in batches])[:MAX_SAMPLES] for name in input_specs}
 
 
-def _read_calibration_file(f: Path, input_specs: dict, *, model: str, key: str, label: str = "calibration data",
-                           sample_axis: bool = True) -> dict[str, np.ndarray]:
+def _read_calibration_file(
+    f: Path, input_specs: dict, *, model: str, key: str, label: str = "calibration data", sample_axis: bool = True
+) -> dict[str, np.ndarray]:
     def error(msg):
         return FactoryError(msg, model=model, path=str(f), key=key)
 
     if f.suffix not in (".npy", ".npz"):
         raise error(f"{label} must be an .npz, an .npy or a directory of them")
     if f.suffix == ".npy" and len(input_specs) != 1:
-        raise error(f"a .npy holds one array but the model has inputs {list(input_specs)}: use an .npz with "
-                    "arrays named like the inputs")
+        raise error(
+            f"a .npy holds one array but the model has inputs {list(input_specs)}: use an .npz with "
+            "arrays named like the inputs"
+        )
     try:
         if f.suffix == ".npy":
             arrays = {next(iter(input_specs)): np.load(f, allow_pickle=False)}
@@ -159,12 +197,23 @@ def _read_calibration_file(f: Path, input_specs: dict, *, model: str, key: str, 
     return _check_arrays(arrays, input_specs, model=model, key=key, label=label, sample_axis=sample_axis, path=f)
 
 
-def _check_arrays(arrays: dict, input_specs: dict, *, model: str, key: str, label: str, sample_axis: bool = True,
-                  path=None, where: str | None = None) -> dict[str, np.ndarray]:
+def _check_arrays(
+    arrays: dict,
+    input_specs: dict,
+    *,
+    model: str,
+    key: str,
+    label: str,
+    sample_axis: bool = True,
+    path=None,
+    where: str | None = None,
+) -> dict[str, np.ndarray]:
     """The arrays by input name, checked against the specs (names, dtype kind, rank, dims, finite), cast."""
+
     def error(msg):
-        return FactoryError(msg + (f" (from {where})" if where else ""), model=model, key=key,
-                            **({"path": str(path)} if path else {}))
+        return FactoryError(
+            msg + (f" (from {where})" if where else ""), model=model, key=key, **({"path": str(path)} if path else {})
+        )
 
     out, samples = {}, {}
     for name, spec in input_specs.items():
@@ -177,14 +226,18 @@ def _check_arrays(arrays: dict, input_specs: dict, *, model: str, key: str, labe
         opt, decl = spec["opt"], spec.get("shape", spec["opt"])
         layout = ["N", *decl[1:]] if sample_axis else list(decl)
         if a.ndim != len(opt):
-            raise error(f"input '{name}' has shape {list(a.shape)} in the {label}; expected rank "
-                        f"{len(opt)} like {layout}" + (" (samples on the first axis)" if sample_axis else ""))
+            raise error(
+                f"input '{name}' has shape {list(a.shape)} in the {label}; expected rank "
+                f"{len(opt)} like {layout}" + (" (samples on the first axis)" if sample_axis else "")
+            )
         for i in range(1 if sample_axis else 0, a.ndim):
             lo, hi = (spec["min"][i], spec["max"][i]) if "min" in spec and "max" in spec else (opt[i], opt[i])
             ok = a.shape[i] == decl[i] if isinstance(decl[i], int) else lo <= a.shape[i] <= hi
             if not ok:
-                raise error(f"input '{name}' has shape {list(a.shape)} in the {label}; dim {i} must be "
-                            f"{decl[i] if isinstance(decl[i], int) else f'in [{lo}, {hi}]'} (expected {layout})")
+                raise error(
+                    f"input '{name}' has shape {list(a.shape)} in the {label}; dim {i} must be "
+                    f"{decl[i] if isinstance(decl[i], int) else f'in [{lo}, {hi}]'} (expected {layout})"
+                )
         if a.ndim and a.shape[0] < 1:
             raise error(f"input '{name}' has no samples in the {label}")
         samples[name] = a.shape[0] if a.ndim else 1
@@ -211,9 +264,13 @@ def calibration_facts(path, data: dict[str, np.ndarray], *, code: dict | None = 
         p = Path(path)
         suffixes = (".npy", ".npz", *IMAGE_SUFFIXES) if p.is_dir() else None
         source = {"path": str(p), "file_sha256": sha256(p, suffixes=suffixes)}
-    return {**source, "data_sha256": h.hexdigest(),
-            "samples": int(next(iter(data.values())).shape[0]),
-            "shapes": {k: list(v.shape) for k, v in data.items()}, "warnings": calibration_warnings(data)}
+    return {
+        **source,
+        "data_sha256": h.hexdigest(),
+        "samples": int(next(iter(data.values())).shape[0]),
+        "shapes": {k: list(v.shape) for k, v in data.items()},
+        "warnings": calibration_warnings(data),
+    }
 
 
 def calibration_warnings(data: dict[str, np.ndarray]) -> list[str]:
@@ -226,8 +283,10 @@ def calibration_warnings(data: dict[str, np.ndarray]) -> list[str]:
             continue
         flat = a.reshape(-1)
         if np.all(flat == flat[0]):
-            out.append(f"calibration input '{name}' is constant ({flat[0]!r} everywhere): the ranges calibrated on "
-                       "it mean nothing")
+            out.append(
+                f"calibration input '{name}' is constant ({flat[0]!r} everywhere): the ranges calibrated on "
+                "it mean nothing"
+            )
             continue
         if a.ndim and a.shape[0] > 1 and np.all(a == a[:1]):
             out.append(f"every calibration sample of '{name}' is the same: one sample's ranges, not the data's")
@@ -236,14 +295,18 @@ def calibration_warnings(data: dict[str, np.ndarray]) -> list[str]:
             values, counts = np.unique(flat, return_counts=True)
             spread = values.max() - values.min() + 1 <= 1.5 * len(values)  # the range is (nearly) all used
             if len(values) >= 50 and counts.max() <= 3 * counts.mean() and spread:
-                out.append(f"calibration input '{name}' looks like uniformly random ids ({len(values)} distinct "
-                           f"values, the most frequent only {counts.max() / counts.mean():.1f}x the mean count; "
-                           "real token ids are skewed): calibrate on real inputs")
+                out.append(
+                    f"calibration input '{name}' looks like uniformly random ids ({len(values)} distinct "
+                    f"values, the most frequent only {counts.max() / counts.mean():.1f}x the mean count; "
+                    "real token ids are skewed): calibrate on real inputs"
+                )
         if a.dtype.kind == "f" and a.ndim == 4 and min(a.shape[-1], a.shape[-2]) >= 4:
             x, y = a[..., :-1].reshape(-1).astype(np.float64), a[..., 1:].reshape(-1).astype(np.float64)
             correlation = np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else None
             if correlation is not None and abs(correlation) < 0.1:
-                out.append(f"calibration input '{name}' is image-shaped but neighbouring values are uncorrelated "
-                           f"(correlation {correlation:.2f}; real images: > 0.5): it looks like random "
-                           "noise, whose ranges differ from real images'")
+                out.append(
+                    f"calibration input '{name}' is image-shaped but neighbouring values are uncorrelated "
+                    f"(correlation {correlation:.2f}; real images: > 0.5): it looks like random "
+                    "noise, whose ranges differ from real images'"
+                )
     return out

@@ -2,6 +2,7 @@
 (onnx's version converter), the config's input/output names and dynamic dims, onnx.checker; and the I/O signature
 that simplify and precision must keep.
 """
+
 from __future__ import annotations
 
 from ..errors import FactoryError
@@ -14,8 +15,16 @@ def model_opset(proto) -> int | None:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def finish_onnx(path, *, model: str, input_specs: dict, outputs: list[str] | None, opset: int,
-                upgrade_only: bool = False, cast_float64: bool = False) -> dict:
+def finish_onnx(
+    path,
+    *,
+    model: str,
+    input_specs: dict,
+    outputs: list[str] | None,
+    opset: int,
+    upgrade_only: bool = False,
+    cast_float64: bool = False,
+) -> dict:
     """Bring the file at `path` to the configured opset, check its I/O names and dynamic dims, save in place.
 
     upgrade_only (a user's ONNX file): an older opset is upgraded, a newer one kept; when onnx's version converter
@@ -47,12 +56,19 @@ def finish_onnx(path, *, model: str, input_specs: dict, outputs: list[str] | Non
             proto = converted
             facts["opset_converted"] = {"from": facts["opset_exported"], "to": target}
         elif upgrade_only:  # the source as it is (its IR conventions normalised) is still a valid model
-            facts["opset_kept"] = {"opset": facts["opset_exported"], "target": target,
-                                   "reason": f"onnx's version converter cannot take it to {target}: {problem}"[:400]}
+            facts["opset_kept"] = {
+                "opset": facts["opset_exported"],
+                "target": target,
+                "reason": f"onnx's version converter cannot take it to {target}: {problem}"[:400],
+            }
         else:  # measured: 18 -> 17 "succeeds" but leaves ReduceMean-18 attributes
-            raise FactoryError(f"onnx's version converter cannot take opset {facts['opset_exported']} to {target} "
-                               f"({problem}); set models.{model}.opset to {max(facts['opset_exported'], MIN_OPSET)} "
-                               f"or newer (the schema allows {MIN_OPSET}-23)", model=model, key=f"models.{model}.opset")
+            raise FactoryError(
+                f"onnx's version converter cannot take opset {facts['opset_exported']} to {target} "
+                f"({problem}); set models.{model}.opset to {max(facts['opset_exported'], MIN_OPSET)} "
+                f"or newer (the schema allows {MIN_OPSET}-23)",
+                model=model,
+                key=f"models.{model}.opset",
+            )
     if cast_float64:
         facts["float64_cast"] = cast_float64_to_float32(proto)
     facts["opset"] = model_opset(proto)
@@ -105,8 +121,11 @@ def normalise_legacy_ops(proto) -> dict:
     if opset is None or opset >= 7:
         return {}
     inits = {i.name: i for i in proto.graph.initializer}
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*proto.graph.input, *proto.graph.value_info]
-             if v.type.tensor_type.HasField("shape")}
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in [*proto.graph.input, *proto.graph.value_info]
+        if v.type.tensor_type.HasField("shape")
+    }
     changed: dict = {}
     for node in proto.graph.node:
         if node.op_type != "PRelu" or len(node.input) < 2 or node.input[1] not in inits:
@@ -179,29 +198,45 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
         for v in values:
             value_kind = v.type.WhichOneof("value") or "untyped_type"  # tensor_type, sequence_type (ZipMap's), ...
             if value_kind != "tensor_type":
-                raise FactoryError(f"{kind} '{v.name}' is a {value_kind.replace('_type', '')}, not a tensor: TensorRT "
-                                   "plans take and give tensors only (export the model without it, e.g. skl2onnx's "
-                                   "options={'zipmap': False})", model=model, key=f"models.{model}.{kind}s")
+                raise FactoryError(
+                    f"{kind} '{v.name}' is a {value_kind.replace('_type', '')}, not a tensor: TensorRT "
+                    "plans take and give tensors only (export the model without it, e.g. skl2onnx's "
+                    "options={'zipmap': False})",
+                    model=model,
+                    key=f"models.{model}.{kind}s",
+                )
     initializers = {i.name for i in proto.graph.initializer}
     graph_inputs = {i.name: i for i in proto.graph.input if i.name not in initializers}
     if set(graph_inputs) != set(input_specs):
-        raise FactoryError(f"the ONNX inputs are {sorted(graph_inputs)}, the config names {sorted(input_specs)}",
-                           model=model, key=f"models.{model}.inputs")
+        raise FactoryError(
+            f"the ONNX inputs are {sorted(graph_inputs)}, the config names {sorted(input_specs)}",
+            model=model,
+            key=f"models.{model}.inputs",
+        )
     renames = {}  # exporter's symbol (s77, batch_size) -> the config's name, applied graph-wide below
     for name, spec in input_specs.items():
         dims = graph_inputs[name].type.tensor_type.shape.dim
         if len(dims) != len(spec["shape"]):
-            raise FactoryError(f"input '{name}' has rank {len(dims)} in the ONNX, {len(spec['shape'])} in the config",
-                               model=model, key=f"models.{model}.inputs.{name}.shape")
+            raise FactoryError(
+                f"input '{name}' has rank {len(dims)} in the ONNX, {len(spec['shape'])} in the config",
+                model=model,
+                key=f"models.{model}.inputs.{name}.shape",
+            )
         for d, want in zip(dims, spec["shape"]):
             if isinstance(want, str):
                 if d.dim_param:
                     renames[d.dim_param] = want
                 d.dim_param = want  # dynamic: name it as the config does
             elif d.HasField("dim_value") and d.dim_value != want:
-                raise FactoryError(f"input '{name}' is {[x.dim_value or x.dim_param for x in dims]} in the ONNX, "
-                                   f"config says {spec['shape']}", model=model, key=f"models.{model}.inputs.{name}.shape")
-            elif d.HasField("dim_param"):  # dynamic in the file, fixed in the config: keep the file's (TRT profile pins it)
+                raise FactoryError(
+                    f"input '{name}' is {[x.dim_value or x.dim_param for x in dims]} in the ONNX, "
+                    f"config says {spec['shape']}",
+                    model=model,
+                    key=f"models.{model}.inputs.{name}.shape",
+                )
+            elif d.HasField(
+                "dim_param"
+            ):  # dynamic in the file, fixed in the config: keep the file's (TRT profile pins it)
                 pass
     for info in [*proto.graph.output, *proto.graph.value_info]:
         for d in info.type.tensor_type.shape.dim:
@@ -216,8 +251,11 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
                 d.dim_param = named[f"{info.name}[{i}]"] = f"{info.name}_dim{i}"  # an unknown output dim
     graph_outputs = [o.name for o in proto.graph.output]
     if outputs is not None and graph_outputs != list(outputs):
-        raise FactoryError(f"the ONNX outputs are {graph_outputs}, the config names {list(outputs)}",
-                           model=model, key=f"models.{model}.outputs")
+        raise FactoryError(
+            f"the ONNX outputs are {graph_outputs}, the config names {list(outputs)}",
+            model=model,
+            key=f"models.{model}.outputs",
+        )
     return named
 
 
@@ -237,9 +275,14 @@ def io_signature(proto) -> dict:
     inits = {i.name for i in proto.graph.initializer}
 
     def sig(values):
-        return {v.name: (v.type.tensor_type.elem_type,
-                         [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim])
-                for v in values if v.name not in inits}
+        return {
+            v.name: (
+                v.type.tensor_type.elem_type,
+                [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim],
+            )
+            for v in values
+            if v.name not in inits
+        }
 
     return {"inputs": sig(proto.graph.input), "outputs": sig(proto.graph.output)}
 

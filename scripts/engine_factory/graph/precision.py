@@ -1,14 +1,16 @@
 """Precision variants as ONNX files (strongly typed builds take the precision from the ONNX).
 
 fp32 is a copy; fp16/bf16 come from ModelOpt's AutoCast (I/O types kept); int8/fp8 are ModelOpt Q/DQ models
-calibrated on the user's data. ModelOpt runs in the calling process (a job's own, forked for it: scripts/engine_factory/jobs.py),
+calibrated on the user's data. ModelOpt runs in the calling process (a job's own, forked for it:
+engine_factory/jobs.py),
 on a copy of its input (it rewrites files beside it). Its quantization monkeypatches onnxruntime's calibrators, so
 onnxruntime's own quantizer (the int8 fallback) then runs in a fresh interpreter (`run_ort_int8`); AutoCast patches
-nothing (the jobs' forkserver runs it in its warm-up, scripts/engine_factory/warmup.py). Until 2026-12-03 ModelOpt ran in a
+nothing (the jobs' forkserver runs it in its warm-up, engine_factory/warmup.py). Until 2026-12-03 ModelOpt ran in a
 forked child of the job: ~50 ms (fork, hand-over files, teardown) of every fp16/bf16/int8/fp8 job
 (benchmarks/README.md). Each result must pass
 onnx.checker and keep the source's I/O names, types and dynamic dims before it is written to `dst`.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,22 +32,38 @@ from .variant import LOW_TYPES, describe_variant
 
 # ---------------------------------------------------------------- variants
 
-def make_precision_variant(src, dst, precision: str, *, model: str, input_specs: dict, calibration_path=None,
-                           seed: int = 0, search: dict | None = None, golden_path=None,
-                           tolerance: dict | None = None, calibration_code: dict | None = None) -> dict:
+
+def make_precision_variant(
+    src,
+    dst,
+    precision: str,
+    *,
+    model: str,
+    input_specs: dict,
+    calibration_path=None,
+    seed: int = 0,
+    search: dict | None = None,
+    golden_path=None,
+    tolerance: dict | None = None,
+    calibration_code: dict | None = None,
+) -> dict:
     """Write the `precision` variant of `src` to `dst` (atomically); returns facts (tool, attempts, hashes...).
 
     With `search` (the model's `precision_search.<precision>` setting), a ModelOpt variant that misses `tolerance`
     against the golden outputs (`golden_path`) is searched for the nodes to keep out of `precision`
     (scripts/engine_factory/graph/precision_search.py); the variant written is the search's result (facts["search"])."""
     if precision not in PRECISIONS:
-        raise FactoryError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})", model=model,
-                           key="precisions")
+        raise FactoryError(
+            f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})", model=model, key="precisions"
+        )
     source = load_checked(src, model=model)
     facts: dict = {"precision": precision}
     if precision in QUANTIZED and not calibration_path:
-        raise FactoryError(f"{precision} needs calibration data (an .npz, .npy, a directory or a callable)",
-                           model=model, key=f"models.{model}.calibration")
+        raise FactoryError(
+            f"{precision} needs calibration data (an .npz, .npy, a directory or a callable)",
+            model=model,
+            key=f"models.{model}.calibration",
+        )
     calib = None
     if calibration_path and precision != "fp32":
         calib = load_calibration(calibration_path, input_specs, model=model)
@@ -69,37 +87,64 @@ def make_precision_variant(src, dst, precision: str, *, model: str, input_specs:
                 problem = check_against(out, source)
             except Exception as e:
                 problem = f"{type(e).__name__}: {e}"
-            attempts.append({"tool": tool, "status": "failed" if problem else "ok",
-                             "reason": problem[-800:] if problem else "valid ONNX, I/O kept",
-                             "seconds": round(time.perf_counter() - t0, 2)})
+            attempts.append(
+                {
+                    "tool": tool,
+                    "status": "failed" if problem else "ok",
+                    "reason": problem[-800:] if problem else "valid ONNX, I/O kept",
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
             if not problem:
                 result = out
                 break
         if result is None:
-            raise FactoryError(f"no tool could make the {precision} variant: "
-                               + "; ".join(f"{a['tool']}: {a['reason']}" for a in attempts), model=model,
-                               path=str(src))
+            raise FactoryError(
+                f"no tool could make the {precision} variant: "
+                + "; ".join(f"{a['tool']}: {a['reason']}" for a in attempts),
+                model=model,
+                path=str(src),
+            )
         tool = attempts[-1]["tool"]
         if search:
+
             def trial(exclude, name):  # one ModelOpt run per trial, its output checked like the first one's
                 d = Path(work) / name
                 d.mkdir()
                 shutil.copyfile(src, d / "source.onnx")
                 out = d / "out.onnx"
-                globals()[TOOLS[precision][0][1]](d / "source.onnx", out, precision, calib, input_specs,
-                                                  {**options, "nodes_to_exclude": list(exclude)})
+                globals()[TOOLS[precision][0][1]](
+                    d / "source.onnx",
+                    out,
+                    precision,
+                    calib,
+                    input_specs,
+                    {**options, "nodes_to_exclude": list(exclude)},
+                )
                 problem = check_against(out, source)
                 if problem:
                     raise RuntimeError(problem)
                 return out
 
             result, facts["search"] = search_variant(
-                result, precision=precision, tool=tool, searchable=tool == TOOLS[precision][0][0], trial=trial,
-                source=src, golden_path=golden_path, tolerance=tolerance or {}, settings=search,
+                result,
+                precision=precision,
+                tool=tool,
+                searchable=tool == TOOLS[precision][0][0],
+                trial=trial,
+                source=src,
+                golden_path=golden_path,
+                tolerance=tolerance or {},
+                settings=search,
                 describe=lambda path: describe_variant(path, precision, fallback=search["fallback"]),
-                first_seconds=attempts[-1]["seconds"])
-        facts.update(tool=tool, tool_version=tool_version(PACKAGES[tool]), attempts=attempts,
-                     **describe_variant(result, precision, fallback=(search or {}).get("fallback", "fp32")))
+                first_seconds=attempts[-1]["seconds"],
+            )
+        facts.update(
+            tool=tool,
+            tool_version=tool_version(PACKAGES[tool]),
+            attempts=attempts,
+            **describe_variant(result, precision, fallback=(search or {}).get("fallback", "fp32")),
+        )
         facts["warnings"] += (facts.get("calibration") or {}).get("warnings", [])
         facts["parity_vs_source"] = parity(result, src, input_specs, seed=seed)
         with atomic_path(dst) as tmp:
@@ -120,6 +165,7 @@ def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
 
 # ---------------------------------------------------------------- tools
 
+
 def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict, options: dict | None = None) -> None:
     """ModelOpt in this process (see the module doc): AutoCast for fp16/bf16, quantization for int8/fp8. `options`:
     `nodes_to_exclude` (exact node names: kept out of the quantized type, or in fp32 by AutoCast for fp16/bf16) and
@@ -131,10 +177,17 @@ def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict,
         return
     from modelopt.onnx.quantization import quantize
 
-    quantize(str(src), quantize_mode=precision, calibration_data=calib, calibration_eps=["cpu"],
-             calibration_shapes=calibration_shapes(calib, input_specs) if calib is not None else None,
-             nodes_to_exclude=nodes_to_exclude, high_precision_dtype=options.get("fallback", "fp32"),
-             output_path=str(out), log_level="WARNING")
+    quantize(
+        str(src),
+        quantize_mode=precision,
+        calibration_data=calib,
+        calibration_eps=["cpu"],
+        calibration_shapes=calibration_shapes(calib, input_specs) if calib is not None else None,
+        nodes_to_exclude=nodes_to_exclude,
+        high_precision_dtype=options.get("fallback", "fp32"),
+        output_path=str(out),
+        log_level="WARNING",
+    )
 
 
 def _autocast(src: Path, out: Path, precision: str, calib, nodes_to_exclude: list[str]) -> None:
@@ -148,10 +201,15 @@ def _autocast(src: Path, out: Path, precision: str, calib, nodes_to_exclude: lis
         data_dir.mkdir()
         n = next(iter(calib.values())).shape[0]
         for i in range(0, n, 8):
-            np.savez(data_dir / f"{i:08d}.npz", **{k: v[i:i + 8] for k, v in calib.items()})
-    proto = convert_to_mixed_precision(str(src), precision, keep_io_types=True, providers=["cpu"],
-                                       calibration_data=str(data_dir) if data_dir else None,
-                                       nodes_to_exclude=nodes_to_exclude or None)
+            np.savez(data_dir / f"{i:08d}.npz", **{k: v[i : i + 8] for k, v in calib.items()})
+    proto = convert_to_mixed_precision(
+        str(src),
+        precision,
+        keep_io_types=True,
+        providers=["cpu"],
+        calibration_data=str(data_dir) if data_dir else None,
+        nodes_to_exclude=nodes_to_exclude or None,
+    )
     onnx.save(proto, str(out))
 
 
@@ -207,15 +265,22 @@ def _ort_int8(src: str, out: str, calib: dict) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{k: v[i:i + 8] for k, v in calib.items()} for i in range(0, n, 8)])
+            self.batches = iter([{k: v[i : i + 8] for k, v in calib.items()} for i in range(0, n, 8)])
 
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    op_types_to_quantize=["Conv", "ConvTranspose", "Gemm", "MatMul"],  # what ModelOpt targets too
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True})
+    quantize_static(
+        src,
+        out,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        op_types_to_quantize=["Conv", "ConvTranspose", "Gemm", "MatMul"],  # what ModelOpt targets too
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"QuantizeBias": False, "ActivationSymmetric": True, "WeightSymmetric": True},
+    )
 
 
 # precision -> the tools to try, in order
@@ -225,5 +290,8 @@ TOOLS = {
     "int8": [("modelopt", "run_modelopt"), ("onnxruntime-quantize_static", "run_ort_int8")],
     "fp8": [("modelopt", "run_modelopt")],
 }
-PACKAGES = {"modelopt": "nvidia-modelopt", "onnxconverter-common": "onnxconverter-common",
-            "onnxruntime-quantize_static": "onnxruntime"}
+PACKAGES = {
+    "modelopt": "nvidia-modelopt",
+    "onnxconverter-common": "onnxconverter-common",
+    "onnxruntime-quantize_static": "onnxruntime",
+}

@@ -19,6 +19,7 @@ A trial passes when its parity passes and the variant is still what its label sa
 quantized type: keeping everything out is no int8 plan). When no trial passes within the budget, the result is the
 most accurate trial, the search's status is `fail`, and `would_need` names the nodes it would try next.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,20 @@ from .variant import LOW_TYPES, label_problem
 SEARCH_DEFAULTS = {"fallback": "fp32", "budget_s": 300, "max_trials": 24}
 
 
-def search_variant(first, *, precision: str, tool: str, searchable: bool, trial, source, golden_path,
-                   tolerance: dict, settings: dict, describe, first_seconds: float = 0.0) -> tuple[Path, dict]:
+def search_variant(
+    first,
+    *,
+    precision: str,
+    tool: str,
+    searchable: bool,
+    trial,
+    source,
+    golden_path,
+    tolerance: dict,
+    settings: dict,
+    describe,
+    first_seconds: float = 0.0,
+) -> tuple[Path, dict]:
     """The variant to write and the search's facts. `first`: trial 0's file; `trial(exclude, name) -> path` makes
     one variant with `exclude` kept out of `precision`; `describe(path)` gives its facts (variant.describe_variant)."""
     settings = {**SEARCH_DEFAULTS, **settings}
@@ -45,18 +58,23 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
     if base["passes"]:
         return first, state.facts("not-needed", first)
     if base["status"] == Outcome.PASS and base["label_problem"]:  # within tolerance, but not in the precision at all
-        return first, state.facts(Outcome.NOT_RUN, first, reason=f"{base['label_problem']}; keeping nodes out of "
-                                                                  f"{precision} cannot help")
+        return first, state.facts(
+            Outcome.NOT_RUN, first, reason=f"{base['label_problem']}; keeping nodes out of {precision} cannot help"
+        )
     if not searchable:
-        return first, state.facts(Outcome.NOT_RUN, first, reason=f"the variant was made by {tool}, which the search "
-                                                                  "does not drive (its first choice failed)")
+        return first, state.facts(
+            Outcome.NOT_RUN,
+            first,
+            reason=f"the variant was made by {tool}, which the search does not drive (its first choice failed)",
+        )
     ranking = rank_nodes(first, source, golden_path, precision, deadline=t0 + settings["budget_s"])
     state.ranking = ranking
     state.op_types = _op_types(source)
     groups = [r.get("keeps") or [r["node"]] for r in ranking]  # what keeping each candidate out takes
     if not groups:  # e.g. "fp8 requested, 0 of 4 layers quantized": keeping nodes out cannot help
-        return first, state.facts(Outcome.NOT_RUN, first, reason="the tool quantized no node, so there is none to "
-                                                                  f"keep out of {precision}")
+        return first, state.facts(
+            Outcome.NOT_RUN, first, reason=f"the tool quantized no node, so there is none to keep out of {precision}"
+        )
 
     def union(gs) -> list[str]:
         return list(dict.fromkeys(n for g in gs for n in g))
@@ -71,9 +89,19 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
         try:
             path = trial(exclude, f"trial-{len(state.trials)}")
         except Exception as e:  # a failed trial is recorded, not fatal: the search goes on
-            state.trials.append({"trial": len(state.trials), "excluded": exclude, "why": why,
-                                 "status": "error", "reason": f"{type(e).__name__}: {str(e)[-300:]}",
-                                 "seconds": 0.0, "passes": False, "accuracy": {}, "quantized_layers": None})
+            state.trials.append(
+                {
+                    "trial": len(state.trials),
+                    "excluded": exclude,
+                    "why": why,
+                    "status": "error",
+                    "reason": f"{type(e).__name__}: {str(e)[-300:]}",
+                    "seconds": 0.0,
+                    "passes": False,
+                    "accuracy": {},
+                    "quantized_layers": None,
+                }
+            )
             return False
         return state.record(path, exclude, why)["passes"]
 
@@ -99,9 +127,12 @@ def search_variant(first, *, precision: str, tool: str, searchable: bool, trial,
         failing, passing = (failing, mid) if ok else (mid, passing)
     if passing is None:
         nxt = union(groups[:k]) if out_of_budget else union(groups)
-        status_reason = ("the budget ran out" if out_of_budget else
-                         f"even with all {len(groups)} candidate nodes kept in {settings['fallback']} the variant "
-                         "misses its tolerance")
+        status_reason = (
+            "the budget ran out"
+            if out_of_budget
+            else f"even with all {len(groups)} candidate nodes kept in {settings['fallback']} the variant "
+            "misses its tolerance"
+        )
         best = state.best()
         return best["path"], state.facts(Outcome.FAIL, best["path"], reason=status_reason, would_need=nxt)
     # 3. prune: each kept candidate back into the low precision, least sensitive first
@@ -148,18 +179,31 @@ class _Search:
                 emulated = {"status": Outcome.NOT_RUN}
             ort_not_run = parity["status"] == Outcome.NOT_RUN
             if emulated["status"] == Outcome.FAIL or (ort_not_run and emulated["status"] == Outcome.PASS):
-                parity = {**emulated, "reason": f"emulated {self.precision}: {emulated.get('reason', '')}"
-                          + (f" (onnxruntime: {parity['reason'][:120]})" if ort_not_run else "")}
+                parity = {
+                    **emulated,
+                    "reason": f"emulated {self.precision}: {emulated.get('reason', '')}"
+                    + (f" (onnxruntime: {parity['reason'][:120]})" if ort_not_run else ""),
+                }
         facts = self.describe(path)
         problem = label_problem({**facts, "precision": self.precision})
         now = time.perf_counter()
-        t = {"trial": len(self.trials), "excluded": list(exclude), "why": why, "status": parity["status"],
-             "reason": problem or parity.get("reason", ""),
-             "accuracy": {name: {m: o[m] for m in ("cosine", "top1_agreement", "max_abs") if m in o}
-                          for name, o in (parity.get("outputs") or {}).items()},
-             "quantized_layers": facts.get("quantized_layers"), "layers": facts.get("layers"),
-             "seconds": round(now - self.last if seconds is None else seconds, 2),
-             "passes": parity["status"] == Outcome.PASS and not problem, "label_problem": problem, "path": path}
+        t = {
+            "trial": len(self.trials),
+            "excluded": list(exclude),
+            "why": why,
+            "status": parity["status"],
+            "reason": problem or parity.get("reason", ""),
+            "accuracy": {
+                name: {m: o[m] for m in ("cosine", "top1_agreement", "max_abs") if m in o}
+                for name, o in (parity.get("outputs") or {}).items()
+            },
+            "quantized_layers": facts.get("quantized_layers"),
+            "layers": facts.get("layers"),
+            "seconds": round(now - self.last if seconds is None else seconds, 2),
+            "passes": parity["status"] == Outcome.PASS and not problem,
+            "label_problem": problem,
+            "path": path,
+        }
         self.last = now
         self.trials.append(t)
         return t
@@ -172,14 +216,19 @@ class _Search:
 
     def facts(self, status, path, *, reason="", would_need=None) -> dict:
         chosen = next((t for t in reversed(self.trials) if t.get("path") == path), None)
-        out = {"status": status, "precision": self.precision, "settings": self.settings,
-               "trials": len(self.trials) - 1,  # trial 0 is the variant the stage makes anyway
-               "seconds": round(time.perf_counter() - self.t0, 2),
-               "steps": [{k: v for k, v in t.items() if k != "path"} for t in self.trials],
-               "kept": {self.settings["fallback"]: chosen["excluded"] if chosen else []},
-               "kept_op_types": dict(Counter(self.op_types.get(n, "?") for n in (chosen or {}).get("excluded", []))),
-               "chosen_trial": chosen["trial"] if chosen else None,
-               "accuracy": chosen["accuracy"] if chosen else {}, "reason": reason}
+        out = {
+            "status": status,
+            "precision": self.precision,
+            "settings": self.settings,
+            "trials": len(self.trials) - 1,  # trial 0 is the variant the stage makes anyway
+            "seconds": round(time.perf_counter() - self.t0, 2),
+            "steps": [{k: v for k, v in t.items() if k != "path"} for t in self.trials],
+            "kept": {self.settings["fallback"]: chosen["excluded"] if chosen else []},
+            "kept_op_types": dict(Counter(self.op_types.get(n, "?") for n in (chosen or {}).get("excluded", []))),
+            "chosen_trial": chosen["trial"] if chosen else None,
+            "accuracy": chosen["accuracy"] if chosen else {},
+            "reason": reason,
+        }
         if self.ranking:
             out["sensitivity"] = self.ranking
         if would_need is not None:
@@ -195,8 +244,11 @@ def _op_types(source) -> dict[str, str]:
 
 def score(t: dict) -> float:
     """One number per trial to compare them: the worst cosine over its outputs (top-1 agreement where lower)."""
-    values = [min(v for k, v in o.items() if k in ("cosine", "top1_agreement")) for o in t["accuracy"].values()
-              if any(k in o for k in ("cosine", "top1_agreement"))]
+    values = [
+        min(v for k, v in o.items() if k in ("cosine", "top1_agreement"))
+        for o in t["accuracy"].values()
+        if any(k in o for k in ("cosine", "top1_agreement"))
+    ]
     return min(values) if values else float("-inf")
 
 
@@ -208,18 +260,26 @@ def summary(search: dict) -> str:
     if search["status"] == "not-needed":
         return "precision search: not needed (the variant meets its tolerance)"
     if search["status"] == Outcome.PASS:
-        return (f"precision search: kept {len(kept[1])} node(s) in {kept[0]} ({', '.join(kept[1][:6])}) after "
-                f"{search['trials']} trial(s), {search['seconds']:.1f} s; {cos}")
+        return (
+            f"precision search: kept {len(kept[1])} node(s) in {kept[0]} ({', '.join(kept[1][:6])}) after "
+            f"{search['trials']} trial(s), {search['seconds']:.1f} s; {cos}"
+        )
     if search["status"] == Outcome.NOT_RUN:
         return f"precision search: not run ({search['reason']})"
     need = next(iter((search.get("would_need") or {None: []}).items()))
-    return (f"precision search failed after {search['trials']} trial(s), {search['seconds']:.1f} s "
-            f"({search['reason']}); best: {cos or 'no measurement'}"
-            + (f"; would need {need[0]} for {', '.join(need[1][:8])}" + (" ..." if len(need[1]) > 8 else "")
-               if need[1] else ""))
+    return (
+        f"precision search failed after {search['trials']} trial(s), {search['seconds']:.1f} s "
+        f"({search['reason']}); best: {cos or 'no measurement'}"
+        + (
+            f"; would need {need[0]} for {', '.join(need[1][:8])}" + (" ..." if len(need[1]) > 8 else "")
+            if need[1]
+            else ""
+        )
+    )
 
 
 # ---------------------------------------------------------------- sensitivity
+
 
 def rank_nodes(variant, source, golden_path, precision: str = "int8", *, deadline: float | None = None) -> list[dict]:
     """The candidate nodes, most sensitive first, by their isolated damage: the output error against the golden
@@ -246,9 +306,13 @@ def rank_nodes(variant, source, golden_path, precision: str = "int8", *, deadlin
             keeps = list(dict.fromkeys([*([producer.name] if producer is not None else []), *readers]))
             if not keeps:
                 continue
-            entry = {"node": producer.name if producer is not None else f"input {tensor}",
-                     "op_type": producer.op_type if producer is not None else "graph input", "tensor": tensor,
-                     "keeps": keeps, "damage": None}
+            entry = {
+                "node": producer.name if producer is not None else f"input {tensor}",
+                "op_type": producer.op_type if producer is not None else "graph input",
+                "tensor": tensor,
+                "keeps": keeps,
+                "damage": None,
+            }
             if deadline is None or time.perf_counter() < deadline:
                 rounded = _rounded(proto, tensor, LOW_TYPES[precision])
                 entry.update(_damage(run_onnxruntime(rounded, inputs), expected))
@@ -267,8 +331,25 @@ def rank_nodes(variant, source, golden_path, precision: str = "int8", *, deadlin
     return ranking
 
 
-SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather",
-             "Concat", "Slice", "Identity", "Flatten", "Cast", "Expand", "Range", "Size", "Split"}
+SHAPE_OPS = {
+    "Shape",
+    "Constant",
+    "ConstantOfShape",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Gather",
+    "Concat",
+    "Slice",
+    "Identity",
+    "Flatten",
+    "Cast",
+    "Expand",
+    "Range",
+    "Size",
+    "Split",
+}
 
 
 def _damage(actual: dict, expected: dict) -> dict:
@@ -297,8 +378,10 @@ def _low_precision_candidates(proto) -> list[tuple[str, object]]:
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(proto)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output)
+    }
     inits = {i.name for i in proto.graph.initializer}
     out = [(i.name, None) for i in proto.graph.input if i.name not in inits and types.get(i.name) == 1]
     for n in proto.graph.node:
@@ -315,14 +398,17 @@ def low_precision_overflow(variant, source, golden_path, tolerance: dict, precis
     try:
         result = emulated_parity(variant, source, golden_path, tolerance, precision)
     except Exception:  # a model the emulation cannot rebuild (unmatched names, an op without a float kernel):
-        return None    # no judgement; onnxruntime's own parity stands
+        return None  # no judgement; onnxruntime's own parity stands
     bad = {k: o["nonfinite_mismatch"] for k, o in result.get("outputs", {}).items() if o.get("nonfinite_mismatch")}
     if not bad:
         return None
-    return {**result, "status": Outcome.FAIL,
-            "reason": f"emulated {precision} overflows: " + ", ".join(f"{k}: {v} non-finite value(s)"
-                                                                      for k, v in bad.items())
-                      + " where golden is finite (onnxruntime's CPU run computes such ops in fp32 and hides it)"}
+    return {
+        **result,
+        "status": Outcome.FAIL,
+        "reason": f"emulated {precision} overflows: "
+        + ", ".join(f"{k}: {v} non-finite value(s)" for k, v in bad.items())
+        + " where golden is finite (onnxruntime's CPU run computes such ops in fp32 and hides it)",
+    }
 
 
 def emulated_parity(variant, source, golden_path, tolerance: dict, precision: str) -> dict:
@@ -392,8 +478,10 @@ def _rounded(proto, tensor: str, to: int):
         for n in nodes:
             n.input[:] = [f"{tensor}__rounded" if i == tensor else i for i in n.input]
         source, target = tensor, f"{tensor}__rounded"
-    casts = [helper.make_node("Cast", [source], [f"{tensor}__low"], to=to),
-             helper.make_node("Cast", [f"{tensor}__low"], [target], to=1)]
+    casts = [
+        helper.make_node("Cast", [source], [f"{tensor}__low"], to=to),
+        helper.make_node("Cast", [f"{tensor}__low"], [target], to=1),
+    ]
     m.graph.ClearField("node")
     m.graph.node.extend(nodes[:at] + casts + nodes[at:])
     return m

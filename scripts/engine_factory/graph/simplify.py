@@ -4,6 +4,7 @@ Both simplifiers have a history of silently changing models, so every result mus
 I/O names and dynamic dims, and reproduce the source's outputs at the min and opt shapes; otherwise the other
 simplifier is tried, then the unsimplified model is copied. The facts record which path was taken and why.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -24,8 +25,11 @@ def simplify_onnx(src, dst, *, model: str, input_specs: dict, simplifier: str = 
     import onnx
 
     if simplifier not in (*SIMPLIFIERS, "none"):
-        raise FactoryError(f"unknown simplifier '{simplifier}' (choose {', '.join(SIMPLIFIERS)} or none)",
-                           model=model, key=f"models.{model}.simplifier")
+        raise FactoryError(
+            f"unknown simplifier '{simplifier}' (choose {', '.join(SIMPLIFIERS)} or none)",
+            model=model,
+            key=f"models.{model}.simplifier",
+        )
     proto = load_checked(src, model=model)
     order = [] if simplifier == "none" else [simplifier, *(s for s in SIMPLIFIERS if s != simplifier)]
     attempts, used = [], "none"
@@ -50,9 +54,14 @@ def simplify_onnx(src, dst, *, model: str, input_specs: dict, simplifier: str = 
         if used == "none":
             shutil.copyfile(src, tmp)
         nodes_after = len(onnx.load(str(tmp), load_external_data=False).graph.node)
-    return {"simplifier_requested": simplifier, "simplifier_used": used, "attempts": attempts,
-            "nodes_before": len(proto.graph.node), "nodes_after": nodes_after,
-            "tool_version": tool_version(used) if used != "none" else None}
+    return {
+        "simplifier_requested": simplifier,
+        "simplifier_used": used,
+        "attempts": attempts,
+        "nodes_before": len(proto.graph.node),
+        "nodes_after": nodes_after,
+        "tool_version": tool_version(used) if used != "none" else None,
+    }
 
 
 def reference_outputs(path, input_specs: dict, *, model: str, seed: int) -> dict:
@@ -65,8 +74,9 @@ def reference_outputs(path, input_specs: dict, *, model: str, seed: int) -> dict
         try:
             ref[key] = (feeds, run_onnxruntime(path, feeds))
         except Exception as e:
-            raise FactoryError(f"onnxruntime cannot run the model at the {key} shapes: {e}", model=model,
-                               path=str(path))
+            raise FactoryError(
+                f"onnxruntime cannot run the model at the {key} shapes: {e}", model=model, path=str(path)
+            )
     return ref
 
 

@@ -3,6 +3,7 @@
 as DVC's dvc/commands/ are. COMMANDS is the one list of them, in the order `-h` shows them. `-h` builds every
 command's parser, so a command imports the factory and the config in its body, not at its top. The other modules
 here (runs, snakemake) are what the commands share."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,20 +20,30 @@ def command(name: str):
 
 def operation_parser(subparsers, name: str, help: str, example: str, *, snakemake: bool = True):
     """The parser of an operation over a workflow directory: -d, --configfile (where it asks Snakemake), --json."""
-    p = subparsers.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
-                              epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        name,
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     workflow_args(p, snakemake)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
 def workflow_args(p, snakemake: bool = True) -> None:
-    p.add_argument("--directory", "-d", default=".", help="the workflow's working directory, where artifacts/ is "
-                                                          "(default: .)")
+    p.add_argument(
+        "--directory", "-d", default=".", help="the workflow's working directory, where artifacts/ is (default: .)"
+    )
     if snakemake:
-        p.add_argument("--configfile", nargs="+", metavar="FILE",
-                       help="the zoo's config file(s), as given to snakemake; several are overlays "
-                            "(default: the demo zoo, config/config.yaml)")
+        p.add_argument(
+            "--configfile",
+            nargs="+",
+            metavar="FILE",
+            help="the zoo's config file(s), as given to snakemake; several are overlays "
+            "(default: the demo zoo, config/config.yaml)",
+        )
 
 
 def load_config(args) -> dict:

@@ -1,5 +1,6 @@
 """`python -m engine_factory changes`: what changed since the last scheduled run's snapshot
 (scripts/engine_factory/ops/scheduled.py), without running anything."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,13 @@ from .scheduled import DIR, changes, render, snapshot
 
 
 def add_parser(subparsers) -> None:
-    p = operation_parser(subparsers, "changes", "what changed since the last scheduled run's snapshot (runs nothing)",
-                         "python -m engine_factory changes -d ~/zoo", snakemake=False)
+    p = operation_parser(
+        subparsers,
+        "changes",
+        "what changed since the last scheduled run's snapshot (runs nothing)",
+        "python -m engine_factory changes -d ~/zoo",
+        snakemake=False,
+    )
     p.add_argument("--before", help="snapshot to compare from (default artifacts/scheduled/snapshot.json)")
     p.add_argument("--after", help="snapshot to compare to (default: the artifacts now)")
     p.set_defaults(func=main)

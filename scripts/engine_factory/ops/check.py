@@ -1,5 +1,6 @@
 """`python -m engine_factory check`: the config checked, every model class imported for real, and the targets exactly
 as the Snakefile resolves them (scripts/engine_factory/factory.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,15 @@ exit status: 0 ok, 1 the config (or a model class) is wrong; the message names t
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("check", help="validate a zoo's config and list what this host would build",
-                              description="Validate the config (schema, files, model classes imported for real) "
-                                          "and list what this host would build and skip, exactly as the Snakefile "
-                                          "resolves it.", epilog=EXAMPLES,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "check",
+        help="validate a zoo's config and list what this host would build",
+        description="Validate the config (schema, files, model classes imported for real) "
+        "and list what this host would build and skip, exactly as the Snakefile "
+        "resolves it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("config", nargs="?", help="a config file (same as --configfile FILE)")
     workflow_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -40,14 +45,25 @@ def main(args) -> int:
             import_class(m["model"], model=name, python_path=cfg["python_path"])
     f = workflow.resolve()
     failed = f.failed
-    result = {"config": files or ["config/config.yaml (demo zoo)"], "ok": True, "backend": f.backend.name,
-              "key": f.key, "models": list(cfg["models"]), "plans": len(f.jobs), "jobs": f.jobs,
-              "skipped": f.skipped, "failed": failed, "slurm": describe(cfg)}
+    result = {
+        "config": files or ["config/config.yaml (demo zoo)"],
+        "ok": True,
+        "backend": f.backend.name,
+        "key": f.key,
+        "models": list(cfg["models"]),
+        "plans": len(f.jobs),
+        "jobs": f.jobs,
+        "skipped": f.skipped,
+        "failed": failed,
+        "slurm": describe(cfg),
+    }
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"config {' + '.join(result['config'])}: ok; {len(cfg['models'])} models; backend {f.key}; "
-          f"{len(f.jobs)} plans to build, {len(f.skipped)} skipped, {len(failed)} known failures")
+    print(
+        f"config {' + '.join(result['config'])}: ok; {len(cfg['models'])} models; backend {f.key}; "
+        f"{len(f.jobs)} plans to build, {len(f.skipped)} skipped, {len(failed)} known failures"
+    )
     for line in result["slurm"]:
         print(f"  {line}")
     for s in f.skipped:

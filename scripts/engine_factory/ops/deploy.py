@@ -1,6 +1,7 @@
 """`python -m engine_factory deploy`: write the configured Triton repositories from the plans already built, with the
 same inputs and settings the workflow's deploy rule gets (scripts/engine_factory/factory.py), without Snakemake (e.g.
 after changing only the deploy policy, or on a host that only holds copied artifacts)."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,13 @@ from . import emit, operation_parser
 
 
 def add_parser(subparsers) -> None:
-    p = operation_parser(subparsers, "deploy", "write the Triton repositories the config's deploy.triton names from "
-                         "the plans already built (what the workflow's deploy rule runs, without Snakemake)",
-                         "python -m engine_factory deploy -d ~/zoo --configfile ~/zoo/my-zoo.yaml")
+    p = operation_parser(
+        subparsers,
+        "deploy",
+        "write the Triton repositories the config's deploy.triton names from "
+        "the plans already built (what the workflow's deploy rule runs, without Snakemake)",
+        "python -m engine_factory deploy -d ~/zoo --configfile ~/zoo/my-zoo.yaml",
+    )
     p.add_argument("--repository", action="append", help="only this repository (a name); repeatable")
     p.set_defaults(func=main)
 
@@ -35,15 +40,20 @@ def main(args) -> int:
                 done[name] = write_repository(paths.triton_config(name), inputs=inputs, settings=settings)
             except FactoryError as e:
                 problems[name] = str(e)
-    report = {"written": done, "problems": problems,
-              "note": None if f.deploy_targets else "deploy.triton is not enabled in this config"}
+    report = {
+        "written": done,
+        "problems": problems,
+        "note": None if f.deploy_targets else "deploy.triton is not enabled in this config",
+    }
     emit(report, _render, args.json)
     return 1 if problems or not f.deploy_targets else 0
 
 
 def _render(report: dict) -> str:
-    lines = [f"wrote {name}: plans for {', '.join(r['plans'])}" + (f"; left out {r['left_out']}" if r["left_out"]
-                                                                    else "") for name, r in report["written"].items()]
+    lines = [
+        f"wrote {name}: plans for {', '.join(r['plans'])}" + (f"; left out {r['left_out']}" if r["left_out"] else "")
+        for name, r in report["written"].items()
+    ]
     lines += [f"error: {name}: {why}" for name, why in report["problems"].items()]
     if report["note"]:
         lines.append(report["note"])

@@ -7,6 +7,7 @@ of that version, `--keep rtx-1.7.1.116/sm86` one of them (name the keys other ho
 still build). Without `--delete` it only lists what it would remove. With `--delete` it refuses while plans of the
 keys this host builds are missing (you would be left with neither the old plans nor the new), unless `--force`.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,7 +31,8 @@ def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.
     plan_rows = [(r, t) for r in rows if paths.stage_of(r["rule"]) == "build" and (t := paths.parse_plan(r["file"]))]
     # the keys of failed targets are still this host's: a failure is no reason to delete another key's plans
     produced = {(t["key"], t["cc"]) for _, t in plan_rows} | {
-        (j["key"], j["cc"]) for j in resolve_factory(directory, configfiles).jobs}
+        (j["key"], j["cc"]) for j in resolve_factory(directory, configfiles).jobs
+    }
     if not produced and not keep:
         raise Refused("this host/config produces no plans: refusing to prune everything (name --keep keys)")
     victims = []
@@ -38,19 +40,32 @@ def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.
         for d in sorted(base.glob(paths.glob_of(kind, root))):
             t = paths.parse(kind, d.relative_to(base).as_posix().removesuffix(".lock"))
             if t and (t["key"], t["cc"]) not in produced and not _kept(t["key"], t["cc"], keep):
-                victims.append({"kind": label, "path": d.relative_to(base).as_posix(), "key": t["key"],
-                                "cc": t["cc"], "bytes": size(d)})
-    return {"produced": sorted(f"{k}/sm{c}" for k, c in produced), "keep": list(keep), "remove": victims,
-            "bytes": sum(v["bytes"] for v in victims),
-            "missing": sorted(r["file"] for r, _ in plan_rows if r["status"] == "missing")}
+                victims.append(
+                    {
+                        "kind": label,
+                        "path": d.relative_to(base).as_posix(),
+                        "key": t["key"],
+                        "cc": t["cc"],
+                        "bytes": size(d),
+                    }
+                )
+    return {
+        "produced": sorted(f"{k}/sm{c}" for k, c in produced),
+        "keep": list(keep),
+        "remove": victims,
+        "bytes": sum(v["bytes"] for v in victims),
+        "missing": sorted(r["file"] for r, _ in plan_rows if r["status"] == "missing"),
+    }
 
 
 def prune(directory: str = ".", configfiles=(), keep=(), delete: bool = False, force: bool = False) -> dict:
     report = plan_prune(directory, configfiles, keep)
     base = Path(directory)
     if delete and report["remove"] and report["missing"] and not force:
-        raise Refused(f"{len(report['missing'])} plan(s) of the keys this host builds are missing (e.g. "
-                      f"{report['missing'][0]}): build them first (make run), or prune with --force")
+        raise Refused(
+            f"{len(report['missing'])} plan(s) of the keys this host builds are missing (e.g. "
+            f"{report['missing'][0]}): build them first (make run), or prune with --force"
+        )
     if delete:
         for v in report["remove"]:
             p = base / v["path"]
@@ -66,8 +81,10 @@ def prune(directory: str = ".", configfiles=(), keep=(), delete: bool = False, f
 def render(report: dict) -> str:
     keys = sorted({f"{v['key']}/sm{v['cc']}" for v in report["remove"]})
     verb = "removed" if report["deleted"] else "would remove"
-    lines = [f"prune: this host/config builds {', '.join(report['produced']) or 'nothing'}"
-             + (f"; kept by --keep: {', '.join(report['keep'])}" if report["keep"] else "")]
+    lines = [
+        f"prune: this host/config builds {', '.join(report['produced']) or 'nothing'}"
+        + (f"; kept by --keep: {', '.join(report['keep'])}" if report["keep"] else "")
+    ]
     if not report["remove"]:
         lines.append("nothing to prune")
         return "\n".join(lines)
@@ -79,8 +96,12 @@ def render(report: dict) -> str:
 
 
 def add_parser(subparsers) -> None:
-    p = operation_parser(subparsers, "prune", "remove plans/validations/timing caches of keys this host/config no "
-                         "longer builds", "python -m engine_factory prune --keep rtx-1.7.1.116/sm86 --delete")
+    p = operation_parser(
+        subparsers,
+        "prune",
+        "remove plans/validations/timing caches of keys this host/config no longer builds",
+        "python -m engine_factory prune --keep rtx-1.7.1.116/sm86 --delete",
+    )
     p.add_argument("--keep", action="append", help="a key (rtx-1.7.1.116) or key/smCC to keep; repeatable")
     p.add_argument("--delete", action="store_true", help="really delete (default: list only)")
     p.add_argument("--force", action="store_true", help="delete even while plans of this host's keys are missing")

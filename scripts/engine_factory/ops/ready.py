@@ -1,5 +1,6 @@
 """`python -m engine_factory ready <model dir> [--json]`: before Triton starts, can this host load a repository's
 plans? The checking is scripts/engine_factory/deploy/readiness.py's; here its text form and the exit status."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,18 +13,23 @@ EXIT = {READY: 0, REBUILD: 2, CANNOT: 3}  # a repository that is none is a Facto
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("ready", help="before Triton starts: can this host load the plans of a Triton "
-                                            "repository?",
-                              description="For each plan of a Triton model directory: read its header, compare "
-                                          "backend version and compute capability with this host's GPUs and "
-                                          "runtime; say ready, needs rebuild (which key) or cannot run here.",
-                              epilog="example:\n  python -m engine_factory ready artifacts/triton/resnet50_fp16 "
-                                     "--json\nexit status: 0 ready, 2 needs rebuild, 3 cannot run here, 1 not a "
-                                     "Triton model directory (the message names the file).",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "ready",
+        help="before Triton starts: can this host load the plans of a Triton repository?",
+        description="For each plan of a Triton model directory: read its header, compare "
+        "backend version and compute capability with this host's GPUs and "
+        "runtime; say ready, needs rebuild (which key) or cannot run here.",
+        epilog="example:\n  python -m engine_factory ready artifacts/triton/resnet50_fp16 "
+        "--json\nexit status: 0 ready, 2 needs rebuild, 3 cannot run here, 1 not a "
+        "Triton model directory (the message names the file).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("repository", nargs="+", help="Triton model directories (artifacts/triton/<name>)")
-    p.add_argument("--runtime-version", help="the TensorRT version that will load the plans (e.g. the one in the "
-                                             "Triton container); default: the version installed here")
+    p.add_argument(
+        "--runtime-version",
+        help="the TensorRT version that will load the plans (e.g. the one in the "
+        "Triton container); default: the version installed here",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=main)
 
@@ -38,9 +44,11 @@ def main(args) -> int:
 
 
 def render(report: dict) -> str:
-    lines = [f"{report['repository']}: Triton model '{report['name']}' ({report['platform']}), version "
-             f"{report['version']}; this host: GPUs {', '.join(report['host']['gpus']) or 'none'}, runtimes "
-             + (", ".join(f"{m} {v}" for m, v in report["host"]["runtimes"].items()) or "none")]
+    lines = [
+        f"{report['repository']}: Triton model '{report['name']}' ({report['platform']}), version "
+        f"{report['version']}; this host: GPUs {', '.join(report['host']['gpus']) or 'none'}, runtimes "
+        + (", ".join(f"{m} {v}" for m, v in report["host"]["runtimes"].items()) or "none")
+    ]
     for p in report["plans"]:
         lines.append(f"  {p['compute_capability']:>5} {Path(p['file']).name}: {p['answer']}: {p['reason']}")
     for g in report["gpus"]:

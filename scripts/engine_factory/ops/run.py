@@ -1,5 +1,6 @@
 """`python -m engine_factory run <stage> <io> <settings>`: one stage in this process
 (scripts/engine_factory/jobs.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,18 @@ example (what the build rule runs):
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("run", help="run one stage (what the Snakemake rules call)", epilog=STAGES_HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Run one stage in this process: read its inputs, write its outputs "
-                                          "atomically with their provenance sidecars.")
+    p = subparsers.add_parser(
+        "run",
+        help="run one stage (what the Snakemake rules call)",
+        epilog=STAGES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run one stage in this process: read its inputs, write its outputs "
+        "atomically with their provenance sidecars.",
+    )
     p.add_argument("stage", help="the stage (listed below)")
-    p.add_argument("io", help='JSON {"inputs": {label: path}, "outputs": {label: path}, "wildcards": {...}}, '
-                              "or @file.json")
+    p.add_argument(
+        "io", help='JSON {"inputs": {label: path}, "outputs": {label: path}, "wildcards": {...}}, or @file.json'
+    )
     p.add_argument("settings", help="JSON of the stage's settings, or @file.json")
     p.set_defaults(func=main)
 

@@ -7,6 +7,7 @@ run is a process whose cwd is the directory and whose command is snakemake, read
 `--summary` or `--nolock` excepted). `recover` unlocks a stale lock with Snakemake's own `--unlock`, and refuses
 to touch a live run's.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,11 +69,18 @@ def recover(directory: str = ".") -> dict:
         with tempfile.TemporaryDirectory(prefix="engine-factory-unlock-") as empty:
             snakefile = os.path.join(empty, "Snakefile")
             open(snakefile, "w").close()
-            proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", snakefile, "--directory",
-                                   str(directory), "--unlock"], capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                [sys.executable, "-m", "snakemake", "-s", snakefile, "--directory", str(directory), "--unlock"],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
         s["unlocked"] = proc.returncode == 0
-        s["message"] = ("removed a stale Snakemake lock (no live run held it: the last run was killed)"
-                        if s["unlocked"] else f"could not remove the stale lock: {proc.stderr.strip()[-500:]}")
+        s["message"] = (
+            "removed a stale Snakemake lock (no live run held it: the last run was killed)"
+            if s["unlocked"]
+            else f"could not remove the stale lock: {proc.stderr.strip()[-500:]}"
+        )
     elif s["in_progress"]:
         s["message"] = "a run is in progress: " + ", ".join(f"pid {r['pid']}" for r in s["runs"])
     else:

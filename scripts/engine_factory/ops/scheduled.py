@@ -8,6 +8,7 @@ what changed since the last run in artifacts/scheduled/:
 
 `python -m engine_factory changes` compares the current artifacts with snapshot.json without running anything.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -46,13 +47,25 @@ def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
 def changes(before: dict, after: dict) -> dict:
     old, new = before["plans"], after["plans"]
     built = [p for p, e in new.items() if p not in old or old[p]["mtime_ns"] != e["mtime_ns"]]
-    revalidated = [p for p, e in new.items() if p not in built and e["validation"]
-                   and (old[p]["validation"] or {}).get("mtime_ns") != e["validation"]["mtime_ns"]]
+    revalidated = [
+        p
+        for p, e in new.items()
+        if p not in built
+        and e["validation"]
+        and (old[p]["validation"] or {}).get("mtime_ns") != e["validation"]["mtime_ns"]
+    ]
     old_keys = {f"{e['key']}/sm{e['cc']}" for e in old.values()}
     new_keys = sorted({f"{new[p]['key']}/sm{new[p]['cc']}" for p in built} - old_keys)
     failing = [p for p in built + revalidated if (new[p]["validation"] or {}).get("status") == Outcome.FAIL]
-    return {"since": before.get("taken"), "until": after.get("taken"), "new_keys": new_keys, "built": built,
-            "revalidated": revalidated, "removed": sorted(set(old) - set(new)), "validation_failed": failing}
+    return {
+        "since": before.get("taken"),
+        "until": after.get("taken"),
+        "new_keys": new_keys,
+        "built": built,
+        "revalidated": revalidated,
+        "removed": sorted(set(old) - set(new)),
+        "validation_failed": failing,
+    }
 
 
 def _names(plans: list[str], limit: int = 8) -> str:
@@ -71,32 +84,44 @@ def render(summary: dict) -> str:
         if r.get("locked_out"):
             lines.append(f"- factory run: NOT RUN: the working directory is locked ({r['locked_out']})")
         else:
-            lines.append(f"- factory run: {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} in "
-                         f"{r['seconds']} s (log: {r['log']})")
+            lines.append(
+                f"- factory run: {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} in "
+                f"{r['seconds']} s (log: {r['log']})"
+            )
         if r.get("lock") and r["lock"] != "not locked":
             lines.append(f"- before the run: {r['lock']}")
         if r.get("repaired"):
-            lines.append(f"- repaired before the run (removed, so the run made them again): {len(r['repaired'])} "
-                         f"file(s) ({', '.join(r['repaired'][:5])}{', …' if len(r['repaired']) > 5 else ''})")
+            lines.append(
+                f"- repaired before the run (removed, so the run made them again): {len(r['repaired'])} "
+                f"file(s) ({', '.join(r['repaired'][:5])}{', …' if len(r['repaired']) > 5 else ''})"
+            )
     lines.append(f"- new keys built: {', '.join(ch['new_keys']) or 'none'}")
     lines.append(f"- plans built: {len(ch['built'])}" + (f" ({_names(ch['built'])})" if ch["built"] else ""))
-    lines.append(f"- re-validated only: {len(ch['revalidated'])}"
-                 + (f" ({_names(ch['revalidated'])})" if ch["revalidated"] else ""))
+    lines.append(
+        f"- re-validated only: {len(ch['revalidated'])}"
+        + (f" ({_names(ch['revalidated'])})" if ch["revalidated"] else "")
+    )
     if ch["removed"]:
         lines.append(f"- removed: {len(ch['removed'])} ({_names(ch['removed'])})")
     failed = summary.get("failed", [])
-    lines.append(f"- failed (not built or not validated after the run): {len(failed)}"
-                 + (" (" + "; ".join(f"{f['target']}: {f['why']}" for f in failed[:8]) + ")" if failed else ""))
+    lines.append(
+        f"- failed (not built or not validated after the run): {len(failed)}"
+        + (" (" + "; ".join(f"{f['target']}: {f['why']}" for f in failed[:8]) + ")" if failed else "")
+    )
     if ch["validation_failed"]:
         lines.append(f"- validation status fail: {len(ch['validation_failed'])} ({_names(ch['validation_failed'])})")
     if "status" in summary:
         c = summary["status"]["counts"]
-        lines.append(f"- status: {c['current']} current, {c['stale']} stale, {c['missing']} missing; "
-                     f"{summary['status']['not_produced']} plans of keys no longer produced (kept)")
+        lines.append(
+            f"- status: {c['current']} current, {c['stale']} stale, {c['missing']} missing; "
+            f"{summary['status']['not_produced']} plans of keys no longer produced (kept)"
+        )
     if "verify" in summary:
         v = summary["verify"]
-        lines.append(f"- verify: {'ok' if v['ok'] else 'FAILED'} (tampered {v['counts']['tampered']}, missing "
-                     f"{v['counts']['missing']}, orphaned {v['counts']['orphaned']}, stale {v['counts']['stale']})")
+        lines.append(
+            f"- verify: {'ok' if v['ok'] else 'FAILED'} (tampered {v['counts']['tampered']}, missing "
+            f"{v['counts']['missing']}, orphaned {v['counts']['orphaned']}, stale {v['counts']['stale']})"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -139,31 +164,58 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
     after = snapshot(directory)
     st = status.collect(directory, configfiles)
     vr = verify.verify(directory)
-    failed = [{"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}",
-               "why": _why_not_current(t, locked_out)} for t in st["targets"] if t["state"] != "current"]
-    summary = {"run": {"rc": rc, "seconds": seconds, "log": log.relative_to(base).as_posix(),
-                       "command": " ".join(cmd), "lock": ready["lock"], "repaired": ready.get("repaired", []),
-                       **({"locked_out": locked_out} if locked_out else {})},
-               "changes": changes(before, after), "failed": failed,
-               "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
-               "verify": {"ok": vr["ok"], "counts": vr["counts"]}}
+    failed = [
+        {"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}", "why": _why_not_current(t, locked_out)}
+        for t in st["targets"]
+        if t["state"] != "current"
+    ]
+    summary = {
+        "run": {
+            "rc": rc,
+            "seconds": seconds,
+            "log": log.relative_to(base).as_posix(),
+            "command": " ".join(cmd),
+            "lock": ready["lock"],
+            "repaired": ready.get("repaired", []),
+            **({"locked_out": locked_out} if locked_out else {}),
+        },
+        "changes": changes(before, after),
+        "failed": failed,
+        "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
+        "verify": {"ok": vr["ok"], "counts": vr["counts"]},
+    }
     atomic.write_json(out / "last-run.json", summary)
     with atomic.atomic_path(out / "last-run.md") as tmp:
         tmp.write_text(render(summary))
     with open(out / "history.jsonl", "a") as f:
         ch = summary["changes"]
-        f.write(json.dumps({"until": ch["until"], "rc": rc, "new_keys": ch["new_keys"], "built": len(ch["built"]),
-                            "revalidated": len(ch["revalidated"]), "removed": len(ch["removed"]),
-                            "failed": len(failed), "verify_ok": vr["ok"]}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "until": ch["until"],
+                    "rc": rc,
+                    "new_keys": ch["new_keys"],
+                    "built": len(ch["built"]),
+                    "revalidated": len(ch["revalidated"]),
+                    "removed": len(ch["removed"]),
+                    "failed": len(failed),
+                    "verify_ok": vr["ok"],
+                }
+            )
+            + "\n"
+        )
     atomic.write_json(out / "snapshot.json", after)
     code = 0 if rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"] else 1
     return code, summary
 
 
 def add_parser(subparsers) -> None:
-    p = operation_parser(subparsers, "scheduled", "run the factory, then status and verify; write "
-                         "artifacts/scheduled/last-run.md",
-                         "python -m engine_factory scheduled -d ~/zoo --configfile ~/zoo/my-zoo.yaml --cores 8")
+    p = operation_parser(
+        subparsers,
+        "scheduled",
+        "run the factory, then status and verify; write artifacts/scheduled/last-run.md",
+        "python -m engine_factory scheduled -d ~/zoo --configfile ~/zoo/my-zoo.yaml --cores 8",
+    )
     p.add_argument("--cores", default="all")
     p.set_defaults(func=main)
 

@@ -22,6 +22,7 @@ with. The reasons, by category:
 A new TensorRT version or compute capability is a new key: its plans are `missing`, and the old key's plans are
 listed as no longer produced (kept; `prune` removes them).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ from .snakemake import summary
 HOST_PARAMS = {"driver", "cuda", "driver_version", "cuda_driver_version"}
 STATES = ("current", "stale", "missing", "failed")
 # Snakemake does not re-make a missing file while what was made from it is up to date (measured)
-NOT_REMADE = (" and no run re-makes it while what was made from it is kept: `python -m engine_factory verify --repair` "
-              "(make scheduled does it)")
+NOT_REMADE = (
+    " and no run re-makes it while what was made from it is kept: `python -m engine_factory verify --repair` "
+    "(make scheduled does it)"
+)
 
 
 def resolve_factory(directory: str = ".", configfiles=()):
@@ -122,8 +125,10 @@ def job_reasons(base: Path, f, rule: str, wildcards: dict, row: dict) -> list[di
         for p in inputs.values():
             if (base / p).exists() and (base / p).stat().st_mtime_ns > made:
                 is_source = not p.startswith(paths.ROOT + "/") or paths.made_by_workflow(p)
-                add("checkpoint" if is_source else "input", f"source file {p} changed" if is_source
-                    else f"{p} changed since {rule} ran")
+                add(
+                    "checkpoint" if is_source else "input",
+                    f"source file {p} changed" if is_source else f"{p} changed since {rule} ran",
+                )
     if row["status"] == "set of input files changed":
         add("config", f"the set of input files of {rule} changed")
     if row["status"] == "params changed" and not any(r["category"] != "tool" for r in out):
@@ -152,8 +157,13 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
     validation = rows.get(paths.validation(**job))
     if f.validates_in_build and validation and validation["status"] == "missing":
         # written by the build job, beside its main output (the plan): the chain above does not look at it
-        reasons.append({"category": "missing", "stage": "validate",
-                        "detail": f"{validation['file']} is missing{'' if validation['pending'] else NOT_REMADE}"})
+        reasons.append(
+            {
+                "category": "missing",
+                "stage": "validate",
+                "detail": f"{validation['file']} is missing{'' if validation['pending'] else NOT_REMADE}",
+            }
+        )
     state = "missing" if not (base / plan).exists() else "stale" if reruns or reasons else "current"
     if state == "missing":  # the plan itself (and so its validation) being missing is the state, not a reason
         reasons = [r for r in reasons if not (r["category"] == "missing" and r["stage"] in ("build", "validate"))]
@@ -161,9 +171,15 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
         reasons.append({"category": "input", "stage": None, "detail": "an upstream job is pending"})
     v = read_json(base / paths.validation(**job))
     reasons.sort(key=lambda r: (r["category"], r["stage"] or "", r["detail"]))
-    return {**job, "plan": plan, "state": state, "reasons": reasons, "reruns": sorted(set(reruns)),
-            "logs": f.job_logs(job),
-            "validation": v.get("status") if v else None}
+    return {
+        **job,
+        "plan": plan,
+        "state": state,
+        "reasons": reasons,
+        "reruns": sorted(set(reruns)),
+        "logs": f.job_logs(job),
+        "validation": v.get("status") if v else None,
+    }
 
 
 def not_produced(base: Path, targets: list[dict], root: str = paths.ROOT) -> list[dict]:
@@ -203,18 +219,38 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         targets = [target_status(Path("."), f, j, rows) for j in f.buildable]
     for x in f.failed:
         t = {k: x[k] for k in ("model", "key", "cc", "precision")}
-        targets.append({**t, "plan": paths.plan(**t), "state": "failed", "reruns": [], "validation": None,
-                        "reasons": [{"category": "failed", "stage": x["stage"],
-                                     "detail": f"{x['stage']}: {x['reason']} (log {x['log']})"}]})
+        targets.append(
+            {
+                **t,
+                "plan": paths.plan(**t),
+                "state": "failed",
+                "reruns": [],
+                "validation": None,
+                "reasons": [
+                    {
+                        "category": "failed",
+                        "stage": x["stage"],
+                        "detail": f"{x['stage']}: {x['reason']} (log {x['log']})",
+                    }
+                ],
+            }
+        )
     targets.sort(key=lambda t: (t["model"], t["key"], int(t["cc"]), t["precision"]))
     from .runs import live_runs
 
     counts = {s: sum(t["state"] == s for t in targets) for s in STATES}
     keys = sorted({t["key"] for t in targets} | {f.key})
-    return {"counts": counts, "targets": targets, "not_produced": not_produced(base, targets, root), "keys": keys,
-            "mislabelled": mislabelled(base, targets),
-            "needs_work": bool(counts["stale"] or counts["missing"]), "failed": counts["failed"],
-            "in_progress": [r["pid"] for r in live_runs(directory)], "snakemake_seconds": seconds}
+    return {
+        "counts": counts,
+        "targets": targets,
+        "not_produced": not_produced(base, targets, root),
+        "keys": keys,
+        "mislabelled": mislabelled(base, targets),
+        "needs_work": bool(counts["stale"] or counts["missing"]),
+        "failed": counts["failed"],
+        "in_progress": [r["pid"] for r in live_runs(directory)],
+        "snakemake_seconds": seconds,
+    }
 
 
 def mislabelled(base: Path, targets: list[dict]) -> list[dict]:
@@ -224,8 +260,11 @@ def mislabelled(base: Path, targets: list[dict]) -> list[dict]:
     for t in targets:
         parity = read_json(base / paths.parity(t["model"], t["precision"])) or {}
         if parity.get("label_problem"):
-            out[(t["model"], t["precision"])] = {"model": t["model"], "precision": t["precision"],
-                                                 "problem": parity["label_problem"]}
+            out[(t["model"], t["precision"])] = {
+                "model": t["model"],
+                "precision": t["precision"],
+                "problem": parity["label_problem"],
+            }
     return list(out.values())
 
 
@@ -246,8 +285,11 @@ def _group_lines(report: dict, verbose: bool) -> list[str]:
         plans = ", ".join(f"sm{t['cc']} {t['precision']}" for t in items)
         if verbose:
             t = items[0]
-            lines.append(f"  {model} {t['key']} {plans}: {state}" + (f" ({t['validation']})" if t["validation"] else "")
-                         + (f" [re-runs {', '.join(t['reruns'])}]" if t["reruns"] else ""))
+            lines.append(
+                f"  {model} {t['key']} {plans}: {state}"
+                + (f" ({t['validation']})" if t["validation"] else "")
+                + (f" [re-runs {', '.join(t['reruns'])}]" if t["reruns"] else "")
+            )
             lines += [f"      {r['category']}: {r['detail']}" for r in t["reasons"]]
             continue
         by_class: dict[str, list] = {}
@@ -256,45 +298,67 @@ def _group_lines(report: dict, verbose: bool) -> list[str]:
                 by_class.setdefault(r["category"], []).append(r["detail"])
         why = "; ".join(f"{k}: {_summarize(v)}" for k, v in by_class.items())
         reruns = sorted({r for t in items for r in t["reruns"]})
-        lines.append(f"  {model}: {len(items)} {state}" + (f" - {why}" if why else "")
-                     + (f" [re-runs {', '.join(reruns)}]" if reruns else "")
-                     + (f" ({plans})" if len(items) <= 4 else ""))
+        lines.append(
+            f"  {model}: {len(items)} {state}"
+            + (f" - {why}" if why else "")
+            + (f" [re-runs {', '.join(reruns)}]" if reruns else "")
+            + (f" ({plans})" if len(items) <= 4 else "")
+        )
     return lines
 
 
 def render(report: dict, verbose: bool = False) -> str:
     c = report["counts"]
-    lines = [f"status: {c['current']} current, {c['stale']} stale, {c['missing']} missing, {c['failed']} failed "
-             f"(keys {', '.join(report['keys']) or 'none'}; asked snakemake in {report['snakemake_seconds']} s)"]
+    lines = [
+        f"status: {c['current']} current, {c['stale']} stale, {c['missing']} missing, {c['failed']} failed "
+        f"(keys {', '.join(report['keys']) or 'none'}; asked snakemake in {report['snakemake_seconds']} s)"
+    ]
     lines += _group_lines(report, verbose)
     if report["not_produced"]:
         groups: dict[tuple, list] = {}
         for t in report["not_produced"]:
             groups.setdefault((t["key"], t["cc"], t["why"]), []).append(f"{t['model']} {t['precision']}")
-        lines.append(f"{len(report['not_produced'])} plan(s) on disk that this host/config no longer produces "
-                     "(kept; `python -m engine_factory prune` lists what it would remove):")
+        lines.append(
+            f"{len(report['not_produced'])} plan(s) on disk that this host/config no longer produces "
+            "(kept; `python -m engine_factory prune` lists what it would remove):"
+        )
         lines += [f"  {key} sm{cc}: {len(items)} plan(s) - {why}" for (key, cc, why), items in sorted(groups.items())]
     if report.get("mislabelled"):
         lines.append(f"{len(report['mislabelled'])} variant(s) not what their label says (their validation fails):")
         lines += [f"  {m['model']} {m['precision']}: {m['problem']}" for m in report["mislabelled"]]
     if report["failed"]:
-        lines.append(f"{report['failed']} failed target(s): not retried until their inputs, settings or tools change "
-                     "(retry now: make run RETRY_FAILED=1)")
+        lines.append(
+            f"{report['failed']} failed target(s): not retried until their inputs, settings or tools change "
+            "(retry now: make run RETRY_FAILED=1)"
+        )
     if report.get("in_progress") and report["needs_work"]:
-        lines.append(f"a factory run is in progress (pid {', '.join(map(str, report['in_progress']))}): what is "
-                     "stale or missing may be being made now")
+        lines.append(
+            f"a factory run is in progress (pid {', '.join(map(str, report['in_progress']))}): what is "
+            "stale or missing may be being made now"
+        )
     else:
-        lines.append("needs work: run the factory (make run)" if report["needs_work"] else "nothing to do"
-                     + (" but fix the failed targets" if report["failed"] else ""))
+        lines.append(
+            "needs work: run the factory (make run)"
+            if report["needs_work"]
+            else "nothing to do" + (" but fix the failed targets" if report["failed"] else "")
+        )
     return "\n".join(lines)
 
 
 def add_parser(subparsers) -> None:
-    p = operation_parser(subparsers, "status", "current / stale (why) / missing / failed per plan this host and config "
-                         "would build; exit 1 if anything needs work or failed",
-                         "python -m engine_factory status -d ~/zoo --configfile ~/zoo/my-zoo.yaml -v")
-    p.add_argument("--verbose", "-v", action="store_true", help="every plan and every reason (default: one line "
-                                                                 "per model and reason class)")
+    p = operation_parser(
+        subparsers,
+        "status",
+        "current / stale (why) / missing / failed per plan this host and config "
+        "would build; exit 1 if anything needs work or failed",
+        "python -m engine_factory status -d ~/zoo --configfile ~/zoo/my-zoo.yaml -v",
+    )
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="every plan and every reason (default: one line per model and reason class)",
+    )
     p.set_defaults(func=main)
 
 

@@ -1,5 +1,6 @@
 """`python -m engine_factory unlock`: remove a stale Snakemake lock (scripts/engine_factory/ops/runs.py), never a live
 run's."""
+
 from __future__ import annotations
 
 from . import emit, load_config, operation_parser
@@ -7,8 +8,12 @@ from .runs import recover
 
 
 def add_parser(subparsers) -> None:
-    p = operation_parser(subparsers, "unlock", "remove Snakemake's lock when no live run holds it (after a killed "
-                         "run); refuse otherwise", "python -m engine_factory unlock -d ~/zoo")
+    p = operation_parser(
+        subparsers,
+        "unlock",
+        "remove Snakemake's lock when no live run holds it (after a killed run); refuse otherwise",
+        "python -m engine_factory unlock -d ~/zoo",
+    )
     p.set_defaults(func=main)
 
 

@@ -25,6 +25,7 @@ everything made from an artifact that is gone (it can no longer be verified), so
 from the nearest artifact still intact. Snakemake itself never re-makes a missing intermediate while what was made
 from it is up to date (measured), which is why repair removes the latter. It refuses to run during a run.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,7 +78,7 @@ def _check_record(c: _Check, side: str) -> bool:
     art = record["artifact"]
     path = art["path"]
     c.accounted.add(path)
-    if path != side[:-len(paths.SIDECAR_SUFFIX)]:
+    if path != side[: -len(paths.SIDECAR_SUFFIX)]:
         c.problem("tampered", side, f"sidecar names artifact {path}, not the file beside it")
     if not c.exists(path):
         c.problem("missing", path, "artifact of this provenance sidecar is missing", via=side)
@@ -100,8 +101,12 @@ def _check_input(c: _Check, entry: dict, path: str, side: str) -> bool:
         c.problem("missing", ipath, f"input '{entry['label']}' of {path} is missing", via=side)
         return False
     if entry.get("provenance") and not c.exists(entry["provenance"]):
-        c.problem("missing", entry["provenance"], f"provenance of input {ipath} is missing (the chain to the "
-                  "checkpoint is broken)", via=side)
+        c.problem(
+            "missing",
+            entry["provenance"],
+            f"provenance of input {ipath} is missing (the chain to the checkpoint is broken)",
+            via=side,
+        )
         return False
     if c.digest(ipath) == entry["sha256"]:
         return True
@@ -118,7 +123,7 @@ def _check_statements(c: _Check, root: str) -> int:
     statements = c.relative(f"*{paths.STATEMENT_SUFFIX}", root)
     for st in statements:
         c.accounted.add(st)
-        plan = st[:-len(paths.STATEMENT_SUFFIX)]
+        plan = st[: -len(paths.STATEMENT_SUFFIX)]
         doc = read_json(c.base / st)
         if not c.exists(plan):
             c.problem("orphaned", st, "in-toto statement of a plan that is not on disk")
@@ -136,8 +141,12 @@ def _check_statements(c: _Check, root: str) -> int:
     for p in c.base.glob(paths.plan_glob(root)):
         rel = p.relative_to(c.base).as_posix()
         if paths.provenance(rel) in c.accounted and not (c.base / paths.intoto(rel)).exists():
-            c.problem("missing", paths.intoto(rel), "plan has no in-toto statement (a plan built before statements "
-                      "existed gets one from its sidecar with `python -m engine_factory attest`)")
+            c.problem(
+                "missing",
+                paths.intoto(rel),
+                "plan has no in-toto statement (a plan built before statements "
+                "existed gets one from its sidecar with `python -m engine_factory attest`)",
+            )
     return len(statements)
 
 
@@ -147,7 +156,7 @@ def _check_repositories(c: _Check, root: str) -> int:
     each of them is there with that sha256; any other file is orphaned. Returns the number of repositories."""
     from ..deploy.triton import read_config
 
-    top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1:]
+    top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1 :]
     dirs = sorted(d for d in top.iterdir() if d.is_dir()) if top.is_dir() else []
     for model_dir in dirs:
         rel = model_dir.relative_to(c.base).as_posix()
@@ -156,15 +165,20 @@ def _check_repositories(c: _Check, root: str) -> int:
         record = read_json(c.base / paths.provenance(config)) or {}
         recorded = {e["file"]: e for e in (record.get("facts") or {}).get("plans", [])}
         if paths.is_temporary(rel) or not c.exists(config) or not record:
-            why = ("temporary model directory left by an interrupted deploy" if paths.is_temporary(rel) else
-                   "in a Triton model directory without config.pbtxt and its provenance")
+            why = (
+                "temporary model directory left by an interrupted deploy"
+                if paths.is_temporary(rel)
+                else "in a Triton model directory without config.pbtxt and its provenance"
+            )
             for f in files:
                 c.accounted.add(f)
                 c.problem("orphaned", f, why)
             continue
         try:
-            named = {f"{rel}/{paths.TRITON_VERSION}/{name}" for name in read_config(c.path(config))
-                     .cc_model_filenames.values()}
+            named = {
+                f"{rel}/{paths.TRITON_VERSION}/{name}"
+                for name in read_config(c.path(config)).cc_model_filenames.values()
+            }
             if named != set(recorded):
                 c.problem("tampered", config, f"names the plans {sorted(named)}, its provenance {sorted(recorded)}")
         except FactoryError as e:
@@ -174,8 +188,12 @@ def _check_repositories(c: _Check, root: str) -> int:
             if not c.exists(file):
                 c.problem("missing", file, "plan of this Triton repository is missing", via=config)
             elif c.digest(file) != entry["sha256"]:
-                c.problem("tampered", file, f"sha256 differs from the repository's provenance "
-                          f"({entry['sha256'][:12]}…)", via=config)
+                c.problem(
+                    "tampered",
+                    file,
+                    f"sha256 differs from the repository's provenance ({entry['sha256'][:12]}…)",
+                    via=config,
+                )
         for f in files:
             if f not in c.accounted and not paths.is_record(f):
                 c.accounted.add(f)
@@ -218,11 +236,19 @@ def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False
         _set_in_flight(c, min(r["started"] for r in run["runs"]))
     removed = _repair(c, root) if repair else []
     counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, "stale", "in-flight")}
-    return {"ok": not any(counts[k] for k in FAILING), "counts": counts, "problems": c.problems,
-            "sidecars": len(sidecars), "statements": statements, "repositories": repositories,
-            "files_hashed": c.files,
-            "plans_verified": plans_ok, "in_progress": [r["pid"] for r in run["runs"]], "removed": removed,
-            "seconds": round(time.monotonic() - start, 2)}
+    return {
+        "ok": not any(counts[k] for k in FAILING),
+        "counts": counts,
+        "problems": c.problems,
+        "sidecars": len(sidecars),
+        "statements": statements,
+        "repositories": repositories,
+        "files_hashed": c.files,
+        "plans_verified": plans_ok,
+        "in_progress": [r["pid"] for r in run["runs"]],
+        "removed": removed,
+        "seconds": round(time.monotonic() - start, 2),
+    }
 
 
 def _set_in_flight(c: _Check, run_started: float) -> None:
@@ -242,7 +268,7 @@ def _repair(c: _Check, root: str) -> list[str]:
     for side in c.relative(f"*{paths.SIDECAR_SUFFIX}", root):
         record = read_json(c.base / side) or {}
         for entry in record.get("inputs", []):
-            made_from.setdefault(entry["path"], []).append(side[:-len(paths.SIDECAR_SUFFIX)])
+            made_from.setdefault(entry["path"], []).append(side[: -len(paths.SIDECAR_SUFFIX)])
     owned: dict[str, list[str]] = {}  # artifact -> its results (a plan's validation, an ONNX variant's parity)
     for result in c.relative("*.json", root):
         if (owner := paths.owner_of(result)) is not None:
@@ -281,32 +307,48 @@ def _repair(c: _Check, root: str) -> list[str]:
 
 def render(report: dict) -> str:
     c = report["counts"]
-    lines = [f"verify: {report['sidecars']} provenance records, {report['statements']} in-toto statements, "
-             f"{report.get('repositories', 0)} Triton repositories, "
-             f"{report['files_hashed']} files hashed in {report['seconds']} s; {report['plans_verified']} plans "
-             f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
-             f"{c['orphaned']}, stale {c['stale']}"]
+    lines = [
+        f"verify: {report['sidecars']} provenance records, {report['statements']} in-toto statements, "
+        f"{report.get('repositories', 0)} Triton repositories, "
+        f"{report['files_hashed']} files hashed in {report['seconds']} s; {report['plans_verified']} plans "
+        f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
+        f"{c['orphaned']}, stale {c['stale']}"
+    ]
     for p in report["problems"]:
         lines.append(f"  {p['kind']:<9} {p['path']}: {p['detail']}")
     if report.get("in_progress"):
-        lines.append(f"a factory run is in progress (pid {', '.join(map(str, report['in_progress']))}): "
-                     f"{c['in-flight']} file(s) it is writing were not judged; verify again after it ends")
+        lines.append(
+            f"a factory run is in progress (pid {', '.join(map(str, report['in_progress']))}): "
+            f"{c['in-flight']} file(s) it is writing were not judged; verify again after it ends"
+        )
     if report.get("removed"):
         lines.append(f"repaired: removed {len(report['removed'])} file(s); the next run makes them again:")
         lines += [f"  removed {p}" for p in report["removed"]]
-    lines.append("ok" if report["ok"] else "FAILED: tampered, missing or orphaned files"
-                 + (" (repaired: run the factory)" if report.get("removed") else ""))
+    lines.append(
+        "ok"
+        if report["ok"]
+        else "FAILED: tampered, missing or orphaned files"
+        + (" (repaired: run the factory)" if report.get("removed") else "")
+    )
     return "\n".join(lines)
 
 
 def add_parser(subparsers) -> None:
-    p = operation_parser(subparsers, "verify", "re-hash artifacts along the provenance chain; exit 1 on tampered, "
-                         "missing or orphaned files", "python -m engine_factory verify -d ~/zoo --strict",
-                         snakemake=False)
+    p = operation_parser(
+        subparsers,
+        "verify",
+        "re-hash artifacts along the provenance chain; exit 1 on tampered, missing or orphaned files",
+        "python -m engine_factory verify -d ~/zoo --strict",
+        snakemake=False,
+    )
     p.add_argument("--strict", action="store_true", help="also fail on stale chains (inputs re-made since)")
-    p.add_argument("--repair", action="store_true", help="remove damaged, orphaned and temporary files and what "
-                                                         "was made from missing artifacts, so the next run "
-                                                         "rebuilds them")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove damaged, orphaned and temporary files and what "
+        "was made from missing artifacts, so the next run "
+        "rebuilds them",
+    )
     p.set_defaults(func=main)
 
 

@@ -10,6 +10,7 @@
 Entry points: `write_report` (the report stage, and the Snakefile's `onerror:` handler) and `verdict` (the
 `outcome` rule). summary.py reads the results, charts.py draws, pages.py renders the templates.
 """
+
 from __future__ import annotations
 
 import glob
@@ -70,11 +71,19 @@ def verdict(summary_path: str, out: str, log: str | None = None) -> None:
 
     summary = read_json(summary_path) or {}
     failed = [p for p in summary.get("plans", []) if p.get("status") == "failed"]
-    lines = [f"  {p['model']} {p['precision']} sm{p['cc']}: {p['stage']}: {p['reason']} (log {p['log']})"
-             for p in failed[:20]]
-    text = (f"{len(failed)} of {len(summary.get('plans', []))} targets failed; they are not retried until their "
+    lines = [
+        f"  {p['model']} {p['precision']} sm{p['cc']}: {p['stage']}: {p['reason']} (log {p['log']})"
+        for p in failed[:20]
+    ]
+    text = (
+        (
+            f"{len(failed)} of {len(summary.get('plans', []))} targets failed; they are not retried until their "
             "inputs, settings or tools change (retry: make run RETRY_FAILED=1 or FACTORY_RETRY_FAILED=1); report: "
-            f"{paths.REPORT_HTML}\n" + "\n".join(lines)) if failed else "no target failed"
+            f"{paths.REPORT_HTML}\n" + "\n".join(lines)
+        )
+        if failed
+        else "no target failed"
+    )
     if log:
         with atomic.atomic_path(log) as tmp:
             tmp.write_text(text + "\n")

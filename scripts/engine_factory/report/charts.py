@@ -6,6 +6,7 @@ by side) and one for the zoo. vl-convert costs ~0.13 s a call whatever the chart
 call, and a figure whose spec is unchanged comes from the content cache (artifacts/cache/report-charts/). The specs
 are built once per layout with named data sets; each model only brings its rows.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,14 @@ from ..outcomes import Outcome
 from .summary import OUTCOMES, _precision_order
 
 FLOOR = 1e-9  # log scale: an exact match (1 - cosine = 0, max abs = 0) is drawn at the floor
-COLOURS = {Outcome.PASS: "#3b9c4a", Outcome.FAIL: "#d1453b", Outcome.NOT_RUN: "#e0b43a", Outcome.SKIPPED: "#a9a9a9",
-           "failed": "#8e1b1b", "missing": "#dddddd"}
+COLOURS = {
+    Outcome.PASS: "#3b9c4a",
+    Outcome.FAIL: "#d1453b",
+    Outcome.NOT_RUN: "#e0b43a",
+    Outcome.SKIPPED: "#a9a9a9",
+    "failed": "#8e1b1b",
+    "missing": "#dddddd",
+}
 TOLERANCE_COLOUR = "#d1453b"
 WIDTH, HEIGHT = 180, 150
 PARTS = ("accuracy", "plans", "performance")
@@ -35,18 +42,50 @@ def accuracy_rows(parity: dict) -> list[dict]:
     for order, (variant, p) in enumerate(parity.items()):
         for output, m in (p.get("outputs") or {}).items():
             if "cosine" in m:
-                rows.append({"variant": variant, "order": order, "output": output, "metric": "1 - cosine",
-                             "kind": "measured", "value": max(1.0 - m["cosine"], FLOOR)})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "order": order,
+                        "output": output,
+                        "metric": "1 - cosine",
+                        "kind": "measured",
+                        "value": max(1.0 - m["cosine"], FLOOR),
+                    }
+                )
             if "max_abs" in m:
-                rows.append({"variant": variant, "order": order, "output": output, "metric": "max abs",
-                             "kind": "measured", "value": max(m["max_abs"], FLOOR)})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "order": order,
+                        "output": output,
+                        "metric": "max abs",
+                        "kind": "measured",
+                        "value": max(m["max_abs"], FLOOR),
+                    }
+                )
         tol = p.get("tolerance") or {}
         if "min_cosine" in tol:
-            rows.append({"variant": variant, "order": order, "output": "tolerance", "metric": "1 - cosine",
-                         "kind": "tolerance", "value": max(1.0 - tol["min_cosine"], FLOOR)})
+            rows.append(
+                {
+                    "variant": variant,
+                    "order": order,
+                    "output": "tolerance",
+                    "metric": "1 - cosine",
+                    "kind": "tolerance",
+                    "value": max(1.0 - tol["min_cosine"], FLOOR),
+                }
+            )
         if "atol" in tol:
-            rows.append({"variant": variant, "order": order, "output": "tolerance", "metric": "max abs",
-                         "kind": "tolerance", "value": max(tol["atol"], FLOOR)})
+            rows.append(
+                {
+                    "variant": variant,
+                    "order": order,
+                    "output": "tolerance",
+                    "metric": "max abs",
+                    "kind": "tolerance",
+                    "value": max(tol["atol"], FLOOR),
+                }
+            )
     return rows if any(r["kind"] == "measured" for r in rows) else []
 
 
@@ -56,11 +95,25 @@ def plan_rows(cells: list[dict]) -> list[dict]:
     for c in cells:
         f, order = c.get("facts") or {}, _precision_order(c["precision"])
         if "plan_bytes" in f:
-            rows.append({"precision": c["precision"], "order": order, "group": c["target"],
-                         "measure": "plan size (MB)", "value": f["plan_bytes"] / 1e6})
+            rows.append(
+                {
+                    "precision": c["precision"],
+                    "order": order,
+                    "group": c["target"],
+                    "measure": "plan size (MB)",
+                    "value": f["plan_bytes"] / 1e6,
+                }
+            )
         if "build_seconds" in f:
-            rows.append({"precision": c["precision"], "order": order, "group": c["target"],
-                         "measure": "build time (s)", "value": f["build_seconds"]})
+            rows.append(
+                {
+                    "precision": c["precision"],
+                    "order": order,
+                    "group": c["target"],
+                    "measure": "build time (s)",
+                    "value": f["build_seconds"],
+                }
+            )
     return rows
 
 
@@ -74,14 +127,27 @@ def performance_rows(cells: list[dict]) -> list[dict]:
         label, order = f"{c['precision']} {c['target']}", _precision_order(c["precision"])
         engines = [("plan", p["p50_ms"], p["throughput_per_s"])]
         if p.get("baseline_p50_ms"):
-            engines.append((f"onnxruntime {p.get('baseline') or ''}".strip(), p["baseline_p50_ms"],
-                            p.get("baseline_throughput_per_s")))
+            engines.append(
+                (
+                    f"onnxruntime {p.get('baseline') or ''}".strip(),
+                    p["baseline_p50_ms"],
+                    p.get("baseline_throughput_per_s"),
+                )
+            )
         for engine, latency, throughput in engines:
-            rows.append({"precision": label, "order": order, "group": engine, "measure": "latency p50 (ms)",
-                         "value": latency})
+            rows.append(
+                {"precision": label, "order": order, "group": engine, "measure": "latency p50 (ms)", "value": latency}
+            )
             if throughput:
-                rows.append({"precision": label, "order": order, "group": engine, "measure": "throughput (/s)",
-                             "value": throughput})
+                rows.append(
+                    {
+                        "precision": label,
+                        "order": order,
+                        "group": engine,
+                        "measure": "throughput (/s)",
+                        "value": throughput,
+                    }
+                )
     return rows
 
 
@@ -89,8 +155,11 @@ def outcome_rows(overview: dict) -> list[dict]:
     rows = []
     for axis, table in (("by precision", overview["by_precision"]), ("by target", overview["by_target"])):
         for order, (group, t) in enumerate(table.items()):
-            rows += [{"axis": axis, "group": group, "order": order, "outcome": o, "rank": OUTCOMES.index(o),
-                      "count": t[o]} for o in OUTCOMES if t[o]]
+            rows += [
+                {"axis": axis, "group": group, "order": order, "outcome": o, "rank": OUTCOMES.index(o), "count": t[o]}
+                for o in OUTCOMES
+                if t[o]
+            ]
     return rows
 
 
@@ -98,42 +167,73 @@ def outcome_rows(overview: dict) -> list[dict]:
 def _accuracy_chart() -> alt.FacetChart:
     x = alt.X("variant:N", sort=alt.EncodingSortField("order", op="min"), title=None)
     y = alt.Y("value:Q", scale=alt.Scale(type="log"), title=None, axis=alt.Axis(format=".0e", tickCount=6))
-    points = alt.Chart().mark_point(filled=True, size=50).encode(
-        x=x, y=y, color=alt.Color("output:N", title="output")).transform_filter(alt.datum.kind == "measured")
-    ticks = alt.Chart().mark_tick(color=TOLERANCE_COLOUR, thickness=2, size=16).encode(x=x, y=y).transform_filter(
-        alt.datum.kind == "tolerance")
-    return alt.layer(points, ticks, data=alt.Data(name="accuracy")).properties(width=WIDTH, height=HEIGHT).facet(
-        column=alt.Column("metric:N", title="accuracy loss vs golden (red tick: tolerance)")).resolve_scale(
-        y="independent")
+    points = (
+        alt.Chart()
+        .mark_point(filled=True, size=50)
+        .encode(x=x, y=y, color=alt.Color("output:N", title="output"))
+        .transform_filter(alt.datum.kind == "measured")
+    )
+    ticks = (
+        alt.Chart()
+        .mark_tick(color=TOLERANCE_COLOUR, thickness=2, size=16)
+        .encode(x=x, y=y)
+        .transform_filter(alt.datum.kind == "tolerance")
+    )
+    return (
+        alt.layer(points, ticks, data=alt.Data(name="accuracy"))
+        .properties(width=WIDTH, height=HEIGHT)
+        .facet(column=alt.Column("metric:N", title="accuracy loss vs golden (red tick: tolerance)"))
+        .resolve_scale(y="independent")
+    )
 
 
 def _bars(name: str, colour_title: str) -> alt.FacetChart:
-    return alt.Chart(alt.Data(name=name)).mark_bar().encode(
-        x=alt.X("precision:N", title=None, sort=alt.EncodingSortField("order", op="min")), xOffset="group:N",
-        y=alt.Y("value:Q", title=None, stack=None), color=alt.Color("group:N", title=colour_title),
-    ).properties(width=WIDTH, height=HEIGHT).facet(column=alt.Column("measure:N", title=None)).resolve_scale(
-        y="independent")
+    return (
+        alt.Chart(alt.Data(name=name))
+        .mark_bar()
+        .encode(
+            x=alt.X("precision:N", title=None, sort=alt.EncodingSortField("order", op="min")),
+            xOffset="group:N",
+            y=alt.Y("value:Q", title=None, stack=None),
+            color=alt.Color("group:N", title=colour_title),
+        )
+        .properties(width=WIDTH, height=HEIGHT)
+        .facet(column=alt.Column("measure:N", title=None))
+        .resolve_scale(y="independent")
+    )
 
 
-BUILDERS = {"accuracy": _accuracy_chart, "plans": lambda: _bars("plans", "target"),
-            "performance": lambda: _bars("performance", "engine")}
+BUILDERS = {
+    "accuracy": _accuracy_chart,
+    "plans": lambda: _bars("plans", "target"),
+    "performance": lambda: _bars("performance", "engine"),
+}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _template(parts: tuple[str, ...]) -> dict:
     return alt.hconcat(*(BUILDERS[p]() for p in parts)).resolve_scale(color="independent").to_dict()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _outcomes_template() -> dict:
     present = list(OUTCOMES)
-    return alt.Chart(alt.Data(name="outcomes")).mark_bar().encode(
-        x=alt.X("group:N", title=None, sort=alt.EncodingSortField("order", op="min")), y=alt.Y("count:Q", title="targets"),
-        color=alt.Color("outcome:N", sort=present, scale=alt.Scale(domain=present,
-                                                                   range=[COLOURS[o] for o in present])),
-        order=alt.Order("rank:Q"),
-    ).properties(width=WIDTH, height=130).facet(column=alt.Column("axis:N", title=None)).resolve_scale(
-        x="independent").to_dict()
+    return (
+        alt.Chart(alt.Data(name="outcomes"))
+        .mark_bar()
+        .encode(
+            x=alt.X("group:N", title=None, sort=alt.EncodingSortField("order", op="min")),
+            y=alt.Y("count:Q", title="targets"),
+            color=alt.Color(
+                "outcome:N", sort=present, scale=alt.Scale(domain=present, range=[COLOURS[o] for o in present])
+            ),
+            order=alt.Order("rank:Q"),
+        )
+        .properties(width=WIDTH, height=130)
+        .facet(column=alt.Column("axis:N", title=None))
+        .resolve_scale(x="independent")
+        .to_dict()
+    )
 
 
 def model_figure(parity: dict, cells: list[dict]) -> dict | None:

@@ -2,6 +2,7 @@
 templates (package data in templates/, autoescaped) with the charts' SVG inlined. Every link is relative to its
 page, so the report folder can be browsed from file:// or copied together with artifacts/.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,10 +21,20 @@ COLUMNS = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("engine_factory.report", "templates"), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.globals.update(labels=OUTCOME_LABELS, sci=_sci, tolerance=tolerance_text, model_page=paths.report_page,
-                       index_page=paths.REPORT_HTML, summary_json=paths.REPORT_JSON)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("engine_factory.report", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        labels=OUTCOME_LABELS,
+        sci=_sci,
+        tolerance=tolerance_text,
+        model_page=paths.report_page,
+        index_page=paths.REPORT_HTML,
+        summary_json=paths.REPORT_JSON,
+    )
     return env
 
 
@@ -56,8 +67,13 @@ def _href(page: str):
 
 
 def _worst_loss(info: dict) -> float | None:
-    losses = [1.0 - m["cosine"] for v, r in info["onnx_parity"].items() if v not in ("export", "sim")
-              for m in (r.get("outputs") or {}).values() if "cosine" in m]
+    losses = [
+        1.0 - m["cosine"]
+        for v, r in info["onnx_parity"].items()
+        if v not in ("export", "sim")
+        for m in (r.get("outputs") or {}).values()
+        if "cosine" in m
+    ]
     return max(losses) if losses else None
 
 
@@ -65,9 +81,15 @@ def _model_rows(summary: dict, by_model: dict) -> list[dict]:
     rows = []
     for name, info in summary["models"].items():
         cells = by_model.get(name, [])
-        rows.append({"name": name, "info": info, "worst": _worst_loss(info),
-                     "plan_mb": sum((c.get("facts") or {}).get("plan_bytes", 0) for c in cells) / 1e6,
-                     "tokens": " ".join(f"{c['precision']}|{c['target']}|{c['status']}" for c in cells)})
+        rows.append(
+            {
+                "name": name,
+                "info": info,
+                "worst": _worst_loss(info),
+                "plan_mb": sum((c.get("facts") or {}).get("plan_bytes", 0) for c in cells) / 1e6,
+                "tokens": " ".join(f"{c['precision']}|{c['target']}|{c['status']}" for c in cells),
+            }
+        )
     return rows
 
 
@@ -82,12 +104,20 @@ def index_pages(env, summary: dict, by_model: dict, outcomes_svg) -> dict[str, s
     pages = [paths.REPORT_HTML] + [paths.report_list_page(n) for n in range(2, count + 1)]
     out = {}
     for n, page in enumerate(pages, 1):
-        chunk = rows[(n - 1) * MODELS_PER_PAGE:n * MODELS_PER_PAGE]
+        chunk = rows[(n - 1) * MODELS_PER_PAGE : n * MODELS_PER_PAGE]
         out[page] = env.get_template("index.html.j2").render(
-            summary=summary, o=summary["overview"]["outcomes"], rows=chunk, page=n, pages=pages,
-            first=(n - 1) * MODELS_PER_PAGE + 1 if chunk else 0, last=(n - 1) * MODELS_PER_PAGE + len(chunk),
-            columns=_columns(summary), outcome_keys=OUTCOMES, outcomes_svg=outcomes_svg if n == 1 else None,
-            href=_href(page))
+            summary=summary,
+            o=summary["overview"]["outcomes"],
+            rows=chunk,
+            page=n,
+            pages=pages,
+            first=(n - 1) * MODELS_PER_PAGE + 1 if chunk else 0,
+            last=(n - 1) * MODELS_PER_PAGE + len(chunk),
+            columns=_columns(summary),
+            outcome_keys=OUTCOMES,
+            outcomes_svg=outcomes_svg if n == 1 else None,
+            href=_href(page),
+        )
     return out
 
 
@@ -100,16 +130,25 @@ def model_page(env, summary: dict, name: str, cells: list[dict], figure: str | N
     for i, g in enumerate(reasons, 1):
         for c in g["cells"]:
             refs.setdefault((c["precision"], c["target"]), []).append(i)
-    grid = {(c["precision"], c["target"]): {**c, "reason_refs": refs.get((c["precision"], c["target"]), [])}
-            for c in cells}
+    grid = {
+        (c["precision"], c["target"]): {**c, "reason_refs": refs.get((c["precision"], c["target"]), [])} for c in cells
+    }
     page = paths.report_page(name)
     parity_links = [(v, info["links"].get(f"parity_{v}")) for v in info["onnx_parity"]]
     return env.get_template("model.html.j2").render(
-        summary=summary, name=name, info=info, cells=grid, reasons=reasons, figure=figure,
+        summary=summary,
+        name=name,
+        info=info,
+        cells=grid,
+        reasons=reasons,
+        figure=figure,
         failures=_failure_groups(cells),
         precisions=sorted({c["precision"] for c in cells} | set(info["precisions"]), key=_precision_order),
         targets=sorted({c["target"] for c in cells}, key=lambda t: int(t[2:])),
-        columns=_columns(summary), parity_links=parity_links, href=_href(page))
+        columns=_columns(summary),
+        parity_links=parity_links,
+        href=_href(page),
+    )
 
 
 def _failure_groups(cells: list[dict]) -> list[dict]:
@@ -118,6 +157,14 @@ def _failure_groups(cells: list[dict]) -> list[dict]:
     for c in cells:
         if c["status"] == "failed":
             key = (c["stage"], c["precision"], generic(c["error_head"], c["cc"]))
-            groups.setdefault(key, {"stage": c["stage"], "precision": c["precision"], "error_head": c["error_head"],
-                                    "shown_for": c["target"], "cells": []})["cells"].append(c)
+            groups.setdefault(
+                key,
+                {
+                    "stage": c["stage"],
+                    "precision": c["precision"],
+                    "error_head": c["error_head"],
+                    "shown_for": c["target"],
+                    "cells": [],
+                },
+            )["cells"].append(c)
     return list(groups.values())

@@ -5,6 +5,7 @@ Reads only what the stages wrote (validation.json per plan, parity per ONNX vari
 records); computes nothing new. Paths in it are relative to the workflow directory (the current directory), and a
 link is given only to a file that exists, so a page never points at nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,15 @@ from ..precisions import PRECISIONS
 
 # Each cell ends as exactly one of these; "built" (below) counts the cells whose plan exists, whatever its checks.
 OUTCOMES = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed", "missing")
-OUTCOME_LABELS = {"built": "built", Outcome.PASS: "validated pass", Outcome.FAIL: "validation fail",
-                  Outcome.NOT_RUN: "not-run", Outcome.SKIPPED: "skipped", "failed": "failed to build",
-                  "missing": "missing"}
+OUTCOME_LABELS = {
+    "built": "built",
+    Outcome.PASS: "validated pass",
+    Outcome.FAIL: "validation fail",
+    Outcome.NOT_RUN: "not-run",
+    Outcome.SKIPPED: "skipped",
+    "failed": "failed to build",
+    "missing": "missing",
+}
 METRICS = ("max_abs", "max_rel", "cosine", "top1_agreement")
 TARGET = "{target}"  # stands for the cell's own target in a grouped reason (the group lists its targets)
 ERROR_HEAD_LINES = 6  # a failure's first lines shown in the report (the record keeps 12, the log everything)
@@ -37,8 +44,11 @@ def model_notes(model: str) -> dict:
     """What happened to a model on its way to ONNX: opset (and its upgrade), simplifier path, input layout."""
     exported = (read_json(paths.provenance(paths.onnx(model))) or {}).get("facts", {})
     simplified = (read_json(paths.provenance(paths.sim_onnx(model))) or {}).get("facts", {})
-    notes = {"opset": exported.get("opset"), "simplifier_used": simplified.get("simplifier_used"),
-             "simplifier_attempts": simplified.get("attempts", [])}
+    notes = {
+        "opset": exported.get("opset"),
+        "simplifier_used": simplified.get("simplifier_used"),
+        "simplifier_attempts": simplified.get("attempts", []),
+    }
     if exported.get("opset_converted"):
         c = exported["opset_converted"]
         notes["opset_upgrade"] = f"opset {c['from']} converted to {c['to']} by onnx's version converter"
@@ -48,7 +58,8 @@ def model_notes(model: str) -> dict:
         notes["layout"] = layout
         notes["layout_note"] = "plan input layout: " + ", ".join(
             f"{k} {v}" + (" (tf2onnx transposes it to the model's NHWC)" if k in nchw else "")
-            for k, v in layout.items())
+            for k, v in layout.items()
+        )
     return notes
 
 
@@ -61,18 +72,32 @@ def precision_notes(model: str, precision: str) -> dict:
     from ..graph.precision_search import summary
 
     failed = [a for a in facts.get("attempts", []) if a.get("status") != "ok"]
-    notes = {"tool": facts.get("tool"), "fallback": [f"{a['tool']}: {a.get('reason', '')[:300]}" for a in failed],
-             "warnings": facts.get("warnings", [])}
+    notes = {
+        "tool": facts.get("tool"),
+        "fallback": [f"{a['tool']}: {a.get('reason', '')[:300]}" for a in failed],
+        "warnings": facts.get("warnings", []),
+    }
     if "layers" in facts:  # quantized variants: what the label holds ("int8: 2 of 3 layers quantized")
         notes["layers"] = f"{facts['quantized_layers']} of {facts['layers']} layers quantized"
     search = facts.get("search")
     if search:  # the precision search: what it kept, in how many trials, the accuracy at each step
-        notes["search"] = {"status": search["status"], "summary": summary(search), "kept": search["kept"],
-                           "trials": search["trials"],
-                           "steps": [{"trial": st["trial"], "kept": st["excluded"], "status": st["status"],
-                                      "passes": st["passes"], "seconds": st["seconds"],
-                                      "cosine": {o: m.get("cosine") for o, m in st.get("accuracy", {}).items()}}
-                                     for st in search.get("steps", [])]}
+        notes["search"] = {
+            "status": search["status"],
+            "summary": summary(search),
+            "kept": search["kept"],
+            "trials": search["trials"],
+            "steps": [
+                {
+                    "trial": st["trial"],
+                    "kept": st["excluded"],
+                    "status": st["status"],
+                    "passes": st["passes"],
+                    "seconds": st["seconds"],
+                    "cosine": {o: m.get("cosine") for o, m in st.get("accuracy", {}).items()},
+                }
+                for st in search.get("steps", [])
+            ],
+        }
     return notes
 
 
@@ -80,9 +105,12 @@ def parity_entry(result: dict | None) -> dict:
     """One ONNX variant's parity against golden: status, reason, the tolerance it was held to, per-output metrics."""
     if not result:
         return {"status": "missing", "reason": "no parity result"}
-    return {"status": result["status"], "reason": result.get("reason", ""), "tolerance": result.get("tolerance", {}),
-            "outputs": {name: {m: o[m] for m in METRICS if m in o}
-                        for name, o in (result.get("outputs") or {}).items()}}
+    return {
+        "status": result["status"],
+        "reason": result.get("reason", ""),
+        "tolerance": result.get("tolerance", {}),
+        "outputs": {name: {m: o[m] for m in METRICS if m in o} for name, o in (result.get("outputs") or {}).items()},
+    }
 
 
 def _plan_facts(plan: str) -> dict:
@@ -96,41 +124,68 @@ def _validated_cell(job: dict) -> dict:
     j = {k: job[k] for k in ("model", "key", "cc", "precision")}
     plan, validation = paths.plan(**j), paths.validation(**j)
     v = read_json(validation)
-    cell = {**j, "target": target_name(j["cc"]), "plan": plan, "status": v["status"] if v else "missing",
-            "links": _existing({"plan": plan, "provenance": paths.provenance(plan), "intoto": paths.intoto(plan),
-                                "validation": validation, "build_log": logs.get("build"),
-                                "validate_log": logs.get("validate")})}
+    cell = {
+        **j,
+        "target": target_name(j["cc"]),
+        "plan": plan,
+        "status": v["status"] if v else "missing",
+        "links": _existing(
+            {
+                "plan": plan,
+                "provenance": paths.provenance(plan),
+                "intoto": paths.intoto(plan),
+                "validation": validation,
+                "build_log": logs.get("build"),
+                "validate_log": logs.get("validate"),
+            }
+        ),
+    }
     cell["facts"] = _plan_facts(plan)
     if not v:
         return cell
     cell["checks"] = {name: {"status": c["status"], "reason": c.get("reason", "")} for name, c in v["checks"].items()}
     parity = v["checks"]["onnx_parity"]
-    cell["onnx_metrics"] = {k: {m: x for m, x in o.items() if m in ("max_abs", "cosine", "top1_agreement")}
-                            for k, o in parity.get("outputs", {}).items()}
+    cell["onnx_metrics"] = {
+        k: {m: x for m, x in o.items() if m in ("max_abs", "cosine", "top1_agreement")}
+        for k, o in parity.get("outputs", {}).items()
+    }
     cell["tolerance"] = parity.get("tolerance", {})
     execution = v["checks"]["plan_execution"]
     perf = execution.get("performance")
     if perf:
         base = v.get("baseline") or {}
         base_ms = base.get("latency_ms") or {}
-        cell["performance"] = {"p50_ms": perf["latency_ms"]["p50"], "p90_ms": perf["latency_ms"].get("p90"),
-                               "throughput_per_s": perf["throughput_per_s"], "speedup_p50": v.get("speedup_p50"),
-                               "baseline": base.get("provider"), "baseline_p50_ms": base_ms.get("p50"),
-                               # onnxruntime ran the same batch (the profile's opt shape): its throughput likewise
-                               "baseline_throughput_per_s": perf["batch"] * 1000.0 / base_ms["mean"]
-                               if base_ms.get("mean") and perf.get("batch") else None}
+        cell["performance"] = {
+            "p50_ms": perf["latency_ms"]["p50"],
+            "p90_ms": perf["latency_ms"].get("p90"),
+            "throughput_per_s": perf["throughput_per_s"],
+            "speedup_p50": v.get("speedup_p50"),
+            "baseline": base.get("provider"),
+            "baseline_p50_ms": base_ms.get("p50"),
+            # onnxruntime ran the same batch (the profile's opt shape): its throughput likewise
+            "baseline_throughput_per_s": perf["batch"] * 1000.0 / base_ms["mean"]
+            if base_ms.get("mean") and perf.get("batch")
+            else None,
+        }
     if execution.get("comparison"):  # executed on a GPU: the plan's own figures against golden
-        cell["plan_metrics"] = {k: {m: x for m, x in o.items() if m in METRICS}
-                                for k, o in execution["comparison"].get("outputs", {}).items()}
+        cell["plan_metrics"] = {
+            k: {m: x for m, x in o.items() if m in METRICS}
+            for k, o in execution["comparison"].get("outputs", {}).items()
+        }
     return cell
 
 
 def _failed_cell(f: dict) -> dict:
     plan = paths.plan(f["model"], f["key"], f["cc"], f["precision"])
     head = "\n".join((f.get("error") or "").splitlines()[:ERROR_HEAD_LINES])
-    return {**{k: f[k] for k in ("model", "key", "cc", "precision", "stage", "reason", "error", "log")},
-            "target": target_name(f["cc"]), "plan": plan, "status": "failed", "error_head": head,
-            "links": _existing({"log": f.get("log"), "record": f.get("record")})}
+    return {
+        **{k: f[k] for k in ("model", "key", "cc", "precision", "stage", "reason", "error", "log")},
+        "target": target_name(f["cc"]),
+        "plan": plan,
+        "status": "failed",
+        "error_head": head,
+        "links": _existing({"log": f.get("log"), "record": f.get("record")}),
+    }
 
 
 def generic(text: str, cc: str) -> str:
@@ -147,8 +202,9 @@ def reason_groups(cells: list[dict]) -> list[dict]:
 
     def add(outcome, what, reason, cell):
         reason = generic(reason, cell["cc"])
-        g = groups.setdefault((outcome, what, reason), {"outcome": outcome, "what": what, "reason": reason,
-                                                        "count": 0, "cells": []})
+        g = groups.setdefault(
+            (outcome, what, reason), {"outcome": outcome, "what": what, "reason": reason, "count": 0, "cells": []}
+        )
         g["count"] += 1
         g["cells"].append({k: cell[k] for k in ("model", "precision", "target")})
 
@@ -181,18 +237,21 @@ def overview(cells: list[dict]) -> dict:
     """Outcome counts over every cell, per precision and per target, and the reasons grouped."""
     precisions = sorted({c["precision"] for c in cells}, key=_precision_order)
     targets = sorted({c["target"] for c in cells}, key=lambda t: int(t[2:]))
-    return {"outcomes": _tally(cells),
-            "by_precision": {p: _tally([c for c in cells if c["precision"] == p]) for p in precisions},
-            "by_target": {t: _tally([c for c in cells if c["target"] == t]) for t in targets},
-            "reasons": reason_groups(cells)}
+    return {
+        "outcomes": _tally(cells),
+        "by_precision": {p: _tally([c for c in cells if c["precision"] == p]) for p in precisions},
+        "by_target": {t: _tally([c for c in cells if c["target"] == t]) for t in targets},
+        "reasons": reason_groups(cells),
+    }
 
 
 def _precision_order(p: str) -> int:
     return PRECISIONS.index(p) if p in PRECISIONS else len(PRECISIONS)
 
 
-def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None,
-              failed: list[dict] = ()) -> dict:
+def summarize(
+    jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None, failed: list[dict] = ()
+) -> dict:
     """Every (model, precision, target) ends as a cell: validated (pass / fail / not-run), skipped (reason), failed
     (the stage, the first lines of its error, its log) or missing (its job did not finish: see Snakemake's output)."""
     cells = [_validated_cell(j) for j in jobs]
@@ -202,12 +261,20 @@ def summarize(jobs: list[dict], skipped: list[dict], models: dict, backend: str 
     for model, info in models.items():
         variants = ["export", "sim", *info["precisions"]]
         parity = {v: parity_entry(read_json(paths.parity(model, v))) for v in variants}
-        per_model[model] = {**info, **model_notes(model), "onnx_parity": parity,
-                            "precision_notes": {p: precision_notes(model, p) for p in info["precisions"]},
-                            "links": _existing({**{f"parity_{v}": paths.parity(model, v) for v in variants},
-                                                "onnx_provenance": paths.provenance(paths.onnx(model)),
-                                                "sim_provenance": paths.provenance(paths.sim_onnx(model))}),
-                            "counts": _tally([c for c in cells if c["model"] == model])}
+        per_model[model] = {
+            **info,
+            **model_notes(model),
+            "onnx_parity": parity,
+            "precision_notes": {p: precision_notes(model, p) for p in info["precisions"]},
+            "links": _existing(
+                {
+                    **{f"parity_{v}": paths.parity(model, v) for v in variants},
+                    "onnx_provenance": paths.provenance(paths.onnx(model)),
+                    "sim_provenance": paths.provenance(paths.sim_onnx(model)),
+                }
+            ),
+            "counts": _tally([c for c in cells if c["model"] == model]),
+        }
     counts = {}
     for c in cells:
         counts[c["status"]] = counts.get(c["status"], 0) + 1

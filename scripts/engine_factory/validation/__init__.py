@@ -1,1 +1,1 @@
-"""Validation: golden reference outputs, ONNX parity and plan checks (the report reads them: scripts/engine_factory/report/)."""
+"""Validation: golden reference outputs, ONNX parity and plan checks (the report reads them: engine_factory/report/)."""

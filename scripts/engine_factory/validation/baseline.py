@@ -1,5 +1,6 @@
 """The baseline a plan's speed is compared with: the same ONNX variant in onnxruntime, on the GPU when
 onnxruntime has its CUDA provider there, else on the CPU (said in the result, so no one mistakes the device)."""
+
 from __future__ import annotations
 
 import time
@@ -29,7 +30,10 @@ def onnxruntime_latency(onnx_path: str, feeds: dict, *, iterations: int = 50, wa
     except Exception as e:  # e.g. bf16 Conv on the CPU provider
         return {"status": Outcome.NOT_RUN, "reason": f"onnxruntime cannot run this variant: {str(e).splitlines()[0]}"}
     t = np.asarray(times)
-    return {"status": "ran", "runtime": f"onnxruntime {ort.__version__}", "provider": sess.get_providers()[0],
-            "note": "wall time of session.run, host<->device copies included",
-            "latency_ms": {"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)),
-                           "mean": float(t.mean())}}
+    return {
+        "status": "ran",
+        "runtime": f"onnxruntime {ort.__version__}",
+        "provider": sess.get_providers()[0],
+        "note": "wall time of session.run, host<->device copies included",
+        "latency_ms": {"p50": float(np.percentile(t, 50)), "p90": float(np.percentile(t, 90)), "mean": float(t.mean())},
+    }

@@ -8,6 +8,7 @@ in one npz: `in/<input name>` and `out/<output name>`, so every later comparison
 facts say which reference was used and which outputs are degenerate (a constant output matches anything built from
 the same weights: its parity proves little).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,9 @@ def golden_inputs(input_specs: dict, *, model: str, seed: int, samples: str | No
     return load_calibration(samples, input_specs, model=model, what="samples")
 
 
-def sample_outputs(samples: str | None, input_specs: dict, outputs: list[str] | None, *,
-                   model: str) -> dict[str, np.ndarray] | None:
+def sample_outputs(
+    samples: str | None, input_specs: dict, outputs: list[str] | None, *, model: str
+) -> dict[str, np.ndarray] | None:
     """The reference outputs a samples .npz holds beside the inputs (arrays not named like an input), or None."""
     if not samples or not str(samples).endswith(".npz"):
         return None
@@ -36,22 +38,36 @@ def sample_outputs(samples: str | None, input_specs: dict, outputs: list[str] | 
     if not extra:
         return None
     if outputs is not None and set(extra) != set(outputs):
-        raise FactoryError(f"the samples hold arrays {sorted(extra)} beside the inputs; as reference outputs they "
-                           f"must be exactly the model's outputs {list(outputs)}", model=model,
-                           key=f"models.{model}.samples", path=str(samples))
+        raise FactoryError(
+            f"the samples hold arrays {sorted(extra)} beside the inputs; as reference outputs they "
+            f"must be exactly the model's outputs {list(outputs)}",
+            model=model,
+            key=f"models.{model}.samples",
+            path=str(samples),
+        )
     return extra if outputs is None else {k: extra[k] for k in outputs}
 
 
-def framework_outputs(source: dict, feeds: dict[str, np.ndarray], outputs: list[str] | None, *, model: str,
-                      device: str = "cpu"):
+def framework_outputs(
+    source: dict, feeds: dict[str, np.ndarray], outputs: list[str] | None, *, model: str, device: str = "cpu"
+):
     """Run the model as its framework defines it (scripts/engine_factory/frameworks: eager PyTorch, TorchScript,
     TensorFlow, onnxruntime for ONNX sources). Returns (outputs, facts about the reference used)."""
     result = framework_of(source).reference_outputs(source, feeds, outputs, model=model, device=device)
     return result if isinstance(result, tuple) else (result, {"reference": "source"})
 
 
-def make_golden(out: str, *, model: str, source: dict, input_specs: dict, outputs: list[str] | None, seed: int,
-                samples: str | None = None, device: str = "cpu") -> dict:
+def make_golden(
+    out: str,
+    *,
+    model: str,
+    source: dict,
+    input_specs: dict,
+    outputs: list[str] | None,
+    seed: int,
+    samples: str | None = None,
+    device: str = "cpu",
+) -> dict:
     feeds = golden_inputs(input_specs, model=model, seed=seed, samples=samples)
     given = sample_outputs(samples, input_specs, outputs, model=model)
     if given is not None:
@@ -60,15 +76,21 @@ def make_golden(out: str, *, model: str, source: dict, input_specs: dict, output
         result, reference = framework_outputs(source, feeds, outputs, model=model, device=device)
     with atomic.atomic_path(out) as tmp:
         save_golden(tmp, feeds, result)
-    facts = {"inputs": {k: list(v.shape) for k, v in feeds.items()},
-             "outputs": {k: list(v.shape) for k, v in result.items()},
-             "source": "samples" if samples else f"seeded random (seed {seed}, opt shape)",
-             "framework": source["framework"], "source_kind": source.get("kind"), "device": device, **reference}
+    facts = {
+        "inputs": {k: list(v.shape) for k, v in feeds.items()},
+        "outputs": {k: list(v.shape) for k, v in result.items()},
+        "source": "samples" if samples else f"seeded random (seed {seed}, opt shape)",
+        "framework": source["framework"],
+        "source_kind": source.get("kind"),
+        "device": device,
+        **reference,
+    }
     weak = degenerate_outputs(result)
     if weak:
         facts["degenerate_outputs"] = weak
-    nonfinite = {k: int((~np.isfinite(v)).sum()) for k, v in result.items() if v.dtype.kind == "f"
-                 and not np.isfinite(v).all()}
+    nonfinite = {
+        k: int((~np.isfinite(v)).sum()) for k, v in result.items() if v.dtype.kind == "f" and not np.isfinite(v).all()
+    }
     if nonfinite:  # e.g. sqrt of a negative random input: give the input a `range`
         facts["nonfinite_outputs"] = nonfinite
     return facts

@@ -2,6 +2,7 @@
 
 Each check has a status in {pass, fail, not-run} and a reason. "not-run" is never turned into "pass".
 """
+
 from __future__ import annotations
 
 import json
@@ -13,16 +14,32 @@ from ..tensors import load_golden, onnx_parity, random_inputs
 CHECKS = ("onnx_parity", "plan_header", "plan_execution")
 
 
-def write_parity(out: str, *, onnx_path: str, golden_path: str, tolerance: dict, variant: str,
-                 recorded: dict | None = None, problem: str | None = None, notes: dict | None = None) -> dict:
+def write_parity(
+    out: str,
+    *,
+    onnx_path: str,
+    golden_path: str,
+    tolerance: dict,
+    variant: str,
+    recorded: dict | None = None,
+    problem: str | None = None,
+    notes: dict | None = None,
+) -> dict:
     """The parity file of one variant. `problem`: why the variant is not what its label says (no layer in its
     precision): the result fails with it first in the reason, whatever the numbers. `notes` (the precision search's
     summary) are kept beside, their `summary` line appended to the reason."""
-    result = {"variant": variant, "onnx": onnx_path, **onnx_parity(onnx_path, golden_path, tolerance),
-              **({"recorded": recorded} if recorded else {})}
+    result = {
+        "variant": variant,
+        "onnx": onnx_path,
+        **onnx_parity(onnx_path, golden_path, tolerance),
+        **({"recorded": recorded} if recorded else {}),
+    }
     if problem:
-        result.update(status=Outcome.FAIL, label_problem=problem,
-                      reason="; ".join(r for r in (problem, result.get("reason", "")) if r))
+        result.update(
+            status=Outcome.FAIL,
+            label_problem=problem,
+            reason="; ".join(r for r in (problem, result.get("reason", "")) if r),
+        )
     for key, note in (notes or {}).items():
         result[key] = note
         if note.get("summary"):
@@ -31,9 +48,23 @@ def write_parity(out: str, *, onnx_path: str, golden_path: str, tolerance: dict,
     return {"status": result["status"]}
 
 
-def validate_plan(out: str, *, plan: str, parity: str, golden_path: str, tolerance: dict, backend: str, key: str,
-                  version: str, cc: str, precision: str, opt_shapes: dict, host: dict, onnx_path: str | None = None,
-                  recorded: dict | None = None) -> dict:
+def validate_plan(
+    out: str,
+    *,
+    plan: str,
+    parity: str,
+    golden_path: str,
+    tolerance: dict,
+    backend: str,
+    key: str,
+    version: str,
+    cc: str,
+    precision: str,
+    opt_shapes: dict,
+    host: dict,
+    onnx_path: str | None = None,
+    recorded: dict | None = None,
+) -> dict:
     """validation.json for one plan: the ONNX parity of its precision variant, its header, its execution; when the
     plan ran, its latency beside onnxruntime's on the same ONNX variant (speed-up)."""
     from ..backends.header import check_plan_header
@@ -45,14 +76,27 @@ def validate_plan(out: str, *, plan: str, parity: str, golden_path: str, toleran
     opt_inputs = random_inputs(opt_shapes, shape_key="opt", seed=1)
     checks = {
         "onnx_parity": parity_result,
-        "plan_header": check_plan_header(plan, backend=backend, version=version,
-                                         compute_capability=cc),
-        "plan_execution": execute_plan(plan, backend=backend, compute_capability=cc, inputs=inputs,
-                                       expected=expected, tolerance=tolerance,
-                                       opt_inputs=opt_inputs, host=host),
+        "plan_header": check_plan_header(plan, backend=backend, version=version, compute_capability=cc),
+        "plan_execution": execute_plan(
+            plan,
+            backend=backend,
+            compute_capability=cc,
+            inputs=inputs,
+            expected=expected,
+            tolerance=tolerance,
+            opt_inputs=opt_inputs,
+            host=host,
+        ),
     }
-    result = {"plan": plan, "key": key, "compute_capability": cc, "precision": precision,
-              "status": overall_status(checks), "checks": checks, **({"recorded": recorded} if recorded else {})}
+    result = {
+        "plan": plan,
+        "key": key,
+        "compute_capability": cc,
+        "precision": precision,
+        "status": overall_status(checks),
+        "checks": checks,
+        **({"recorded": recorded} if recorded else {}),
+    }
     performance = checks["plan_execution"].get("performance")
     if performance and onnx_path:
         from .baseline import onnxruntime_latency
