@@ -42,7 +42,7 @@ DEFAULTS = {
     "precisions": PRECISIONS,
     "simplifier": "onnxslim",
     "opset": 18,
-    "build": {"workspace_mb": 1024, "optimization_level": 3},
+    "build": {"workspace_mb": 1024, "optimization_level": 3, "tf32": False},
     "golden_seed": 0,
     "golden_device": "cpu",
     "tolerances": {},

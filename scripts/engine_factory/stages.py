@@ -213,6 +213,7 @@ def _build_one(backend, inputs, outputs, p, cc, timing_cache):
             },
             workspace_mb=p["build"]["workspace_mb"],
             optimization_level=p["build"]["optimization_level"],
+            tf32=p["build"].get("tf32", False),
             compute_capability=backend.aot_target(cc),
             timing_cache_path=timing_cache,
             hardware_compatibility_level=opts.get("hardware_compatibility_level"),

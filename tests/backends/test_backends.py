@@ -499,3 +499,18 @@ def test_gpu_execute_plan(models, tmp_path):
     else:
         assert result["status"] == "pass", result
         assert result["performance"]["latency_ms"]["p50"] > 0 and result["performance"]["batch"] == 4
+
+
+def test_tf32_is_off_unless_asked(models, tmp_path, monkeypatch):
+    """TensorRT computes fp32 conv/matmul in TF32 by default: on the H100 that moved fp32 plans' outputs by up to
+    2.6e-3 (docs/hardware-runs.md). The builder clears the flag unless `build.tf32` asks for it, and records it."""
+    seen = []
+    real = RTX.IBuilderConfig.clear_flag, RTX.IBuilderConfig.set_flag
+    monkeypatch.setattr(RTX.IBuilderConfig, "clear_flag", lambda c, f: (seen.append(("clear", f)), real[0](c, f))[1])
+    monkeypatch.setattr(RTX.IBuilderConfig, "set_flag", lambda c, f: (seen.append(("set", f)), real[1](c, f))[1])
+    kw = dict(model="conv", input_profiles=X_PROFILE, compute_capability="8.9", log=quiet)
+    facts = build_plan(RTX, models["conv"], tmp_path / "a.plan", **kw)
+    assert facts["tf32"] is False and ("clear", RTX.BuilderFlag.TF32) in seen
+    seen.clear()
+    facts = build_plan(RTX, models["conv"], tmp_path / "b.plan", tf32=True, **kw)
+    assert facts["tf32"] is True and ("set", RTX.BuilderFlag.TF32) in seen

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 
-def run_jobs(jobs):
+def run_jobs(jobs, progress=None):
     from engine_factory.stages import run
 
     done = []
@@ -43,6 +43,8 @@ def run_jobs(jobs):
             flush=True,
         )
         done.append(entry)
+        if progress:  # what ran so far comes back even if the call runs out of time
+            progress(done)
     return done
 
 
@@ -61,9 +63,7 @@ def baselines(jobs, iterations=100, warmup=10):
         ins, _ = load_golden(j["io"]["inputs"]["golden"])
         feeds = {k: np.ascontiguousarray(v) for k, v in ins.items()}
         res = {"batch": int(next(iter(feeds.values())).shape[0])}
-        sess = ort.InferenceSession(
-            j["io"]["inputs"]["onnx"].replace(".fp32.onnx", ".onnx"), providers=["CPUExecutionProvider"]
-        )
+        sess = ort.InferenceSession(j["io"]["inputs"]["onnx"], providers=["CPUExecutionProvider"])
         for _ in range(3):
             sess.run(None, feeds)
         t = []
@@ -73,29 +73,29 @@ def baselines(jobs, iterations=100, warmup=10):
             t.append((time.perf_counter() - s) * 1000)
         res["onnxruntime_cpu_ms"] = {"p50": float(np.percentile(t, 50)), "p99": float(np.percentile(t, 99))}
         ckpt = Path(f"artifacts/demo/{model}.pth")
-        if ckpt.exists():
+        cls = {"tiny_cnn": "TinyCNN", "two_tower": "TwoTower"}.get(model)
+        if ckpt.exists() and cls:
             from engine_factory.demo import models as demo
 
-            net = getattr(demo, {"tiny_cnn": "TinyCNN", "two_tower": "TwoTower"}[model])()
+            net = getattr(demo, cls)()
             net.load_state_dict(torch.load(ckpt, map_location="cpu"))
             net = net.cuda().eval()
-            args = [torch.from_numpy(v).cuda() for v in feeds.values()]
-            with torch.inference_mode():
-                for _ in range(warmup):
-                    net(*args)
-                torch.cuda.synchronize()
-                times = []
-                for _ in range(iterations):
-                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    a.record()
-                    net(*args)
-                    b.record()
+            for label, dtype in (("torch_eager_cuda_ms", torch.float32), ("torch_eager_cuda_fp16_ms", torch.float16)):
+                m = net.to(dtype)
+                args = [torch.from_numpy(v).cuda().to(dtype) for v in feeds.values()]
+                with torch.inference_mode():
+                    for _ in range(warmup):
+                        m(*args)
                     torch.cuda.synchronize()
-                    times.append(a.elapsed_time(b))
-            res["torch_eager_cuda_ms"] = {
-                "p50": float(np.percentile(times, 50)),
-                "p99": float(np.percentile(times, 99)),
-            }
+                    times = []
+                    for _ in range(iterations):
+                        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        a.record()
+                        m(*args)
+                        b.record()
+                        torch.cuda.synchronize()
+                        times.append(a.elapsed_time(b))
+                res[label] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))}
         else:
             res["torch_eager_cuda_ms"] = "not-run: an ONNX model (no PyTorch module)"
         out[model] = res
@@ -113,7 +113,12 @@ def main(carry: Path, out: Path):
 
     print("tensorrt", tensorrt.__version__, flush=True)
     jobs = sorted(spec["jobs"], key=lambda j: j["stage"] != "build")  # builds first
-    summary = {"tensorrt": tensorrt.__version__, "jobs": run_jobs(jobs)}
+    summary = {"tensorrt": tensorrt.__version__}
+
+    def progress(done):
+        (out / "summary.json").write_text(json.dumps({**summary, "jobs": done}, indent=1, default=str))
+
+    summary["jobs"] = run_jobs(jobs, progress)
     try:
         summary["baselines"] = baselines(jobs)
     except Exception as e:

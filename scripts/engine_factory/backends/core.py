@@ -281,6 +281,7 @@ def build_plan(
     input_profiles: dict,
     workspace_mb: int = 1024,
     optimization_level: int = 3,
+    tf32: bool = False,
     compute_capability: str | None = None,
     strongly_typed_flag: bool | None = None,
     timing_cache_path: str | None = None,
@@ -313,6 +314,7 @@ def build_plan(
             input_profiles=input_profiles,
             workspace_mb=workspace_mb,
             optimization_level=optimization_level,
+            tf32=tf32,
             compute_capability=compute_capability,
             strongly_typed_flag=strongly_typed_flag,
             timing_cache_path=timing_cache_path,
@@ -334,6 +336,7 @@ def _build(
     input_profiles,
     workspace_mb,
     optimization_level,
+    tf32,
     compute_capability,
     strongly_typed_flag,
     timing_cache_path,
@@ -342,7 +345,7 @@ def _build(
     precision,
     log,
 ) -> dict:
-    weak = {}  # a weakly typed module's own facts (TensorRT 8.x): the ONNX it parsed, flags, tactic sources
+    weak = {}  # the build's own facts: TF32; for weakly typed modules (TensorRT 8.x) the ONNX parsed, flags, tactics
     if hasattr(spec, "onnx_for_parser"):
         onnx_path, weak["onnx"] = spec.onnx_for_parser(onnx_path, work, model)
     if strongly_typed_flag is None:
@@ -358,6 +361,9 @@ def _build(
         config.builder_optimization_level = int(optimization_level)
     else:
         weak["optimization_level_unsupported"] = f"{trt.__name__} {trt.__version__} has no builder optimization level"
+    if hasattr(trt.BuilderFlag, "TF32"):  # on by default in TensorRT: fp32 conv/matmul would run in TF32
+        (config.set_flag if tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
+        weak["tf32"] = bool(tf32)
     if hasattr(spec, "set_precision"):  # weakly typed: precision by builder flags over the precision's ONNX variant
         weak["weakly_typed"] = True
         weak["precision_flags"] = spec.set_precision(trt, config, precision, model)
