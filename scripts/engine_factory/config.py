@@ -329,6 +329,9 @@ def model_settings(cfg: dict, name: str, m: dict | None = None) -> dict:
     tolerances = {}
     for p in PRECISIONS:
         tolerances[p] = {**DEFAULT_TOLERANCES[p], **cfg["tolerances"].get(p, {}), **m.get("tolerances", {}).get(p, {})}
+        for output, kind in m.get("output_kinds", {}).items():  # the task of an output, in every precision
+            per_output = tolerances[p]["outputs"] = dict(tolerances[p].get("outputs", {}))  # not the config's own
+            per_output[output] = {"kind": kind, **per_output.get(output, {})}
     return {
         "precisions": [p for p in PRECISIONS if p in m.get("precisions", cfg["precisions"])],
         "simplifier": m.get("simplifier", cfg["simplifier"]),

@@ -9,6 +9,8 @@ input (an int input that carries a shape, e.g. Expand's target), `values: {min, 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .outcomes import Outcome
@@ -116,11 +118,90 @@ def degenerate_outputs(expected: dict) -> dict[str, str]:
     return {k: why for k, v in expected.items() if (why := degenerate(v))}
 
 
-def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
-    """Compare every expected output; returns {"status": pass|fail, "reason", "outputs": {name: metrics}}.
+KINDS = ("classifier", "embedding", "boxes", "regression", "dense", "generic")
+# What each kind is judged by beyond cosine (config/README "Tolerances"): a classifier by top-k agreement, an
+# embedding by cosine alone (its arg-max means nothing), boxes/regression by the largest absolute error in the
+# output's units, a dense map elementwise with a share of values allowed outside (`max_mismatch_fraction`).
+DENSE_MISMATCH_FRACTION = 1e-3  # a dense map's default: 0.1 % of its values may miss atol/rtol (edges, ties)
+_EMBEDDING_NAME = re.compile(r"emb|feat|vector|descriptor|hidden|latent|pool", re.I)
+_BOX_NAME = re.compile(r"box|bbox|coord", re.I)
+_CLASS_NAME = re.compile(r"logit|prob|score|class|cls|label", re.I)
 
-    `tolerance` keys (all optional): atol+rtol (elementwise, both needed), min_cosine, min_top1_agreement
-    (only applied to [batch, classes] outputs). A per-output override lives under tolerance["outputs"][name].
+
+def infer_kind(name: str, expected) -> str:
+    """The output's task where its shape (and name) make it safe to say, else "generic" (atol/rtol and cosine):
+    [..., N, 4] or a box-like name: boxes; [batch, C] with 2 <= C <= 1000: a classifier, unless its name says
+    embedding/feature or its rows have unit length (an L2-normalised embedding; softmax rows sum to 1 instead);
+    a float output of rank >= 3 with at least 1024 values: a dense map."""
+    e = np.asarray(expected)
+    if e.dtype.kind not in "fc" or e.ndim == 0:
+        return "generic"
+    if (e.ndim >= 2 and e.shape[-1] == 4 and e.ndim != 2) or (_BOX_NAME.search(name) and e.shape[-1:] == (4,)):
+        return "boxes"
+    if e.ndim == 2 and 2 <= e.shape[1] <= 1000:
+        if _EMBEDDING_NAME.search(name) and not _CLASS_NAME.search(name):
+            return "embedding"
+        f = np.asarray(e, dtype=np.float64)
+        if np.isfinite(f).all():
+            sums, norms = f.sum(1), np.linalg.norm(f, axis=1)
+            softmax = (f >= 0).all() and np.allclose(sums, 1, atol=1e-3)
+            if not softmax and np.allclose(norms, 1, atol=1e-3):
+                return "embedding"
+        return "classifier"
+    if e.ndim >= 3 and e.size >= 1024:
+        return "dense"
+    return "generic"
+
+
+def _topk_agreement(a: np.ndarray, e: np.ndarray, k: int) -> float:
+    """Share of rows whose golden arg-max is among the actual's k largest."""
+    top = np.argsort(-a, axis=1)[:, :k]
+    return float((top == e.argmax(1)[:, None]).any(1).mean())
+
+
+def _judge(name: str, kind: str, actual, exp, m: dict, tol: dict) -> list[str]:
+    """The failures of one output held to its kind's criteria (metrics `m` gain the kind's own figures)."""
+    failures = []
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(exp, dtype=np.float64)
+    both = np.isfinite(a) & np.isfinite(e)  # non-finite positions are judged by the caller
+    if "atol" in tol and "rtol" in tol and kind not in ("embedding",):
+        bad = both & (np.abs(np.where(both, a - e, 0)) > tol["atol"] + tol["rtol"] * np.abs(np.where(both, e, 0)))
+        allowed = tol.get("max_mismatch_fraction", DENSE_MISMATCH_FRACTION) if kind == "dense" else 0.0
+        m["mismatch_fraction"] = float(bad.mean()) if bad.size else 0.0
+        if bad.any() and m["mismatch_fraction"] > allowed:
+            share = f" (more than the {allowed:g} allowed)" if allowed else ""
+            failures.append(
+                f"{name}: {int(bad.sum())} of {bad.size} values outside atol={tol['atol']} "
+                f"rtol={tol['rtol']}{share} (max_abs {m['max_abs']:.3g})"
+            )
+    if "min_cosine" in tol and m["cosine"] < tol["min_cosine"]:
+        failures.append(f"{name}: cosine {m['cosine']:.6f} < {tol['min_cosine']}")
+    if kind in ("boxes", "regression"):
+        limit = tol.get("max_abs_error")
+        if limit is None:  # the output's units: 1 % of the golden's spread (a pixel-box of 640 px: 6.4 px)
+            spread = float(np.ptp(e[np.isfinite(e)])) if np.isfinite(e).any() else 0.0
+            limit = 0.01 * spread if spread > 0 else 1e-6
+        m["max_abs_error_limit"] = limit
+        if m["max_abs"] > limit:
+            failures.append(f"{name}: max abs error {m['max_abs']:.4g} > {limit:.4g} ({kind}, in the output's units)")
+    if kind == "classifier" and both.all():
+        k = int(tol.get("top_k", 1))
+        if k > 1:
+            m[f"top{k}_agreement"] = _topk_agreement(a, e, k)
+        agreement = m[f"top{k}_agreement"] if k > 1 else m.get("top1_agreement")
+        if "min_top1_agreement" in tol and agreement is not None and agreement < tol["min_top1_agreement"]:
+            failures.append(f"{name}: top-{k} agreement {agreement:.3f} < {tol['min_top1_agreement']}")
+    return failures
+
+
+def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
+    """Compare every expected output, each judged by its task kind; returns {"status": pass|fail, "reason",
+    "outputs": {name: metrics (with "kind" and "kind_source": config|inferred)}}.
+
+    `tolerance` keys (all optional): atol+rtol (elementwise, both needed), min_cosine, min_top1_agreement and top_k
+    (classifiers), max_abs_error (boxes/regression), max_mismatch_fraction (dense maps), kind (one of KINDS). A
+    per-output override lives under tolerance["outputs"][name]; a kind not given is inferred (`infer_kind`).
     """
     failures, per_output = [], {}
     for name, exp in expected.items():
@@ -133,6 +214,9 @@ def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
         if "shape_mismatch" in m:
             failures.append(f"{name}: shape {m['shape_mismatch'][0]} != expected {m['shape_mismatch'][1]}")
             continue
+        configured = tol.get("kind")
+        kind = configured or infer_kind(name, exp)
+        m["kind"], m["kind_source"] = kind, "config" if configured else "inferred"
         if m["nonfinite_mismatch"]:
             e = np.asarray(exp)
             beyond = e.dtype == np.float64 and bool((np.abs(e[np.isfinite(e)]) > np.finfo(np.float32).max).any())
@@ -144,20 +228,7 @@ def compare_outputs(actual: dict, expected: dict, tolerance: dict) -> dict:
                     else ""
                 )
             )
-        if "atol" in tol and "rtol" in tol:
-            a = np.asarray(actual[name], dtype=np.float64)
-            e = np.asarray(exp, dtype=np.float64)
-            both = np.isfinite(a) & np.isfinite(e)  # non-finite positions are judged above
-            bad = both & (np.abs(np.where(both, a - e, 0)) > tol["atol"] + tol["rtol"] * np.abs(np.where(both, e, 0)))
-            if bad.any():
-                failures.append(
-                    f"{name}: {int(bad.sum())} of {bad.size} values outside atol={tol['atol']} "
-                    f"rtol={tol['rtol']} (max_abs {m['max_abs']:.3g})"
-                )
-        if "min_cosine" in tol and m["cosine"] < tol["min_cosine"]:
-            failures.append(f"{name}: cosine {m['cosine']:.6f} < {tol['min_cosine']}")
-        if "min_top1_agreement" in tol and "top1_agreement" in m and m["top1_agreement"] < tol["min_top1_agreement"]:
-            failures.append(f"{name}: top-1 agreement {m['top1_agreement']:.3f} < {tol['min_top1_agreement']}")
+        failures += _judge(name, kind, actual[name], exp, m, tol)
     status = Outcome.FAIL if failures else Outcome.PASS
     result = {
         "status": status,
