@@ -23,7 +23,6 @@ from typing import Any
 from . import paths
 from .config import load, model_settings
 from .errors import FactoryError
-from .precisions import QUANTIZED
 
 MODEL_RULES = ("freeze", "freeze_tf", "export", "simplify", "golden")  # one job per model
 
@@ -477,9 +476,10 @@ def _golden_settings(f: Factory, w: dict) -> dict:
 
 
 def _calibration(f: Factory, w: dict):
-    """The model's calibration setting where the precision is calibrated: a path (a job input), or a callable's
-    setting ({callable, kwargs}: a job setting, with its package's code digest); else None."""
-    return f.model(w["model"]).get("calibration") if w["precision"] in QUANTIZED else None
+    """The model's calibration setting where the precision is calibrated or AutoCast (fp16/bf16) checks ranges on
+    it: a path (a job input), or a callable's setting ({callable, kwargs}: a job setting, with its package's code
+    digest); else None (fp16/bf16 then take the golden inputs)."""
+    return f.model(w["model"]).get("calibration") if w["precision"] != "fp32" else None
 
 
 def _calibration_file(f: Factory, w: dict) -> str | None:

@@ -1,4 +1,5 @@
-# precision: model.sim.onnx -> model.{precision}.onnx (ModelOpt AutoCast for fp16/bf16, PTQ Q/DQ for int8/fp8).
+# precision: model.sim.onnx -> model.{precision}.onnx (ModelOpt AutoCast for fp16/bf16 on the calibration data, else the
+# golden inputs; PTQ Q/DQ for int8/fp8 on the calibration data; each tool's output must load in onnxruntime).
 # Then the variant against the golden outputs in onnxruntime (its parity). ModelOpt runs in a fork of the job's
 # process: it patches onnxruntime in-process (scripts/engine_factory/graph/precision.py).
 

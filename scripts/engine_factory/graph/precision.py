@@ -24,7 +24,7 @@ from ..atomic import atomic_path, private_tempdir
 from ..errors import FactoryError
 from ..outcomes import Outcome
 from ..precisions import PRECISIONS, QUANTIZED
-from ..tensors import output_metrics, random_inputs, run_onnxruntime
+from ..tensors import load_golden, output_metrics, random_inputs, run_onnxruntime
 from .calibration import calibration_facts, load_calibration
 from .onnx_io import check_against, load_checked, tool_version
 from .precision_search import search_variant
@@ -68,6 +68,15 @@ def make_precision_variant(
     if calibration_path and precision != "fp32":
         calib = load_calibration(calibration_path, input_specs, model=model)
         facts["calibration"] = calibration_facts(calibration_path, calib, code=calibration_code)
+    if precision in LOW_TYPES:
+        # AutoCast's range check runs the model: without data it draws random inputs with 1 in every dynamic dim and
+        # fails on models whose dims must agree ("Concat dims 1 vs 2"). The calibration data, else the golden inputs
+        # (the samples, or seeded inputs at the profile's opt shape).
+        if calib is None and golden_path:
+            calib = load_golden(str(golden_path))[0]
+            facts["autocast_data"] = "golden inputs (opt shape)"
+        else:
+            facts["autocast_data"] = "calibration data" if calib is not None else "random (no data)"
     if precision == "fp32":
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
@@ -84,14 +93,14 @@ def make_precision_variant(
             out, t0 = d / "out.onnx", time.perf_counter()
             try:
                 globals()[fn_name](d / "source.onnx", out, precision, calib, input_specs, options)  # by name: patchable
-                problem = check_against(out, source)
+                problem = check_against(out, source) or loads_in_onnxruntime(out)
             except Exception as e:
                 problem = f"{type(e).__name__}: {e}"
             attempts.append(
                 {
                     "tool": tool,
                     "status": "failed" if problem else "ok",
-                    "reason": problem[-800:] if problem else "valid ONNX, I/O kept",
+                    "reason": problem[-800:] if problem else "valid ONNX, I/O kept, loads in onnxruntime",
                     "seconds": round(time.perf_counter() - t0, 2),
                 }
             )
@@ -150,6 +159,22 @@ def make_precision_variant(
         with atomic_path(dst) as tmp:
             shutil.copyfile(result, tmp)
     return facts
+
+
+def loads_in_onnxruntime(path) -> str | None:
+    """Why onnxruntime refuses the tool's output (a type mismatch, an invalid graph: what a fallback tool once wrote
+    and four plans were built from), or None. A missing CPU kernel (bf16 Conv) is no refusal of the file: that
+    variant is judged by its fp32 emulation instead (precision_search.emulated_parity)."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        text = str(e).strip()
+        if "NOT_IMPLEMENTED" in text or "Could not find an implementation" in text:
+            return None
+        return f"onnxruntime cannot load it: {text[:400]}"
+    return None
 
 
 def parity(variant, source, input_specs: dict, *, seed: int = 0) -> dict:
