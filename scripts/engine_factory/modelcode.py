@@ -9,8 +9,13 @@ importlib's path finder and looks for the name in its syntax tree): DAG time run
 stages
 import it for real.
 
-The fingerprint is the sha256 of every `.py` file of the package that holds the module (a module outside any package:
-the file alone), so a change to a helper module beside the class counts too.
+The fingerprint is the sha256 of what the class uses: its module file, the `__init__.py` files of the packages on the
+way to it, and, transitively, the modules of the user's own package (the top-level package that holds the class) that
+these import (found in their syntax trees, `import` statements anywhere in the file, executing nothing). A module
+outside any package follows imports of modules beside it. Editing one class's module rebuilds the models whose
+classes live in it or import it, not a sibling model whose class lives in another module of the package; two classes
+in one file share their digest. Imports outside the package (torch, a helper directory on python_path) are not
+followed: their versions are the environment's, not the zoo's.
 """
 
 from __future__ import annotations
@@ -131,19 +136,81 @@ def _top_level_names(tree) -> set[str]:
 
 
 def code_fingerprint(ref: str, path: list[str], *, model: str, key: str | None = None) -> dict:
-    """{"ref", "root", "files", "sha256"}: the digest of the .py files of the module's package (or of the module)."""
+    """{"ref", "root", "files", "sha256"}: the digest of the module's file and the files of the user's package it
+    imports, transitively (module docstring)."""
     from . import fingerprint
 
     file, package = locate(ref, path, model=model, key=key)
-    if package is None:
-        files = {file.name: fingerprint.sha256(file)}
-        root = file.parent
+    if package is None:  # a module outside any package: it and the modules beside it that it imports
+        root, top = file.parent, None
     else:
-        files = {
-            f.relative_to(package).as_posix(): fingerprint.sha256(f) for f in fingerprint.files_of(package, (".py",))
-        }
-        root = package
-    return {"ref": ref, "root": str(root), "files": len(files), "sha256": fingerprint.combined(files)}
+        top = package
+        while (top.parent / "__init__.py").exists():
+            top = top.parent
+        root = top.parent
+    found = _used_files(file, root, top)
+    files = {f.relative_to(root).as_posix(): fingerprint.sha256(f) for f in sorted(found)}
+    return {"ref": ref, "root": str(top or root), "files": len(files), "sha256": fingerprint.combined(files)}
+
+
+def _used_files(start: Path, root: Path, top: Path | None) -> set[Path]:
+    """`start`, the __init__.py files above it inside the package, and the user's modules it imports, transitively."""
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        f = todo.pop()
+        if f in seen or not f.is_file():
+            continue
+        seen.add(f)
+        d = f.parent
+        while top is not None and d != root and (d / "__init__.py").exists():  # importing a.b runs a/__init__.py
+            todo.append(d / "__init__.py")
+            d = d.parent
+        if f.suffix != ".py":
+            continue
+        try:
+            tree = ast.parse(f.read_bytes(), filename=str(f))
+        except (OSError, SyntaxError):  # the stage's import reports it; the file's own digest still counts
+            continue
+        for name in _imported_names(tree, f, root):
+            todo.extend(_module_files(name, root, top))
+    return seen
+
+
+def _imported_names(tree, file: Path, root: Path) -> list[str]:
+    """Dotted names of the modules (and `from m import x`: of m.x, which may be a module) a file imports."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: the file's package, up level-1 packages
+                base = file.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                try:
+                    prefix = ".".join(base.relative_to(root).parts)
+                except ValueError:
+                    continue
+                mod = ".".join(p for p in (prefix, node.module or "") if p)
+            else:
+                mod = node.module or ""
+            if mod:
+                names.append(mod)
+            names += [f"{mod}.{a.name}" if mod else a.name for a in node.names if a.name != "*"]
+    return names
+
+
+def _module_files(name: str, root: Path, top: Path | None) -> list[Path]:
+    """The files of module `name` under `root`, if it belongs to the user's package (or, outside a package, lies
+    beside the class's module)."""
+    parts = name.split(".")
+    if top is not None and parts[0] != top.name:
+        return []
+    if top is None and len(parts) != 1:
+        return []
+    base = root.joinpath(*parts)
+    return [p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()]
 
 
 def import_class(ref: str, *, model: str, python_path=(), key: str | None = None, what: str = "the model class"):

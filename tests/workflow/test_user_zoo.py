@@ -241,7 +241,7 @@ def test_editing_the_model_code_rebuilds_that_model(built, tmp_path):
     )
     rules = dry_run_rules(work, configfile, env)
     assert ("freeze", "mlp") in rules and ("golden", "mlp") in rules and ("build", "mlp") in rules, rules
-    assert ("freeze", "unet") in rules  # same package: every class of it is rebuilt (the package is the unit)
+    assert ("freeze", "unet") in rules  # same file: both classes share their digest (a module is the unit)
     st = cli("status", "-d", str(work), "--configfile", str(configfile), env=env)
     assert "model code" in st.stdout, st.stdout
     snakemake(work, configfile, env=env)
