@@ -14,7 +14,7 @@ OPS_ARGS := $(if $(ZOO),--configfile $(abspath $(ZOO))) $(if $(DIR),-d $(abspath
 export FACTORY_RETRY_FAILED := $(RETRY_FAILED)
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default $(WORKFLOW_ARGS)
 
-.PHONY: run lint format test test-slow test-slurm test-browser install check report clean bench status verify prune scheduled
+.PHONY: run lint format test test-slow test-slurm test-browser test-upgrade install check report clean bench status verify prune scheduled
 
 run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES)
@@ -54,6 +54,11 @@ test-browser: $(STAMP)
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 	FACTORY_BROWSER_REQUIRED=1 FACTORY_REPORT_SCREENSHOT=$(abspath $(SCREENSHOT)) \
 	  $(BIN)/python -m pytest -q -m browser tests/report
+
+# A real upgrade (tests/upgrade): pip downloads TensorRT-RTX 1.6.1.120 into ~/.cache/engine-factory (--no-deps
+# --target, first on PYTHONPATH), builds a tiny zoo with it, then with the installed 1.7.1.116 (README "Upgrades").
+test-upgrade: $(STAMP)
+	$(BIN)/python -m pytest -q -m upgrade tests/upgrade
 
 install: $(STAMP)
 
