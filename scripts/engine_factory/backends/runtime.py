@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import signing
 from ..errors import FactoryError
 from ..outcomes import Outcome
 from ..tensors import compare_outputs
@@ -36,10 +37,25 @@ def execute_plan(
     host: dict,
     iterations: int = ITERATIONS,
     warmup: int = WARMUP,
+    trust: signing.Trust | None = None,
+    base: str = ".",
 ) -> dict:
+    """`trust` (signing.Trust): the plan runs only if its DSSE envelope is signed by a trusted key and the signed
+    sha256 is that of the very bytes deserialized (read once: no window to swap the file between check and load);
+    anything else fails here, before TensorRT sees a byte. `base`: where the plan's workflow path is relative to."""
     gpu, why = _pick_gpu(host, compute_capability)
     if gpu is None:
         return _not_run(why)
+    data = Path(plan_path).read_bytes()
+    if trust is not None:
+        sig = signing.verify_plan(str(plan_path), trust, base=base, data=data)
+        if sig["state"] != signing.SIGNED:
+            return {
+                "status": Outcome.FAIL,
+                "reason": f"refused before deserializing: {sig['state']}: {sig['detail']}",
+                "signature": {k: v for k, v in sig.items() if k != "statement"},
+                "gpu": gpu,
+            }
     try:
         trt = load_backend(backend).module
     except FactoryError as e:
@@ -51,7 +67,7 @@ def execute_plan(
     try:
         return {
             **_load_and_run(
-                trt, cuda, plan_path, gpu, inputs, expected, tolerance, opt_inputs or inputs, iterations, warmup
+                trt, cuda, data, gpu, inputs, expected, tolerance, opt_inputs or inputs, iterations, warmup
             ),
             "gpu": gpu,
             "cuda": cuda.name,
@@ -88,10 +104,10 @@ def _pick_gpu(host: dict, cc: str | None):
     return usable[0], None
 
 
-def _load_and_run(trt, cuda, plan_path, gpu, inputs, expected, tolerance, bench_inputs, iterations, warmup) -> dict:
+def _load_and_run(trt, cuda, data: bytes, gpu, inputs, expected, tolerance, bench_inputs, iterations, warmup) -> dict:
     logger = get_logger(trt)
     runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
+    engine = runtime.deserialize_cuda_engine(data)  # the bytes that were checked, not the file again
     if engine is None:  # e.g. TensorRT-RTX on compute capability 9.0, or a plan for another GPU/version
         return _not_run(
             f"{trt.__name__} {trt.__version__} cannot load this plan on GPU {gpu.get('index')} "

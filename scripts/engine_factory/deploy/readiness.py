@@ -14,18 +14,25 @@ as for every command) and the runtime that will deserialize it (the installed ba
 and each local GPU the plan Triton would pick for it (or why there is none: a compute capability without a plan
 needs a rebuild for it where the backend can target it). The verdict is the worst answer over the local GPUs, and
 "cannot run here" whatever the plans say when the plans' backend is not one Triton loads (the backend module says,
-e.g. TensorRT-RTX). Exit status: 0 ready, 2 needs rebuild, 3 cannot run here, 1 the directory is no repository.
+e.g. TensorRT-RTX). Exit status: 0 ready, 2 needs rebuild, 3 cannot run here, 4 refused, 1 the directory is no
+repository.
+
+With trusted keys (`trust`: scripts/engine_factory/signing.py), the model directory's model.sig is checked FIRST: the
+signature, its key (trusted, not revoked) and every file's sha256, plans included. Anything but `signed` (unsigned,
+bad signature, unknown or revoked key, tampered) refuses the whole directory before a plan's header is even read, so
+neither this check nor Triton after it interprets bytes nobody vouched for.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .. import paths
+from .. import paths, signing
 from ..errors import FactoryError
 
 READY, REBUILD, CANNOT, OTHER_GPU = "ready", "needs rebuild", "cannot run here", "not for this host"
-_RANK = {READY: 0, REBUILD: 1, CANNOT: 2}
+REFUSED = "refused"  # trusted keys were given and the directory's signature does not hold
+_RANK = {READY: 0, REBUILD: 1, CANNOT: 2, REFUSED: 3}
 
 
 def _version_dir(model_dir: Path) -> Path:
@@ -96,7 +103,9 @@ def check_plan(plan: Path, cc: str, *, host_ccs: set, runtimes: dict, key_suffix
     }
 
 
-def check_repository(model_dir, *, host: dict | None = None, runtime_version: str | None = None) -> dict:
+def check_repository(
+    model_dir, *, host: dict | None = None, runtime_version: str | None = None, trust: signing.Trust | None = None
+) -> dict:
     """The readiness of one Triton model directory on this host (see the module doc)."""
     from ..backends.registry import spec_of
     from ..host import probe_host
@@ -108,6 +117,12 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
     host = probe_host() if host is None else host
     host_ccs = {g["compute_capability"] for g in host.get("gpus") or []}
     runtimes = {m: v for m, v in (host.get("backends") or {}).items() if v}
+    if trust is not None:
+        sig = signing.verify_model_dir(model_dir, trust)
+        if sig["state"] != signing.SIGNED:
+            return _refused(model_dir, config, version, host, host_ccs, runtimes, sig)
+    else:
+        sig = {"state": "not checked", "detail": "no trusted key given (--trusted-key)"}
     suffix = _key_suffix(model_dir)
 
     def check_all():
@@ -181,7 +196,30 @@ def check_repository(model_dir, *, host: dict | None = None, runtime_version: st
         "gpus": gpus,
         "triton_loadable": not unloadable,
         "triton_note": unloadable,
+        "signature": sig,
         "verdict": verdict,
+        "reason": reason,
+    }
+
+
+def _refused(model_dir: Path, config, version: Path, host: dict, host_ccs: set, runtimes: dict, sig: dict) -> dict:
+    """The report of a directory whose signature does not hold: every plan refused, no header read."""
+    reason = f"refused: {model_dir / signing.MODEL_SIGNATURE}: {sig['state']}: {sig['detail']}"
+    return {
+        "repository": str(model_dir),
+        "name": config.name,
+        "platform": config.platform,
+        "version": version.name,
+        "host": {"gpus": sorted(host_ccs), "runtimes": runtimes, "hostname": host.get("hostname")},
+        "plans": [
+            {"compute_capability": cc, "file": str(version / name), "answer": REFUSED, "reason": sig["state"]}
+            for cc, name in sorted(config.cc_model_filenames.items())
+        ],
+        "gpus": [],
+        "triton_loadable": False,
+        "triton_note": [],
+        "signature": sig,
+        "verdict": REFUSED,
         "reason": reason,
     }
 
