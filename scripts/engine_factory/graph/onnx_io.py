@@ -74,8 +74,13 @@ def finish_onnx(
     facts["opset"] = model_opset(proto)
     facts["ir_version"] = proto.ir_version
     named = _check_io(proto, model=model, input_specs=input_specs, outputs=outputs)
+    resolved = resolve_constant_dims(proto)
+    for key in resolved.get("dims", {}):
+        named.pop(key, None)
     if named:
         facts["dims_named"] = named
+    if resolved:
+        facts["dims_resolved"] = resolved
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
@@ -257,6 +262,47 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
             key=f"models.{model}.outputs",
         )
     return named
+
+
+def resolve_constant_dims(proto) -> dict:
+    """Output dims the exporter left symbolic that are really constants (e.g. a Reshape to [batch, -1] of a
+    [batch, 4, 8] input is [batch, 32]) get their value, in place: a later stage that fixes them (ModelOpt's int8/fp8
+    export does) would otherwise "lose a dynamic dim". onnxruntime's symbolic shape inference (sympy) is used because
+    onnx's own data propagation cannot divide symbols. Returns {"dims": {"out[i]": value}} or {"error": why} when
+    inference fails (the dims stay symbolic), {} when nothing is symbolic or nothing resolves."""
+    import onnx
+
+    symbolic = {
+        (o.name, i)
+        for o in proto.graph.output
+        for i, d in enumerate(o.type.tensor_type.shape.dim)
+        if not d.HasField("dim_value")
+    }
+    if not symbolic:
+        return {}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    for o in copy.graph.output:  # the exporter's symbols would be kept as they are: infer the outputs afresh
+        for d in o.type.tensor_type.shape.dim:
+            d.Clear()
+    del copy.graph.value_info[:]
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        # auto_merge off: merging symbols could equate a dynamic dim with a constant the model never fixes
+        inferred = SymbolicShapeInference.infer_shapes(copy, auto_merge=False)
+    except Exception as e:
+        return {"error": f"symbolic shape inference failed: {type(e).__name__}: {first_line(e)}"[:300]}
+    if inferred is None:
+        return {}
+    values = {o.name: o.type.tensor_type.shape.dim for o in inferred.graph.output}
+    dims = {}
+    for o in proto.graph.output:
+        for i, d in enumerate(o.type.tensor_type.shape.dim):
+            got = values.get(o.name)
+            if (o.name, i) in symbolic and got is not None and i < len(got) and got[i].HasField("dim_value"):
+                d.dim_value = dims[f"{o.name}[{i}]"] = got[i].dim_value
+    return {"dims": dims} if dims else {}
 
 
 def load_checked(path, *, model: str):
