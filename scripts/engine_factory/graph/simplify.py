@@ -31,6 +31,7 @@ def simplify_onnx(src, dst, *, model: str, input_specs: dict, simplifier: str = 
             key=f"models.{model}.simplifier",
         )
     proto = load_checked(src, model=model)
+    proto, control_flow = fold_control_flow(proto, model=model)
     order = [] if simplifier == "none" else [simplifier, *(s for s in SIMPLIFIERS if s != simplifier)]
     attempts, used = [], "none"
     try:
@@ -51,7 +52,12 @@ def simplify_onnx(src, dst, *, model: str, input_specs: dict, simplifier: str = 
             if status == "ok":
                 used = tool
                 break
-        if used == "none":
+        if used == "none" and control_flow.get("control_flow_folded"):
+            onnx.save(proto, str(tmp))
+            status, reason = check_equivalent(tmp, proto, reference, input_specs) if reference else ("ok", "")
+            if status != "ok":
+                raise FactoryError(f"folding the model's constant If nodes changed it: {reason}", model=model)
+        elif used == "none":
             shutil.copyfile(src, tmp)
         nodes_after = len(onnx.load(str(tmp), load_external_data=False).graph.node)
     return {
@@ -61,7 +67,64 @@ def simplify_onnx(src, dst, *, model: str, input_specs: dict, simplifier: str = 
         "nodes_before": len(proto.graph.node),
         "nodes_after": nodes_after,
         "tool_version": tool_version(used) if used != "none" else None,
+        **control_flow,
     }
+
+
+def _control_flow(graph) -> list:
+    return [n for n in graph.node if n.op_type in ("If", "Loop", "Scan")]
+
+
+def fold_control_flow(proto, *, model: str):
+    """If nodes whose condition the model's static dims decide (e.g. `x.shape[1] == 3` with channels fixed by the
+    config) are replaced by the branch they always take: onnx-graphsurgeon folds shapes and constants, then inlines
+    such subgraphs (TensorRT-RTX refuses an If whose branches differ in rank). What stays is data-dependent: an If
+    whose branches differ in rank is refused with the node's name and what to do; others are recorded as kept
+    (TensorRT builds them as conditionals). Returns (proto, facts)."""
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    before = _control_flow(proto.graph)
+    if not before:
+        return proto, {}
+    facts: dict = {}
+    try:
+        graph = gs.import_onnx(proto)
+        graph.fold_constants(fold_shapes=True, flatten_subgraphs=True).cleanup().toposort()
+        folded = gs.export_onnx(graph)
+        folded.ir_version = proto.ir_version
+        onnx.checker.check_model(folded)
+    except Exception as e:  # folding is an improvement: without it the model goes on as it was
+        folded, facts["control_flow_fold_error"] = proto, f"{type(e).__name__}: {e}"[:300]
+    after = _control_flow(folded.graph)
+    counts: dict = {}
+    for n in before:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    for n in after:
+        counts[n.op_type] -= 1
+    if any(counts.values()):
+        facts["control_flow_folded"] = {op: c for op, c in counts.items() if c}
+    for n in after:
+        if n.op_type != "If":
+            continue
+        ranks = {
+            a.name: [len(o.type.tensor_type.shape.dim) for o in a.g.output if o.type.tensor_type.HasField("shape")]
+            for a in n.attribute
+            if a.name in ("then_branch", "else_branch")
+        }
+        if len({tuple(r) for r in ranks.values()}) > 1:
+            raise FactoryError(
+                f"the model has data-dependent control flow: If node '{n.name or n.output[0]}' decides on "
+                f"'{n.input[0]}', which the configured input shapes do not fix, and its branches return tensors of "
+                f"different rank ({ranks['then_branch']} vs {ranks['else_branch']}), which TensorRT cannot build; "
+                "export the model with the branch taken at the configured shapes (trace it, or torch.cond with "
+                "branches of equal rank), or make both branches return the same rank",
+                model=model,
+            )
+    kept = [n.name or n.output[0] for n in after]
+    if kept:
+        facts["control_flow_kept"] = kept
+    return folded, facts
 
 
 def reference_outputs(path, input_specs: dict, *, model: str, seed: int) -> dict:
