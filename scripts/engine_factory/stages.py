@@ -7,7 +7,7 @@ plain function and writes the provenance sidecar of its main output.
 
 from __future__ import annotations
 
-from . import intoto, provenance
+from . import cutoff, intoto, provenance
 from .errors import UnknownStage
 
 RUNNERS = {}
@@ -89,8 +89,8 @@ def precision(inputs, outputs, p):
     """The variant (searched for the nodes to keep in higher precision where the model's `precision_search` says
     so), then its parity against the golden outputs; a variant that is not what its label says fails its parity."""
     from .graph.precision import make_precision_variant
-    from .graph.precision_search import low_precision_overflow, summary
-    from .graph.variant import label_problem
+    from .graph.precision_search import emulated_parity, low_precision_overflow, summary
+    from .graph.variant import LOW_TYPES, label_problem
     from .validation.validate import write_parity
 
     facts = make_precision_variant(
@@ -128,6 +128,11 @@ def precision(inputs, outputs, p):
         recorded=_recorded("precision", p),
         problem=problem,
         notes=notes or None,
+        emulate=(  # the verdict where onnxruntime cannot run the variant (bf16 Conv): checked, never "not-run" alone
+            (lambda: emulated_parity(outputs["onnx"], inputs["onnx"], inputs["golden"], p["tolerance"], p["precision"]))
+            if p["precision"] in LOW_TYPES
+            else None
+        ),
     )
     return facts
 
@@ -176,6 +181,12 @@ def build(inputs, outputs, p):
     from .backends import load_backend
     from .paths import cc_tag
 
+    # early cutoff (cutoff.py): the same inputs by content and the same settings as an earlier run -> its plans back
+    digests = {k: provenance.describe_input(k, v)["sha256"] for k, v in sorted(inputs.items()) if isinstance(v, str)}
+    action = cutoff.action("build", digests, p)
+    if cutoff.restore(outputs, action):
+        print(f"early cutoff: inputs and settings equal an earlier build's ({action[:12]}): its plans kept", flush=True)
+        return {"early_cutoff": action}
     backend = load_backend(p["backend"])
     facts = {}
     for cc in p["compute_capabilities"]:
@@ -190,6 +201,7 @@ def build(inputs, outputs, p):
         )
         if f"json_sm{tag}" in outputs:
             _validate_one(inputs, outputs[f"json_sm{tag}"], outputs[f"plan_sm{tag}"], {**p, **p["validation"]}, cc)
+    cutoff.remember(outputs, action)
     return facts
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from .. import atomic
-from ..outcomes import Outcome
+from ..outcomes import EVIDENCE_TEXT, Evidence, Outcome, evidence_of
 from ..tensors import load_golden, onnx_parity, random_inputs
 
 CHECKS = ("onnx_parity", "plan_header", "plan_execution")
@@ -24,16 +24,33 @@ def write_parity(
     recorded: dict | None = None,
     problem: str | None = None,
     notes: dict | None = None,
+    emulate=None,
 ) -> dict:
     """The parity file of one variant. `problem`: why the variant is not what its label says (no layer in its
     precision): the result fails with it first in the reason, whatever the numbers. `notes` (the precision search's
-    summary) are kept beside, their `summary` line appended to the reason."""
+    summary) are kept beside, their `summary` line appended to the reason. `emulate` (fp16/bf16: the variant's fp32
+    emulation against the golden outputs, a parity result): where onnxruntime cannot run the variant, its verdict is
+    the parity's, recorded as `evidence: emulated` with onnxruntime's reason kept (`onnxruntime`)."""
     result = {
         "variant": variant,
         "onnx": onnx_path,
         **onnx_parity(onnx_path, golden_path, tolerance),
         **({"recorded": recorded} if recorded else {}),
     }
+    if result["status"] == Outcome.NOT_RUN and emulate is not None:
+        try:
+            emulated = emulate()
+        except Exception as e:  # a model the emulation cannot rebuild: nothing was checked, and the reason says so
+            result["reason"] += f"; the fp32 emulation could not run either: {type(e).__name__}: {str(e)[:200]}"
+        else:
+            ort = {"status": result["status"], "reason": result["reason"]}
+            result.update(emulated)
+            result.update(
+                evidence=Evidence.EMULATED,
+                onnxruntime=ort,
+                reason=f"judged by the fp32 emulation of its {variant} tensors ({ort['reason']})"
+                + (f": {emulated['reason']}" if emulated.get("reason") else ""),
+            )
     if problem:
         result.update(
             status=Outcome.FAIL,
@@ -94,6 +111,8 @@ def validate_plan(
         "compute_capability": cc,
         "precision": precision,
         "status": overall_status(checks),
+        "evidence": evidence_of(checks),
+        "evidence_text": EVIDENCE_TEXT[evidence_of(checks)],
         "checks": checks,
         **({"recorded": recorded} if recorded else {}),
     }
