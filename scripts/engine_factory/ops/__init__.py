@@ -10,7 +10,21 @@ import argparse
 import importlib
 import json
 
-COMMANDS = ("run", "check", "status", "verify", "unlock", "prune", "changes", "scheduled", "deploy", "ready", "attest")
+COMMANDS = (
+    "run",
+    "check",
+    "status",
+    "verify",
+    "unlock",
+    "prune",
+    "changes",
+    "scheduled",
+    "deploy",
+    "ready",
+    "attest",
+    "promote",
+    "rollback",
+)
 
 
 def command(name: str):

@@ -2,6 +2,9 @@
 names. After a TensorRT upgrade or a change of targets the old key's plans are kept (users may still deploy them);
 prune is how they go, when nobody needs them.
 
+The live key and the last promoted one (artifacts/live.json, `promote`/`rollback`) are never removed: they are kept
+as if named by --keep.
+
 A key here is `{backend}-{version}` with a compute capability: `--keep rtx-1.7.1.116` keeps every compute capability
 of that version, `--keep rtx-1.7.1.116/sm86` one of them (name the keys other hosts sharing this artifacts folder
 still build). Without `--delete` it only lists what it would remove. With `--delete` it refuses while plans of the
@@ -14,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from .. import paths
+from ..deploy.gate import protected_keys
 from ..errors import Refused
 from ..provenance import size
 from . import emit, load_config, operation_parser
@@ -35,6 +39,7 @@ def plan_prune(directory: str = ".", configfiles=(), keep=(), root: str = paths.
     }
     if not produced and not keep:
         raise Refused("this host/config produces no plans: refusing to prune everything (name --keep keys)")
+    keep = (*keep, *sorted(protected_keys(directory)))  # the live and the last promoted key: never pruned
     victims = []
     for kind, label in (("plan_dir", "plans"), ("validation_dir", "validation"), ("timing_cache", "timing cache")):
         for d in sorted(base.glob(paths.glob_of(kind, root))):

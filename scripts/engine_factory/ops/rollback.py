@@ -1,0 +1,40 @@
+"""rollback: make the previously promoted key live again (its plans must still be here; prune never removes it)."""
+
+from __future__ import annotations
+
+from ..errors import FactoryError
+from . import emit, operation_parser
+
+
+def rollback(directory=".", why: str | None = None) -> dict:
+    from ..deploy import gate
+
+    record = gate.read_live(directory)
+    target = gate.last_promoted(record)
+    if record.get("live") is None or target is None:
+        raise FactoryError(f"rollback: {gate.LIVE} has no earlier promoted key to go back to")
+    if target not in gate.keys_built(directory):
+        raise FactoryError(f"rollback: key '{target}' has no plans here any more")
+    gate.set_live(directory, target, action="rollback", why=why or f"rollback from {record['live']}")
+    return {"from": record["live"], "live": target}
+
+
+def render(r: dict) -> str:
+    return f"rollback: {r['from']} -> {r['live']} is live"
+
+
+def add_parser(subparsers) -> None:
+    p = operation_parser(
+        subparsers,
+        "rollback",
+        "make the previously promoted key live again",
+        "python -m engine_factory rollback --why 'p99 regressed in production'",
+        snakemake=False,
+    )
+    p.add_argument("--why", help="recorded in artifacts/live.json")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    emit(rollback(args.directory, args.why), render, args.json)
+    return 0

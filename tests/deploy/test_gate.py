@@ -1,0 +1,110 @@
+"""The upgrade gate without a download: one key (rtx-1.7.1.116) is built for real with the installed backend; a
+stand-in older key (rtx-1.6.1.120) is made of copies of its plans and validations, then altered where a test needs a
+regression (a smaller plan, faster latencies as a GPU host records them in validation.json). The opt-in real upgrade
+is tests/upgrade/test_real_upgrade.py.
+"""
+
+import json
+import shutil
+
+import pytest
+
+from engine_factory import paths
+from engine_factory.deploy import gate
+from engine_factory.ops import prune
+
+from helpers import build_once, cli, load_test_config
+
+NEW, OLD = "rtx-1.7.1.116", "rtx-1.6.1.120"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_once(tmp_path_factory.mktemp("gate"), load_test_config("ops"))["work"]
+
+
+@pytest.fixture
+def zoo(built, tmp_path):
+    work = tmp_path / "zoo"
+    shutil.copytree(built, work, symlinks=True)
+    for kind in ("plans", "validation"):
+        shutil.copytree(work / f"artifacts/tiny_mlp/{kind}/{NEW}", work / f"artifacts/tiny_mlp/{kind}/{OLD}")
+    return work
+
+
+def config(work):
+    return str(work / "config" / "zoo.yaml")
+
+
+def ops(*args, work):
+    return cli(*args, "-d", work, env=None)
+
+
+def record_latency(work, key, precision, p50, p99):
+    """What validate writes on a GPU host that ran the plan: plan_execution with its comparison and latency."""
+    path = work / paths.VALIDATION.format(model="tiny_mlp", key=key, cc="89", precision=precision)
+    val = json.loads(path.read_text())
+    val["checks"]["plan_execution"] = {
+        "status": "pass",
+        "reason": "all outputs within tolerance",
+        "comparison": {"status": "pass", "outputs": {"scores": {"max_abs": 1e-4}}},
+        "performance": {"latency_ms": {"p50": p50, "p99": p99}},
+    }
+    path.write_text(json.dumps(val))
+
+
+def test_promote_compares_then_promotes_and_rollback_returns(zoo):
+    proc = ops("promote", OLD, "--why", "the fleet runs 1.6", "--configfile", config(zoo), work=zoo)
+    assert proc.returncode == 0 and "promoted: rtx-1.6.1.120" in proc.stdout, proc.stdout + proc.stderr
+    proc = ops("promote", "--configfile", config(zoo), work=zoo)  # the nightly: the key this host builds
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"candidate {NEW} against live {OLD}: every plan within budget" in proc.stdout
+    verdict = json.loads((zoo / gate.COMPARISON).read_text())
+    rows = {(r["model"], r["precision"], r["cc"]): r for r in verdict["rows"]}
+    assert sorted(rows) == [("tiny_mlp", "fp16", "89"), ("tiny_mlp", "fp32", "89")]
+    cand = rows[("tiny_mlp", "fp16", "89")]["candidate"]
+    assert cand["header"] == {"status": "pass", "version": "1.7.1.116", "targets": ["8.9"]}
+    assert cand["onnx_parity"] == "pass" and cand["build_seconds"] > 0 and cand["warnings"] == 0
+    assert cand["layers"]["status"] == "not-run" and cand["execution"] == "not-run"  # no GPU here
+    record = gate.read_live(zoo)
+    assert record["live"] == NEW and [h["action"] for h in record["history"]] == ["promote", "promote"]
+    assert record["history"][0]["why"] == "the fleet runs 1.6" and "@" in record["history"][0]["who"]
+    assert record["history"][1]["why"] == "gate: every plan within budget"
+    # prune keeps the last promoted key although this host no longer builds it
+    assert prune.prune(str(zoo), [config(zoo)])["remove"] == []
+    proc = ops("rollback", "--why", "p99 in production", work=zoo)
+    assert proc.returncode == 0 and f"{NEW} -> {OLD} is live" in proc.stdout, proc.stdout + proc.stderr
+    assert gate.read_live(zoo)["live"] == OLD and gate.read_live(zoo)["history"][-1]["action"] == "rollback"
+    assert gate.protected_keys(zoo) == {OLD, NEW}
+
+
+def test_a_candidate_over_budget_is_held_and_the_summary_names_budget_and_plans(zoo):
+    assert ops("promote", OLD, "--configfile", config(zoo), work=zoo).returncode == 0
+    old_plan = zoo / paths.plan("tiny_mlp", OLD, "89", "fp32")
+    old_plan.write_bytes(old_plan.read_bytes()[: old_plan.stat().st_size // 2])  # the candidate is 100 % larger
+    record_latency(zoo, OLD, "fp16", 1.0, 2.0)
+    record_latency(zoo, NEW, "fp16", 1.5, 2.1)  # p50 +50 %, p99 +5 %
+    proc = ops("promote", "--configfile", config(zoo), work=zoo)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED size" in proc.stdout and paths.plan("tiny_mlp", NEW, "89", "fp32") in proc.stdout
+    assert "FAILED latency" in proc.stdout and "latency_p50_ms 1.000 -> 1.500" in proc.stdout
+    assert "latency_p99_ms" not in proc.stdout  # within 10 %
+    assert f"held: the live key stays {OLD}" in proc.stdout
+    verdict = json.loads((zoo / gate.COMPARISON).read_text())
+    assert verdict["outcome"] == "fail" and {f["budget"] for f in verdict["failed"]} == {"size", "latency"}
+    assert gate.read_live(zoo)["live"] == OLD
+    # a person may override the gate; the record says so
+    proc = ops("promote", NEW, "--force", "--configfile", config(zoo), work=zoo)
+    assert proc.returncode == 0 and gate.read_live(zoo)["live"] == NEW
+    assert gate.read_live(zoo)["history"][-1]["why"].endswith("(forced)")
+
+
+def test_budgets_come_from_the_config():
+    assert gate.budgets({}) == gate.BUDGET_DEFAULTS
+    assert gate.budgets({"gate": {"latency_regression_pct": 3}})["latency_regression_pct"] == 3
+
+
+def test_rollback_without_history_is_one_line(tmp_path):
+    proc = cli("rollback", "-d", tmp_path)
+    assert proc.returncode == 1 and "no earlier promoted key" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
