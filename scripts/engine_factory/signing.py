@@ -81,6 +81,13 @@ def enabled(cfg: dict) -> bool:
     return bool(settings(cfg)["key"])
 
 
+def checking(cfg: dict) -> bool:
+    """Signatures are checked where a signing key or trusted public keys are configured (a verifying host may hold
+    only the public keys)."""
+    s = settings(cfg)
+    return bool(s["key"] or s["trusted_keys"])
+
+
 def is_uri(key: str) -> bool:
     return bool(_URI.match(key)) and not os.path.exists(key)
 
@@ -516,6 +523,39 @@ def verify_model_dir(model_dir, trust: Trust) -> dict:
         except Exception as e:  # cryptography's InvalidSignature, a malformed bundle
             last = e
     return _result(BAD, f"the signature does not verify ({type(last).__name__})", keyid=hint)
+
+
+# ------------------------------------------------------------------------------------------------ a whole tree
+def check_artifacts(base, plans: list[str], model_dirs: list[str], trust: Trust | None) -> list[dict]:
+    """Every plan's envelope and every Triton model directory's model.sig (paths relative to `base`), one answer
+    each: {path (the plan / the model directory), record (the envelope / model.sig), state, detail, blame (the file a
+    `tampered` answer points at: the plan when its bytes are not the signed ones, else the statement or model.sig)}.
+    Without `trust` nothing is verified: what has a signature file says `not checked`, the rest `unsigned`."""
+    base = Path(base)
+    out = []
+    for plan in plans:
+        env = envelope_path(plan)
+        if trust is None:
+            res = _result("not checked" if (base / env).exists() else UNSIGNED, "no trusted keys configured")
+        else:
+            res = verify_plan(plan, trust, base=str(base))
+            res.pop("statement", None)
+        blame = plan if res.get("signed_sha256") and res["signed_sha256"] != _digest_or_none(base / plan) else env
+        if res["state"] == TAMPERED and blame == env:
+            blame = paths.intoto(plan)  # the signature holds, the plan is the signed one: the statement was changed
+        out.append({"path": plan, "record": env, "blame": blame, **res})
+    for d in model_dirs:
+        sig = model_signature(d)
+        if trust is None:
+            res = _result("not checked" if (base / sig).exists() else UNSIGNED, "no trusted keys configured")
+        else:
+            res = verify_model_dir(base / d, trust)
+        out.append({"path": d, "record": sig, "blame": sig, **res})
+    return out
+
+
+def _digest_or_none(path: Path) -> str | None:
+    return _sha256(path) if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------------ the stage

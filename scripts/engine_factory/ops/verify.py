@@ -24,6 +24,14 @@ as `in-flight`, and the verdict says a run is in progress.
 everything made from an artifact that is gone (it can no longer be verified), so the next run rebuilds the chain
 from the nearest artifact still intact. Snakemake itself never re-makes a missing intermediate while what was made
 from it is up to date (measured), which is why repair removes the latter. It refuses to run during a run.
+
+Signatures (scripts/engine_factory/signing.py), where the config names a signing key or trusted public keys
+(`--configfile`): each plan's DSSE envelope and each Triton model directory's model.sig are checked against those keys
+only, never against what the records say. `unsigned`, `bad signature`, `signed by an unknown key` and `revoked key`
+fail; a plan, statement or model-directory file that is not what was signed is `tampered` (so a forged record that
+agrees with a forged plan is caught). Repair never acts on a signature answer but `tampered`: a record nobody vouched
+for is damage to look at, not an order. The envelopes and model.sig files are records, never orphans (unless their
+plan or directory is gone). Without keys configured, plans are reported unsigned: information, not failure.
 """
 
 from __future__ import annotations
@@ -32,14 +40,15 @@ import os
 import time
 from pathlib import Path
 
-from .. import paths
+from .. import paths, signing
 from ..atomic import read_json
 from ..errors import FactoryError, RunInProgress
 from ..fingerprint import sha256
-from . import emit, operation_parser
+from . import emit, load_config, operation_parser
 from .runs import state
 
 FAILING = ("tampered", "missing", "orphaned")
+SIGNATURE_KINDS = (signing.UNSIGNED, signing.BAD, signing.UNKNOWN, signing.REVOKED)  # fail where keys are configured
 
 
 class _Check:
@@ -220,7 +229,9 @@ def _check_unaccounted(c: _Check, root: str) -> None:
                 c.problem("orphaned", rel, "artifact without a provenance sidecar")
 
 
-def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False) -> dict:
+def verify(
+    directory: str = ".", root: str = paths.ROOT, *, repair: bool = False, trust: signing.Trust | None = None
+) -> dict:
     start = time.monotonic()
     run = state(directory)
     if repair and run["in_progress"]:
@@ -230,14 +241,16 @@ def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False
     sidecars = c.relative(f"*{paths.SIDECAR_SUFFIX}", root)
     plans_ok = sum(_check_record(c, side) and side.endswith("model.plan" + paths.SIDECAR_SUFFIX) for side in sidecars)
     statements = _check_statements(c, root)
+    signatures = _check_signatures(c, root, trust)
     repositories = _check_repositories(c, root)
     _check_unaccounted(c, root)
     if run["in_progress"]:
         _set_in_flight(c, min(r["started"] for r in run["runs"]))
     removed = _repair(c, root) if repair else []
-    counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, "stale", "in-flight")}
+    counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, *SIGNATURE_KINDS, "stale", "in-flight")}
     return {
-        "ok": not any(counts[k] for k in FAILING),
+        "ok": not any(counts[k] for k in (*FAILING, *SIGNATURE_KINDS)),
+        "signatures": signatures,
         "counts": counts,
         "problems": c.problems,
         "sidecars": len(sidecars),
@@ -249,6 +262,28 @@ def verify(directory: str = ".", root: str = paths.ROOT, *, repair: bool = False
         "removed": removed,
         "seconds": round(time.monotonic() - start, 2),
     }
+
+
+def _check_signatures(c: _Check, root: str, trust: signing.Trust | None) -> dict:
+    """Each plan's envelope and each model directory's model.sig against the trusted keys (see the module doc); the
+    signature files are accounted for as records. Returns {checked, plans: {state: n}, repositories: {state: n}}."""
+    plans = sorted(p.relative_to(c.base).as_posix() for p in c.base.glob(paths.plan_glob(root)))
+    top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1 :]
+    dirs = [d.relative_to(c.base).as_posix() for d in sorted(top.iterdir()) if d.is_dir()] if top.is_dir() else []
+    summary = {"checked": trust is not None, "plans": {}, "repositories": {}}
+    for res in signing.check_artifacts(c.base, plans, dirs, trust):
+        which = "repositories" if res["path"] in dirs else "plans"
+        summary[which][res["state"]] = summary[which].get(res["state"], 0) + 1
+        c.accounted.add(res["record"])
+        if trust is None or res["state"] == signing.SIGNED:
+            continue
+        kind = "tampered" if res["state"] == signing.TAMPERED else res["state"]
+        c.problem(kind, res["blame"] if kind == "tampered" else res["record"], res["detail"])
+    for env in c.relative(f"*{signing.ENVELOPE_SUFFIX}", root):  # an envelope whose plan is gone
+        if env not in c.accounted:
+            c.accounted.add(env)
+            c.problem("orphaned", env, "DSSE envelope of a plan that is not on disk")
+    return summary
 
 
 def _set_in_flight(c: _Check, run_started: float) -> None:
@@ -314,6 +349,18 @@ def render(report: dict) -> str:
         f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
         f"{c['orphaned']}, stale {c['stale']}"
     ]
+    sig = report.get("signatures") or {}
+    if sig:
+        tally = ", ".join(f"{n} {s}" for s, n in sorted(sig["plans"].items())) or "no plans"
+        lines.append(
+            f"signatures: plans {tally}"
+            + (
+                f"; repositories {', '.join(f'{n} {s}' for s, n in sorted(sig['repositories'].items()))}"
+                if sig["repositories"]
+                else ""
+            )
+            + ("" if sig["checked"] else " (no signing keys configured: plans are unsigned, not checked)")
+        )
     for p in report["problems"]:
         lines.append(f"  {p['kind']:<9} {p['path']}: {p['detail']}")
     if report.get("in_progress"):
@@ -343,6 +390,13 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--strict", action="store_true", help="also fail on stale chains (inputs re-made since)")
     p.add_argument(
+        "--configfile",
+        nargs="+",
+        metavar="FILE",
+        help="the zoo's config file(s): its `signing` keys are what signatures are checked against (default: the "
+        "demo zoo, which configures none)",
+    )
+    p.add_argument(
         "--repair",
         action="store_true",
         help="remove damaged, orphaned and temporary files and what "
@@ -353,7 +407,9 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    report = verify(args.directory, repair=args.repair)
+    cfg = load_config(args)
+    trust = signing.Trust.from_config(cfg) if signing.checking(cfg) else None
+    report = verify(args.directory, repair=args.repair, trust=trust)
     emit(report, render, args.json)
     if args.repair:
         return 0  # what was wrong is gone; the factory run rebuilds it
