@@ -54,3 +54,100 @@ def test_a_module_outside_any_package_follows_its_neighbours(tmp_path):
     assert _digest(tmp_path, "nets:Net") == first
     (tmp_path / "helper.py").write_text("A = 2\n")
     assert _digest(tmp_path, "nets:Net")["sha256"] != first["sha256"]
+
+
+# --- the workflow: two models whose classes live in two modules of one package ---
+
+NET = """
+import torch
+from torch import nn
+
+
+class {name}(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+
+    def forward(self, features):
+        return self.net(features)
+"""
+INPUTS = {"features": {"shape": ["batch", 12], "min": [1, 12], "opt": [2, 12], "max": [4, 12]}}
+
+
+def _write_zoo(root):
+    import sys
+
+    import torch
+    import yaml
+
+    (root / "twopkg").mkdir(parents=True)
+    (root / "twopkg" / "__init__.py").write_text("")
+    for mod, name in (("a", "NetA"), ("b", "NetB")):
+        (root / "twopkg" / f"{mod}.py").write_text(NET.format(name=name))
+    sys.path.insert(0, str(root))
+    try:
+        from twopkg.a import NetA
+        from twopkg.b import NetB
+
+        torch.manual_seed(0)
+        torch.save(NetA().state_dict(), root / "a.pth")
+        torch.save(NetB().state_dict(), root / "b.pth")
+    finally:
+        sys.path.remove(str(root))
+        for name in ("twopkg", "twopkg.a", "twopkg.b"):
+            sys.modules.pop(name, None)
+    models = {
+        m: {
+            "framework": "pytorch",
+            "checkpoint": f"{m}.pth",
+            "model": f"twopkg.{m}:Net{m.upper()}",
+            "inputs": INPUTS,
+            "outputs": ["y"],
+            "precisions": ["fp32", "fp16"],
+        }
+        for m in ("a", "b")
+    }
+    cfg = {"backend": "tensorrt_rtx", "targets": {"rtx": ["8.6", "8.9"]}, "python_path": ["."], "models": models}
+    (root / "zoo.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return root / "zoo.yaml"
+
+
+def _plans(work, model):
+    from engine_factory.fingerprint import sha256
+
+    return {
+        p.relative_to(work).as_posix(): sha256(p)
+        for p in sorted((work / "artifacts").rglob("*.plan"))
+        if f"/{model}/" in p.as_posix()
+    }
+
+
+def test_reverting_a_change_gets_the_same_plans_back_without_building(tmp_path):
+    """Issue 27 point 4 (and 5 through the workflow): edit model a's forward, run, revert, run: a's plans come back
+    byte-identical from the early cutoff (its build jobs say so and build nothing); b is never touched."""
+    import pytest
+
+    from helpers import build_once, planned_jobs
+    from helpers import snakemake as run
+
+    built = build_once(tmp_path, _write_zoo)
+    work, config = built["work"], built["config"]
+    first_a, first_b = _plans(work, "a"), _plans(work, "b")
+    assert len(first_a) == 4 and len(first_b) == 4, (first_a, first_b)
+    a_py = built["zoo"] / "twopkg" / "a.py"
+    original = a_py.read_text()
+    a_py.write_text(original.replace("return self.net(features)", "return self.net(features) * 2.0"))
+    jobs = planned_jobs(run(work, "-n", configfile=config).out)
+    assert ("freeze", "a") in jobs and ("build", "a") in jobs
+    assert not [j for j in jobs if j[1] == "b"], jobs  # the sibling in another module: nothing
+    run(work, configfile=config)
+    changed = _plans(work, "a")
+    assert _plans(work, "b") == first_b
+    a_py.write_text(original)  # the revert
+    proc = run(work, configfile=config)
+    logs = "".join(p.read_text() for p in (work / "artifacts" / "logs" / "build").glob("*a*.log"))
+    assert _plans(work, "a") == first_a, "the revert must give back the very plans of before"
+    assert logs.count("early cutoff") >= 2, logs[-3000:]  # fp32 and fp16 build jobs: nothing built
+    if changed == first_a:
+        pytest.fail("the edit must have changed a's plans for this test to mean anything")
+    assert not planned_jobs(run(work, "-n", configfile=config).out), proc.out[-2000:]
