@@ -41,6 +41,9 @@ def restore(outputs: dict[str, str], key: str) -> bool:
     saved = atomic.read_json(entry / "outputs.json") or {}
     if sorted(saved) != sorted(outputs) or not all((entry / label).is_file() for label in outputs):
         return False
+    if not _intact(entry, outputs):  # a hard link shares a file damaged in place (`verify --repair` removed it)
+        shutil.rmtree(entry, ignore_errors=True)
+        return False
     for label, final in outputs.items():
         with atomic.atomic_path(final) as tmp:
             _link(entry / label, tmp)
@@ -67,6 +70,23 @@ def _touch_index(outputs: dict[str, str], key: str) -> None:
     for old in index[:-KEEP]:
         shutil.rmtree(job / old, ignore_errors=True)
     atomic.write_json(job / "index.json", index[-KEEP:])
+
+
+def _intact(entry: Path, outputs: dict[str, str]) -> bool:
+    """Every stored artifact whose sidecar is stored beside it has the sha256 that sidecar records."""
+    label_of = {path: label for label, path in outputs.items()}
+    for label, path in outputs.items():
+        side = label_of.get(paths.provenance(path))
+        if side is None:
+            continue
+        recorded = ((atomic.read_json(entry / side) or {}).get("artifact") or {}).get("sha256")
+        h = hashlib.sha256()
+        with open(entry / label, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != recorded:
+            return False
+    return True
 
 
 def _link(src: Path, dst: Path) -> None:

@@ -151,3 +151,27 @@ def test_reverting_a_change_gets_the_same_plans_back_without_building(tmp_path):
     if changed == first_a:
         pytest.fail("the edit must have changed a's plans for this test to mean anything")
     assert not planned_jobs(run(work, "-n", configfile=config).out), proc.out[-2000:]
+
+
+def test_a_stored_output_damaged_in_place_is_never_restored(tmp_path, monkeypatch):
+    import json
+
+    from engine_factory import cutoff, paths
+
+    monkeypatch.chdir(tmp_path)
+    plan = "artifacts/plans/k/sm86/fp32/model.plan"
+    outputs = {"plan": plan, "provenance": paths.provenance(plan)}
+    (tmp_path / plan).parent.mkdir(parents=True)
+    (tmp_path / plan).write_bytes(b"plan-bytes")
+    digest = __import__("hashlib").sha256(b"plan-bytes").hexdigest()
+    (tmp_path / outputs["provenance"]).write_text(json.dumps({"artifact": {"sha256": digest}}))
+    cutoff.remember(outputs, "k1")
+    for f in outputs.values():
+        (tmp_path / f).unlink()
+    assert cutoff.restore(outputs, "k1") and (tmp_path / plan).read_bytes() == b"plan-bytes"
+    with open(tmp_path / plan, "r+b") as f:  # damaged in place: the stored hard link shares it
+        f.truncate(4)
+    for f in outputs.values():
+        (tmp_path / f).unlink()
+    assert not cutoff.restore(outputs, "k1") and not (tmp_path / plan).exists()
+    assert not cutoff.restore(outputs, "k2")  # an action never stored
