@@ -11,7 +11,9 @@ The config is Triton's own protobuf message (`tritonclient.grpc.model_config_pb2
 
 Which plans go in is the config's policy (`deploy.triton`, config/README.md): plans whose validation status is in
 `include` (default pass and not-run: without a GPU here, execution is not-run); never one whose validation failed
-(the schema does not accept `fail`) or whose build failed (the factory hands failed targets to no job).
+(the schema does not accept `fail`) or whose build failed (the factory hands failed targets to no job). A `not-run`
+plan goes in only with numeric evidence (outcomes.Evidence: its ONNX variant's parity, or for fp16/bf16 onnxruntime
+cannot run, the fp32 emulation); one nothing checked ("not verified") stays out unless `unverified: true`.
 
 The plans are hard-linked into `1/`, falling back to a copy across file systems: a link costs no space for large
 plans, and since every stage replaces its output by rename, a rebuilt plan is a new file and the repository keeps
@@ -29,12 +31,13 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..errors import FactoryError
-from ..outcomes import Outcome
+from ..outcomes import EVIDENCE_TEXT, Evidence, Outcome, evidence_of
 
 POLICY_DEFAULTS = {
     "enabled": False,  # the demo zoo turns it on; a user's zoo opts in (config/README.md)
     "name": "{model}_{precision}",  # the Triton model name and directory
     "include": [Outcome.PASS, Outcome.NOT_RUN],  # validation statuses a plan may have ("fail" is never deployable)
+    "unverified": False,  # deploy plans with no numeric evidence at all (evidence "none"): off, nothing unchecked ships
     "precisions": None,  # None: every precision of the model
     "dynamic_batching": True,  # where the profile has a dynamic batch axis
     "max_queue_delay_microseconds": 100,
@@ -223,16 +226,22 @@ def read_config(path):
 
 
 # ------------------------------------------------------------------------------------------------ the stage
-def select_plans(plans: dict[str, dict], include: list[str], *, model: str) -> tuple[dict, dict]:
-    """({cc: plan entry} the policy accepts, {cc: why not}) from each plan's validation.json."""
+def select_plans(
+    plans: dict[str, dict], include: list[str], *, model: str, unverified: bool = False
+) -> tuple[dict, dict]:
+    """({cc: plan entry} the policy accepts, {cc: why not}) from each plan's validation.json. The evidence is read
+    from its checks (an older validation.json has no `evidence` field)."""
     chosen, refused = {}, {}
     for cc, entry in sorted(plans.items()):
         result = atomic.read_json(entry["validation"])
         if not isinstance(result, dict) or "status" not in result:
             raise FactoryError("validation result is missing or unreadable", model=model, path=entry["validation"])
         status = result["status"]
-        if status in include and status != Outcome.FAIL:
-            chosen[cc] = {**entry, "status": status}
+        evidence = evidence_of(result.get("checks") or {})
+        if status in include and status != Outcome.FAIL and evidence == Evidence.NONE and not unverified:
+            refused[cc] = f"validation {status}, {EVIDENCE_TEXT[evidence]}: no numeric check (deploy.triton.unverified)"
+        elif status in include and status != Outcome.FAIL:
+            chosen[cc] = {**entry, "status": status, "evidence": evidence}
         else:
             refused[cc] = f"validation {status}" + (f" ({_first_reason(result)})" if status == Outcome.FAIL else "")
     return chosen, refused
@@ -272,7 +281,7 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
         cc: {"plan": inputs[f"plan_sm{paths.cc_tag(cc)}"], "validation": inputs[f"validation_sm{paths.cc_tag(cc)}"]}
         for cc in settings["compute_capabilities"]
     }
-    chosen, refused = select_plans(plans, pol["include"], model=model)
+    chosen, refused = select_plans(plans, pol["include"], model=model, unverified=pol.get("unverified", False))
     model_dir = Path(config_path).parent
     if not chosen:  # an earlier repository of these plans must not stay servable either
         shutil.rmtree(model_dir, ignore_errors=True)
@@ -306,6 +315,7 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
                     "source": entry["plan"],
                     "sha256": _sha256(tmp / paths.TRITON_VERSION / files[cc]),
                     "validation": entry["status"],
+                    "evidence": entry["evidence"],
                     "placed_by": how,
                 }
             )

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import paths
+from .. import paths, signing
 from ..atomic import read_json
 from . import emit, load_config, operation_parser
 from .snakemake import summary
@@ -249,8 +249,16 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         "needs_work": bool(counts["stale"] or counts["missing"]),
         "failed": counts["failed"],
         "in_progress": [r["pid"] for r in live_runs(directory)],
+        "signing": signing_state(base, targets, f.cfg),
         "snakemake_seconds": seconds,
     }
+
+
+def signing_state(base: Path, targets: list[dict], cfg: dict) -> dict:
+    """Whether plans get signed here and how many on disk have an envelope (presence only: `verify` checks them)."""
+    on_disk = [t["plan"] for t in targets if (base / t["plan"]).exists()]
+    signed = sum((base / signing.envelope_path(p)).exists() for p in on_disk)
+    return {"configured": signing.enabled(cfg), "signed": signed, "unsigned": len(on_disk) - signed}
 
 
 def mislabelled(base: Path, targets: list[dict]) -> list[dict]:
@@ -314,6 +322,11 @@ def render(report: dict, verbose: bool = False) -> str:
         f"(keys {', '.join(report['keys']) or 'none'}; asked snakemake in {report['snakemake_seconds']} s)"
     ]
     lines += _group_lines(report, verbose)
+    if sig := report.get("signing"):
+        lines.append(
+            f"signing: {sig['signed']} plan(s) with a signed envelope, {sig['unsigned']} unsigned"
+            + ("" if sig["configured"] else " (no signing.key configured: plans are not signed)")
+        )
     if report["not_produced"]:
         groups: dict[tuple, list] = {}
         for t in report["not_produced"]:

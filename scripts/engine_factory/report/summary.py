@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from .. import paths
+from .. import paths, signing
 from ..atomic import read_json
 from ..outcomes import Outcome
 from ..precisions import PRECISIONS
@@ -134,6 +134,7 @@ def _validated_cell(job: dict) -> dict:
                 "plan": plan,
                 "provenance": paths.provenance(plan),
                 "intoto": paths.intoto(plan),
+                "signature": signing.envelope_path(plan),
                 "validation": validation,
                 "build_log": logs.get("build"),
                 "validate_log": logs.get("validate"),
@@ -141,6 +142,7 @@ def _validated_cell(job: dict) -> dict:
         ),
     }
     cell["facts"] = _plan_facts(plan)
+    cell["signed"] = "signature" in cell["links"]  # an envelope is there; `verify` says whether it holds
     if not v:
         return cell
     cell["checks"] = {name: {"status": c["status"], "reason": c.get("reason", "")} for name, c in v["checks"].items()}
@@ -249,6 +251,15 @@ def _precision_order(p: str) -> int:
     return PRECISIONS.index(p) if p in PRECISIONS else len(PRECISIONS)
 
 
+def signing_counts(cells: list[dict]) -> dict:
+    """Plans on disk with / without a DSSE envelope when the report was made (`verify` says whether they hold)."""
+    built = [c for c in cells if "plan" in c.get("links", {})]
+    return {
+        "signed": sum(1 for c in built if c.get("signed")),
+        "unsigned": sum(1 for c in built if not c.get("signed")),
+    }
+
+
 def summarize(
     jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None, failed: list[dict] = ()
 ) -> dict:
@@ -278,4 +289,11 @@ def summarize(
     counts = {}
     for c in cells:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
-    return {"backend": backend, "counts": counts, "overview": overview(cells), "models": per_model, "plans": cells}
+    return {
+        "backend": backend,
+        "counts": counts,
+        "overview": overview(cells),
+        "models": per_model,
+        "plans": cells,
+        "signing": signing_counts(cells),
+    }
