@@ -27,6 +27,7 @@ COLOURS = {
     Outcome.NOT_RUN: "#e0b43a",
     Outcome.SKIPPED: "#a9a9a9",
     "failed": "#8e1b1b",
+    "not-attempted": "#cfcfcf",
     "missing": "#dddddd",
 }
 TOLERANCE_COLOUR = "#d1453b"

@@ -94,7 +94,8 @@ def _model_rows(summary: dict, by_model: dict) -> list[dict]:
 
 
 def _columns(summary: dict) -> tuple:
-    return COLUMNS + (("missing",) if summary["overview"]["outcomes"]["missing"] else ())
+    rare = ("not-attempted", "missing")  # columns only where a target has them
+    return COLUMNS + tuple(k for k in rare if summary["overview"]["outcomes"].get(k))
 
 
 def index_pages(env, summary: dict, by_model: dict, outcomes_svg) -> dict[str, str]:

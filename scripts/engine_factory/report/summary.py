@@ -17,7 +17,7 @@ from ..outcomes import Outcome
 from ..precisions import PRECISIONS
 
 # Each cell ends as exactly one of these; "built" (below) counts the cells whose plan exists, whatever its checks.
-OUTCOMES = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed", "missing")
+OUTCOMES = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed", "not-attempted", "missing")
 OUTCOME_LABELS = {
     "built": "built",
     Outcome.PASS: "validated pass",
@@ -25,11 +25,37 @@ OUTCOME_LABELS = {
     Outcome.NOT_RUN: "not-run",
     Outcome.SKIPPED: "skipped",
     "failed": "failed to build",
+    "not-attempted": "not attempted",
     "missing": "missing",
 }
 METRICS = ("max_abs", "max_rel", "cosine", "top1_agreement")
 TARGET = "{target}"  # stands for the cell's own target in a grouped reason (the group lists its targets)
 ERROR_HEAD_LINES = 6  # a failure's first lines shown in the report (the record keeps 12, the log everything)
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes tools write into errors: not for a page
+_CAUSE = re.compile(r"error|exception|cause|failed|cannot|not supported|unsupported|invalid", re.I)
+
+
+def plain(text: str | None) -> str:
+    """Text as a page shows it: without ANSI colour and cursor codes."""
+    return ANSI.sub("", text or "")
+
+
+def error_head(error: str | None) -> str:
+    """The first lines of an error, and, where the line that says the cause comes later (a traceback's last line,
+    a tool's `ERROR:` after its banner), that line too: the box must not stop before the cause."""
+    lines = [ln for ln in plain(error).splitlines() if ln.strip()]
+    head = lines[:ERROR_HEAD_LINES]
+    rest = lines[ERROR_HEAD_LINES:]
+    cause = next((ln for ln in reversed(rest) if _CAUSE.search(ln)), None)
+    if cause is not None:
+        head += ["…", cause]
+    return "\n".join(head)
+
+
+def _other_targets(error: str, cc: str) -> list[str]:
+    """The targets an error names besides `cc`'s own (a build job for several targets that stopped at one)."""
+    named = dict.fromkeys(re.findall(r"\bsm(\d+)\b", error))
+    return [] if cc in named else [f"sm{t}" for t in named]
 
 
 def target_name(cc: str) -> str:
@@ -109,7 +135,10 @@ def parity_entry(result: dict | None) -> dict:
         "status": result["status"],
         "reason": result.get("reason", ""),
         "tolerance": result.get("tolerance", {}),
-        "outputs": {name: {m: o[m] for m in METRICS if m in o} for name, o in (result.get("outputs") or {}).items()},
+        "outputs": {
+            name: {m: o[m] for m in (*METRICS, "kind") if m in o} for name, o in (result.get("outputs") or {}).items()
+        },
+        **({"evidence": result["evidence"]} if result.get("evidence") else {}),
     }
 
 
@@ -171,29 +200,37 @@ def _validated_cell(job: dict) -> dict:
         }
     if execution.get("comparison"):  # executed on a GPU: the plan's own figures against golden
         cell["plan_metrics"] = {
-            k: {m: x for m, x in o.items() if m in METRICS}
+            k: {m: x for m, x in o.items() if m in (*METRICS, "kind")}
             for k, o in execution["comparison"].get("outputs", {}).items()
         }
     return cell
 
 
 def _failed_cell(f: dict) -> dict:
+    """A target whose chain failed; "not-attempted" where its job (building several targets) stopped at another
+    target first: the error names that target, not this one, so it is not this target's failure."""
     plan = paths.plan(f["model"], f["key"], f["cc"], f["precision"])
-    head = "\n".join((f.get("error") or "").splitlines()[:ERROR_HEAD_LINES])
-    return {
-        **{k: f[k] for k in ("model", "key", "cc", "precision", "stage", "reason", "error", "log")},
+    error, reason = plain(f.get("error")), plain(f.get("reason"))
+    cell = {
+        **{k: f[k] for k in ("model", "key", "cc", "precision", "stage", "log")},
+        "reason": reason,
+        "error": error,
         "target": target_name(f["cc"]),
         "plan": plan,
         "status": "failed",
-        "error_head": head,
+        "error_head": error_head(error),
         "links": _existing({"log": f.get("log"), "record": f.get("record")}),
     }
+    others = _other_targets(error, f["cc"])
+    if others:
+        cell.update(status="not-attempted", reason=f"its {f['stage']} job stopped at {', '.join(others)} first")
+    return cell
 
 
 def generic(text: str, cc: str) -> str:
     """A reason without its cell's own target ("failed to build a plan for sm86", "no GPU of compute capability 8.6"),
     so that the same failure on every target is one reason."""
-    text = re.sub(rf"\bsm{re.escape(cc)}\b", TARGET, text)
+    text = re.sub(rf"\bsm{re.escape(cc)}\b", TARGET, plain(text))
     return re.sub(rf"(?<![\d.]){re.escape(paths.cc_dotted(cc))}(?![\d.])", TARGET, text)
 
 
@@ -204,6 +241,9 @@ def reason_groups(cells: list[dict]) -> list[dict]:
 
     def add(outcome, what, reason, cell):
         reason = generic(reason, cell["cc"])
+        if any(g["reason"] == reason and g["outcome"] == outcome for g in said):
+            return  # one cell, two checks with the same reason (parity and execution): said once
+        said.append({"reason": reason, "outcome": outcome})
         g = groups.setdefault(
             (outcome, what, reason), {"outcome": outcome, "what": what, "reason": reason, "count": 0, "cells": []}
         )
@@ -211,14 +251,15 @@ def reason_groups(cells: list[dict]) -> list[dict]:
         g["cells"].append({k: cell[k] for k in ("model", "precision", "target")})
 
     for c in cells:
+        said: list[dict] = []
         if c["status"] in (Outcome.NOT_RUN, Outcome.FAIL):
             for name, check in c.get("checks", {}).items():
                 if check["status"] == c["status"]:
                     add(c["status"], name, check["reason"], c)
         elif c["status"] == Outcome.SKIPPED:
             add(Outcome.SKIPPED, "skipped", c.get("reason", ""), c)
-        elif c["status"] == "failed":
-            add("failed", c["stage"], c["reason"], c)
+        elif c["status"] in ("failed", "not-attempted"):
+            add(c["status"], c["stage"], c["reason"], c)
         elif c["status"] == "missing":
             add("missing", "validate", "its job did not finish (see Snakemake's output)", c)
     totals = {o: sum(c["status"] == o for c in cells) for o in OUTCOMES}
@@ -226,6 +267,9 @@ def reason_groups(cells: list[dict]) -> list[dict]:
     for g in out:
         g["of"] = totals[g["outcome"]]
         g["targets"] = sorted({c["target"] for c in g["cells"]}, key=lambda t: int(t[2:]))
+        # the placeholder never reaches a page: one target named, several said as "each target" and listed
+        g["per_target"] = TARGET in g["reason"]
+        g["reason"] = g["reason"].replace(TARGET, g["targets"][0] if len(g["targets"]) == 1 else "each target")
     return out
 
 
@@ -245,6 +289,80 @@ def overview(cells: list[dict]) -> dict:
         "by_target": {t: _tally([c for c in cells if c["target"] == t]) for t in targets},
         "reasons": reason_groups(cells),
     }
+
+
+SHIP = {  # a (model, precision)'s verdict in the index's grid, best first: what a person may ship
+    "verified": "verified on GPU",
+    "onnx-verified": "ONNX verified, not executed here",
+    "emulation-verified": "emulation verified, not executed here",
+    "not-verified": "not verified",
+    "fails": "fails",
+    "not-built": "not built",
+    "skipped": "skipped",
+}
+
+
+def _accuracy(outputs: dict) -> str:
+    """The figure a person reads: the worst cosine over the outputs, and the worst box/regression error in the
+    output's units, top-1 agreement of classifiers where it is below 1."""
+    parts = []
+    cos = [o["cosine"] for o in outputs.values() if o.get("cosine") is not None]
+    if cos:
+        parts.append(f"cos {min(cos):.6f}")
+    boxes = [o["max_abs"] for o in outputs.values() if o.get("kind") in ("boxes", "regression") and "max_abs" in o]
+    if boxes:
+        parts.append(f"max |Δ| {max(boxes):.3g}")
+    top1 = [o["top1_agreement"] for o in outputs.values() if o.get("kind") == "classifier" and "top1_agreement" in o]
+    if top1 and min(top1) < 1:
+        parts.append(f"top-1 {min(top1):.3f}")
+    return ", ".join(parts)
+
+
+def ship_cell(cells: list[dict], parity: dict) -> dict:
+    """One (model, precision) of the grid: its verdict (SHIP), the accuracy figure and how it was established."""
+    statuses = {c["status"] for c in cells}
+    built = [c for c in cells if c["status"] in (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN)]
+    executed = [c for c in cells if c["status"] == Outcome.PASS]
+    if Outcome.FAIL in statuses or parity.get("status") == Outcome.FAIL:
+        failing = next((c for c in cells if c["status"] == Outcome.FAIL), None)
+        verdict, how = "fails", ("plan on " + failing["target"]) if failing and failing.get("plan_metrics") else None
+        outputs = (failing or {}).get("plan_metrics") or parity.get("outputs") or {}
+    elif executed:
+        verdict, how = "verified", "plan executed on " + ", ".join(c["target"] for c in executed)
+        outputs = executed[0].get("plan_metrics") or parity.get("outputs") or {}
+    elif built and parity.get("status") == Outcome.PASS:
+        emulated = parity.get("evidence") == "emulated"
+        verdict = "emulation-verified" if emulated else "onnx-verified"
+        how = "fp32 emulation of its tensors (onnxruntime cannot run it)" if emulated else "ONNX variant in onnxruntime"
+        outputs = parity.get("outputs") or {}
+    elif built:
+        verdict, how, outputs = "not-verified", None, {}
+    elif statuses and statuses <= {Outcome.SKIPPED}:
+        verdict, how, outputs = "skipped", None, {}
+    else:
+        verdict, how, outputs = "not-built", None, {}
+    if verdict == "fails" and not how and outputs:
+        how = "ONNX variant in onnxruntime"
+    return {
+        "verdict": verdict,
+        "label": SHIP[verdict],
+        "accuracy": _accuracy(outputs),
+        "established": how,
+        "plans": len(built),
+        "targets": len(cells),
+    }
+
+
+def ship_grid(cells: list[dict], per_model: dict) -> dict:
+    """{model: {precision: ship_cell}}: the index's first table."""
+    grid = {}
+    for model, info in per_model.items():
+        mine = [c for c in cells if c["model"] == model]
+        grid[model] = {
+            p: ship_cell([c for c in mine if c["precision"] == p], info["onnx_parity"].get(p) or {})
+            for p in info["precisions"]
+        }
+    return grid
 
 
 def _precision_order(p: str) -> int:
@@ -292,7 +410,7 @@ def summarize(
     return {
         "backend": backend,
         "counts": counts,
-        "overview": overview(cells),
+        "overview": {**overview(cells), "grid": ship_grid(cells, per_model)},
         "models": per_model,
         "plans": cells,
         "signing": signing_counts(cells),
