@@ -154,6 +154,39 @@ def locate(messages: list[str], onnx_path) -> str | None:
     return f"node '{name}' ({nodes[name]})"
 
 
+# (what TensorRT says, the cause in words, the next step): known messages a user cannot read on their own
+KNOWN_CAUSES = (
+    (
+        ("Input dimensions with this name", "dimension names"),
+        "two dims of the ONNX inputs share a name (e.g. both '?'), so TensorRT takes them as one dimension",
+        "re-run the export/import stage: it gives unnamed and '?' dims distinct names (facts.dims_named); or name "
+        "each dynamic dim in models.<model>.inputs.<input>.shape",
+    ),
+    (
+        ("IIfConditional", "If_OutputLayer", "condition must be"),
+        "an If node whose branches differ (rank or shape) and whose condition the input shapes do not fix",
+        "export the model with the branch taken at the configured shapes (trace it), or make both branches return "
+        "the same rank",
+    ),
+    (
+        ("Assertion", "assertion", "Internal Error", "internal error"),
+        "an internal assertion inside the TensorRT library: a limit of the builder for this layer, not a fault of "
+        "the config",
+        "try another precision or simplifier for this model (the other precisions are built independently), and "
+        "report the node and the TensorRT version to NVIDIA if it persists",
+    ),
+)
+
+
+def diagnose(messages: list[str]) -> str:
+    """'; cause: ...; next: ...' for a TensorRT message of a known kind, '' otherwise (it speaks for itself)."""
+    text = "\n".join(messages)
+    for needles, why, step in KNOWN_CAUSES:
+        if any(n in text for n in needles):
+            return f"; cause: {why}; next: {step}"
+    return ""
+
+
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -181,7 +214,7 @@ def _parse_onnx(trt, builder, logger, onnx_path, model, strongly_typed_flag, fla
         # first line: model, node and op, TensorRT's first message; then every message
         raise FactoryError(
             f"{trt.__name__} {trt.__version__} cannot parse the ONNX model"
-            f"{' at ' + first_node if first_node else ''}: {_one_line(problems[0])}"
+            f"{' at ' + first_node if first_node else ''}: {_one_line(problems[0])}{diagnose(problems)}"
             + ("".join(f"\n  {p}" for p in problems) if len(problems) > 1 else ""),
             model=model,
             path=str(onnx_path),
@@ -386,7 +419,7 @@ def _build(
         where = locate(errors, onnx_path)
         raise FactoryError(
             f"{trt.__name__} {trt.__version__} failed to build a plan for {target}"
-            f"{' at ' + where if where else ''}: {errors[0]}"
+            f"{' at ' + where if where else ''}: {errors[0]}{diagnose(errors)}"
             + ("".join(f"\n  {m}" for m in errors) if len(errors) > 1 else ""),
             model=model,
             path=str(onnx_path),

@@ -349,6 +349,43 @@ def _tensor_entry(name: str, t) -> dict:
     return {"name": name, "tensor": t.name, "shape": shape, "dtype": t.dtype.name}
 
 
+# (what TensorFlow raises, the cause in words, the next step) for errors that name neither
+TF_CAUSES = (
+    (
+        "add_slot",
+        "the SavedModel was written by TensorFlow 2.x/Keras 2 with its optimizer, whose slot variables this Keras "
+        "cannot restore (a known TensorFlow issue)",
+        "load it by its serving signature: set models.{model}.signature (default serving_default); only what the "
+        "signature runs is restored and frozen",
+    ),
+    (
+        "_UserObject",
+        "the SavedModel holds Keras objects of another Keras version, restored as plain '_UserObject's",
+        "load it by its serving signature (models.{model}.signature), or re-save it with this TensorFlow",
+    ),
+    (
+        "ReadVariableOp",
+        "variables are still read at run time: the graph was not frozen before conversion",
+        "give the SavedModel with a serving signature so freeze folds its variables into constants",
+    ),
+)
+
+
+def tf_error(what: str, e: BaseException, *, model: str, path: str) -> FactoryError:
+    """A one-line error naming the model, the cause in words and the next step where the TensorFlow error is of a
+    known kind; the full traceback goes to the job's log (stderr), which the record points to."""
+    import sys
+    import traceback
+
+    print(f"{what} for model '{model}'; the full traceback:", file=sys.stderr)
+    traceback.print_exception(e, file=sys.stderr)
+    text = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
+    hint = next(
+        (f"; cause: {why}; next: {step.format(model=model)}" for needle, why, step in TF_CAUSES if needle in text), ""
+    )
+    return FactoryError(f"{what}: {text}{hint} (full traceback in the job log)", model=model, path=path)
+
+
 def load_keras(path: str, *, model: str):
     import_tensorflow()
     import keras
@@ -356,7 +393,7 @@ def load_keras(path: str, *, model: str):
     try:  # safe_mode (the default) refuses to deserialize Lambda-layer code from the file
         return keras.models.load_model(path, compile=False)
     except Exception as e:
-        raise FactoryError(f"cannot load the Keras model: {type(e).__name__}: {e}", model=model, path=path)
+        raise tf_error("cannot load the Keras model", e, model=model, path=path)
 
 
 def keras_function(tf, net, input_specs: dict, outputs: list[str], *, model: str):
@@ -424,10 +461,8 @@ def _freeze_keras(tf, path, model, input_specs, outputs, allow_ops=()):
     except FactoryError:
         raise
     except Exception as e:
-        raise FactoryError(
-            f"cannot trace and freeze the Keras model with the config's input specs: {type(e).__name__}: {e}",
-            model=model,
-            path=path,
+        raise tf_error(
+            "cannot trace and freeze the Keras model with the config's input specs", e, model=model, path=path
         )
     ins = [_tensor_entry(n, t) for n, t in zip(input_specs, frozen.inputs)]
     outs = [_tensor_entry(n, t) for n, t in zip(outputs, frozen.outputs)]
@@ -438,7 +473,7 @@ def load_signature(tf, path: str, signature: str, *, model: str):
     try:
         loaded = tf.saved_model.load(path)
     except Exception as e:
-        raise FactoryError(f"cannot load the SavedModel: {type(e).__name__}: {e}", model=model, path=path)
+        raise tf_error("cannot load the SavedModel", e, model=model, path=path)
     if signature not in loaded.signatures:
         raise FactoryError(
             f"the SavedModel has no signature '{signature}' (it has {sorted(loaded.signatures)})",
@@ -478,9 +513,7 @@ def _freeze_saved_model(tf, path, model, input_specs, outputs, signature, allow_
     try:
         frozen = convert_variables_to_constants_v2(sig)
     except Exception as e:
-        raise FactoryError(
-            f"cannot freeze the signature '{signature}': {type(e).__name__}: {e}", model=model, path=path
-        )
+        raise tf_error(f"cannot freeze the signature '{signature}'", e, model=model, path=path)
     by_input = dict(zip(sorted(kw), frozen.inputs))  # flattened structures follow sorted dict keys
     by_output = dict(zip(out_keys, frozen.outputs))
     ins = [_tensor_entry(n, by_input[n]) for n in input_specs]
