@@ -51,3 +51,23 @@ def test_the_schema_knows_unverified(value, ok):
     triton = schema["properties"]["deploy"]["properties"]["triton"]
     errors = list(jsonschema.Draft202012Validator(triton).iter_errors({"unverified": value}))
     assert (not errors) == ok
+
+
+def test_summary_cells_say_what_was_established(tmp_path, monkeypatch):
+    """Two not-run plans: one whose ONNX parity passed, one nothing checked. summary.json told them apart by
+    nothing before issue 26."""
+    from engine_factory import paths
+    from engine_factory.report.summary import _validated_cell
+
+    monkeypatch.chdir(tmp_path)
+    cells = {}
+    for precision, parity in (("fp32", "onnx"), ("bf16", "none")):
+        job = {"model": "m", "key": "rtx-1", "cc": "8.6", "precision": precision}
+        v = tmp_path / paths.validation(**job)
+        v.parent.mkdir(parents=True, exist_ok=True)
+        checks = {"onnx_parity": PARITY[parity], "plan_header": HEADER, "plan_execution": NO_GPU}
+        v.write_text(json.dumps({"status": "not-run", "checks": checks}))
+        cells[precision] = _validated_cell(job)
+    assert cells["fp32"]["status"] == cells["bf16"]["status"] == "not-run"  # the outcome words are unchanged
+    assert cells["fp32"]["evidence_text"] == "onnx-verified, execution not run here"
+    assert cells["bf16"]["evidence_text"] == "not verified"

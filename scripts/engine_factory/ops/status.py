@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .. import paths, signing
 from ..atomic import read_json
+from ..outcomes import EVIDENCE_TEXT, evidence_of
 from . import emit, load_config, operation_parser
 from .snakemake import summary
 
@@ -179,6 +180,8 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
         "reruns": sorted(set(reruns)),
         "logs": f.job_logs(job),
         "validation": v.get("status") if v else None,
+        # checked or not: "onnx-verified, execution not run here" vs "not verified" (both validation not-run)
+        "evidence": EVIDENCE_TEXT[evidence_of(v.get("checks") or {})] if v else None,
     }
 
 
@@ -226,6 +229,7 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
                 "state": "failed",
                 "reruns": [],
                 "validation": None,
+                "evidence": None,
                 "reasons": [
                     {
                         "category": "failed",
@@ -295,7 +299,7 @@ def _group_lines(report: dict, verbose: bool) -> list[str]:
             t = items[0]
             lines.append(
                 f"  {model} {t['key']} {plans}: {state}"
-                + (f" ({t['validation']})" if t["validation"] else "")
+                + (f" ({t['validation']}; {t['evidence']})" if t["validation"] else "")
                 + (f" [re-runs {', '.join(t['reruns'])}]" if t["reruns"] else "")
             )
             lines += [f"      {r['category']}: {r['detail']}" for r in t["reasons"]]

@@ -13,7 +13,7 @@ import re
 
 from .. import paths, signing
 from ..atomic import read_json
-from ..outcomes import Outcome
+from ..outcomes import EVIDENCE_TEXT, Evidence, Outcome, evidence_of
 from ..precisions import PRECISIONS
 
 # Each cell ends as exactly one of these; "built" (below) counts the cells whose plan exists, whatever its checks.
@@ -172,6 +172,9 @@ def _validated_cell(job: dict) -> dict:
     }
     cell["facts"] = _plan_facts(plan)
     cell["signed"] = "signature" in cell["links"]  # an envelope is there; `verify` says whether it holds
+    # what was established, beside the outcome: a not-run whose ONNX variant passed is checked; nothing run is not
+    cell["evidence"] = evidence_of(v["checks"]) if v else Evidence.NONE
+    cell["evidence_text"] = EVIDENCE_TEXT[cell["evidence"]]
     if not v:
         return cell
     cell["checks"] = {name: {"status": c["status"], "reason": c.get("reason", "")} for name, c in v["checks"].items()}
@@ -410,6 +413,7 @@ def summarize(
     return {
         "backend": backend,
         "counts": counts,
+        "evidence": {e: n for e in Evidence if (n := sum(c.get("evidence") == e for c in cells))},  # built cells
         "overview": {**overview(cells), "grid": ship_grid(cells, per_model)},
         "models": per_model,
         "plans": cells,
