@@ -7,7 +7,7 @@ plain function and writes the provenance sidecar of its main output.
 
 from __future__ import annotations
 
-from . import cutoff, intoto, provenance
+from . import atomic, cutoff, intoto, paths, provenance
 from .errors import UnknownStage
 
 RUNNERS = {}
@@ -181,27 +181,55 @@ def build(inputs, outputs, p):
     from .backends import load_backend
     from .paths import cc_tag
 
-    # early cutoff (cutoff.py): the same inputs by content and the same settings as an earlier run -> its plans back
-    digests = {k: provenance.describe_input(k, v)["sha256"] for k, v in sorted(inputs.items()) if isinstance(v, str)}
-    action = cutoff.action("build", digests, p)
-    if cutoff.restore(outputs, action):
-        print(f"early cutoff: inputs and settings equal an earlier build's ({action[:12]}): its plans kept", flush=True)
-        return {"early_cutoff": action}
-    backend = load_backend(p["backend"])
+    # early cutoff (cutoff.py): the same ONNX by content and the same build settings as an earlier run -> its plans
+    # back. The validation's settings and inputs (tolerance, parity, golden) are not part of it: a tolerance change
+    # re-validates the kept plans and builds nothing.
+    built = {k: v for k, v in outputs.items() if not k.startswith("json_")}
+    action = cutoff.action(
+        "build",
+        {"onnx": provenance.describe_input("onnx", inputs["onnx"])["sha256"]},
+        {k: v for k, v in p.items() if k != "validation"},
+    )
+    kept = cutoff.restore(built, action)
+    backend = None if kept else load_backend(p["backend"])
     facts = {}
     for cc in p["compute_capabilities"]:
         tag = cc_tag(cc)
-        facts[cc] = _build_one(
-            backend,
-            inputs,
-            {k: outputs[f"{k}_sm{tag}"] for k in ("plan", "intoto")},
-            p,
-            cc,
-            (p["timing_caches"] or {}).get(tag),
-        )
+        plan = outputs[f"plan_sm{tag}"]
+        if kept:
+            facts[cc] = _kept(plan, inputs, p, action)
+        else:
+            facts[cc] = _build_one(
+                backend,
+                inputs,
+                {k: outputs[f"{k}_sm{tag}"] for k in ("plan", "intoto")},
+                p,
+                cc,
+                (p["timing_caches"] or {}).get(tag),
+            )
         if f"json_sm{tag}" in outputs:
-            _validate_one(inputs, outputs[f"json_sm{tag}"], outputs[f"plan_sm{tag}"], {**p, **p["validation"]}, cc)
-    cutoff.remember(outputs, action)
+            _validate_one(inputs, outputs[f"json_sm{tag}"], plan, {**p, **p["validation"]}, cc)
+    if kept:
+        print(f"early cutoff: the ONNX and build settings equal an earlier build's ({action[:12]}): its plans kept")
+    else:
+        cutoff.remember(built, action)
+    return facts
+
+
+def _kept(plan: str, inputs: dict, p: dict, action: str) -> dict:
+    """A plan the early cutoff gave back: its record rewritten for this job's inputs and settings (the bytes and the
+    build's facts are the earlier run's; the in-toto statement names the same digest)."""
+    old = atomic.read_json(paths.provenance(plan)) or {}
+    facts = {**old.get("facts", {}), "early_cutoff": action}
+    provenance.write(
+        plan,
+        stage="build",
+        inputs=inputs,
+        params=p,
+        facts=facts,
+        host=old.get("host"),
+        artifact_sha256=old.get("artifact", {}).get("sha256"),
+    )
     return facts
 
 

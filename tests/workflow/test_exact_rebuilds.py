@@ -151,6 +151,21 @@ def test_reverting_a_change_gets_the_same_plans_back_without_building(tmp_path):
     if changed == first_a:
         pytest.fail("the edit must have changed a's plans for this test to mean anything")
     assert not planned_jobs(run(work, "-n", configfile=config).out), proc.out[-2000:]
+    # a tolerance change re-validates (the variant's parity, the plans' validation) and builds nothing
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["models"]["a"]["tolerances"] = {"fp16": {"outputs": {"y": {"min_cosine": 0.5}}}}
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    started = __import__("time").time()
+    run(work, configfile=config)
+    assert _plans(work, "a") == first_a
+    fp16_logs = [
+        p.read_text()
+        for p in (work / "artifacts" / "logs" / "build").glob("*a*fp16*.log")
+        if p.stat().st_mtime >= started
+    ]
+    assert fp16_logs and all("early cutoff" in t for t in fp16_logs), fp16_logs
 
 
 def test_a_stored_output_damaged_in_place_is_never_restored(tmp_path, monkeypatch):
