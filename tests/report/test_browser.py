@@ -93,6 +93,7 @@ def test_overview_numbers_links_filter_and_screenshot(zoo, browser, tmp_path):
     for outcome in ("pass", "fail", "not-run", "skipped", "failed"):
         assert shown[outcome] == summary["overview"]["outcomes"][outcome] == sum(p["status"] == outcome for p in plans)
     assert shown["not-run"] == 11 and shown["skipped"] == 1  # the tiny zoo here: no GPU, fp8 not on sm86
+    browser.find_element(By.CSS_SELECTOR, "details#reasons summary").click()  # folded below the grid: open it
     reasons = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#overview li.reason")]
     no_gpu = [r for r in reasons if "plan_execution" in r and "no CUDA GPU" in r]
     assert len(no_gpu) == 1 and f"(all {shown['not-run']})" in no_gpu[0], reasons
@@ -151,3 +152,36 @@ def test_model_pages_show_numbers_and_every_link_resolves(zoo, browser):
             if p["status"] != "skipped":
                 assert {"plan", "provenance", "intoto", "validation", "build_log"} <= set(p["links"])
                 assert "validate_log" not in p["links"]
+
+
+def test_the_index_opens_with_what_can_ship(zoo, browser):
+    """The first screen is the model × precision grid (verdict, accuracy, how it was established), equal to
+    summary.json's; the reasons are folded below it until opened."""
+    from selenium.webdriver.common.by import By
+
+    summary = json.loads((zoo / paths.REPORT_JSON).read_text())
+    grid = summary["overview"]["grid"]
+    browser.get((zoo / paths.REPORT_HTML).as_uri())
+    table = browser.find_element(By.ID, "grid")
+    assert table.is_displayed() and table.location["y"] < 300  # at the top, not below ~2,800 px of reasons
+    shown = {}
+    for row in browser.find_elements(By.CSS_SELECTOR, "#grid tbody tr"):
+        for td in row.find_elements(By.CSS_SELECTOR, "td.ship"):
+            if td.get_attribute("data-verdict"):
+                shown[(row.get_attribute("data-model"), td.get_attribute("data-precision"))] = td
+    assert set(shown) == {(m, p) for m, row in grid.items() for p in row}
+    for (m, p), td in shown.items():
+        cell = grid[m][p]
+        assert td.get_attribute("data-verdict") == cell["verdict"]
+        assert cell["label"] in td.text and (cell["accuracy"] or "") in td.text
+        if cell["established"]:
+            assert cell["established"] in td.text
+    # no GPU here: nothing is "verified on GPU"; the fp32 plans' ONNX variants matched in onnxruntime
+    assert all(c["verdict"] != "verified" for row in grid.values() for c in row.values())
+    assert {row["fp32"]["verdict"] for row in grid.values() if "fp32" in row} == {"onnx-verified"}
+    reasons = browser.find_elements(By.CSS_SELECTOR, "#overview li.reason")
+    assert reasons and not any(r.is_displayed() for r in reasons)  # folded
+    browser.find_element(By.CSS_SELECTOR, "details#reasons summary").click()
+    assert all(r.is_displayed() for r in reasons)
+    text = browser.find_element(By.TAG_NAME, "body").text
+    assert "{target}" not in text and "None" not in text
