@@ -29,6 +29,8 @@ def zoo(built, tmp_path):
     shutil.copytree(built, work, symlinks=True)
     for kind in ("plans", "validation"):
         shutil.copytree(work / f"artifacts/tiny_mlp/{kind}/{NEW}", work / f"artifacts/tiny_mlp/{kind}/{OLD}")
+    for record in (work / "artifacts/tiny_mlp").glob(f"*/{OLD}/*/*/*.json"):  # the copies' records name their paths
+        record.write_text(record.read_text().replace(f"{NEW}/", f"{OLD}/"))
     return work
 
 
@@ -48,7 +50,14 @@ def record_latency(work, key, precision, p50, p99):
         "status": "pass",
         "reason": "all outputs within tolerance",
         "comparison": {"status": "pass", "outputs": {"scores": {"max_abs": 1e-4}}},
-        "performance": {"latency_ms": {"p50": p50, "p99": p99}},
+        "performance": {
+            "latency_ms": {"p50": p50, "p90": p99, "p99": p99, "mean": p50, "min": p50},
+            "throughput_per_s": 4000.0 / p50,
+            "batch": 4,
+            "iterations": 100,
+            "warmup": 10,
+            "shapes": {"features": [4, 16]},
+        },
     }
     path.write_text(json.dumps(val))
 
@@ -92,7 +101,7 @@ def test_a_candidate_over_budget_is_held_and_the_summary_names_budget_and_plans(
     assert f"held: the live key stays {OLD}" in proc.stdout
     verdict = json.loads((zoo / gate.COMPARISON).read_text())
     assert verdict["outcome"] == "fail" and {f["budget"] for f in verdict["failed"]} == {"size", "latency"}
-    assert gate.read_live(zoo)["live"] == OLD
+    assert gate.read_live(zoo)["live"] == OLD and (zoo / paths.plan("tiny_mlp", OLD, "89", "fp16")).exists()
     # a person may override the gate; the record says so
     proc = ops("promote", NEW, "--force", "--configfile", config(zoo), work=zoo)
     assert proc.returncode == 0 and gate.read_live(zoo)["live"] == NEW
@@ -108,3 +117,19 @@ def test_rollback_without_history_is_one_line(tmp_path):
     proc = cli("rollback", "-d", tmp_path)
     assert proc.returncode == 1 and "no earlier promoted key" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_the_nightly_holds_a_regressed_candidate_and_exits_non_zero(zoo):
+    from engine_factory.ops import scheduled
+
+    gate.set_live(zoo, OLD, action="promote", why="stand-in for the night before")
+    record_latency(zoo, OLD, "fp16", 1.0, 2.0)
+    record_latency(zoo, NEW, "fp16", 1.0, 2.5)  # p99 +25 %
+    code, summary = scheduled.run(str(zoo), [config(zoo)], cores="2")
+    assert summary["run"]["rc"] == 0 and summary["verify"]["ok"], summary
+    assert code == 1 and summary["gate"]["outcome"] == "fail" and not summary["gate"]["promoted"]
+    assert [f["budget"] for f in summary["gate"]["failed"]] == ["latency"]
+    text = (zoo / "artifacts/scheduled/last-run.md").read_text()
+    assert "- gate: HELD: 1 budget(s) failed; live key rtx-1.6.1.120" in text
+    assert f"failed latency: {paths.plan('tiny_mlp', NEW, '89', 'fp16')}: latency_p99_ms 2.000 -> 2.500" in text
+    assert gate.read_live(zoo)["live"] == OLD and (zoo / paths.plan("tiny_mlp", OLD, "89", "fp16")).exists()

@@ -1,7 +1,8 @@
 """The scheduled run (cron / systemd timer): run the factory, then status and verify, and leave a short summary of
 what changed since the last run in artifacts/scheduled/:
 
-  last-run.md / last-run.json   new keys built, plans built, re-validated only, removed, failed; status; verify
+  last-run.md / last-run.json   new keys built, plans built, re-validated only, removed, failed; status; verify;
+                                the upgrade gate's verdict (ops/promote.py: promoted, or held with exit status 1)
   history.jsonl                 one line per run
   snapshot.json                 plans and validations on disk after the run (the next run compares with it)
   run.log                       the factory's (Snakemake's) output
@@ -19,8 +20,10 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..atomic import read_json
+from ..deploy.gate import COMPARISON
+from ..errors import FactoryError
 from ..outcomes import Outcome
-from . import emit, load_config, operation_parser, runs, status, verify
+from . import emit, load_config, operation_parser, promote, runs, status, verify
 from .snakemake import command as snakemake_command
 
 DIR = "scheduled"
@@ -116,6 +119,11 @@ def render(summary: dict) -> str:
             f"- status: {c['current']} current, {c['stale']} stale, {c['missing']} missing; "
             f"{summary['status']['not_produced']} plans of keys no longer produced (kept)"
         )
+    if "gate" in summary:
+        g = summary["gate"]
+        verdict = ("promoted" if g.get("promoted") else "HELD") if g["outcome"] != Outcome.NOT_RUN else "not-run"
+        lines.append(f"- gate: {verdict}: {g['reason']}" + (f"; live key {g['now_live']}" if g.get("now_live") else ""))
+        lines += [f"  - failed {f['budget']}: {f['plan']}: {f['detail']}" for f in g.get("failed", [])[:8]]
     if "verify" in summary:
         v = summary["verify"]
         lines.append(
@@ -183,6 +191,7 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
         "failed": failed,
         "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
+        "gate": _gate(directory, configfiles, rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"]),
     }
     atomic.write_json(out / "last-run.json", summary)
     with atomic.atomic_path(out / "last-run.md") as tmp:
@@ -206,7 +215,21 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
         )
     atomic.write_json(out / "snapshot.json", after)
     code = 0 if rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"] else 1
-    return code, summary
+    return (1 if summary["gate"]["outcome"] == Outcome.FAIL else code), summary
+
+
+def _gate(directory: str, configfiles, complete: bool) -> dict:
+    """The upgrade gate (ops/promote.py) once the run is complete: the candidate is promoted or held (exit 1)."""
+    if not complete:
+        return {"outcome": Outcome.NOT_RUN, "reason": "the run is not complete: nothing is promoted"}
+    from ..config import load
+
+    try:
+        v = promote.promote(directory, load(configfiles or (), workdir=directory), configfiles)
+    except FactoryError as e:
+        return {"outcome": Outcome.NOT_RUN, "reason": str(e)}
+    keep = ("outcome", "reason", "live", "candidate", "failed", "promoted", "now_live")
+    return {k: v[k] for k in keep} | {"comparison": COMPARISON}
 
 
 def add_parser(subparsers) -> None:
