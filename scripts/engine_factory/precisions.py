@@ -12,8 +12,9 @@ DEFAULT_TOLERANCES = {
     # Elementwise |a-g| <= atol + rtol*|g| on every output, plus cosine similarity; classifier outputs also
     # need top-1 agreement. Quantized variants are judged at task level (cosine, top-1), not elementwise.
     "fp32": {"atol": 1e-4, "rtol": 1e-3, "min_cosine": 0.9999},
-    "fp16": {"atol": 1e-2, "rtol": 1e-2, "min_cosine": 0.999},
-    "bf16": {"atol": 5e-2, "rtol": 5e-2, "min_cosine": 0.995},
+    # dense maps (task kind "dense"): a share of values may miss atol/rtol in fp16/bf16 (edges, near-ties)
+    "fp16": {"atol": 1e-2, "rtol": 1e-2, "min_cosine": 0.999, "max_mismatch_fraction": 1e-3},
+    "bf16": {"atol": 5e-2, "rtol": 5e-2, "min_cosine": 0.995, "max_mismatch_fraction": 1e-3},
     "int8": {"min_cosine": 0.98, "min_top1_agreement": 0.9},
     "fp8": {"min_cosine": 0.97, "min_top1_agreement": 0.85},
 }

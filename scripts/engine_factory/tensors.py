@@ -122,7 +122,6 @@ KINDS = ("classifier", "embedding", "boxes", "regression", "dense", "generic")
 # What each kind is judged by beyond cosine (config/README "Tolerances"): a classifier by top-k agreement, an
 # embedding by cosine alone (its arg-max means nothing), boxes/regression by the largest absolute error in the
 # output's units, a dense map elementwise with a share of values allowed outside (`max_mismatch_fraction`).
-DENSE_MISMATCH_FRACTION = 1e-3  # a dense map's default: 0.1 % of its values may miss atol/rtol (edges, ties)
 _EMBEDDING_NAME = re.compile(r"emb|feat|vector|descriptor|hidden|latent|pool", re.I)
 _BOX_NAME = re.compile(r"box|bbox|coord", re.I)
 _CLASS_NAME = re.compile(r"logit|prob|score|class|cls|label", re.I)
@@ -167,7 +166,7 @@ def _judge(name: str, kind: str, actual, exp, m: dict, tol: dict) -> list[str]:
     both = np.isfinite(a) & np.isfinite(e)  # non-finite positions are judged by the caller
     if "atol" in tol and "rtol" in tol and kind not in ("embedding",):
         bad = both & (np.abs(np.where(both, a - e, 0)) > tol["atol"] + tol["rtol"] * np.abs(np.where(both, e, 0)))
-        allowed = tol.get("max_mismatch_fraction", DENSE_MISMATCH_FRACTION) if kind == "dense" else 0.0
+        allowed = tol.get("max_mismatch_fraction", 0.0) if kind == "dense" else 0.0
         m["mismatch_fraction"] = float(bad.mean()) if bad.size else 0.0
         if bad.any() and m["mismatch_fraction"] > allowed:
             share = f" (more than the {allowed:g} allowed)" if allowed else ""

@@ -58,6 +58,8 @@ def test_a_dense_map_with_a_few_values_off():
     r = compare_outputs({"maps": off}, golden, FP16)
     assert r["outputs"]["maps"]["kind"] == "dense" and r["status"] == "pass", r["reason"]
     assert abs(r["outputs"]["maps"]["mismatch_fraction"] - 388 / g.size) < 1e-9
+    fp32 = DEFAULT_TOLERANCES["fp32"]  # fp32 allows no share off by default
+    assert compare_outputs({"maps": off}, golden, {**fp32, "min_cosine": 0.99})["status"] == "fail"
     strict = {**FP16, "outputs": {"maps": {"max_mismatch_fraction": 0}}}
     r = compare_outputs({"maps": off}, golden, strict)
     assert r["status"] == "fail" and "388 of 409600 values" in r["reason"]

@@ -45,8 +45,9 @@ def _sci(x) -> str:
     return "0" if x == 0 else f"{x:.2e}" if abs(x) < 1e-3 or abs(x) >= 1e4 else f"{x:.4g}"
 
 
-def tolerance_text(tol: dict | None, output: str) -> str:
-    """The bounds one output was held to (the precision's, with the output's own overrides)."""
+def tolerance_text(tol: dict | None, output: str, kind: str | None = None) -> str:
+    """The bounds one output was held to (the precision's, with the output's own overrides), by its task kind (the
+    config's, else the one the comparison inferred)."""
     if not tol:
         return ""
     t = {**{k: v for k, v in tol.items() if k != "outputs"}, **(tol.get("outputs") or {}).get(output, {})}
@@ -55,8 +56,16 @@ def tolerance_text(tol: dict | None, output: str) -> str:
         parts.append(f"|Δ| ≤ {t['atol']:g} + {t['rtol']:g}·|golden|")
     if "min_cosine" in t:
         parts.append(f"cosine ≥ {t['min_cosine']:g}")
-    if "min_top1_agreement" in t:
-        parts.append(f"top-1 ≥ {t['min_top1_agreement']:g}")
+    kind = t.get("kind") or kind
+    if "min_top1_agreement" in t and kind in (None, "classifier"):
+        parts.append(f"top-{t.get('top_k', 1)} ≥ {t['min_top1_agreement']:g}")
+    if kind in ("boxes", "regression"):
+        limit = t.get("max_abs_error")
+        parts.append(f"max |Δ| ≤ {limit:g}" if limit is not None else "max |Δ| ≤ 1% of the golden's spread")
+    if kind == "dense" and t.get("max_mismatch_fraction"):
+        parts.append(f"≤ {t['max_mismatch_fraction']:g} of values outside")
+    if kind:
+        parts.insert(0, kind)
     return "; ".join(parts)
 
 
