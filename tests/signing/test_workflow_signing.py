@@ -12,7 +12,7 @@ from deploy.triton_zoo import write_models, zoo_config
 
 from engine_factory import paths, signing
 
-from helpers import build_once, dry_run
+from helpers import build_once, cli, dry_run
 
 
 def write_zoo(root: Path, key: str | None = "keys/factory.key") -> Path:
@@ -47,6 +47,24 @@ def test_the_workflow_signs_plans_and_model_directories(tmp_path):
     body = "".join(private.splitlines()[1:-1])[:40]
     assert not [f for f in work.rglob("*") if f.is_file() and body.encode() in f.read_bytes()]
     assert dry_run(work, configfile=built["config"]) == []  # signed: a rerun does nothing
+
+    # verify checks every signature against the config's key; the envelopes and model.sig are records, not orphans
+    proc = cli("verify", "-d", work, "--configfile", built["config"], "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["ok"], proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert report["signatures"]["plans"] == {"signed": len(plans)}, report["signatures"]
+    assert report["signatures"]["repositories"] == {"signed": 1}
+    # ready with the public key goes past the signature; a changed file in the directory is refused, exit 4
+    pub = zoo / "keys/factory.key.pub"
+    proc = cli("ready", model_dir, "--trusted-key", pub, "--json")
+    assert json.loads(proc.stdout)["repositories"][0]["signature"]["state"] == "signed", proc.stdout
+    assert proc.returncode != 4
+    config = model_dir / "config.pbtxt"
+    original = config.read_bytes()
+    config.write_bytes(original + b"\n")
+    proc = cli("ready", model_dir, "--trusted-key", pub, "--json")
+    assert proc.returncode == 4 and json.loads(proc.stdout)["verdict"] == "refused", proc.stdout
+    config.write_bytes(original)
 
     # a new key (rotation): every signature is made again, nothing else runs
     shutil.move(zoo / "keys/factory.key", zoo / "keys/old.key")

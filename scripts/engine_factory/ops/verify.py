@@ -351,7 +351,7 @@ def render(report: dict) -> str:
     ]
     sig = report.get("signatures") or {}
     if sig:
-        tally = ", ".join(f"{n} {s}" for s, n in sorted(sig["plans"].items())) or "no plans"
+        tally = ", ".join(f"{n} {s}" for s, n in sorted(sig["plans"].items())) or "none"
         lines.append(
             f"signatures: plans {tally}"
             + (
