@@ -244,9 +244,30 @@ def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
     )
 
 
+def reachable_ops(graph_def) -> set[str]:
+    """The op types the graph's nodes run, following the functions they name (StatefulPartitionedCall's `f`, While's
+    cond/body, a function called by its name as an op) through the library."""
+    library = {f.signature.name: f for f in graph_def.library.function}
+    ops, seen, todo = set(), set(), [graph_def.node]
+    while todo:
+        for node in todo.pop():
+            ops.add(node.op)
+            called = [node.op] if node.op in library else []
+            for attr in node.attr.values():
+                called += [attr.func.name] if attr.HasField("func") else []
+                called += [f.name for f in attr.list.func]
+            for name in called:
+                if name in library and name not in seen:
+                    seen.add(name)
+                    todo.append(library[name].node_def)
+    return ops
+
+
 def refuse_unsafe_ops(graph_def, *, model: str, allowed=()) -> None:
-    """Refuse a graph that would read or write files or call Python when it runs (UNSAFE_OPS), naming the ops."""
-    ops = {n.op for n in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
+    """Refuse a graph that would read or write files or call Python when it runs (UNSAFE_OPS), naming the ops.
+    Judged on what the graph's nodes reach (library functions they call, transitively): a re-saved SavedModel's
+    library may hold its saver functions (SaveV2, MergeV2Checkpoints) that the serving signature never runs."""
+    ops = reachable_ops(graph_def)
     bad = sorted((ops & UNSAFE_OPS) - set(allowed))
     if bad:
         raise FactoryError(
