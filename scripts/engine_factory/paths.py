@@ -272,6 +272,7 @@ OUTSIDE_CHAIN = {
     "scheduled",
     "failed",
     "triton",
+    "gate",
 }  # top-level dirs of ROOT
 _TEMPORARY = re.compile(r"\.tmp\d+(\.|$)")  # scripts/engine_factory/atomic.py's names: `<stem>.tmp<pid><suffix>`
 

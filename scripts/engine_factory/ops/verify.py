@@ -5,6 +5,8 @@
   missing   a file the provenance names that is not on disk: a sidecar's artifact, an input, an input's sidecar
   orphaned  a file under artifacts/ that nothing accounts for: an artifact without a sidecar, a validation or parity
             result whose plan/ONNX is gone, a statement without its plan, a temporary leftover
+  foreign   (a warning) a file under artifacts/ where no stage writes (artifacts/notes/todo.txt) or a folder symlink
+            out of artifacts/: reported and kept, never followed, never repaired
   stale     (a warning) an artifact made from an earlier version of an input that has since been legitimately
             re-made or replaced (the input matches its own sidecar, or is a source file such as a checkpoint):
             the factory has not re-run yet, or the artifact belongs to a key this host no longer builds
@@ -22,8 +24,10 @@ as `in-flight`, and the verdict says a run is in progress.
 `--repair` (run by `make scheduled` before the factory) removes what a rerun must make again: a damaged artifact
 (content differs from its record) with its record, statement and results; temporary and orphaned files; and
 everything made from an artifact that is gone (it can no longer be verified), so the next run rebuilds the chain
-from the nearest artifact still intact. Snakemake itself never re-makes a missing intermediate while what was made
-from it is up to date (measured), which is why repair removes the latter. It refuses to run during a run.
+from the nearest artifact still intact. Every path is resolved before it is deleted: only a relative path inside the
+real artifacts/ reached without a symlink is removed; a record naming anything else (absolute, `..`, through a folder
+symlink) is reported as tampered and not obeyed. Snakemake itself never re-makes a missing intermediate while what was
+made from it is up to date (measured), which is why repair removes the latter. It refuses to run during a run.
 
 Signatures (scripts/engine_factory/signing.py), where the config names a signing key or trusted public keys
 (`--configfile`): each plan's DSSE envelope and each Triton model directory's model.sig are checked against those keys
@@ -37,6 +41,7 @@ plan or directory is gone). Without keys configured, plans are reported unsigned
 from __future__ import annotations
 
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -49,13 +54,17 @@ from .runs import state
 
 FAILING = ("tampered", "missing", "orphaned")
 SIGNATURE_KINDS = (signing.UNSIGNED, signing.BAD, signing.UNKNOWN, signing.REVOKED)  # fail where keys are configured
+MAX_HASHED_BYTES = 64 << 30  # the largest file verify reads (ONNX stops at 2 GB; plans and checkpoints fit)
+UNHASHED = "-" * 64  # the digest of a file verify refuses to read: no sha256 equals it
+FACTORY_DIRS = {p.split("/")[2] for p in (paths.FROZEN, paths.ONNX, paths.GOLDEN, paths.PARITY, paths.PLAN)}
 
 
 class _Check:
     """The files of one workflow directory, hashed at most once each, and the problems found."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, root: str = paths.ROOT):
         self.base, self.cache, self.files, self.problems, self.accounted = base, {}, 0, [], set()
+        self.root = Path(os.path.abspath(base / root))
 
     def path(self, p: str) -> Path:
         return Path(p) if os.path.isabs(p) else self.base / p
@@ -63,12 +72,48 @@ class _Check:
     def exists(self, p: str) -> bool:
         return self.path(p).exists()
 
+    def unhashable(self, p: str) -> str | None:
+        """Why `p` is not hashed (None: it is): only a regular file of bounded size is read, so a record naming
+        /dev/zero, a FIFO or a terabyte cannot hang verify (and with it the nightly)."""
+        try:
+            st = os.stat(self.path(p))
+        except OSError:
+            return None  # missing: reported as missing
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file (never opened)"
+        if st.st_size > MAX_HASHED_BYTES:
+            return f"{st.st_size} bytes, larger than the {MAX_HASHED_BYTES >> 30} GiB verify hashes"
+        return None
+
     def digest(self, p: str) -> str | None:
         if p not in self.cache:
             full = self.path(p)
-            self.cache[p] = sha256(full, cached=False) if full.exists() else None
-            self.files += full.exists()
+            if self.unhashable(p):
+                self.cache[p] = UNHASHED  # equals no recorded sha256: a mismatch, never a read
+            else:
+                self.cache[p] = sha256(full, cached=False) if full.exists() else None
+                self.files += full.exists()
         return self.cache[p]
+
+    def owned(self, p: str) -> Path | None:
+        """`p` as a path the factory may delete, else None: relative, inside the real artifacts/ (after `..`), and
+        reached without a symlink between artifacts/ and the file (a folder symlink out of it is never followed).
+        The file itself may be a symlink: unlinking it removes the link, not its target."""
+        if os.path.isabs(p):
+            return None
+        full = Path(os.path.normpath(os.path.abspath(self.base / p)))
+        if full == self.root or not full.is_relative_to(self.root):
+            return None
+        try:
+            if full.parent.resolve() != self.root.resolve() / full.parent.relative_to(self.root):
+                return None
+        except OSError:
+            return None
+        return full
+
+    def outside(self, p: str) -> bool:
+        """An artifact path a record cannot name: absolute, outside artifacts/, or through a symlink out of it."""
+        return self.owned(p) is None
 
     def problem(self, kind, path, detail, via=None):
         self.problems.append({"kind": kind, "path": path, "detail": detail, **({"via": via} if via else {})})
@@ -86,6 +131,9 @@ def _check_record(c: _Check, side: str) -> bool:
         return False
     art = record["artifact"]
     path = art["path"]
+    if c.outside(path):  # damage to report, never an order: repair removes this record, not what it names
+        c.problem("tampered", side, f"sidecar names artifact {path}, outside {paths.ROOT}/ (not obeyed)")
+        return False
     c.accounted.add(path)
     if path != side[: -len(paths.SIDECAR_SUFFIX)]:
         c.problem("tampered", side, f"sidecar names artifact {path}, not the file beside it")
@@ -93,7 +141,10 @@ def _check_record(c: _Check, side: str) -> bool:
         c.problem("missing", path, "artifact of this provenance sidecar is missing", via=side)
         return False
     found, ok = c.digest(path), True
-    if found != art["sha256"]:
+    if why := c.unhashable(path):
+        c.problem("tampered", path, why)
+        ok = False
+    elif found != art["sha256"]:
         c.problem("tampered", path, f"sha256 {found[:12]}… differs from its provenance ({art['sha256'][:12]}…)")
         ok = False
     elif "size" in art and c.path(path).is_file() and c.path(path).stat().st_size != art["size"]:
@@ -116,6 +167,9 @@ def _check_input(c: _Check, entry: dict, path: str, side: str) -> bool:
             f"provenance of input {ipath} is missing (the chain to the checkpoint is broken)",
             via=side,
         )
+        return False
+    if why := c.unhashable(ipath):  # e.g. a record naming /dev/zero: damage, never read
+        c.problem("tampered", side, f"input '{entry['label']}' {ipath} is {why}")
         return False
     if c.digest(ipath) == entry["sha256"]:
         return True
@@ -215,12 +269,19 @@ def _check_unaccounted(c: _Check, root: str) -> None:
     top = c.base / root
     model_dirs = [d for d in top.iterdir() if d.is_dir() and d.name not in paths.OUTSIDE_CHAIN] if top.is_dir() else []
     for model_dir in sorted(model_dirs):
+        if model_dir.is_symlink():  # never followed: what lies behind it is not the factory's to judge or delete
+            rel = model_dir.relative_to(c.base).as_posix()
+            c.problem("foreign", rel, f"a folder symlink to {os.readlink(model_dir)}: not followed, never repaired")
+            continue
         for f in sorted(model_dir.rglob("*")):
             rel = f.relative_to(c.base).as_posix()
             if not f.is_file() or rel in c.accounted or paths.is_record(rel) or rel.endswith(".lock"):
                 continue
             owner = paths.owner_of(rel)
-            if paths.is_temporary(rel):
+            if rel.split("/")[2:3] == [f.name] or rel.split("/")[2] not in FACTORY_DIRS:
+                # no stage writes here (e.g. artifacts/notes/todo.txt): the user's file, reported and kept
+                c.problem("foreign", rel, "not a file the factory makes: kept (move it out of artifacts/)")
+            elif paths.is_temporary(rel):
                 c.problem("orphaned", rel, "temporary file left by an interrupted stage")
             elif owner is not None:
                 if not c.exists(owner):
@@ -237,7 +298,7 @@ def verify(
     if repair and run["in_progress"]:
         pids = ", ".join(f"pid {r['pid']}" for r in run["runs"])
         raise RunInProgress(f"a factory run is in progress here ({pids}): repair after it ends")
-    c = _Check(Path(directory))
+    c = _Check(Path(directory), root)
     sidecars = c.relative(f"*{paths.SIDECAR_SUFFIX}", root)
     plans_ok = sum(_check_record(c, side) and side.endswith("model.plan" + paths.SIDECAR_SUFFIX) for side in sidecars)
     statements = _check_statements(c, root)
@@ -247,7 +308,10 @@ def verify(
     if run["in_progress"]:
         _set_in_flight(c, min(r["started"] for r in run["runs"]))
     removed = _repair(c, root) if repair else []
-    counts = {k: sum(p["kind"] == k for p in c.problems) for k in (*FAILING, *SIGNATURE_KINDS, "stale", "in-flight")}
+    counts = {
+        k: sum(p["kind"] == k for p in c.problems)
+        for k in (*FAILING, *SIGNATURE_KINDS, "stale", "in-flight", "foreign")
+    }
     return {
         "ok": not any(counts[k] for k in (*FAILING, *SIGNATURE_KINDS)),
         "signatures": signatures,
@@ -333,8 +397,10 @@ def _repair(c: _Check, root: str) -> list[str]:
         doomed.update({paths.REPORT_JSON, paths.REPORT_HTML, paths.OUTCOME})  # its inputs change: it must run again
     removed = []
     for path in sorted(doomed):
-        full = c.path(path)
-        if full.is_file() or full.is_symlink():
+        full = c.owned(path)  # resolved before any delete: nothing outside the real artifacts/, no symlink followed
+        if full is None:
+            c.problem("tampered", path, f"repair refused: outside {paths.ROOT}/ or behind a symlink (not deleted)")
+        elif full.is_file() or full.is_symlink():
             full.unlink()
             removed.append(path)
     return removed
@@ -347,7 +413,7 @@ def render(report: dict) -> str:
         f"{report.get('repositories', 0)} Triton repositories, "
         f"{report['files_hashed']} files hashed in {report['seconds']} s; {report['plans_verified']} plans "
         f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
-        f"{c['orphaned']}, stale {c['stale']}"
+        f"{c['orphaned']}, stale {c['stale']}" + (f", foreign {c['foreign']} (kept)" if c.get("foreign") else "")
     ]
     sig = report.get("signatures") or {}
     if sig:
@@ -407,7 +473,9 @@ def add_parser(subparsers) -> None:
 
 
 def main(args) -> int:
-    cfg = load_config(args)
+    # keys come from the zoo's config only when named: the demo default configures none, and loading it would check
+    # checkpoints that a directory verified on its own need not have
+    cfg = load_config(args) if args.configfile else {}
     trust = signing.Trust.from_config(cfg) if signing.checking(cfg) else None
     report = verify(args.directory, repair=args.repair, trust=trust)
     emit(report, render, args.json)
