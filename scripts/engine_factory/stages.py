@@ -46,6 +46,12 @@ def _record(artifact, stage, inputs, params, facts):
     return facts
 
 
+def _result(out: str, stage: str, inputs: dict, params: dict) -> dict:
+    """A result (parity, validation) gets its own provenance record, as an artifact does: `verify` then re-hashes what
+    the report and deploy read (a damaged or edited verdict is tampered, one made from an earlier plan is stale)."""
+    provenance.write(out, stage=stage, inputs=inputs, params=params)
+
+
 def _recorded(stage: str, params: dict) -> dict:
     """What a result without a sidecar (parity, validation) records of how it was made, for `status`."""
     return {"params": params, "tools": provenance.stage_tools(stage)}
@@ -134,6 +140,7 @@ def precision(inputs, outputs, p):
             else None
         ),
     )
+    _result(outputs["parity"], "precision", {"onnx": outputs["onnx"], "golden": inputs["golden"]}, p)
     return facts
 
 
@@ -161,8 +168,9 @@ def parity(inputs, outputs, p):
     """The exported and the simplified ONNX of one model against its golden outputs."""
     from .validation.validate import write_parity
 
-    return {
-        variant: write_parity(
+    facts = {}
+    for variant in ("export", "sim"):
+        facts[variant] = write_parity(
             outputs[variant],
             onnx_path=inputs[variant],
             golden_path=inputs["golden"],
@@ -170,8 +178,8 @@ def parity(inputs, outputs, p):
             variant=variant,
             recorded=_recorded("parity", p),
         )
-        for variant in ("export", "sim")
-    }
+        _result(outputs[variant], "parity", {"onnx": inputs[variant], "golden": inputs["golden"]}, p)
+    return facts
 
 
 @runner("build")
@@ -325,7 +333,7 @@ def _validate_one(inputs, out, plan, p, cc):
     # otherwise execution reports not-run with the reason.
     with pinned_gpu_if(bool(gpus_of(host, cc)), host, cc, model=p["model"]) as gpu:
         run_host = {**host, "gpus": [gpu]} if gpu else host
-        return validate_plan(
+        verdict = validate_plan(
             out,
             plan=plan,
             parity=inputs["parity"],
@@ -341,6 +349,8 @@ def _validate_one(inputs, out, plan, p, cc):
             onnx_path=inputs["onnx"],
             recorded=_recorded("validate", p),
         )
+    _result(out, "validate", {"plan": plan, "parity": inputs["parity"], "golden": inputs["golden"]}, p)
+    return verdict
 
 
 @runner("deploy")

@@ -2,6 +2,7 @@
 always finishes, and what it cannot account for it reports and keeps. Each test failed on the code before the fix."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from engine_factory import paths
 from engine_factory.fingerprint import sha256
 from engine_factory.ops import verify
+
+from helpers import build_once, load_test_config, snakemake
 
 
 def record(work: Path, artifact: str, *, sha: str, inputs=(), side: str | None = None) -> Path:
@@ -105,3 +108,79 @@ def test_an_artifact_record_naming_a_device_is_refused(work):
     record(work, "/dev/zero", sha="4" * 64, side=paths.provenance(paths.onnx("m")))
     report = verify.verify(str(work))
     assert not report["ok"] and report["files_hashed"] == 0
+
+
+# What verify vouches for, on a real run: results (parity, validation) carry their own records, and the report's
+# summary.json must say what the validations say (issue 25, point 4).
+
+KEY = "rtx-1.7.1.116"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return build_once(tmp_path_factory.mktemp("nightly"), load_test_config("ops"))["work"]
+
+
+@pytest.fixture
+def zoo(built, tmp_path):
+    copy = tmp_path / "zoo"
+    shutil.copytree(built, copy, symlinks=True)
+    return copy
+
+
+def validation_of(precision: str) -> str:
+    return paths.validation("tiny_mlp", KEY, "89", precision)
+
+
+def test_every_result_has_its_record_and_verify_is_clean(built):
+    results = [validation_of("fp32"), validation_of("fp16"), paths.parity("tiny_mlp", "export")]
+    for result in results:
+        record = json.loads((built / paths.provenance(result)).read_text())
+        assert record["artifact"]["sha256"] == sha256(built / result, cached=False)
+    report = verify.verify(str(built))
+    assert report["ok"] and report["problems"] == [], report["problems"]
+
+
+@pytest.mark.parametrize("damage", ["emptied", "halved", "zeroed", "forged"])
+def test_a_damaged_validation_is_tampered_and_repair_makes_it_again(zoo, damage):
+    """Before: a damaged validation was at most a 'stale' warning, and the report went on showing it."""
+    v = zoo / validation_of("fp32")
+    data = v.read_bytes()
+    v.write_bytes(
+        {
+            "emptied": b"",
+            "halved": data[: len(data) // 2],
+            "zeroed": bytes(len(data)),
+            "forged": data.replace(b'"status": "not-run"', b'"status": "pass"', 1),
+        }[damage]
+    )
+    assert v.read_bytes() != data
+    report = verify.verify(str(zoo))
+    assert not report["ok"]
+    assert {"tampered"} <= {p["kind"] for p in report["problems"] if p["path"] == validation_of("fp32")}
+    repaired = verify.verify(str(zoo), repair=True)
+    assert validation_of("fp32") in repaired["removed"] and paths.REPORT_JSON in repaired["removed"]
+    snakemake(zoo)
+    after = verify.verify(str(zoo))
+    assert after["ok"] and after["counts"]["stale"] == 0, after["problems"]
+    assert json.loads(v.read_text())["status"] == json.loads(data)["status"]
+
+
+def test_a_summary_that_disagrees_with_its_validations_is_tampered(zoo):
+    summary = zoo / paths.REPORT_JSON
+    doc = json.loads(summary.read_text())
+    cell = next(c for c in doc["plans"] if c.get("links", {}).get("validation"))
+    cell["status"] = "fail" if cell["status"] != "fail" else "pass"
+    summary.write_text(json.dumps(doc))
+    report = verify.verify(str(zoo))
+    assert not report["ok"]
+    assert [p["path"] for p in report["problems"]] == [paths.REPORT_JSON], report["problems"]
+    summary.write_bytes(summary.read_bytes()[:100])  # halved by a power cut
+    assert "not the report's summary" in verify.verify(str(zoo))["problems"][0]["detail"]
+
+
+def test_a_result_made_before_results_had_records_is_a_stale_warning(zoo):
+    (zoo / paths.provenance(validation_of("fp16"))).unlink()
+    report = verify.verify(str(zoo))
+    assert report["ok"] and [p["kind"] for p in report["problems"]] == ["stale"], report["problems"]
+    assert "without a provenance record" in report["problems"][0]["detail"]

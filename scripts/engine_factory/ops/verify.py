@@ -40,6 +40,7 @@ plan or directory is gone). Without keys configured, plans are reported unsigned
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -47,12 +48,15 @@ from pathlib import Path
 
 from .. import paths, signing
 from ..atomic import read_json
+from ..deploy.triton import read_config
 from ..errors import FactoryError, RunInProgress
 from ..fingerprint import sha256
+from ..outcomes import Outcome
 from . import emit, load_config, operation_parser
 from .runs import state
 
 FAILING = ("tampered", "missing", "orphaned")
+VERDICTS = {Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN}  # a summary cell with another status (failed, skipped, damaged) names no verdict
 SIGNATURE_KINDS = (signing.UNSIGNED, signing.BAD, signing.UNKNOWN, signing.REVOKED)  # fail where keys are configured
 MAX_HASHED_BYTES = 64 << 30  # the largest file verify reads (ONNX stops at 2 GB; plans and checkpoints fit)
 UNHASHED = "-" * 64  # the digest of a file verify refuses to read: no sha256 equals it
@@ -217,8 +221,6 @@ def _check_repositories(c: _Check, root: str) -> int:
     """Each Triton model directory (scripts/engine_factory/deploy/triton.py): its config.pbtxt (whose own sha256 and
     inputs the record pass checks) parses as Triton's ModelConfig and names exactly the plans its provenance recorded;
     each of them is there with that sha256; any other file is orphaned. Returns the number of repositories."""
-    from ..deploy.triton import read_config
-
     top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1 :]
     dirs = sorted(d for d in top.iterdir() if d.is_dir()) if top.is_dir() else []
     for model_dir in dirs:
@@ -264,6 +266,26 @@ def _check_repositories(c: _Check, root: str) -> int:
     return len(dirs)
 
 
+def _check_summary(c: _Check, root: str) -> None:
+    """The report's summary.json says what each plan's validation says: it parses, and every cell that names a
+    validation on disk has that validation's status (the validations themselves are checked by their records)."""
+    summary = paths.REPORT_JSON.replace(paths.ROOT, root, 1)
+    if not c.exists(summary):
+        return
+    try:
+        cells = json.loads(c.path(summary).read_bytes())["plans"]
+        claims = [(cell["status"], cell.get("links", {}).get("validation")) for cell in cells]
+    except (ValueError, KeyError, TypeError) as e:  # emptied, halved, zeroed or edited out of shape
+        c.problem("tampered", summary, f"not the report's summary ({type(e).__name__})")
+        return
+    for status, validation in claims:
+        if status not in VERDICTS or not validation or not c.exists(validation) or c.outside(validation):
+            continue
+        found = (read_json(c.path(validation)) or {}).get("status")
+        if found != status:
+            c.problem("tampered", summary, f"says {status} for {validation}, which says {found}", via=validation)
+
+
 def _check_unaccounted(c: _Check, root: str) -> None:
     """Files under a model's directory that no record names: temporaries, results of vanished artifacts, strays."""
     top = c.base / root
@@ -286,6 +308,8 @@ def _check_unaccounted(c: _Check, root: str) -> None:
             elif owner is not None:
                 if not c.exists(owner):
                     c.problem("orphaned", rel, f"result of {owner}, which is not on disk")
+                else:  # results are recorded since 0.3.0: one without cannot be vouched for, only re-made
+                    c.problem("stale", rel, f"result of {owner} without a provenance record (made before 0.3.0)")
             else:
                 c.problem("orphaned", rel, "artifact without a provenance sidecar")
 
@@ -304,6 +328,7 @@ def verify(
     statements = _check_statements(c, root)
     signatures = _check_signatures(c, root, trust)
     repositories = _check_repositories(c, root)
+    _check_summary(c, root)
     _check_unaccounted(c, root)
     if run["in_progress"]:
         _set_in_flight(c, min(r["started"] for r in run["runs"]))
@@ -377,8 +402,8 @@ def _repair(c: _Check, root: str) -> list[str]:
     def drop(artifact: str) -> None:
         if artifact in doomed:
             return
-        doomed.update({artifact, paths.provenance(artifact), paths.intoto(artifact), *owned.get(artifact, [])})
-        for child in made_from.get(artifact, []):
+        doomed.update({artifact, paths.provenance(artifact), paths.intoto(artifact)})
+        for child in (*owned.get(artifact, []), *made_from.get(artifact, [])):
             drop(child)
 
     for p in c.problems:
