@@ -11,6 +11,7 @@ import pytest
 
 from engine_factory import paths
 from engine_factory.deploy import gate
+from engine_factory.fingerprint import sha256
 from engine_factory.ops import prune
 
 from helpers import build_once, cli, load_test_config
@@ -60,6 +61,12 @@ def record_latency(work, key, precision, p50, p99):
         },
     }
     path.write_text(json.dumps(val))
+    side = work / paths.provenance(str(path.relative_to(work)))  # its record, as the validate stage writes it
+    record = json.loads(side.read_text())
+    record["artifact"].update(
+        sha256=sha256(path, cached=False), size=path.stat().st_size, mtime_ns=path.stat().st_mtime_ns
+    )
+    side.write_text(json.dumps(record))
 
 
 def test_promote_compares_then_promotes_and_rollback_returns(zoo):
