@@ -4,8 +4,10 @@ with the factory's own stage code (engine_factory.stages.run, what every rule ru
 only one there) on the same golden inputs, for comparison with the plans' latency.
 
     PYTHONPATH=scripts:/tmp/trt/site python3 tools/trt85/gpu_run.py CARRY OUT
-Writes OUT/summary.json (one entry per job: status, seconds, error) and OUT/results.tar.gz (validation files,
-provenance sidecars, the plans' first bytes), at most the 8 files that come back.
+Writes OUT/summary.json (one entry per job: status, seconds, error; `ready` on each Triton repository),
+OUT/results.tar.gz (validation files, provenance sidecars, the plans' first bytes, the Triton repositories' configs)
+and OUT/triton.tar.gz (the repositories whole). The build, validate and deploy jobs run there; the report, from
+these files, here (tools/trt85/report_here.py).
 """
 
 import io
@@ -102,6 +104,19 @@ def baselines(jobs, iterations=100, warmup=10):
     return out
 
 
+def ready() -> dict:
+    """`ready` on every Triton repository written here: this host's GPU and TensorRT against each plan's header."""
+    import subprocess
+
+    found = {}
+    for d in sorted(Path("artifacts/triton").glob("*/config.pbtxt")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "engine_factory", "ready", str(d.parent), "--json"], capture_output=True, text=True
+        )
+        found[d.parent.name] = {"exit": proc.returncode, "output": (proc.stdout or proc.stderr)[-3000:]}
+    return found
+
+
 def main(carry: Path, out: Path):
     spec = json.loads((carry / "jobs.json").read_text())
     work = Path("/tmp/work")
@@ -112,7 +127,9 @@ def main(carry: Path, out: Path):
     import tensorrt
 
     print("tensorrt", tensorrt.__version__, flush=True)
-    jobs = sorted(spec["jobs"], key=lambda j: j["stage"] != "build")  # builds first
+    order = {"build": 0, "validate": 1, "deploy": 2, "report": 3}  # as the workflow orders them
+    # the report needs altair and vl-convert (33 MB), which the machine lacks: it is written here from what comes back
+    jobs = sorted((j for j in spec["jobs"] if j["stage"] != "report"), key=lambda j: order[j["stage"]])
     summary = {"tensorrt": tensorrt.__version__}
 
     def progress(done):
@@ -123,6 +140,7 @@ def main(carry: Path, out: Path):
         summary["baselines"] = baselines(jobs)
     except Exception as e:
         summary["baselines"] = f"failed: {type(e).__name__}: {e}"
+    summary["ready"] = ready()
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
         for p in sorted(Path("artifacts").rglob("*")):
@@ -134,11 +152,16 @@ def main(carry: Path, out: Path):
                 or "logs" in p.parts
             ):
                 tar.add(p)
+            elif "triton" in p.parts and p.suffix != ".plan":
+                tar.add(p)
             elif p.suffix == ".plan":  # the header only: the plans stay on the machine
                 head = p.read_bytes()[:64]
                 info = tarfile.TarInfo(str(p) + ".head")
                 info.size = len(head)
                 tar.addfile(info, io.BytesIO(head))
+    with tarfile.open(out / "triton.tar.gz", "w:gz") as tar:  # the repositories whole, plans included
+        if Path("artifacts/triton").is_dir():
+            tar.add("artifacts/triton")
 
 
 if __name__ == "__main__":

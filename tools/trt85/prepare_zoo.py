@@ -71,7 +71,7 @@ def main(work: Path, carry: Path) -> None:
         "precisions": ["fp32", "fp16", "bf16", "int8", "fp8"],
         "models": models,
     }
-    cfg.pop("deploy", None)
+    cfg["deploy"] = {"triton": {"enabled": True}}  # one repository per (model, precision) of the plans that pass
     config = work / "config" / "zoo.yaml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     fake = work / "fake-tensorrt"
@@ -109,6 +109,27 @@ def main(work: Path, carry: Path) -> None:
                     }
                 )
                 needed |= {v for k, v in inputs.items() if stage == "build" or not k.startswith("plan")}
+    # after the plans: the Triton repositories (deploy) and the report, with the settings the rules would pass
+    for name in f.deploy_targets:
+        w = {"repository": name}
+        jobs.append(
+            {
+                "stage": "deploy",
+                "io": {"inputs": f.inputs("deploy", w), "outputs": {"config": paths.triton_config(name)}},
+                "settings": f.settings("deploy", w),
+            }
+        )
+    report_outputs = {
+        "json": paths.REPORT_JSON,
+        "html": paths.REPORT_HTML,
+        "overview": paths.REPORT_OVERVIEW_CHART,
+        "pages": paths.REPORT_PAGES,
+        "charts": paths.REPORT_CHARTS,
+    }
+    jobs.append({"stage": "report", "io": {"inputs": {}, "outputs": report_outputs}, "settings": f.report_settings()})
+    # what the report reads besides the validations made there: parity results and the ONNX records
+    needed |= {p for p in f.report_inputs() if "/validation/" not in p or "/validation/onnx/" in p}
+    needed -= {paths.REPORT_SPEC}
     print(f"{len(jobs)} jobs; skipped: {[(s['model'], s['precision'], s['reason']) for s in f.skipped][:3]} ...")
     # PyTorch eager beside the plans on the GPU: the demo's state_dicts
     needed |= {f"artifacts/demo/{m}.pth" for m, v in models.items() if v.get("framework") == "pytorch"}
