@@ -82,3 +82,13 @@ def test_repair_during_a_run_is_refused_with_exit_status_2(tmp_path, monkeypatch
     )
     assert main(["verify", "-d", str(tmp_path), "--repair"]) == 2
     assert capsys.readouterr().err == ("error: a factory run is in progress here (pid 4242): repair after it ends\n")
+
+
+def test_an_ops_command_without_configfile_in_another_zoos_folder_says_which_config_it_used(tmp_path):
+    """Before: `status -d ~/zoo` silently checked the demo zoo against the user's folder ('72 missing')."""
+    (tmp_path / "artifacts" / "resnet50" / "onnx").mkdir(parents=True)
+    proc = cli("status", "-d", str(tmp_path))
+    assert "no --configfile: using the demo zoo's" in proc.stderr and "(resnet50)" in proc.stderr, proc.stderr
+    assert "--configfile YOUR-ZOO.yaml" in proc.stderr
+    quiet = cli("status", "-d", str(tmp_path / "empty"))  # nothing built there: nothing to warn about
+    assert "no --configfile" not in quiet.stderr

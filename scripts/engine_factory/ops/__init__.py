@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import sys
 
 COMMANDS = (
     "run",
@@ -61,9 +63,23 @@ def workflow_args(p, snakemake: bool = True) -> None:
 
 
 def load_config(args) -> dict:
-    """The zoo's config, checked before an operation asks Snakemake anything: a bad one is one line naming it."""
-    from ..config import load
+    """The zoo's config, checked before an operation asks Snakemake anything: a bad one is one line naming it.
+    Without --configfile it is the demo zoo's; where the directory holds models of another zoo, it says so first
+    (without it `status` once answered '72 missing' for a user's folder, checked against the demo)."""
+    from .. import paths
+    from ..config import DEMO_CONFIG, load, read_file
 
+    if not args.configfile:
+        top = os.path.join(args.directory, paths.ROOT)
+        dirs = os.listdir(top) if os.path.isdir(top) else []
+        built = {d for d in dirs if d not in paths.OUTSIDE_CHAIN and os.path.isdir(os.path.join(top, d))}
+        demo = set(read_file(str(DEMO_CONFIG)).get("models") or {})
+        if built and not built & demo:
+            print(
+                f"engine factory: no --configfile: using the demo zoo's {DEMO_CONFIG}, but {top} holds other models "
+                f"({', '.join(sorted(built)[:5])}{', ...' if len(built) > 5 else ''}): pass --configfile YOUR-ZOO.yaml",
+                file=sys.stderr,
+            )
     return load(args.configfile or (), workdir=args.directory)
 
 
