@@ -83,7 +83,7 @@ status: $(STAMP)
 	$(BIN)/python -m engine_factory status $(OPS_ARGS)
 
 verify: $(STAMP)
-	$(BIN)/python -m engine_factory verify $(if $(DIR),-d $(abspath $(DIR)))
+	$(BIN)/python -m engine_factory verify $(OPS_ARGS)
 
 # Lists the keys this host/config no longer builds; `make prune DELETE=1` removes them, KEEP="key ..." keeps some.
 prune: $(STAMP)
