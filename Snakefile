@@ -20,6 +20,18 @@ min_version("9.27")
 include: "workflow/rules/common.smk"
 
 
+# A damaged artifact (emptied, halved, zeroed by a power loss) fails its own provenance record, but Snakemake judges by
+# dates and would keep it. So a run that writes here first removes it, its records and what was made from it (a stat
+# per file while nothing changed; scripts/engine_factory/factory.py: clear_damage), and then makes them again. Read-only
+# calls (-n, --summary: `status`, --nolock) and a run beside a live one only say so.
+from engine_factory.factory import read_only_call
+from engine_factory.ops.runs import READ_ONLY, live_runs
+
+if workflow.is_main_process:  # a read-only call, or one beside a live run here (it may be writing them), only says so
+    for _line in F.clear_damage(may_remove=lambda: not read_only_call(sys.argv[1:], READ_ONLY) and not live_runs(".")):
+        print(_line, file=sys.stderr)
+
+
 wildcard_constraints:  # before the rules: they take the global constraints when they are defined
     **paths.WILDCARDS,
 

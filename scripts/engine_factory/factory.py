@@ -15,9 +15,12 @@ run the model's class, the digest of its code (`model_code`).
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import paths
@@ -284,6 +287,96 @@ class Factory:
             ]
         return out + sorted({rec["path"] for rec in self.failures.values()})
 
+    # ------------------------------------------------------------------------------------------- damage
+    def recorded_files(self) -> list[str]:
+        """The files of this config's chains that carry their own provenance record: every model's frozen model, ONNX
+        variants, golden set and parity results; every plan and its validation; every Triton model config."""
+        out: dict[str, None] = {}
+        for model in self.cfg["models"]:
+            for variant in ("export", "sim", *model_settings(self.cfg, model)["precisions"]):
+                out.update(dict.fromkeys(paths.main_output(rule, w) for rule, w in self.chain(model, variant=variant)))
+                out[paths.parity(model, variant)] = None
+        for j in self.jobs:
+            out[paths.plan(**j)] = None
+            out[paths.validation(**j)] = None
+        return [*out, *self.deploy_outputs()]
+
+    def damaged(self) -> list[dict]:
+        """[{path, problem}] of the files on disk that fail their own record (provenance.intact: size, sha256; a stat
+        each while nothing changed), and the plans in a Triton model directory that are not the bytes its record
+        lists. Missing files are Snakemake's to re-make, files without a record (results made before 0.3.0) are not
+        judged here (`verify` reports both)."""
+        from . import fingerprint, provenance
+        from .atomic import read_json
+
+        found = []
+        with fingerprint.deferred():  # the content cache written once, however many verdicts are new
+            for path in self.recorded_files():
+                if os.path.exists(path) and (why := provenance.intact(path, need_record=False)):
+                    found.append({"path": path, "problem": why})
+            for config in self.deploy_outputs():
+                side = paths.provenance(config)
+                listed = ((read_json(side) or {}).get("facts") or {}).get("plans", []) if os.path.exists(side) else []
+                for entry in listed:
+                    if why := provenance.listed_intact(entry["file"], entry["sha256"], side):
+                        found.append({"path": entry["file"], "problem": why})
+        return found
+
+    def discard(self, damaged: list[str]) -> list[str]:
+        """Remove damaged files with their records and everything made from them (the records' inputs say what), a
+        Triton model directory whole, and the report: Snakemake, judging by dates, keeps a damaged file and never
+        re-makes a missing one while what was made from it is there (measured), so this is what makes a run build
+        them again. Only relative paths inside the real artifacts/ are removed (a record naming anything else is not
+        obeyed). Returns the removed paths."""
+        from . import signing
+        from .atomic import read_json
+
+        made_from: dict[str, list[str]] = {}  # input -> the artifacts whose records name it
+        for side in sorted(paths_under(paths.ROOT, f"*{paths.SIDECAR_SUFFIX}")):
+            for entry in (read_json(side) or {}).get("inputs", []):
+                if isinstance(entry, dict) and "path" in entry:
+                    made_from.setdefault(os.path.normpath(entry["path"]), []).append(paths.artifact_of_record(side))
+        doomed: set[str] = set()
+
+        def drop(path: str) -> None:
+            path = os.path.normpath(path)
+            if path in doomed:
+                return
+            doomed.update({path, paths.provenance(path), paths.intoto(path), signing.envelope_path(path)})
+            if (model_dir := paths.triton_model_of(path)) is not None:  # a repository goes whole
+                doomed.update(str(p) for p in Path(model_dir).rglob("*") if p.is_file())
+            for child in made_from.get(path, []):
+                drop(child)
+
+        for path in damaged:
+            drop(path)
+        doomed.update({paths.REPORT_JSON, paths.REPORT_HTML, paths.OUTCOME})  # its inputs change: it must run again
+        removed = []
+        for path in sorted(doomed):
+            if _factory_file(path) and os.path.lexists(path):
+                os.unlink(path)
+                removed.append(path)
+        return removed
+
+    def clear_damage(self, *, may_remove) -> list[str]:
+        """The workflow's start (the Snakefile): find damaged files (`damaged`) and, where `may_remove()` (a run that
+        writes here, none in progress), remove them and what was made from them (`discard`), so this run makes them
+        again. Returns the lines to print (none when nothing is damaged)."""
+        found = self.damaged()
+        if not found:
+            return []
+        lines = [f"engine factory: damaged: {d['path']}: {d['problem']}" for d in found]
+        if not may_remove():
+            return lines + [
+                "engine factory: not removed here (a read-only call, or a run in progress): the next run removes and "
+                "rebuilds them (or `python -m engine_factory verify --repair`)"
+            ]
+        removed = self.discard([d["path"] for d in found])
+        return lines + [
+            f"engine factory: removed {len(removed)} file(s): the damaged ones, their records, what was made from "
+            "them and the report; this run makes them again"
+        ]
+
     # ------------------------------------------------------------------------------------------- deploy
     @functools.cached_property
     def deploy_targets(self) -> dict[str, dict]:
@@ -348,6 +441,35 @@ class Factory:
                 for m in self.cfg["models"]
             },
         }
+
+
+def read_only_call(args: list[str], flags) -> bool:
+    """Snakemake's command line `args` run no job here: one of `flags` (ops/runs.py's READ_ONLY), or -n among short
+    flags (-np)."""
+    return any(a in flags or re.fullmatch(r"-[A-Za-z]*n[A-Za-z]*", a) for a in args)
+
+
+def paths_under(root: str, pattern: str) -> list[str]:
+    """Files matching `pattern` under root's model and Triton folders (not logs, caches, the report), no folder
+    symlink followed."""
+    out = []
+    for top, dirs, files in os.walk(root):
+        if top == root:
+            dirs[:] = [d for d in dirs if d not in paths.OUTSIDE_CHAIN or d == "triton"]
+        out += [os.path.join(top, f) for f in fnmatch.filter(files, pattern)]
+    return out
+
+
+def _factory_file(path: str) -> bool:
+    """A path the factory may delete: relative, inside the real artifacts/ (after `..`), reached without a symlink."""
+    if os.path.isabs(path):
+        return False
+    norm = os.path.normpath(path)
+    if not norm.startswith(paths.ROOT + os.sep):
+        return False
+    parent = os.path.dirname(norm)
+    inside = os.path.normpath(os.path.join(os.path.realpath(paths.ROOT), os.path.relpath(parent, paths.ROOT)))
+    return os.path.realpath(parent) == inside
 
 
 def _job_id(rule: str, w: dict) -> tuple:

@@ -11,6 +11,7 @@ A directory's digest covers its files' relative names and digests, in sorted ord
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,12 +30,20 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _stamp(path: str) -> list[int]:
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
 class _Cache:
-    """{absolute path: [size, mtime_ns, ctime_ns, inode, sha256]}, loaded once per process, saved on a miss."""
+    """{absolute path: [size, mtime_ns, ctime_ns, inode, sha256]}, loaded once per process, saved on a miss (or once
+    at the end of a `deferred()` block: a check of many files writes the cache once, not once per file)."""
 
     def __init__(self):
         self.entries: dict | None = None
         self.where: str | None = None
+        self.defer = 0
+        self.dirty = False
 
     def _load(self) -> None:
         where = os.path.abspath(CACHE_PATH)
@@ -49,8 +58,7 @@ class _Cache:
     def digest(self, path: str) -> str:
         self._load()
         full = os.path.realpath(path)
-        st = os.stat(full)
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        stamp = _stamp(full)
         hit = self.entries.get(full)
         if hit and hit[:4] == stamp:
             return hit[4]
@@ -59,17 +67,17 @@ class _Cache:
         self._save()
         return digest
 
-    def derived(self, path: str, kind: str, compute):
+    def derived(self, path: str, kind: str, compute, also: tuple = ()):
         """A fact computed from one file's content (e.g. the external-data files an ONNX model names), cached under
-        the same (size, mtime, ctime, inode) stamp as its digest."""
+        the same (size, mtime, ctime, inode) stamp as its digest, and the stamps of the files in `also` (e.g. the
+        record the fact compares it with; a file missing there stamps as [])."""
         self._load()
         full = os.path.realpath(path)
-        st = os.stat(full)
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        stamp = _stamp(full) + [_stamp(a) if os.path.exists(a) else [] for a in also]
         key = f"{kind}:{full}"
         hit = self.entries.get(key)
-        if hit and hit[:4] == stamp:
-            return hit[4]
+        if hit and hit[:-1] == stamp:
+            return hit[-1]
         value = compute(full)
         self.entries[key] = [*stamp, value]
         self._save()
@@ -78,6 +86,10 @@ class _Cache:
     def _save(self) -> None:
         """Atomic replace; a concurrent writer may win, which only costs it a re-hash later. A read-only
         artifacts folder just means no cache."""
+        if self.defer:
+            self.dirty = True
+            return
+        self.dirty = False
         try:
             os.makedirs(os.path.dirname(self.where), exist_ok=True)
             tmp = f"{self.where}.tmp{os.getpid()}"
@@ -91,9 +103,22 @@ class _Cache:
 _CACHE = _Cache()
 
 
-def derived(path: str | os.PathLike, kind: str, compute):
-    """`compute(path)` (JSON-serializable), cached while the file is unchanged (see _Cache.derived)."""
-    return _CACHE.derived(str(path), kind, compute)
+def derived(path: str | os.PathLike, kind: str, compute, also: tuple = ()):
+    """`compute(path)` (JSON-serializable), cached while the file (and each file in `also`) is unchanged (see
+    _Cache.derived)."""
+    return _CACHE.derived(str(path), kind, compute, tuple(map(str, also)))
+
+
+@contextlib.contextmanager
+def deferred():
+    """Save the cache once at the end of the block, however many entries it adds (see _Cache)."""
+    _CACHE.defer += 1
+    try:
+        yield
+    finally:
+        _CACHE.defer -= 1
+        if not _CACHE.defer and _CACHE.dirty:
+            _CACHE._save()
 
 
 def files_of(path: str | os.PathLike, suffixes: tuple[str, ...] | None = None) -> list[Path]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 
-from . import atomic, paths
+from . import atomic, fingerprint, paths
 from .fingerprint import sha256
 
 SCHEMA_VERSION = 1
@@ -167,3 +168,62 @@ def _host_facts() -> dict:
     from .host import job_host_facts  # the Snakefile's probe, or a probe now; never raises
 
     return job_host_facts()
+
+
+# ------------------------------------------------------------------------------------------------ intact
+NO_RECORD = "it has no provenance record"
+
+
+def intact(path: str, *, need_record: bool = True) -> str | None:
+    """Why the artifact at `path` is not what its own provenance record says (None: it is): missing, not a regular
+    file, another size than recorded, another sha256. The one check deploy, the report, `status` and the workflow's
+    start make (`verify` makes the same one, and trusts no cache).
+
+    Cheap: a stat first. The verdict is cached (fingerprint.derived) under the file's (size, mtime, ctime, inode) and
+    its record's stamp: while neither changed, no byte is read; a file written since (emptied, halved, zeroed in
+    place all change ctime, which no tool sets back) is judged again: its size first, its sha256 where the size
+    holds. Snakemake
+    touches every output after its job, so each artifact is hashed once after it is made, then never until it
+    changes. A file damaged without any stamp changing (a disk returning other bytes) is `verify`'s to find.
+    `need_record=False`: a file without a record (a result made before 0.3.0) is not judged (None)."""
+    side = paths.provenance(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "it is missing"
+    if not stat.S_ISREG(st.st_mode):
+        return "it is not a regular file"
+    if not os.path.exists(side):
+        return NO_RECORD if need_record else None
+    return fingerprint.derived(path, "intact", lambda full: _judge(path, side), also=(side,))
+
+
+def listed_intact(path: str, sha256: str, record: str) -> str | None:
+    """Why a file that another record lists with its sha256 (a plan in a Triton model directory, listed by its
+    config.pbtxt's record) is not those bytes (None: it is); cached as `intact` is."""
+
+    def judge(full):
+        digest = fingerprint.file_digest(full)
+        return None if digest == sha256 else f"sha256 {digest[:12]}… differs from {record} ({sha256[:12]}…; damaged)"
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "it is not a regular file"
+    except OSError:
+        return "it is missing"
+    return fingerprint.derived(path, "listed", judge, also=(record,))
+
+
+def _judge(path: str, side: str) -> str | None:
+    art = (atomic.read_json(side) or {}).get("artifact")
+    if not isinstance(art, dict) or not art.get("sha256"):
+        return "its provenance record is unreadable"
+    if os.path.normpath(str(art.get("path"))) != os.path.normpath(path):
+        return f"its provenance record names {art.get('path')}"
+    st = os.stat(path)
+    if "size" in art and st.st_size != art["size"]:
+        return f"{st.st_size} bytes, its provenance record says {art['size']} (truncated or damaged)"
+    digest = fingerprint.file_digest(path)
+    if digest != art["sha256"]:
+        return f"sha256 {digest[:12]}… differs from its provenance record ({art['sha256'][:12]}…; damaged)"
+    return None
