@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,11 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 DEMO_CONFIG = REPO / "config" / "config.yaml"  # the embedded demo zoo: used only when no config file is given
 MODEL_FILE_KEYS = ("checkpoint", "torchscript", "onnx", "calibration", "samples")  # paths, resolved per file
+# Snakemake's wildcard syntax, `{name}` or `{name,regex}`: Snakemake formats every job input with the job's wildcards,
+# so a configured path holding one fails with a WildcardError naming neither model nor key, or (`{model}`) silently
+# names another file. No escape exists (`{{x}}` is formatted too), so such a path is refused; a bare `{}` is no
+# wildcard and works.
+SNAKEMAKE_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
 
 DEFAULTS = {
     "backend": "auto",
@@ -100,6 +106,16 @@ def read_file(path: str) -> dict:
         return {}
     if not isinstance(raw, dict):
         raise FactoryError(f"a config file holds a mapping of keys, this one a {type(raw).__name__}", path=str(path))
+    if "__use_yte__" in raw:
+        # Snakemake renders a config file that sets __use_yte__ as a YTE template (its Python expressions run while
+        # Snakemake loads it, before the Snakefile does); the factory's commands read the file first and refuse it.
+        raise FactoryError(
+            "a YTE template (__use_yte__): Snakemake runs the Python expressions of such a config file while "
+            "loading it; the factory takes plain YAML (or JSON) only: render it yourself (yte < in > out) and pass "
+            "the result",
+            path=str(path),
+            key="__use_yte__",
+        )
     return raw
 
 
@@ -242,6 +258,15 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
             key=f"models.{name}.calibration.callable",
             what="the calibration callable",
         )
+    for key in MODEL_FILE_KEYS:
+        if isinstance(m.get(key), str) and (w := SNAKEMAKE_WILDCARD.search(m[key])):
+            raise FactoryError(
+                f"the path holds '{w.group()}', which Snakemake reads as a wildcard in a job's input (no escape "
+                "exists): rename the file or folder",
+                model=name,
+                key=f"models.{name}.{key}",
+                path=m[key],
+            )
     for key in (*(given if fw.SINGLE_FILE_SOURCE else ()), "calibration", "samples"):
         path = m.get(key)
         if isinstance(path, dict):

@@ -6,6 +6,8 @@ source, or on the imported model where onnxruntime has no kernel for the source'
 
 from __future__ import annotations
 
+import re
+
 from .. import atomic
 from ..errors import FactoryError
 
@@ -32,6 +34,67 @@ def source_files(m: dict) -> dict[str, str]:
     return {"source": m["onnx"], **{f"external_data_{i}": p for i, p in enumerate(external_data_files(m["onnx"]))}}
 
 
+PROTOBUF_LIMIT = 2**31  # bytes: protobuf parses and serializes no message of 2 GiB or more (an ONNX model is one)
+# Snakemake's wildcard syntax, `{name}` or `{name,regex}` (the pattern config.SNAKEMAKE_WILDCARD refuses in configured
+# paths): a job input that holds one is formatted with the job's wildcards (WildcardError), and has no escape.
+_WILDCARD = re.compile(r"\{\s*[.\w]+\s*(,[^{}]*)?\}")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def check_size(path: str, *, model: str | None = None) -> None:
+    """Refuse, before parsing anything, an ONNX model that cannot be held as one protobuf message: a file of 2 GiB
+    or more (protobuf cannot parse it: without this, "not a valid ONNX model"), or a file whose external data
+    tensors (the bytes onnx.load reads: each tensor's `length`, else its file from `offset` on) bring the model to
+    2 GiB or more (import loads them into the model; later stages each hold the model as one message)."""
+    import os
+
+    size = os.path.getsize(path)
+    if size >= PROTOBUF_LIMIT:
+        raise FactoryError(
+            f"the ONNX file is {_gib(size)}, larger than 2 GB (2 GiB, the most one protobuf message holds): a model "
+            "this large keeps its weights as external data, and the factory takes models whose weights and graph "
+            "together are under 2 GiB",
+            model=model,
+            path=path,
+        )
+    external = sum(n for _, n in _external_sizes(path))
+    if size + external >= PROTOBUF_LIMIT:
+        raise FactoryError(
+            f"the ONNX model with its external data is {_gib(size + external)}, larger than 2 GB (2 GiB): the "
+            "factory holds a model as one protobuf message between its stages (import, simplify, precision), and "
+            "protobuf holds no message of 2 GiB or more",
+            model=model,
+            path=path,
+        )
+
+
+def _external_sizes(path: str) -> list[tuple[str, int]]:
+    """(location, bytes onnx.load reads) of every external tensor of a model under the protobuf limit, from the
+    model file alone (no tensor data read)."""
+    import os
+
+    import onnx
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:  # not ONNX: the import stage says so with the model's name
+        return []
+    base, out = os.path.dirname(path), []
+    for tensor in _tensors(proto.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        entry = {e.key: e.value for e in tensor.external_data}
+        full = os.path.join(base, entry.get("location", ""))
+        if "length" in entry:
+            out.append((entry.get("location", ""), int(entry["length"])))
+        elif os.path.isfile(full):
+            out.append((entry.get("location", ""), max(0, os.path.getsize(full) - int(entry.get("offset", 0)))))
+    return out
+
+
 def external_data_files(path: str) -> list[str]:
     """The files an ONNX model keeps its tensors in (`location` of external initializers), beside the model, read
     without loading them (cached while the model file is unchanged). A location that leaves the model's folder is
@@ -49,6 +112,12 @@ def external_data_files(path: str) -> list[str]:
         full = os.path.normpath(os.path.join(base, location))
         if os.path.isabs(location) or not full.startswith(os.path.normpath(base) + os.sep):
             raise FactoryError(f"external data location '{location}' is outside the model's folder", path=path)
+        if _WILDCARD.search(location):
+            raise FactoryError(
+                f"external data location '{location}' holds '{_WILDCARD.search(location).group()}', which "
+                "Snakemake reads as a wildcard in a job's input (there is no escape): rename the file",
+                path=path,
+            )
         out.append(full)
     return out
 
@@ -64,8 +133,12 @@ def _tensors(graph):
 
 
 def _external_locations(path: str) -> list[str]:
+    import os
+
     import onnx
 
+    if os.path.getsize(path) >= PROTOBUF_LIMIT:  # unparsable: not read at DAG time (the import stage says why)
+        return []
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception:  # not ONNX: the import stage says so with the model's name
@@ -115,6 +188,7 @@ def import_onnx(
 
     from ..graph.onnx_io import finish_onnx, first_line, normalise_ir
 
+    check_size(src, model=model)  # before parsing: protobuf's 2 GiB limit is not "not a valid ONNX model"
     try:
         proto = onnx.load(src)
         ir_source = proto.ir_version

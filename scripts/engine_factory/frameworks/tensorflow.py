@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic, paths
+from .. import atomic, paths, provenance
 from ..errors import FactoryError
 
 TITLE = "TensorFlow"
@@ -231,7 +231,15 @@ def reference_settings(m: dict) -> dict:
 
 
 def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
-    return freeze_tf(
+    """The freeze stage: the frozen GraphDef (its record is the stage runner's) and its tensor sidecar, which gets
+    a provenance record of its own. Without one the sidecar was accounted for only as an input of the export's
+    record, so while the export failed (an op tf2onnx cannot convert) `verify` called it orphaned, `--repair`
+    removed it, the next run froze again to make it, and so on every night. A record left by an earlier freeze goes
+    first: a freeze that fails leaves none (Snakemake removes the outputs it declares)."""
+    record = paths.provenance(outputs["io"])
+    if os.path.lexists(record):
+        os.remove(record)
+    facts = freeze_tf(
         inputs["source"],
         outputs["frozen"],
         outputs["io"],
@@ -242,6 +250,8 @@ def freeze(inputs: dict, outputs: dict, p: dict) -> dict:
         signature=p["signature"],
         allow_ops=p.get("allow_ops", ()),
     )
+    provenance.write(outputs["io"], stage="freeze", inputs=inputs, params=p, facts={"sidecar_of": outputs["frozen"]})
+    return facts
 
 
 def reachable_ops(graph_def) -> set[str]:

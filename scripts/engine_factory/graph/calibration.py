@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import FactoryError
 from ..fingerprint import sha256
+from ..tensors import array_headers, declared_nbytes
 
 MAX_SAMPLES = 4096  # calibration samples: entropy calibration gains nothing past a few hundred
 MAX_BYTES = 1 << 30  # 1 GiB of calibration arrays in memory (ModelOpt's calibrator holds them all)
@@ -53,6 +54,7 @@ def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibr
             )
     else:
         files = [p]
+    _check_declared(files, input_specs, model=model, key=key, label=label, calibration=what == "calibration")
     parts = [
         _read_calibration_file(f, input_specs, model=model, key=key, label=label, sample_axis=what == "calibration")
         for f in files
@@ -62,6 +64,51 @@ def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibr
         for name in input_specs
     }
     return _check_size(data, model=model, key=key, path=p) if what == "calibration" else data
+
+
+def _check_declared(files: list[Path], input_specs: dict, *, model: str, key: str, label: str, calibration: bool):
+    """Refuse .npy/.npz data beyond the limits (samples: MAX_BYTES alone; they are one feed of the model) or holding
+    Python objects, from the arrays' headers before anything is loaded: np.load of an .npz of 17 GB of zeros (17 MB
+    on disk) is the OOM killer's, not a one-line error. An array named like an input counts at the larger of its
+    dtype and the input's (it is cast to the input's). Other files are left to _read_calibration_file."""
+    first = next(iter(input_specs))
+    total, samples = 0, 0
+    for f in files:
+        if f.suffix not in (".npy", ".npz"):
+            continue
+        try:
+            headers = array_headers(f)
+        except Exception as e:
+            raise FactoryError(f"cannot read {label} ({type(e).__name__}: {e})", model=model, path=str(f), key=key)
+        sizes = {}
+        for name, (shape, dtype) in headers.items():
+            name = first if name is None else name
+            if dtype.hasobject:  # np.load would need allow_pickle: Python objects are code, never loaded
+                raise FactoryError(
+                    f"array '{name}' holds Python objects (dtype {dtype}, a pickle): give numeric arrays",
+                    model=model,
+                    path=str(f),
+                    key=key,
+                )
+            want = np.dtype(input_specs[name].get("dtype", "float32")) if name in input_specs else dtype
+            sizes[name] = declared_nbytes(shape, want if want.itemsize > dtype.itemsize else dtype)
+        total += sum(sizes.values())
+        shape = headers.get(first, headers.get(None, ((),)))[0]
+        samples += int(shape[0]) if shape else 1
+        if total > MAX_BYTES or (calibration and samples > MAX_SAMPLES):
+            big = max(sizes, key=sizes.get)
+            shape, dtype = headers[None if None in headers else big]
+            mib, most = f"{total / 2**20:.0f} MiB", f"{MAX_BYTES // 2**20} MiB"
+            held = f"holds {samples} samples, {mib}" if calibration else f"hold {mib}"
+            limit = f"{MAX_SAMPLES} samples and {most}" if calibration else most
+            raise FactoryError(
+                f"{label} {held} by the arrays' headers (largest: array '{big}', {list(shape)} {dtype}, "
+                f"{sizes[big] / 2**20:.0f} MiB); at most {limit} (a few hundred representative samples are "
+                "enough): refused before loading it",
+                model=model,
+                path=str(f),
+                key=key,
+            )
 
 
 def _check_size(data: dict, *, model: str, key: str, path=None) -> dict:

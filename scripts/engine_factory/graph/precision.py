@@ -13,6 +13,7 @@ onnx.checker and keep the source's I/O names, types and dynamic dims before it i
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -82,7 +83,11 @@ def make_precision_variant(
             shutil.copyfile(src, tmp)
         return {**facts, "tool": "copy", "attempts": []}
 
-    # All tool output goes to a private temp dir; only the checked result is copied (atomically) to dst.
+    # All tool output goes to a private temp dir; only the checked result is copied (atomically) to dst. Each tool
+    # runs with that dir as its working directory: onnxruntime's symbolic shape inference (which ModelOpt's int8/fp8
+    # calibration calls) saves `sym_shape_infer_temp.onnx` and its external data into the working directory when it
+    # fails, which for a job is the user's zoo folder (the workflow directory). The job's process is its own (forked
+    # for it: engine_factory/jobs.py), so changing its directory for the call touches no other job.
     with private_tempdir("precision") as work:
         attempts, result = [], None
         options = {"fallback": search["fallback"]} if search else {}
@@ -92,7 +97,8 @@ def make_precision_variant(
             shutil.copyfile(src, d / "source.onnx")  # ModelOpt rewrites files beside its input: give it a copy
             out, t0 = d / "out.onnx", time.perf_counter()
             try:
-                globals()[fn_name](d / "source.onnx", out, precision, calib, input_specs, options)  # by name: patchable
+                with contextlib.chdir(d):  # the tools' own temporary files land here (see above)
+                    globals()[fn_name](d / "source.onnx", out, precision, calib, input_specs, options)  # patchable
                 problem = check_against(out, source) or loads_in_onnxruntime(out)
             except Exception as e:
                 problem = f"{type(e).__name__}: {e}"
@@ -122,14 +128,15 @@ def make_precision_variant(
                 d.mkdir()
                 shutil.copyfile(src, d / "source.onnx")
                 out = d / "out.onnx"
-                globals()[TOOLS[precision][0][1]](
-                    d / "source.onnx",
-                    out,
-                    precision,
-                    calib,
-                    input_specs,
-                    {**options, "nodes_to_exclude": list(exclude)},
-                )
+                with contextlib.chdir(d):
+                    globals()[TOOLS[precision][0][1]](
+                        d / "source.onnx",
+                        out,
+                        precision,
+                        calib,
+                        input_specs,
+                        {**options, "nodes_to_exclude": list(exclude)},
+                    )
                 problem = check_against(out, source)
                 if problem:
                     raise RuntimeError(problem)
