@@ -54,6 +54,13 @@ class RunInProgress(Refused):
     """A factory run holds the workflow directory (scripts/engine_factory/ops/runs.py)."""
 
 
+class ScheduledRunInProgress(RunInProgress):
+    """Another scheduled run holds this directory's nightly lock (scripts/engine_factory/ops/runs.py): exit status 75,
+    sysexits' EX_TEMPFAIL (try again later), distinct from a run that failed or was held (1) and other refusals (2)."""
+
+    exit_code = 75
+
+
 class SnakemakeFailed(FactoryError):
     """Snakemake itself failed where an operation asked it (`--summary`): its message says why."""
 

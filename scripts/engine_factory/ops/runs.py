@@ -6,13 +6,27 @@ when no live Snakemake process works in that directory (Snakemake changes into i
 run is a process whose cwd is the directory and whose command is snakemake, read-only calls such as `-n`,
 `--summary` or `--nolock` excepted). `recover` unlocks a stale lock with Snakemake's own `--unlock`, and refuses
 to touch a live run's.
+
+Scheduled runs take their own lock first, before any log or repair (`scheduled_lock`): one nightly at a time per
+directory. Snakemake's lock cannot be that lock: it is taken only when Snakemake starts, after the scheduled run has
+repaired, and released before it writes its summary. It is an flock(2) on artifacts/scheduled/scheduled.lock, so the
+kernel releases it when its process dies (no stale nightly lock to recover), and the file holds who has it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
+import json
 import os
 import subprocess
 from pathlib import Path
+
+from .. import paths
+from ..errors import ScheduledRunInProgress
+
+SCHEDULED_LOCK = "scheduled/scheduled.lock"  # under artifacts/
 
 READ_ONLY = ("--nolock", "--dry-run", "-n", "--summary", "--detailed-summary", "--unlock", "--lint", "--list-rules")
 
@@ -86,3 +100,60 @@ def recover(directory: str = ".") -> dict:
     else:
         s["message"] = "not locked"
     return s
+
+
+def _scheduled_lock_path(directory: str) -> Path:
+    return Path(directory) / paths.ROOT / SCHEDULED_LOCK
+
+
+def _holder_text(path: Path) -> str:
+    """Who holds the nightly lock, as the holder wrote it into the lock file (empty while it is being written)."""
+    try:
+        h = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        h = {}
+    if not h:
+        return "another scheduled run"
+    return f"the scheduled run of pid {h.get('pid')}, started {h.get('started')} (its log: {h.get('log')})"
+
+
+@contextlib.contextmanager
+def scheduled_lock(directory: str, log: str):
+    """Hold the directory's nightly lock for the block, recording this process and its `log` in the lock file.
+    Raises ScheduledRunInProgress, naming the holder, when another scheduled run has it."""
+    path = _scheduled_lock_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: the holder's record stays for the refused
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ScheduledRunInProgress(
+                f"{_holder_text(path)} holds {paths.ROOT}/{SCHEDULED_LOCK}: one scheduled run at a time per "
+                "directory; this one did nothing (try again when it has finished)"
+            ) from None
+        started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        record = json.dumps({"pid": os.getpid(), "started": started, "log": log})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record.encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # nobody holds it once released
+    finally:
+        os.close(fd)  # releases the flock (as the process's death would)
+
+
+def scheduled_holder(directory: str = ".") -> str | None:
+    """Who holds the nightly lock (a sentence), or None when no scheduled run does."""
+    path = _scheduled_lock_path(directory)
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder_text(path)
+    finally:
+        os.close(fd)
+    return None

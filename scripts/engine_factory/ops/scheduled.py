@@ -5,7 +5,13 @@ what changed since the last run in artifacts/scheduled/:
                                 the upgrade gate's verdict (ops/promote.py: promoted, or held with exit status 1)
   history.jsonl                 one line per run
   snapshot.json                 plans and validations on disk after the run (the next run compares with it)
-  run.log                       the factory's (Snakemake's) output
+  logs/run-<UTC time>-<pid>.log each run's own log: the factory's (Snakemake's) output (the newest 60 are kept)
+  run.log                       a symlink to the latest run's log
+  scheduled.lock                the nightly lock (scripts/engine_factory/ops/runs.py), taken before anything else
+
+One scheduled run at a time per directory: a second one started while the first holds the lock writes nothing but
+its own log, touches neither the first's log nor the summary, and exits 75 saying who holds it. Each run reads only
+its own log, so its summary says what that run did.
 
 `python -m engine_factory changes` compares the current artifacts with snapshot.json without running anything.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,12 +28,14 @@ from pathlib import Path
 from .. import atomic, paths
 from ..atomic import read_json
 from ..deploy.gate import COMPARISON
-from ..errors import FactoryError
+from ..errors import FactoryError, ScheduledRunInProgress
 from ..outcomes import Outcome
 from . import emit, load_config, operation_parser, promote, runs, status, verify
 from .snakemake import command as snakemake_command
 
 DIR = "scheduled"
+LOGS = "logs"  # under DIR
+KEEP_LOGS = 60  # run logs kept (the newest); two months of nightlies
 
 
 def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
@@ -152,14 +161,44 @@ def _why_not_current(t: dict, lock_message: str | None) -> str:
 
 
 def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> tuple[int, dict]:
-    """Recover, factory, status, verify, summary. Returns (exit status, summary): non-zero if anything failed or
-    needs work."""
+    """Lock, recover, factory, status, verify, summary. Returns (exit status, summary): non-zero if anything failed
+    or needs work. Raises ScheduledRunInProgress (exit 75) when another scheduled run holds the directory."""
     base = Path(directory)
     out = base / paths.ROOT / DIR
-    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    log = out / LOGS / f"run-{stamp}-{os.getpid()}.log"  # this run's alone: the pid tells two of one second apart
+    try:
+        with runs.scheduled_lock(directory, log.relative_to(base).as_posix()):
+            return _run(directory, configfiles, cores, extra, log)
+    except ScheduledRunInProgress as e:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"not run: {e}\n")  # its own log; run.log, the summary and the history stay the holder's
+        raise
+
+
+def _point_run_log(out: Path, log: Path) -> None:
+    """run.log -> this run's log (replaced atomically: a reader sees the previous run's or this one's)."""
+    tmp = out / f"run.log.tmp{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(log.relative_to(out).as_posix(), tmp)
+    os.replace(tmp, out / "run.log")
+
+
+def _prune_logs(logs: Path, keep: int = KEEP_LOGS) -> None:
+    for old in sorted(logs.glob("run-*.log"))[:-keep]:  # names sort by time
+        old.unlink(missing_ok=True)
+
+
+def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int, dict]:
+    """The scheduled run proper, under the nightly lock."""
+    base = Path(directory)
+    out = base / paths.ROOT / DIR
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch()
+    _prune_logs(log.parent)
+    _point_run_log(out, log)
     before = read_json(out / "snapshot.json") or snapshot(directory)
     ready = prepare(directory, configfiles)
-    log = out / "run.log"
     cmd = [c for c in snakemake_command(directory, configfiles, "--keep-going", *extra) if c != "--nolock"]
     cmd[cmd.index("--cores") + 1] = str(cores)
     start = time.monotonic()
@@ -209,6 +248,7 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
                     "removed": len(ch["removed"]),
                     "failed": len(failed),
                     "verify_ok": vr["ok"],
+                    "log": summary["run"]["log"],
                 }
             )
             + "\n"
