@@ -11,6 +11,7 @@ import yaml
 from deploy.triton_zoo import write_models, zoo_config
 
 from engine_factory import paths, signing
+from engine_factory.ops import scheduled
 
 from helpers import build_once, cli, dry_run
 
@@ -65,6 +66,18 @@ def test_the_workflow_signs_plans_and_model_directories(tmp_path):
     proc = cli("ready", model_dir, "--trusted-key", pub, "--json")
     assert proc.returncode == 4 and json.loads(proc.stdout)["verdict"] == "refused", proc.stdout
     config.write_bytes(original)
+
+    # the nightly's verify checks the signatures too: an envelope whose signature is not the key's fails it (before:
+    # never checked; the factory keeps the file, as Snakemake has nothing to re-make)
+    envelope = work / signing.envelope_path(plans[0])
+    saved = envelope.read_bytes()
+    doc = json.loads(saved)
+    sig = doc["signatures"][0]["sig"]
+    doc["signatures"][0]["sig"] = ("A" if sig[0] != "A" else "B") + sig[1:]
+    envelope.write_text(json.dumps(doc))
+    code, summary = scheduled.run(str(work), [str(built["config"])], cores="1", extra=("--forcerun", "report"))
+    assert not summary["verify"]["ok"] and code != 0, summary["verify"]
+    envelope.write_bytes(saved)
 
     # a new key (rotation): every signature is made again, nothing else runs
     shutil.move(zoo / "keys/factory.key", zoo / "keys/old.key")

@@ -210,7 +210,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
     locked_out = ready["lock"] if ready["blocked"] or "Directory cannot be locked" in log.read_text() else None
     after = snapshot(directory)
     st = status.collect(directory, configfiles)
-    vr = verify.verify(directory)
+    vr = verify.verify(directory, trust=verify.trust_of(configfiles, directory))  # signatures where keys are set
     failed = [
         {"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}", "why": _why_not_current(t, locked_out)}
         for t in st["targets"]

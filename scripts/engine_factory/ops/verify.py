@@ -40,6 +40,7 @@ plan or directory is gone). Without keys configured, plans are reported unsigned
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -56,7 +57,8 @@ from . import emit, load_config, operation_parser
 from .runs import state
 
 FAILING = ("tampered", "missing", "orphaned")
-VERDICTS = {Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN}  # a summary cell with another status (failed, skipped, damaged) names no verdict
+# a summary cell with another status (failed, skipped, damaged) names no verdict
+VERDICTS = {Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN}
 SIGNATURE_KINDS = (signing.UNSIGNED, signing.BAD, signing.UNKNOWN, signing.REVOKED)  # fail where keys are configured
 MAX_HASHED_BYTES = 64 << 30  # the largest file verify reads (ONNX stops at 2 GB; plans and checkpoints fit)
 UNHASHED = "-" * 64  # the digest of a file verify refuses to read: no sha256 equals it
@@ -497,12 +499,17 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=main)
 
 
+def trust_of(configfiles, directory: str) -> signing.Trust | None:
+    """The keys signatures are checked against: the zoo's config's, only when it is named (the demo default
+    configures none, and loading it would check checkpoints that a directory verified on its own need not have)."""
+    if not configfiles:
+        return None
+    cfg = load_config(argparse.Namespace(configfile=list(configfiles), directory=directory))
+    return signing.Trust.from_config(cfg) if signing.checking(cfg) else None
+
+
 def main(args) -> int:
-    # keys come from the zoo's config only when named: the demo default configures none, and loading it would check
-    # checkpoints that a directory verified on its own need not have
-    cfg = load_config(args) if args.configfile else {}
-    trust = signing.Trust.from_config(cfg) if signing.checking(cfg) else None
-    report = verify(args.directory, repair=args.repair, trust=trust)
+    report = verify(args.directory, repair=args.repair, trust=trust_of(args.configfile, args.directory))
     emit(report, render, args.json)
     if args.repair:
         return 0  # what was wrong is gone; the factory run rebuilds it
