@@ -124,7 +124,7 @@ def test_driver_upgrade_without_a_gpu_to_run_plans_reruns_nothing(zoo, tmp_path,
 GPU_89 = {"index": 0, "name": "NVIDIA RTX 4000 Ada Generation", "compute_capability": "8.9", "uuid": "GPU-89"}
 
 
-def test_driver_upgrade_revalidates_only_through_the_scheduled_run(tmp_path, monkeypatch):
+def test_driver_upgrade_revalidates_only_through_the_scheduled_run(tmp_path, monkeypatch, capsys):
     # a host with a GPU of the target's cc (as the probe reports it): validation is a job of its own on it
     zoo = tmp_path / "gpu-host"
     zoo.mkdir()
@@ -142,8 +142,11 @@ def test_driver_upgrade_revalidates_only_through_the_scheduled_run(tmp_path, mon
         assert t["reruns"] == ["validate"], t
         assert [r["category"] for r in t["reasons"]] == ["host"]
         assert "-> 999.99" in t["reasons"][0]["detail"] and "cuda" in t["reasons"][0]["detail"]
+    capsys.readouterr()
     code, summary = scheduled.run(str(zoo), [str(config_of(zoo))], cores="2")
     assert code == 0, summary
+    shown = capsys.readouterr().out  # the run's progress, as it goes (Snakemake's own lines, from its log)
+    assert "scheduled: 1 of " in shown and "steps (100%) done" in shown, shown
     ch = summary["changes"]
     assert ch["built"] == [] and ch["new_keys"] == []
     assert sorted(ch["revalidated"]) == sorted(map(plan_of, ("fp16", "fp32")))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -176,6 +177,27 @@ def run(directory: str = ".", configfiles=(), cores: str = "all", extra=()) -> t
         raise
 
 
+PROGRESS = re.compile(r"^(\d+ of \d+ steps \(.*\) done|Error in rule \w+:)", re.M)
+
+
+def _follow(proc: subprocess.Popen, log: Path, every: float = 2.0) -> int:
+    """Wait for the factory, printing Snakemake's progress lines ('12 of 40 steps (30%) done', 'Error in rule
+    build:') from its log as they come, so a person watching a long nightly sees it move. Returns its exit status."""
+    seen = 0
+    while True:
+        rc = proc.poll()
+        with open(log, "rb") as f:
+            f.seek(seen)
+            data = f.read()
+        data = data[: data.rfind(b"\n") + 1]  # whole lines only; the rest is read next time
+        for m in PROGRESS.finditer(data.decode(errors="replace")):
+            print(f"scheduled: {m.group(1)}", flush=True)
+        seen += len(data)
+        if rc is not None:
+            return rc
+        time.sleep(every)
+
+
 def _point_run_log(out: Path, log: Path) -> None:
     """run.log -> this run's log (replaced atomically: a reader sees the previous run's or this one's)."""
     tmp = out / f"run.log.tmp{os.getpid()}"
@@ -203,7 +225,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
     cmd[cmd.index("--cores") + 1] = str(cores)
     start = time.monotonic()
     with open(log, "w") as f:
-        rc = 1 if ready["blocked"] else subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = 1 if ready["blocked"] else _follow(subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), log)
         if ready["blocked"]:
             f.write(f"not run: {ready['lock']}\n")
     seconds = round(time.monotonic() - start, 1)
