@@ -88,7 +88,10 @@ def test_config_change_is_stale_with_the_changed_key(zoo):
         assert {"category": "config", "stage": "build", "detail": "build.optimization_level: 3 -> 2"} in t["reasons"]
     proc = cli("status", "-d", str(zoo), "--configfile", str(config_of(zoo)))
     assert proc.returncode == 1 and "build.optimization_level: 3 -> 2" in proc.stdout, proc.stdout
-    run_snakemake(zoo)
+    code, summary = scheduled.run(str(zoo), [str(config_of(zoo))], cores="2")  # the nightly says why it rebuilt
+    assert code == 0 and sorted(summary["why"]) == sorted(map(plan_of, ("fp16", "fp32"))), summary
+    md = (zoo / "artifacts/scheduled/last-run.md").read_text()
+    assert md.count("config: build.optimization_level: 3 -> 2") == 2, md
     for p in ("fp32", "fp16"):
         facts = json.loads((zoo / paths.provenance(plan_of(p))).read_text())["facts"]
         assert facts["optimization_level"] == 2
@@ -344,3 +347,17 @@ def test_summary_parsing_and_changes():
     assert ch["built"] == [b] and ch["new_keys"] == ["rtx-1.8.0.1/sm89"] and ch["revalidated"] == [a]
     assert ch["removed"] == [c] and ch["validation_failed"] == [a]
     assert "new keys built: rtx-1.8.0.1/sm89" in scheduled.render({"changes": ch})
+
+
+def test_a_missing_plan_in_the_nightly_summary_says_its_first_error_line(tmp_path):
+    """Before: 'missing; log artifacts/logs/build/...' and nothing a person could act on."""
+    log = tmp_path / "artifacts/logs/build/m.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("building m\nwarning: slow\nengine factory: build failed: out of memory; cause: ...\nTraceback\n")
+    t = {"state": "missing", "reasons": [], "logs": {"build": "artifacts/logs/build/m.log"}}
+    why = scheduled._why_not_current(t, None, str(tmp_path))
+    assert (
+        why
+        == "missing: build: engine factory: build failed: out of memory; cause: ... (log artifacts/logs/build/m.log)"
+    )
+    assert scheduled._why_not_current({**t, "logs": {}}, None, str(tmp_path)) == "missing; log None"

@@ -110,6 +110,8 @@ def render(summary: dict) -> str:
             )
     lines.append(f"- new keys built: {', '.join(ch['new_keys']) or 'none'}")
     lines.append(f"- plans built: {len(ch['built'])}" + (f" ({_names(ch['built'])})" if ch["built"] else ""))
+    why = summary.get("why") or {}
+    lines += [f"  - {_names([p])}: {why[p]}" for p in ch["built"][:20] if p in why]
     lines.append(
         f"- re-validated only: {len(ch['revalidated'])}"
         + (f" ({_names(ch['revalidated'])})" if ch["revalidated"] else "")
@@ -153,11 +155,42 @@ def prepare(directory: str, configfiles=()) -> dict:
     return {"lock": lock["message"], "repaired": repaired, "blocked": False}
 
 
-def _why_not_current(t: dict, lock_message: str | None) -> str:
+def _why_rebuilt(directory: str, configfiles) -> dict[str, str]:
+    """{plan: why the run will make it} from status before the run: the category and the diff of each reason
+    (checkpoint, code, config, tool, host, input, missing); a status that cannot run leaves the reasons out."""
+    try:
+        st = status.collect(directory, configfiles)
+    except FactoryError:
+        return {}
+    return {
+        t["plan"]: "; ".join(f"{r['category']}: {r['detail']}" for r in t["reasons"]) or t["state"]
+        for t in st["targets"]
+        if t["state"] in ("stale", "missing", "damaged")
+    }
+
+
+ERROR_LINE = re.compile(r"(error|exception|failed|killed|refused|cause:)", re.I)
+
+
+def _first_error(log: str | None, limit: int = 300) -> str | None:
+    """The first line of a job's log that says what went wrong (a person reads it, not the whole log)."""
+    try:
+        with open(log, errors="replace") as f:
+            line = next((ln.strip() for ln in f if ERROR_LINE.search(ln)), None)
+    except (OSError, TypeError):
+        return None
+    return line if line is None or len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _why_not_current(t: dict, lock_message: str | None, directory: str = ".") -> str:
     if t["state"] == "missing" and lock_message:
         return f"missing: the factory did not run ({lock_message})"
     if t["state"] == "missing":
-        return f"missing; log {t['logs']['build']}"
+        logs = t.get("logs") or {}
+        for stage in ("build", "validate", "precision", "export"):
+            if logs.get(stage) and (error := _first_error(os.path.join(directory, logs[stage]))):
+                return f"missing: {stage}: {error} (log {logs[stage]})"
+        return f"missing; log {logs.get('build')}"
     return "; ".join(f"{r['category']}: {r['detail']}" for r in t["reasons"])
 
 
@@ -221,6 +254,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
     _point_run_log(out, log)
     before = read_json(out / "snapshot.json") or snapshot(directory)
     ready = prepare(directory, configfiles)
+    why = _why_rebuilt(directory, configfiles) if not ready["blocked"] else {}
     cmd = [c for c in snakemake_command(directory, configfiles, "--keep-going", *extra) if c != "--nolock"]
     cmd[cmd.index("--cores") + 1] = str(cores)
     start = time.monotonic()
@@ -234,7 +268,10 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
     st = status.collect(directory, configfiles)
     vr = verify.verify(directory, trust=verify.trust_of(configfiles, directory))  # signatures where keys are set
     failed = [
-        {"target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}", "why": _why_not_current(t, locked_out)}
+        {
+            "target": f"{t['model']} {t['key']} sm{t['cc']} {t['precision']}",
+            "why": _why_not_current(t, locked_out, directory),
+        }
         for t in st["targets"]
         if t["state"] != "current"
     ]
@@ -249,6 +286,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
             **({"locked_out": locked_out} if locked_out else {}),
         },
         "changes": changes(before, after),
+        "why": {p: why[p] for p in changes(before, after)["built"] if p in why},
         "failed": failed,
         "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
