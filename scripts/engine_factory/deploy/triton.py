@@ -13,7 +13,9 @@ Which plans go in is the config's policy (`deploy.triton`, config/README.md): pl
 `include` (default pass and not-run: without a GPU here, execution is not-run); never one whose validation failed
 (the schema does not accept `fail`) or whose build failed (the factory hands failed targets to no job). A `not-run`
 plan goes in only with numeric evidence (outcomes.Evidence: its ONNX variant's parity, or for fp16/bf16 onnxruntime
-cannot run, the fp32 emulation); one nothing checked ("not verified") stays out unless `unverified: true`.
+cannot run, the fp32 emulation); one nothing checked ("not verified") stays out unless `unverified: true`. A plan
+that is not what its provenance record says (size, sha256) or whose header does not read is damaged and never goes in
+(`left_out` says why); the bytes placed are checked against the record once more.
 
 The plans are hard-linked into `1/`, falling back to a copy across file systems: a link costs no space for large
 plans, and since every stage replaces its output by rename, a rebuilt plan is a new file and the repository keeps
@@ -29,7 +31,8 @@ import shutil
 import string
 from pathlib import Path
 
-from .. import atomic, paths
+from .. import atomic, paths, provenance
+from ..backends.header import read_header
 from ..errors import FactoryError
 from ..outcomes import EVIDENCE_TEXT, Evidence, Outcome, evidence_of
 
@@ -254,6 +257,17 @@ def _first_reason(result: dict) -> str:
     return "no reason recorded"
 
 
+def damage(plan: str) -> str | None:
+    """Why a plan must not be published (None: it may): it fails its own provenance record (size, sha256:
+    provenance.intact, cached by stat) or its header does not read (backends/header.py). A power loss leaves plans
+    emptied, halved or zeroed that Snakemake, judging by dates, hands to this stage as built."""
+    if why := provenance.intact(plan):
+        return f"damaged: {why}"
+    if problem := read_header(plan)["problem"]:
+        return f"damaged: its header: {problem}"
+    return None
+
+
 def _link_or_copy(src: str, dst: Path) -> str:
     try:
         os.link(src, dst)
@@ -274,14 +288,16 @@ def _sha256(path) -> str:
 def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict) -> dict:
     """The deploy stage: write the model directory of `config_path` from the plans in `inputs` (labels
     plan_sm<cc>, validation_sm<cc>, onnx) that pass the policy, then its provenance and in-toto statement."""
-    from .. import provenance
-
     model, pol = settings["model"], settings["policy"]
     plans = {
         cc: {"plan": inputs[f"plan_sm{paths.cc_tag(cc)}"], "validation": inputs[f"validation_sm{paths.cc_tag(cc)}"]}
         for cc in settings["compute_capabilities"]
     }
     chosen, refused = select_plans(plans, pol["include"], model=model, unverified=pol.get("unverified", False))
+    for cc in list(chosen):  # what is published is what was built and checked: never a damaged plan
+        if why := damage(chosen[cc]["plan"]):
+            refused[cc] = why
+            del chosen[cc]
     model_dir = Path(config_path).parent
     if not chosen:  # an earlier repository of these plans must not stay servable either
         shutil.rmtree(model_dir, ignore_errors=True)
@@ -308,12 +324,21 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
         write_config(tmp / "config.pbtxt", cfg)
         for cc, entry in chosen.items():
             how = _link_or_copy(entry["plan"], tmp / paths.TRITON_VERSION / files[cc])
+            placed = _sha256(tmp / paths.TRITON_VERSION / files[cc])
+            recorded = (atomic.read_json(paths.provenance(entry["plan"])) or {}).get("artifact", {}).get("sha256")
+            if placed != recorded:  # changed between the check and the link: nothing of this directory is published
+                raise FactoryError(
+                    f"the plan placed for {cc} has sha256 {placed[:12]}…, its record {str(recorded)[:12]}…: "
+                    "not published",
+                    model=model,
+                    path=entry["plan"],
+                )
             entries.append(
                 {
                     "compute_capability": cc,
                     "file": paths.triton_plan(str(model_dir), cc),
                     "source": entry["plan"],
-                    "sha256": _sha256(tmp / paths.TRITON_VERSION / files[cc]),
+                    "sha256": placed,
                     "validation": entry["status"],
                     "evidence": entry["evidence"],
                     "placed_by": how,

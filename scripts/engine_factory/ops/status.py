@@ -16,6 +16,9 @@ with. The reasons, by category:
   host        the driver or CUDA version changed: validation re-runs, the plan is kept
   code        the rule's command changed (workflow upgrade)
   missing     the artifact is not there
+  damaged     (a state) a file of the target's chain is not what its own provenance record says (emptied, halved,
+              zeroed: size, then sha256, judged again only where a stat says it changed; provenance.intact): the
+              next run removes it with what was made from it and makes them again
   failed      (a state) the target's chain holds a recorded failure that still applies: not retried until its
               inputs, settings or tools change (scripts/engine_factory/failures.py)
 
@@ -35,7 +38,7 @@ from . import emit, load_config, operation_parser
 from .snakemake import summary
 
 HOST_PARAMS = {"driver", "cuda", "driver_version", "cuda_driver_version"}
-STATES = ("current", "stale", "missing", "failed")
+STATES = ("current", "stale", "missing", "failed", "damaged")
 # Snakemake does not re-make a missing file while what was made from it is up to date (measured)
 NOT_REMADE = (
     " and no run re-makes it while what was made from it is kept: `python -m engine_factory verify --repair` "
@@ -138,9 +141,19 @@ def job_reasons(base: Path, f, rule: str, wildcards: dict, row: dict) -> list[di
 
 
 # ------------------------------------------------------------------------------------------------ status
-def target_status(base: Path, f, job: dict, rows: dict) -> dict:
-    """One plan target: its state, the categorized reasons of its pending chain jobs, what re-runs."""
+def target_status(base: Path, f, job: dict, rows: dict, damaged: dict | None = None) -> dict:
+    """One plan target: its state, the categorized reasons of its pending chain jobs, what re-runs. `damaged`:
+    {path: problem} of the files that fail their own record (Factory.damaged)."""
     reasons, reruns, seen = [], [], set()
+    damaged = damaged or {}
+    made_by = {paths.main_output(rule, w): paths.stage_of(rule) for rule, w in f.chain(**job)}
+    made_by.setdefault(paths.parity(job["model"], job["precision"]), "precision")
+    made_by.setdefault(paths.validation(**job), f.job_stage("validate"))
+    broken = [
+        {"category": "damaged", "stage": stage, "detail": f"{p}: {damaged[p]}"}
+        for p, stage in made_by.items()
+        if p in damaged
+    ]
     for rule, w in f.chain(**job):
         row = rows.get(paths.main_output(rule, w))
         if row and not row["pending"] and row["status"] == "missing":
@@ -170,6 +183,8 @@ def target_status(base: Path, f, job: dict, rows: dict) -> dict:
         reasons = [r for r in reasons if not (r["category"] == "missing" and r["stage"] in ("build", "validate"))]
     if state == "stale" and not reasons:
         reasons.append({"category": "input", "stage": None, "detail": "an upstream job is pending"})
+    if broken and state != "missing":  # Snakemake, judging by dates, may call it current: it is not
+        state, reasons = "damaged", broken + reasons
     v = read_json(base / paths.validation(**job))
     reasons.sort(key=lambda r: (r["category"], r["stage"] or "", r["detail"]))
     return {
@@ -216,10 +231,13 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
     base = Path(directory)
     workflow = open_workflow(directory, configfiles)
     f = workflow.resolve()
+    with workflow:  # before Snakemake's summary (a read-only call: it leaves damaged files in place)
+        damaged = f.damaged()
     rows_list, seconds = summary(directory, configfiles)
     rows = {r["file"]: r for r in rows_list}
+    where = {d["path"]: d["problem"] for d in damaged}
     with workflow:  # the factory's failure records and content cache live under the workflow directory
-        targets = [target_status(Path("."), f, j, rows) for j in f.buildable]
+        targets = [target_status(Path("."), f, j, rows, where) for j in f.buildable]
     for x in f.failed:
         t = {k: x[k] for k in ("model", "key", "cc", "precision")}
         targets.append(
@@ -250,7 +268,8 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         "not_produced": not_produced(base, targets, root),
         "keys": keys,
         "mislabelled": mislabelled(base, targets),
-        "needs_work": bool(counts["stale"] or counts["missing"]),
+        "damaged": damaged,  # every damaged file, the Triton directories' plans included
+        "needs_work": bool(counts["stale"] or counts["missing"] or counts["damaged"] or damaged),
         "failed": counts["failed"],
         "in_progress": [r["pid"] for r in live_runs(directory)],
         "signing": signing_state(base, targets, f.cfg),
@@ -322,7 +341,9 @@ def _group_lines(report: dict, verbose: bool) -> list[str]:
 def render(report: dict, verbose: bool = False) -> str:
     c = report["counts"]
     lines = [
-        f"status: {c['current']} current, {c['stale']} stale, {c['missing']} missing, {c['failed']} failed "
+        f"status: {c['current']} current, {c['stale']} stale, {c['missing']} missing, {c['failed']} failed"
+        + (f", {c['damaged']} damaged" if c.get("damaged") else "")
+        + " "
         f"(keys {', '.join(report['keys']) or 'none'}; asked snakemake in {report['snakemake_seconds']} s)"
     ]
     lines += _group_lines(report, verbose)
@@ -331,6 +352,12 @@ def render(report: dict, verbose: bool = False) -> str:
             f"signing: {sig['signed']} plan(s) with a signed envelope, {sig['unsigned']} unsigned"
             + ("" if sig["configured"] else " (no signing.key configured: plans are not signed)")
         )
+    if report.get("damaged"):
+        lines.append(
+            f"{len(report['damaged'])} damaged file(s), not what their provenance record says (the next run removes "
+            "them with what was made from them and makes them again; `verify` checks everything):"
+        )
+        lines += [f"  {d['path']}: {d['problem']}" for d in report["damaged"]]
     if report["not_produced"]:
         groups: dict[tuple, list] = {}
         for t in report["not_produced"]:

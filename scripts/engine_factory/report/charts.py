@@ -29,6 +29,7 @@ COLOURS = {
     "failed": "#8e1b1b",
     "not-attempted": "#cfcfcf",
     "missing": "#dddddd",
+    "damaged": "#c0509a",
 }
 TOLERANCE_COLOUR = "#d1453b"
 WIDTH, HEIGHT = 180, 150

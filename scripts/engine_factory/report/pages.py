@@ -103,7 +103,7 @@ def _model_rows(summary: dict, by_model: dict) -> list[dict]:
 
 
 def _columns(summary: dict) -> tuple:
-    rare = ("not-attempted", "missing")  # columns only where a target has them
+    rare = ("not-attempted", "missing", "damaged")  # columns only where a target has them
     return COLUMNS + tuple(k for k in rare if summary["overview"]["outcomes"].get(k))
 
 

@@ -11,13 +11,23 @@ from __future__ import annotations
 import os
 import re
 
-from .. import paths, signing
+from .. import paths, provenance, signing
 from ..atomic import read_json
+from ..backends.header import read_header
 from ..outcomes import EVIDENCE_TEXT, Evidence, Outcome, evidence_of
 from ..precisions import PRECISIONS
 
 # Each cell ends as exactly one of these; "built" (below) counts the cells whose plan exists, whatever its checks.
-OUTCOMES = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed", "not-attempted", "missing")
+OUTCOMES = (
+    Outcome.PASS,
+    Outcome.FAIL,
+    Outcome.NOT_RUN,
+    Outcome.SKIPPED,
+    "failed",
+    "not-attempted",
+    "missing",
+    "damaged",
+)
 OUTCOME_LABELS = {
     "built": "built",
     Outcome.PASS: "validated pass",
@@ -27,6 +37,7 @@ OUTCOME_LABELS = {
     "failed": "failed to build",
     "not-attempted": "not attempted",
     "missing": "missing",
+    "damaged": "damaged",
 }
 METRICS = ("max_abs", "max_rel", "cosine", "top1_agreement")
 TARGET = "{target}"  # stands for the cell's own target in a grouped reason (the group lists its targets)
@@ -147,6 +158,21 @@ def _plan_facts(plan: str) -> dict:
     return {k: facts[k] for k in ("plan_bytes", "build_seconds", "warnings") if k in facts}
 
 
+def damage(plan: str, validation: str) -> str | None:
+    """Why a plan on disk (or its validation) is damaged (None: it is not, or it is not there): it is not what its
+    provenance record says (size, sha256: provenance.intact, cached by stat), or its header does not read. Emptied,
+    halved and zeroed files (a power loss) are kept by Snakemake, which judges by dates."""
+    if not os.path.exists(plan):
+        return None
+    if why := provenance.intact(plan):
+        return f"the plan is damaged: {why}"
+    if problem := read_header(plan)["problem"]:
+        return f"the plan is damaged: its header: {problem}"
+    if os.path.exists(validation) and (why := provenance.intact(validation, need_record=False)):
+        return f"its validation is damaged: {why}"
+    return None
+
+
 def _validated_cell(job: dict) -> dict:
     """`job`: the plan's model, key, cc, precision, and the logs of the jobs that built and validated it."""
     logs = job.get("logs", {})
@@ -170,6 +196,9 @@ def _validated_cell(job: dict) -> dict:
             }
         ),
     }
+    if why := damage(plan, validation):  # a plan or verdict that is not what was recorded: never shown as built
+        cell["links"].pop("plan", None)
+        return {**cell, "status": "damaged", "reason": why, "evidence": Evidence.NONE, "evidence_text": None}
     cell["facts"] = _plan_facts(plan)
     cell["signed"] = "signature" in cell["links"]  # an envelope is there; `verify` says whether it holds
     # what was established, beside the outcome: a not-run whose ONNX variant passed is checked; nothing run is not
@@ -265,6 +294,8 @@ def reason_groups(cells: list[dict]) -> list[dict]:
             add(c["status"], c["stage"], c["reason"], c)
         elif c["status"] == "missing":
             add("missing", "validate", "its job did not finish (see Snakemake's output)", c)
+        elif c["status"] == "damaged":
+            add("damaged", "damaged", c["reason"], c)
     totals = {o: sum(c["status"] == o for c in cells) for o in OUTCOMES}
     out = sorted(groups.values(), key=lambda g: (OUTCOMES.index(g["outcome"]), -g["count"], g["what"], g["reason"]))
     for g in out:
@@ -385,7 +416,8 @@ def summarize(
     jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None, failed: list[dict] = ()
 ) -> dict:
     """Every (model, precision, target) ends as a cell: validated (pass / fail / not-run), skipped (reason), failed
-    (the stage, the first lines of its error, its log) or missing (its job did not finish: see Snakemake's output)."""
+    (the stage, the first lines of its error, its log), missing (its job did not finish: see Snakemake's output) or
+    damaged (its plan or validation is not what its record says: the next run rebuilds it)."""
     cells = [_validated_cell(j) for j in jobs]
     cells += [{**s, "target": target_name(s["cc"]), "status": Outcome.SKIPPED, "links": {}} for s in skipped]
     cells += [_failed_cell(f) for f in failed]
