@@ -184,3 +184,26 @@ def test_a_result_made_before_results_had_records_is_a_stale_warning(zoo):
     report = verify.verify(str(zoo))
     assert report["ok"] and [p["kind"] for p in report["problems"]] == ["stale"], report["problems"]
     assert "without a provenance record" in report["problems"][0]["detail"]
+
+
+def test_a_source_folder_input_is_hashed_as_the_stage_hashed_it(work, tmp_path):
+    """A SavedModel or TF1 checkpoint is a folder: verify hashes it like the freeze did, not as 'not a regular file'
+    (which repair would act on: remove the frozen model, freeze again, for ever)."""
+    saved = tmp_path / "zoo" / "saved_model"
+    (saved / "variables").mkdir(parents=True)
+    (saved / "saved_model.pb").write_bytes(b"graph")
+    (saved / "variables" / "variables.index").write_bytes(b"index")
+    frozen = work / paths.ROOT / "m" / "frozen" / "model.pb"
+    frozen.parent.mkdir(parents=True)
+    frozen.write_bytes(b"frozen")
+    rel = str(frozen.relative_to(work))
+    record(
+        work,
+        rel,
+        sha=sha256(frozen, cached=False),
+        inputs=[{"path": str(saved), "label": "checkpoint", "sha256": sha256(saved, cached=False)}],
+    )
+    report = verify.verify(str(work))
+    assert report["ok"] and report["problems"] == [], report["problems"]
+    (saved / "variables" / "variables.index").write_bytes(b"changed")
+    assert [p["kind"] for p in verify.verify(str(work))["problems"]] == ["stale"]

@@ -51,7 +51,7 @@ from .. import paths, signing
 from ..atomic import read_json
 from ..deploy.triton import read_config
 from ..errors import FactoryError, RunInProgress
-from ..fingerprint import sha256
+from ..fingerprint import files_of, sha256
 from ..outcomes import Outcome
 from . import emit, load_config, operation_parser
 from .runs import state
@@ -85,10 +85,14 @@ class _Check:
             st = os.stat(self.path(p))
         except OSError:
             return None  # missing: reported as missing
-        if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):  # a source folder (SavedModel, TF1 checkpoint): hashed as the stage hashed it
+            size = sum(f.stat().st_size for f in files_of(self.path(p)))  # its regular files only
+        elif not stat.S_ISREG(st.st_mode):
             return "not a regular file (never opened)"
-        if st.st_size > MAX_HASHED_BYTES:
-            return f"{st.st_size} bytes, larger than the {MAX_HASHED_BYTES >> 30} GiB verify hashes"
+        else:
+            size = st.st_size
+        if size > MAX_HASHED_BYTES:
+            return f"{size} bytes, larger than the {MAX_HASHED_BYTES >> 30} GiB verify hashes"
         return None
 
     def digest(self, p: str) -> str | None:
