@@ -51,6 +51,9 @@ include: "workflow/rules/sign.smk"
 
 rule all:
     input:
+        # every result the report reads: one missing while the report exists (a job killed, an OOM, a failed Slurm
+        # job; the report written after the failure) is made again, which Snakemake does not do for an input alone
+        F.report_inputs(),
         paths.REPORT_JSON,
         paths.REPORT_HTML,
         paths.REPORT_OVERVIEW_CHART,

@@ -8,6 +8,16 @@ content digests and the model code's), the content of its inputs, its tools' ver
 
 Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
 disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
+
+A killed job (SIGKILL, the OOM killer, a Slurm job ended OUT_OF_MEMORY or NODE_FAIL, a machine gone) is run again by
+the next run: the Snakefile's `all` asks for every result the report reads, so the one a killed job did not make is
+missing and made again. Such a job cannot say how it ended, so every job notes its start (`begin_attempt`, in
+`artifacts/cache/unfinished/`) and removes the note at any end its process lives to see: success, a failure (recorded
+or transient) and a stop (SIGTERM/SIGHUP/SIGINT: Snakemake, `scancel`, a Slurm time limit; a stop is no kill). A note
+found when the job starts again is a kill. After KILLED_LIMIT kills in a row with the same inputs, settings, tools and
+code, the job is not run a further time: the kill is recorded as its failure (a model that always runs out of memory
+would otherwise be retried, and kill its neighbours, at every run), which keeps it out like any other until something
+it depends on changes or `RETRY_FAILED=1`; kills with anything changed in between start the count again.
 """
 
 from __future__ import annotations
@@ -20,11 +30,14 @@ import traceback
 from pathlib import Path
 
 from . import atomic, paths
+from .errors import FactoryError, WrongHost
 
 RETRY_ENV = "FACTORY_RETRY_FAILED"
 CODE_ENV = "FACTORY_WORKFLOW_CODE"  # the workflow code digest, computed once by the Snakefile for its jobs
 TRANSIENT = (MemoryError, KeyboardInterrupt, SystemExit)
 ERROR_LINES = 12
+UNFINISHED = paths.ROOT + "/cache/unfinished/{rule}/{name}.json"  # a running job's note (begin_attempt)
+KILLED_LIMIT = 3  # kills in a row, of one job on the same inputs, after which the kill is recorded as its failure
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -58,8 +71,6 @@ def fingerprint_of(rule: str, inputs: dict, settings: dict) -> dict:
 
 def record(rule: str, wildcards: dict, inputs: dict, settings: dict, error: BaseException) -> str | None:
     """Write the failure record of one job; returns its path (None for transient errors)."""
-    from .errors import WrongHost
-
     if isinstance(error, (*TRANSIENT, WrongHost)) or rule not in paths.JOB_NAMES or "model" not in wildcards:
         return None
     if isinstance(error, OSError) and error.errno in (28, 122, 30):  # disk full / quota / read-only: the disk's
@@ -83,8 +94,6 @@ def record(rule: str, wildcards: dict, inputs: dict, settings: dict, error: Base
 
 
 def _is_user_error(error) -> bool:
-    from .errors import FactoryError
-
     return isinstance(error, FactoryError)
 
 
@@ -120,3 +129,61 @@ def first_line(rec: dict, limit: int = 300) -> str:
         return rec.get("error_type", "failed")
     text = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class KilledRepeatedly(FactoryError):
+    """A job killed KILLED_LIMIT times in a row on the same inputs (see the module doc): recorded as its failure."""
+
+
+def begin_attempt(rule: str, wildcards: dict, inputs: dict, settings: dict) -> str | None:
+    """Note that this job starts (returns the note's path for `end_attempt`; None for a job that has no failure
+    record, e.g. the report). A note left by its previous attempt counts one more kill; at KILLED_LIMIT, record the
+    failure and raise KilledRepeatedly instead of running the job again."""
+    if rule not in paths.JOB_NAMES or "model" not in wildcards:
+        return None
+    path = UNFINISHED.format(rule=rule, name=paths.JOB_NAMES[rule].format(**wildcards))
+    key = _attempt_key(rule, inputs, settings)
+    before = atomic.read_json(path) or {}
+    kills = before.get("kills", 0) + 1 if before.get("key") == key else 0  # a note left behind: that attempt was killed
+    if kills >= KILLED_LIMIT:
+        error = KilledRepeatedly(
+            f"killed {kills} times in a row on the same inputs and settings (SIGKILL: the OOM killer, or a Slurm job "
+            "out of memory or on a lost node): not run again until something it depends on changes or RETRY_FAILED=1; "
+            "if it ran out of memory, give the rule more (its mem_mb resource)"
+        )
+        record(rule, wildcards, inputs, settings, error)
+        end_attempt(path)
+        raise error
+    atomic.write_json(path, {"rule": rule, "wildcards": wildcards, "key": key, "kills": kills, "pid": os.getpid()})
+    return path
+
+
+def end_attempt(path: str | None) -> None:
+    """The job ended in a way its process saw (see the module doc): its note goes."""
+    if path:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _attempt_key(rule: str, inputs: dict, settings: dict) -> str:
+    """What an attempt ran on, cheaply (a stat per input, no hashing: a job's start must stay cheap): two attempts
+    with the same key ran the same job on the same files. A rewritten input starts the count again."""
+    import hashlib
+
+    from .provenance import stage_tools
+
+    stamps = {}
+    for label, p in sorted(inputs.items()):
+        try:
+            st = os.stat(p)
+            stamps[label] = [p, st.st_size, st.st_mtime_ns, st.st_ino]
+        except (OSError, TypeError):
+            stamps[label] = [p, None]
+    text = json.dumps(
+        {"settings": settings, "inputs": stamps, "tools": stage_tools(rule), "code": os.environ.get(CODE_ENV)},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()

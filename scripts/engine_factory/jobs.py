@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 
+from . import failures
 from .errors import StageFailed, guarded
 
 # CPU-side libraries every PyTorch / ONNX model's stages import (none starts a thread or a CUDA context on import).
@@ -179,8 +180,9 @@ def note_ended(status: int, log: str) -> int:
             name = f"signal {status - 128}"
         with open(log, "a") as f:
             f.write(
-                f"\nengine factory: the stage was killed by {name} (exit status {status}); it left no output "
-                "and is re-run by the next run\n"
+                f"\nengine factory: the stage was killed by {name} (exit status {status}); Snakemake removes what it "
+                f"wrote, and the next run runs it again (after {failures.KILLED_LIMIT} kills in a row on the same "
+                "inputs it records the kill as the job's failure instead)\n"
             )
     return status
 
@@ -218,7 +220,12 @@ def run_stage(stage: str, io: str, settings: str) -> int:
         _signals_end_cleanly()
         spec = {**_json_arg(io), "params": _json_arg(settings)}
         started = time.perf_counter()
-        facts = run(stage, spec)
+        # noted while it runs: a note still there when the job starts again was left by a kill (failures.py says why)
+        attempt = failures.begin_attempt(stage, spec.get("wildcards") or {}, spec.get("inputs") or {}, spec["params"])
+        try:
+            facts = run(stage, spec)
+        finally:
+            failures.end_attempt(attempt)
         print(json.dumps({"stage": stage, "facts": facts}, indent=1, default=str))
         print("stage-metrics: " + json.dumps(_metrics(stage, started)), flush=True)
         return 0
