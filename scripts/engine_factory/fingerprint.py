@@ -72,7 +72,7 @@ class _Cache:
         the same (size, mtime, ctime, inode) stamp as its digest, and the stamps of the files in `also` (e.g. the
         record the fact compares it with; a file missing there stamps as [])."""
         self._load()
-        full = os.path.realpath(path)
+        full = os.path.abspath(path)  # not realpath (a stat per folder): the stamp's inode already names the file
         stamp = _stamp(full) + [_stamp(a) if os.path.exists(a) else [] for a in also]
         key = f"{kind}:{full}"
         hit = self.entries.get(key)

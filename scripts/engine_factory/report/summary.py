@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 
-from .. import paths, provenance, signing
+from .. import fingerprint, paths, provenance, signing
 from ..atomic import read_json
 from ..backends.header import read_header
 from ..outcomes import EVIDENCE_TEXT, Evidence, Outcome, evidence_of
@@ -418,7 +418,8 @@ def summarize(
     """Every (model, precision, target) ends as a cell: validated (pass / fail / not-run), skipped (reason), failed
     (the stage, the first lines of its error, its log), missing (its job did not finish: see Snakemake's output) or
     damaged (its plan or validation is not what its record says: the next run rebuilds it)."""
-    cells = [_validated_cell(j) for j in jobs]
+    with fingerprint.deferred():  # each plan's verdict cached (damage): the content cache written once, not per plan
+        cells = [_validated_cell(j) for j in jobs]
     cells += [{**s, "target": target_name(s["cc"]), "status": Outcome.SKIPPED, "links": {}} for s in skipped]
     cells += [_failed_cell(f) for f in failed]
     per_model = {}
