@@ -149,7 +149,7 @@ def begin_attempt(rule: str, wildcards: dict, inputs: dict, settings: dict) -> s
         error = KilledRepeatedly(
             f"killed {kills} times in a row on the same inputs and settings (SIGKILL: the OOM killer, or a Slurm job "
             "out of memory or on a lost node): not run again until something it depends on changes or RETRY_FAILED=1; "
-            "if it ran out of memory, give the rule more (its mem_mb resource)"
+            f"if it ran out of memory, raise models.{wildcards['model']}.mem_mb (MB) and run with RETRY_FAILED=1"
         )
         record(rule, wildcards, inputs, settings, error)
         end_attempt(path)

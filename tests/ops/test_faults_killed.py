@@ -216,3 +216,28 @@ def test_kills_count_only_in_a_row_on_the_same_inputs(job):
     assert run("kill") == 137 and run("kill") == 137
     assert run("make") == 0 and not record.exists()
     assert [run("kill") for _ in range(3)] + [run("make")] == [137, 137, 137, 1] and record.exists()  # now in a row
+
+
+def test_a_models_mem_mb_raises_its_onnx_jobs_memory_and_never_lowers_it(tmp_path):
+    """The remedy the record names for a model killed for its memory: `models.<name>.mem_mb` reaches its simplify,
+    parity, precision and build jobs (on Slurm, their memory limit) where it is more than the rule's own."""
+    import re
+
+    from helpers import load_test_config
+
+    cfg = load_test_config("ops")
+    cfg["precisions"] = ["fp16"]
+    mlp = cfg["models"]["tiny_mlp"]
+    cfg["models"] = {"big": {**mlp, "mem_mb": 9000}, "small": {**mlp, "mem_mb": 1000}}
+    work = tmp_path / "work"
+    write_config(work, cfg)
+    dry = _snakemake(work, "-n")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    mem = {}
+    for block in re.split(r"\n(?=rule |localrule )", dry.stdout):
+        job = re.match(r"(?:local)?rule (\w+):", block)
+        model = re.search(r"wildcards: .*?model=([\w.-]+)", block)
+        if job and model:
+            mem[(paths.stage_of(job.group(1)), model.group(1))] = int(re.search(r"mem_mb=(\d+)", block).group(1))
+    for stage, own in {"simplify": 3000, "parity": 2000, "precision": 4000, "build": 4000}.items():
+        assert mem[(stage, "big")] == 9000 and mem[(stage, "small")] == own, (stage, mem)

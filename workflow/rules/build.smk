@@ -20,7 +20,7 @@ for _targets in F.target_sets("build"):
         resources:
             **gpu_resources(_targets),
             **slurm_resources(_targets),
-            mem_mb=4000,
+            mem_mb=model_mem_mb(4000),
         params:
             **spec("build", _targets),
         run:

@@ -127,3 +127,10 @@ def slurm_resources(target_set=None):
 def framework_mem_mb(rule, default):
     """mem_mb of a model's framework jobs (freeze, export, golden): scripts/engine_factory/factory.py decides."""
     return lambda wildcards: F.mem_mb(rule, wildcards.model, default)
+
+
+def model_mem_mb(default):
+    """mem_mb of a model's ONNX jobs (simplify, parity, precision, build, validate): the rule's own, raised to the
+    model's `mem_mb` where that is more (never lowered by it). What a model killed for its memory (OOM; on Slurm,
+    OUT_OF_MEMORY at this limit) needs: scripts/engine_factory/failures.py."""
+    return lambda wildcards: max(default, F.model(wildcards.model).get("mem_mb") or 0)

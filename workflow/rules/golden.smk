@@ -29,7 +29,7 @@ rule parity:  # the exported and the simplified ONNX of one model (each precisio
         paths.job_log("parity"),
     resources:
         **slurm_resources(),
-        mem_mb=2000,
+        mem_mb=model_mem_mb(2000),
     params:
         **spec("parity"),
     run:

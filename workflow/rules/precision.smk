@@ -15,7 +15,7 @@ rule precision:
         paths.job_log("precision"),
     resources:
         **slurm_resources(),
-        mem_mb=4000,
+        mem_mb=model_mem_mb(4000),
     params:
         **spec("precision"),
     run:

@@ -11,7 +11,7 @@ rule simplify:
         paths.job_log("simplify"),
     resources:
         **slurm_resources(),
-        mem_mb=3000,
+        mem_mb=model_mem_mb(3000),
     params:
         **spec("simplify"),
     run:

@@ -18,7 +18,7 @@ for _targets in F.target_sets("validate"):
         resources:
             **gpu_resources(_targets),
             **slurm_resources(_targets),
-            mem_mb=2000,
+            mem_mb=model_mem_mb(2000),
         params:
             **spec("validate", _targets),
         run:
