@@ -261,6 +261,8 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
     from .runs import live_runs
 
     counts = {s: sum(t["state"] == s for t in targets) for s in STATES}
+    if not counts["damaged"]:  # said only when there is damage (the counts' shape before it existed)
+        del counts["damaged"]
     keys = sorted({t["key"] for t in targets} | {f.key})
     return {
         "counts": counts,
@@ -269,7 +271,7 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         "keys": keys,
         "mislabelled": mislabelled(base, targets),
         "damaged": damaged,  # every damaged file, the Triton directories' plans included
-        "needs_work": bool(counts["stale"] or counts["missing"] or counts["damaged"] or damaged),
+        "needs_work": bool(counts["stale"] or counts["missing"] or damaged),
         "failed": counts["failed"],
         "in_progress": [r["pid"] for r in live_runs(directory)],
         "signing": signing_state(base, targets, f.cfg),
