@@ -303,9 +303,10 @@ class Factory:
 
     def damaged(self) -> list[dict]:
         """[{path, problem}] of the files on disk that fail their own record (provenance.intact: size, sha256; a stat
-        each while nothing changed), and the plans in a Triton model directory that are not the bytes its record
-        lists. Missing files are Snakemake's to re-make, files without a record (results made before 0.3.0) are not
-        judged here (`verify` reports both)."""
+        each while nothing changed), the plans in a Triton model directory that are not the bytes its record lists,
+        and the report's summary.json that does not parse or index.html that does not end as a page. Missing files
+        are Snakemake's to re-make; files without a record (results made before 0.3.0) are not judged here (`verify`
+        reports both)."""
         from . import fingerprint, provenance
         from .atomic import read_json
 
@@ -320,6 +321,9 @@ class Factory:
                 for entry in listed:
                     if why := provenance.listed_intact(entry["file"], entry["sha256"], side):
                         found.append({"path": entry["file"], "problem": why})
+            for page, judge in ((paths.REPORT_JSON, _summary_problem), (paths.REPORT_HTML, _page_problem)):
+                if os.path.isfile(page) and (why := fingerprint.derived(page, "report-intact", judge)):
+                    found.append({"path": page, "problem": why})  # no record: its shape is what can be judged
         return found
 
     def discard(self, damaged: list[str]) -> list[str]:
@@ -441,6 +445,24 @@ class Factory:
                 for m in self.cfg["models"]
             },
         }
+
+
+def _summary_problem(full: str) -> str | None:
+    import json
+
+    try:
+        with open(full, "rb") as f:
+            ok = isinstance(json.load(f).get("plans"), list)
+    except (OSError, ValueError, AttributeError) as e:
+        return f"not the report's summary ({type(e).__name__}: emptied, halved or zeroed)"
+    return None if ok else "not the report's summary (no plans)"
+
+
+def _page_problem(full: str) -> str | None:
+    with open(full, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 256))
+        tail = f.read()
+    return None if b"</html>" in tail else "does not end as an HTML page (emptied, halved or zeroed)"
 
 
 def read_only_call(args: list[str], flags) -> bool:

@@ -91,6 +91,15 @@ def test_a_plain_run_rebuilds_what_was_made_from_a_halved_onnx(work):
     assert report["ok"], report["problems"]
 
 
+def test_a_plain_run_writes_a_damaged_report_again(work):
+    """The report has no record: its summary must parse and its page end as a page. Before: both were kept."""
+    damage(work / paths.REPORT_JSON, "halved")
+    damage(work / paths.REPORT_HTML, "zeroed")
+    snakemake(work)
+    assert len(json.loads((work / paths.REPORT_JSON).read_text())["plans"]) == 8
+    assert (work / paths.REPORT_HTML).read_text().rstrip().endswith("</html>")
+
+
 def test_a_run_beside_nothing_damaged_reads_no_bytes(work, monkeypatch):
     """The start's check is a stat per file while nothing changed: after one check no file is read again."""
     monkeypatch.chdir(work)
