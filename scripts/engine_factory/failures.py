@@ -9,7 +9,8 @@ content digests and the model code's), the content of its inputs, its tools' ver
 Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
 disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
 
-A killed job (SIGKILL, the OOM killer, a Slurm job ended OUT_OF_MEMORY or NODE_FAIL, a machine gone) is run again by
+A killed job (SIGKILL, the OOM killer, a Slurm job ended OUT_OF_MEMORY or NODE_FAIL, a machine gone; a crash in
+native code, SIGSEGV or SIGABRT, the same) is run again by
 the next run: the Snakefile's `all` asks for every result the report reads, so the one a killed job did not make is
 missing and made again. Such a job cannot say how it ended, so every job notes its start (`begin_attempt`, in
 `artifacts/cache/unfinished/`) and removes the note at any end its process lives to see: success, a failure (recorded
@@ -148,7 +149,8 @@ def begin_attempt(rule: str, wildcards: dict, inputs: dict, settings: dict) -> s
     if kills >= KILLED_LIMIT:
         error = KilledRepeatedly(
             f"killed {kills} times in a row on the same inputs and settings (SIGKILL: the OOM killer, or a Slurm job "
-            "out of memory or on a lost node): not run again until something it depends on changes or RETRY_FAILED=1; "
+            "out of memory or on a lost node; or a crash in native code): not run again until something it depends on "
+            "changes or RETRY_FAILED=1; "
             f"if it ran out of memory, raise models.{wildcards['model']}.mem_mb (MB) and run with RETRY_FAILED=1"
         )
         record(rule, wildcards, inputs, settings, error)

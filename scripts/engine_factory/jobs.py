@@ -178,11 +178,17 @@ def note_ended(status: int, log: str) -> int:
             name = signal.Signals(status - 128).name
         except ValueError:
             name = f"signal {status - 128}"
+        # SIGTERM/SIGHUP/SIGINT are caught (the stage cleans up, `_signals_end_cleanly`): a stop, not counted
+        stopped = status - 128 in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+        then = (
+            "a stop is not held against it"
+            if stopped
+            else f"after {failures.KILLED_LIMIT} such ends in a row on the same inputs it is recorded as failed instead"
+        )
         with open(log, "a") as f:
             f.write(
                 f"\nengine factory: the stage was killed by {name} (exit status {status}); Snakemake removes what it "
-                f"wrote, and the next run runs it again (after {failures.KILLED_LIMIT} kills in a row on the same "
-                "inputs it records the kill as the job's failure instead)\n"
+                f"wrote and the next run runs it again ({then})\n"
             )
     return status
 

@@ -2,6 +2,7 @@
 CANCELLED or NODE_FAIL is the same to the next run): the next plain run makes what it did not, and a job killed
 again and again on the same inputs is recorded as failed instead of being run at every run."""
 
+import faulthandler
 import json
 import os
 import signal
@@ -162,6 +163,9 @@ def job(tmp_path, monkeypatch):
     def stage(inputs, outputs, params):
         if behaviour["now"] == "kill":  # what the OOM killer does
             os.kill(os.getpid(), signal.SIGKILL)
+        if behaviour["now"] == "crash":  # a native library's segfault
+            faulthandler.disable()  # pytest's would print this process's stack to the test's stderr
+            os.kill(os.getpid(), signal.SIGSEGV)
         if behaviour["now"] == "stop":  # Snakemake or scancel stopping it
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
@@ -204,18 +208,20 @@ def test_a_job_killed_three_times_in_a_row_is_recorded_as_failed(job):
 
 
 def test_kills_count_only_in_a_row_on_the_same_inputs(job):
-    """A stop (SIGTERM) is seen by the job and is no kill; a changed input starts the count again; a success too."""
+    """A stop (SIGTERM) is seen by the job and is no kill; a changed input starts the count again; a success too.
+    A crash (SIGSEGV) ends a job as unseen as a kill, and counts like one."""
     run, log, inputs = job
     record = Path(paths.failure("precision", WILDCARDS))
     assert run("kill") == 137 and run("kill") == 137
     assert run("stop") == 128 + signal.SIGTERM  # ends the row
+    assert "a stop is not held against it" in log.read_text()
     assert run("kill") == 137 and run("kill") == 137
     Path(inputs["onnx"]).write_bytes(b"another graph")  # what it depends on changed
     assert run("kill") == 137 and run("kill") == 137
     assert run("make") == 0  # each row was shorter than the limit: it ran
     assert run("kill") == 137 and run("kill") == 137
     assert run("make") == 0 and not record.exists()
-    assert [run("kill") for _ in range(3)] + [run("make")] == [137, 137, 137, 1] and record.exists()  # now in a row
+    assert [run(now) for now in ("kill", "crash", "kill", "make")] == [137, 139, 137, 1] and record.exists()  # a row
 
 
 def test_a_models_mem_mb_raises_its_onnx_jobs_memory_and_never_lowers_it(tmp_path):
