@@ -319,8 +319,11 @@ class Factory:
                 side = paths.provenance(config)
                 listed = ((read_json(side) or {}).get("facts") or {}).get("plans", []) if os.path.exists(side) else []
                 for entry in listed:
-                    if why := provenance.listed_intact(entry["file"], entry["sha256"], side):
-                        found.append({"path": entry["file"], "problem": why})
+                    file, digest = (entry.get("file"), entry.get("sha256")) if isinstance(entry, dict) else (None, None)
+                    if not isinstance(file, str) or not isinstance(digest, str) or not _in_dir(file, config):
+                        found.append({"path": config, "problem": f"its record lists {str(file)[:200]!r}: not its plan"})
+                    elif why := provenance.listed_intact(file, digest, side):
+                        found.append({"path": file, "problem": why})
             for page, judge in ((paths.REPORT_JSON, _summary_problem), (paths.REPORT_HTML, _page_problem)):
                 if os.path.isfile(page) and (why := fingerprint.derived(page, "report-intact", judge)):
                     found.append({"path": page, "problem": why})  # no record: its shape is what can be judged
@@ -358,7 +361,10 @@ class Factory:
         removed = []
         for path in sorted(doomed):
             if _factory_file(path) and os.path.lexists(path):
-                os.unlink(path)
+                try:
+                    os.unlink(path)
+                except OSError:  # a read-only folder: the run cannot write there anyway
+                    continue
                 removed.append(path)
         return removed
 
@@ -445,6 +451,11 @@ class Factory:
                 for m in self.cfg["models"]
             },
         }
+
+
+def _in_dir(file: str, config: str) -> bool:
+    """A file a Triton config's record lists lies in that model directory (a record naming another is not obeyed)."""
+    return os.path.normpath(file).startswith(os.path.dirname(os.path.normpath(config)) + os.sep)
 
 
 def _summary_problem(full: str) -> str | None:

@@ -216,7 +216,7 @@ def listed_intact(path: str, sha256: str, record: str) -> str | None:
 
 def _judge(path: str, side: str) -> str | None:
     art = (atomic.read_json(side) or {}).get("artifact")
-    if not isinstance(art, dict) or not art.get("sha256"):
+    if not isinstance(art, dict) or not isinstance(art.get("sha256"), str):
         return "its provenance record is unreadable"
     if os.path.normpath(str(art.get("path"))) != os.path.normpath(path):
         return f"its provenance record names {art.get('path')}"
