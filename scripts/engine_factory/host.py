@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 
 OVERRIDE_ENV = "FACTORY_HOST_FACTS"
@@ -84,15 +85,32 @@ def installed_backends() -> dict:
     found = {}
     for module, names in dists.items():
         version = None
-        if importlib.util.find_spec(module) is not None:
+        spec = importlib.util.find_spec(module)
+        if spec is not None:
             for name in names:
                 try:
                     version = importlib.metadata.version(name)
                     break
                 except importlib.metadata.PackageNotFoundError:
                     continue
+            version = version or _declared_version(spec.origin)
         found[module] = version
     return found
+
+
+_VERSION = re.compile(r"""^__version__\s*=\s*["']([0-9][0-9A-Za-z.+-]*)["']""", re.M)
+
+
+def _declared_version(origin: str | None) -> str | None:
+    """The `__version__ = "..."` its __init__.py declares, read as text, for a module installed without package
+    metadata (TensorRT's tar install or its bindings built from source on PYTHONPATH): found by the first run on a
+    GPU, where `ready` said no TensorRT was installed beside a working TensorRT 8.5."""
+    try:
+        with open(origin, errors="replace") as f:
+            m = _VERSION.search(f.read(65536))
+    except (OSError, TypeError):
+        return None
+    return m.group(1) if m else None
 
 
 def _text(v) -> str:

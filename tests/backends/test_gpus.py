@@ -76,3 +76,18 @@ def test_pin_only_where_the_job_runs_on_a_gpu():
         assert gpu is None and "CUDA_VISIBLE_DEVICES" not in os.environ
     with gpus.pinned_gpu_if(True, HOST, "9.0", model="m") as gpu:
         assert gpu["uuid"] == "GPU-2"
+
+
+def test_a_backend_installed_without_package_metadata_is_found_by_its_declared_version(tmp_path, monkeypatch):
+    """TensorRT from a tar install or bindings built from source (tools/trt85) has no dist-info: the first GPU run's
+    `ready` said 'no tensorrt runtime is installed here' beside a working TensorRT 8.5.3.1."""
+    from engine_factory.host import installed_backends
+
+    (tmp_path / "tensorrt").mkdir()
+    (tmp_path / "tensorrt" / "__init__.py").write_text(
+        'import ctypes\nraise SystemExit("never imported")\n__version__ = "8.5.3.1"\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert installed_backends()["tensorrt"] == "8.5.3.1"
+    (tmp_path / "tensorrt" / "__init__.py").write_text("from .tensorrt import *\n")  # no version said: none claimed
+    assert installed_backends()["tensorrt"] is None
