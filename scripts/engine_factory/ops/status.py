@@ -35,6 +35,7 @@ from .. import paths, signing
 from ..atomic import read_json
 from ..outcomes import EVIDENCE_TEXT, evidence_of
 from . import emit, load_config, operation_parser
+from .runs import live_runs
 from .snakemake import summary
 
 HOST_PARAMS = {"driver", "cuda", "driver_version", "cuda_driver_version"}
@@ -231,8 +232,12 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
     base = Path(directory)
     workflow = open_workflow(directory, configfiles)
     f = workflow.resolve()
+    live = live_runs(directory)
     with workflow:  # before Snakemake's summary (a read-only call: it leaves damaged files in place)
         damaged = f.damaged()
+    if live:  # a file a run in progress is writing (the artifact renamed, its record not yet) is not damage
+        since = min(r["started"] for r in live) - 1
+        damaged = [d for d in damaged if not _written_since(base / d["path"], since)]
     rows_list, seconds = summary(directory, configfiles)
     rows = {r["file"]: r for r in rows_list}
     where = {d["path"]: d["problem"] for d in damaged}
@@ -258,8 +263,6 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
             }
         )
     targets.sort(key=lambda t: (t["model"], t["key"], int(t["cc"]), t["precision"]))
-    from .runs import live_runs
-
     counts = {s: sum(t["state"] == s for t in targets) for s in STATES}
     if not counts["damaged"]:  # said only when there is damage (the counts' shape before it existed)
         del counts["damaged"]
@@ -273,10 +276,17 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         "damaged": damaged,  # every damaged file, the Triton directories' plans included
         "needs_work": bool(counts["stale"] or counts["missing"] or damaged),
         "failed": counts["failed"],
-        "in_progress": [r["pid"] for r in live_runs(directory)],
+        "in_progress": [r["pid"] for r in live],
         "signing": signing_state(base, targets, f.cfg),
         "snakemake_seconds": seconds,
     }
+
+
+def _written_since(path: Path, since: float) -> bool:
+    try:
+        return path.stat().st_mtime >= since
+    except OSError:
+        return True  # gone meanwhile: the run is re-making it
 
 
 def signing_state(base: Path, targets: list[dict], cfg: dict) -> dict:
