@@ -28,7 +28,7 @@ def run_jobs(jobs, progress=None):
 
     done = []
     for j in jobs:
-        w = j["io"]["wildcards"]
+        w = j["io"].get("wildcards") or j["settings"]  # deploy jobs: no wildcards, the settings name them
         started = time.perf_counter()
         entry = {"stage": j["stage"], **{k: w[k] for k in ("model", "precision")}}
         try:

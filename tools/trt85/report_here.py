@@ -16,9 +16,12 @@ import os
 import shutil
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 from engine_factory import paths
+from engine_factory.atomic import read_json
+from engine_factory.fingerprint import sha256
 from engine_factory.stages import run
 
 
@@ -41,10 +44,35 @@ def place_results(work: Path, results: Path, jobs: list[dict]) -> int:
     return placed
 
 
+def place_plans(work: Path, repository: Path) -> int:
+    """The plans back at their paths from the run's Triton repositories (deploy copies them byte for byte), each
+    only where its sha256 is the one the repository's record names for it."""
+    placed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(repository) as tar:
+            tar.extractall(tmp, filter="data")
+        for copy in Path(tmp).glob("artifacts/triton/*/1/model.sm*.plan"):
+            record = read_json(copy.parent.parent / "config.pbtxt.provenance.json") or {}
+            for entry in (record.get("facts") or {}).get("plans", []):
+                if Path(entry["file"]).name == copy.name and sha256(copy, cached=False) == entry["sha256"]:
+                    dest = work / entry["source"]  # the plan the repository was made from
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(copy, dest)
+                    placed += 1
+    return placed
+
+
 def main(work: Path, carry: Path, results: Path, out: Path) -> None:
     spec = json.loads((carry / "jobs.json").read_text())
     (report,) = [j for j in spec["jobs"] if j["stage"] == "report"]
+    if models := os.environ.get("GPU_RUN_MODELS"):  # the shorter run's models only (gpu_run.py's variable)
+        keep, st = set(models.split(",")), report["settings"]
+        st["jobs"] = [j for j in st["jobs"] if j["model"] in keep]
+        st["skipped"] = [j for j in st["skipped"] if j["model"] in keep]
+        st["models"] = {m: v for m, v in st["models"].items() if m in keep}
     print(f"{place_results(work, results, report['settings']['jobs'])} files of the run placed in {work}")
+    if (repository := results.parent / "triton.tar.gz").exists():  # gpu_run.py's, beside its results
+        print(f"{place_plans(work, repository)} plans placed from {repository}")
     os.chdir(work)
     shutil.rmtree(work / paths.ROOT / "report", ignore_errors=True)
     print(run("report", {**report["io"], "params": report["settings"]}))
