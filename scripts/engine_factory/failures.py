@@ -9,16 +9,17 @@ content digests and the model code's), the content of its inputs, its tools' ver
 Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
 disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
 
-A killed job (SIGKILL, the OOM killer, a Slurm job ended OUT_OF_MEMORY or NODE_FAIL, a machine gone; a crash in
-native code, SIGSEGV or SIGABRT, the same) is run again by
-the next run: the Snakefile's `all` asks for every result the report reads, so the one a killed job did not make is
-missing and made again. Such a job cannot say how it ended, so every job notes its start (`begin_attempt`, in
-`artifacts/cache/unfinished/`) and removes the note at any end its process lives to see: success, a failure (recorded
-or transient) and a stop (SIGTERM/SIGHUP/SIGINT: Snakemake, `scancel`, a Slurm time limit; a stop is no kill). A note
-found when the job starts again is a kill. After KILLED_LIMIT kills in a row with the same inputs, settings, tools and
-code, the job is not run a further time: the kill is recorded as its failure (a model that always runs out of memory
-would otherwise be retried, and kill its neighbours, at every run), which keeps it out like any other until something
-it depends on changes or `RETRY_FAILED=1`; kills with anything changed in between start the count again.
+A killed job (SIGKILL, the OOM killer, a Slurm job ended OUT_OF_MEMORY or NODE_FAIL, a machine gone; a crash in native
+code, SIGSEGV or SIGABRT, alike) is run again by the next run: the Snakefile's `all` asks for every result the report
+reads, so the one a killed job did not make is missing and made again (the report written after the failure would
+otherwise look up to date: Snakemake never re-makes a missing input of an up-to-date job). Such a job cannot say how
+it ended, so every job notes its start (`begin_attempt`, in `artifacts/cache/unfinished/`) and removes the note at any
+end its process lives to see: success, a failure (recorded or transient) and a stop (SIGTERM/SIGHUP/SIGINT:
+Snakemake, `scancel`, a Slurm time limit; a stop is no kill). A note found when the job starts again is a kill. After
+KILLED_LIMIT kills in a row with the same inputs, settings, tools and code, the job is not run a further time: the
+kill is recorded as its failure (a model that always runs out of memory would otherwise be retried, and kill its
+neighbours, at every run), which keeps it out like any other until something it depends on changes or
+`RETRY_FAILED=1`; a kill with anything changed since the one before starts the count again.
 """
 
 from __future__ import annotations

@@ -72,13 +72,14 @@ def _jobs_of(stage: str) -> dict[int, str]:
 
 
 def _kill_when_seen(wanted: dict[str, str], killed: dict[str, int], done: threading.Event) -> None:
-    """SIGKILL each wanted job ({stage: its log's name}) as soon as its process writes to its log."""
+    """SIGKILL each wanted job ({stage: its log's absolute path}) as soon as its process writes to its log (the path
+    is this test's own: another run's jobs on the machine are never touched)."""
     while not done.is_set() and len(killed) < len(wanted):
         for stage, log in wanted.items():
             if stage in killed:
                 continue
             for pid, out in _jobs_of(stage).items():
-                if out.endswith(log):
+                if out == log:
                     try:
                         os.kill(pid, signal.SIGKILL)
                         killed[stage] = pid
@@ -111,7 +112,11 @@ def test_killed_build_and_precision_jobs_are_made_by_the_next_plain_run(tmp_path
         },
     }
     write_config(work, cfg)
-    wanted = {"precision": "/precision/deep.fp16.log", "build": f"/build/deep.{KEY}.sm89.fp32.log"}
+    logs = Path(os.path.realpath(work)) / "artifacts" / "logs"  # as /proc shows a job's log
+    wanted = {
+        "precision": str(logs / "precision/deep.fp16.log"),
+        "build": str(logs / f"build/deep.{KEY}.sm89.fp32.log"),
+    }
     killed: dict[str, int] = {}
     done = threading.Event()
     killer = threading.Thread(target=_kill_when_seen, args=(wanted, killed, done), daemon=True)
@@ -123,9 +128,8 @@ def test_killed_build_and_precision_jobs_are_made_by_the_next_plain_run(tmp_path
         killer.join()
     assert set(killed) == set(wanted), f"not every job was caught alive: {killed}\n{first.stderr[-3000:]}"
     assert first.returncode != 0, "a run with killed jobs must fail"
-    logs = work / "artifacts" / "logs"
     for log in wanted.values():
-        assert "killed by SIGKILL" in (logs / log.lstrip("/")).read_text()
+        assert "killed by SIGKILL" in Path(log).read_text()
     assert not list((work / "artifacts").glob(paths.FAILURE_GLOB.removeprefix(paths.ROOT + "/"))), (
         "a kill is no verdict on the model: nothing recorded"
     )
