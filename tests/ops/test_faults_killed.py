@@ -154,8 +154,8 @@ WILDCARDS = {"model": "m", "precision": "fp16"}
 
 @pytest.fixture
 def job(tmp_path, monkeypatch):
-    """One precision job run as a rule runs it (jobs.execute: a forked child), in a workflow directory of its own;
-    `behave` says what its stage does this time."""
+    """One precision job run as a rule runs it (jobs.execute: a forked child), in a workflow directory of its own:
+    `run(now)` runs it once and returns its exit status; `now` is what its stage does: kill, crash, stop or make."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(failures.CODE_ENV, "test-code")  # the workflow's code digest, as the Snakefile passes it
     monkeypatch.delenv(failures.RETRY_ENV, raising=False)
