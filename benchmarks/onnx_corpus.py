@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -249,26 +250,62 @@ def run_one(entry: dict, work: Path) -> dict:
     return result
 
 
-def _worker(args) -> int:
-    entry = json.loads(args.one)
+def child_result(fn) -> int:
+    """In the child: fn()'s result dict as the last stdout line (`RESULT {...}`), the stages' own prints held back;
+    any exception that escapes is a crash (a defect of ours), reported with its type, first line and traceback."""
     import contextlib
     import io
 
-    with tempfile.TemporaryDirectory(prefix="onnx-corpus-") as d:
-        buf = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(buf):
-                result = run_one(entry, Path(d))
-        except BaseException as e:  # a crash: a defect of ours, reported with its type and first line
-            import traceback
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = fn()
+    except BaseException as e:
+        import traceback
 
-            result = {
-                "outcome": "crash",
-                "error": f"{type(e).__name__}: {str(e).strip()[:300]}",
-                "traceback": traceback.format_exc()[-1500:],
-            }
+        result = {
+            "outcome": "crash",
+            "error": f"{type(e).__name__}: {str(e).strip()[:300]}",
+            "traceback": traceback.format_exc()[-1500:],
+        }
     print("RESULT " + json.dumps(result, default=str))
     return 0
+
+
+def run_isolated(cmd: list[str], timeout: int) -> dict:
+    """`cmd` (a child that ends with child_result) in its own process and session, the checkout on its PYTHONPATH,
+    one thread for OpenMP: its result, or `crash` (no result line: its exit status and last stderr line) or
+    `timeout`."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its session: ModelOpt's and the builder's children too
+        proc.communicate()
+        return {"outcome": "timeout", "error": f"no result within {timeout} s"}
+    line = next((x for x in reversed(stdout.splitlines()) if x.startswith("RESULT ")), None)
+    if line:
+        return json.loads(line[7:])
+    return {
+        "outcome": "crash",
+        "error": f"exit {proc.returncode}: {(stderr.strip().splitlines() or [''])[-1]}"[:300],
+    }
+
+
+def _worker(args) -> int:
+    entry = json.loads(args.one)
+
+    def one():
+        with tempfile.TemporaryDirectory(prefix="onnx-corpus-") as d:
+            return run_one(entry, Path(d))
+
+    return child_result(one)
 
 
 def run_corpus(entries, timeout: int, jobs: int) -> list[dict]:
@@ -276,27 +313,7 @@ def run_corpus(entries, timeout: int, jobs: int) -> list[dict]:
 
     def one(entry):
         start = time.monotonic()
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(entry)]
-        env = {
-            **os.environ,
-            "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-            "OMP_NUM_THREADS": "1",
-        }
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO, start_new_session=True
-            )
-            line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("RESULT ")), None)
-            result = (
-                json.loads(line[7:])
-                if line
-                else {
-                    "outcome": "crash",
-                    "error": f"exit {proc.returncode}: {(proc.stderr.strip().splitlines() or [''])[-1]}"[:300],
-                }
-            )
-        except subprocess.TimeoutExpired:
-            result = {"outcome": "timeout", "error": f"no result within {timeout} s"}
+        result = run_isolated([sys.executable, str(Path(__file__).resolve()), "--one", json.dumps(entry)], timeout)
         rel = entry["file"].split("site-packages/")[-1]
         out = {
             "package": entry["package"],
