@@ -16,7 +16,9 @@ SNAKEMAKE := $(BIN)/snakemake --workflow-profile workflow/profiles/default $(WOR
 
 .PHONY: run lint format test test-slow test-slurm test-browser test-upgrade install check report clean bench status verify prune scheduled
 
+# Your config files are read by the factory first: a YTE template (__use_yte__) is refused before Snakemake would run it.
 run: $(STAMP)
+	$(if $(ZOO),$(BIN)/python -c 'import sys; from engine_factory.config import read_file; from engine_factory.errors import guarded; sys.exit(guarded(lambda: [read_file(f) for f in sys.argv[1:]] and 0))' $(abspath $(ZOO)))
 	$(SNAKEMAKE) --cores $(CORES)
 
 # Lint first (CI runs it through `make test`): ruff (rules and format, line length 120), snakefmt on the Snakefile and
