@@ -154,7 +154,7 @@ def test_deploy_publishes_nothing_when_every_plan_is_damaged(work, monkeypatch):
 @pytest.mark.parametrize("how", DAMAGE)
 def test_the_report_shows_a_damaged_plan_as_damaged(work, how, monkeypatch):
     """Before: the cell said built, with its validation's passing header check."""
-    from engine_factory.report import write_report
+    from engine_factory.report import verdict, write_report
 
     damage(work / PLAN, how)
     monkeypatch.chdir(work)
@@ -167,6 +167,8 @@ def test_the_report_shows_a_damaged_plan_as_damaged(work, how, monkeypatch):
     assert "damaged" in Path(paths.report_page("inline")).read_text()
     others = [c["status"] for c in summary["plans"] if c["plan"] != PLAN]
     assert "damaged" not in others
+    with pytest.raises(FactoryError, match="1 target"):  # the run's verdict (outcome rule) is no success either
+        verdict(paths.REPORT_JSON, paths.OUTCOME)
 
 
 @pytest.mark.parametrize("how", DAMAGE)

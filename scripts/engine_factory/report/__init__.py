@@ -71,6 +71,7 @@ def verdict(summary_path: str, out: str, log: str | None = None) -> None:
 
     summary = read_json(summary_path) or {}
     failed = [p for p in summary.get("plans", []) if p.get("status") == "failed"]
+    damaged = [p for p in summary.get("plans", []) if p.get("status") == "damaged"]  # damaged since the run began
     lines = [
         f"  {p['model']} {p['precision']} sm{p['cc']}: {p['stage']}: {p['reason']} (log {p['log']})"
         for p in failed[:20]
@@ -84,9 +85,13 @@ def verdict(summary_path: str, out: str, log: str | None = None) -> None:
         if failed
         else "no target failed"
     )
+    if damaged:
+        text += f"\n{len(damaged)} target(s) damaged (the next run rebuilds them):\n" + "\n".join(
+            f"  {p['model']} {p['precision']} sm{p['cc']}: {p.get('reason', '')}" for p in damaged[:20]
+        )
     if log:
         with atomic.atomic_path(log) as tmp:
             tmp.write_text(text + "\n")
-    if failed:
+    if failed or damaged:
         raise FactoryError(text)
     atomic.write_json(out, {"failed": 0, "counts": summary.get("counts", {})})
