@@ -27,8 +27,10 @@ include: "workflow/rules/common.smk"
 from engine_factory.factory import read_only_call
 from engine_factory.ops.runs import READ_ONLY, live_runs
 
+NO_JOBS = (*READ_ONLY, "--report", "--dag", "--rulegraph", "--filegraph", "--touch", "-t")  # calls that make nothing
+
 if workflow.is_main_process:  # a read-only call, or one beside a live run here (it may be writing them), only says so
-    for _line in F.clear_damage(may_remove=lambda: not read_only_call(sys.argv[1:], READ_ONLY) and not live_runs(".")):
+    for _line in F.clear_damage(may_remove=lambda: not read_only_call(sys.argv[1:], NO_JOBS) and not live_runs(".")):
         print(_line, file=sys.stderr)
 
 
