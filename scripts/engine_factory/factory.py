@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import paths, signing
 from .config import load, model_settings
 from .errors import FactoryError
 
@@ -222,7 +222,7 @@ class Factory:
         """{(rule, wildcards as sorted items): record} of the recorded failures that still apply."""
         from . import failures
 
-        found = {}
+        found, judged = {}, {}
         for rec in failures.load_all(self.workdir):
             rule, w = rec["rule"], rec["wildcards"]
             if rule not in _SETTINGS or w.get("model") not in self.cfg["models"]:
@@ -232,9 +232,51 @@ class Factory:
                 settings = self.settings(rule, w)
             except (KeyError, TypeError, ValueError):  # wildcards this config no longer has (a dropped precision)
                 continue
-            if failures.still_applies(rec, inputs, settings):
+            # and nothing upstream is made again in this run (failures.outdated), else it is retried now
+            if failures.still_applies(rec, inputs, settings) and not self._remade_upstream(rule, w, judged):
                 found[_job_id(rule, w)] = rec
         return found
+
+    def _remade_upstream(self, rule: str, w: dict, judged: dict) -> str | None:
+        """Why an input of a job is made again in this run (see failures.outdated), or None: each job that makes one
+        of its inputs, and theirs, judged once (`judged`: by job) from the records beside their artifacts."""
+        from . import failures
+
+        producers = judged.get(("producers", w["model"]))
+        if producers is None:
+            producers = judged[("producers", w["model"])] = self._producers(w["model"])
+        for p in self.inputs(rule, w).values():
+            if p not in producers:  # a source, or a file no job of this model makes
+                continue
+            up_rule, up_w = producers[p]
+            job = _job_id(up_rule, up_w)
+            if job not in judged:
+                judged[job] = None  # a chain has no cycle; this only stops a second walk
+                main = paths.frozen_io(up_w["model"]) if up_rule == "freeze_tf" else paths.main_output(up_rule, up_w)
+                inputs = self.inputs(up_rule, up_w)
+                judged[job] = failures.outdated(
+                    paths.provenance(main), paths.stage_of(up_rule), inputs, self.settings(up_rule, up_w)
+                ) or self._remade_upstream(up_rule, up_w, judged)
+            if judged[job]:
+                return judged[job]
+        return None
+
+    def _producers(self, model: str) -> dict[str, tuple[str, dict]]:
+        """{artifact: (rule, wildcards) of the job that makes it} of one model's chains (results with no record of
+        their own, parity and validation, left out: no recorded job reads them but the precision job's parity)."""
+        out: dict[str, tuple[str, dict]] = {}
+        variants = ("export", "sim", *model_settings(self.cfg, model)["precisions"])
+        chains = [self.chain(model, variant=v) for v in variants]
+        chains += [self.chain(**j) for j in self.jobs if j["model"] == model]
+        for rule, w in (job for chain in chains for job in chain):
+            if rule in ("parity", "validate"):
+                continue
+            out.setdefault(paths.main_output(rule, w), (rule, w))
+            if rule == "precision":
+                out.setdefault(paths.parity(model, w["precision"]), (rule, w))
+            if rule == "freeze_tf":
+                out.setdefault(paths.frozen_io(model), (rule, w))
+        return out
 
     def failure_of(self, **target) -> dict | None:
         """The first recorded failure along a result's chain (see `chain`), or None."""
@@ -562,6 +604,15 @@ _INPUTS = {
     },
     "validate": lambda f, w: {
         **{f"plan_sm{cc}": paths.plan(w["model"], w["key"], cc, w["precision"]) for cc in _set_ccs(f, "validate", w)},
+        # where the plans must be signed to run, the job waits for (and checks) their envelopes
+        **(
+            {
+                f"envelope_sm{cc}": signing.envelope_path(paths.plan(w["model"], w["key"], cc, w["precision"]))
+                for cc in _set_ccs(f, "validate", w)
+            }
+            if _validation_trust(f)
+            else {}
+        ),
         "onnx": paths.precision_onnx(w["model"], w["precision"]),
         "parity": paths.parity(w["model"], w["precision"]),
         "golden": paths.golden(w["model"]),
@@ -698,9 +749,20 @@ def _validation_settings(f: Factory, w: dict) -> dict:
     return {"version": f.backend.version, "tolerance": model_settings(f.cfg, w["model"])["tolerances"][w["precision"]]}
 
 
+def _validation_trust(f: Factory) -> dict | None:
+    """The public keys a validate job checks each plan's envelope against before deserializing it (the runtime's
+    `trust`), where signing is on and public keys are configured (`signing.trusted_keys` or `signing.public_key`):
+    a GPU node never needs the signing key, so with the private key alone validation does not check signatures."""
+    s = signing.settings(f.cfg)
+    trusted = list(s["trusted_keys"]) or ([s["public_key"]] if s["public_key"] else [])
+    return {"trusted_keys": trusted, "revoked_keys": list(s["revoked_keys"])} if s["key"] and trusted else None
+
+
 def _validate_settings(f: Factory, w: dict) -> dict:
     m = f.model(w["model"])
+    trust = _validation_trust(f)
     return {
+        **({"trust": trust} if trust else {}),
         "model": w["model"],
         "backend": f.backend.name,
         "key": w["key"],

@@ -7,7 +7,7 @@ plain function and writes the provenance sidecar of its main output.
 
 from __future__ import annotations
 
-from . import atomic, cutoff, intoto, paths, provenance
+from . import atomic, cutoff, intoto, paths, provenance, signing
 from .errors import UnknownStage
 
 RUNNERS = {}
@@ -348,6 +348,7 @@ def _validate_one(inputs, out, plan, p, cc):
             host=run_host,
             onnx_path=inputs["onnx"],
             recorded=_recorded("validate", p),
+            trust=signing.Trust(p["trust"]["trusted_keys"], p["trust"]["revoked_keys"]) if p.get("trust") else None,
         )
     _result(out, "validate", {"plan": plan, "parity": inputs["parity"], "golden": inputs["golden"]}, p)
     return verdict

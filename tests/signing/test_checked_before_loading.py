@@ -181,3 +181,46 @@ def test_the_runtime_deserializes_the_bytes_it_verified(plan):
     res = execute(trust("old"))
     assert res["status"] == "not-run" and "cannot load this plan" in res["reason"], res
     assert [hashlib.sha256(b).hexdigest() for b in _Trt.given] == [hashlib.sha256(b"plan bytes").hexdigest()]
+
+
+# ------------------------------------------------------------------------------------- the factory's validate jobs
+def test_validate_jobs_on_a_gpu_host_check_each_plans_envelope_before_running_it(tmp_path, monkeypatch):
+    """Where signing is on and public keys are configured, a validate job waits for the plans' envelopes (inputs)
+    and hands the runtime the trusted keys (before: validation ran plans unchecked); a GPU node never needs the
+    private key, so with that alone nothing changes."""
+    from deploy.triton_zoo import zoo_config
+
+    from engine_factory import stages
+    from engine_factory.config import check
+    from engine_factory.factory import resolve
+    from engine_factory.validation import validate
+
+    monkeypatch.chdir(tmp_path)
+    signing.generate_key(str(tmp_path / "f.key"))
+    host = {"gpus": [{"index": 0, "compute_capability": "8.9"}], "hostname": "gpu"}
+    cfg = check(zoo_config(), check_files=False)
+    cfg["signing"] = {"key": str(tmp_path / "f.key"), "trusted_keys": [str(tmp_path / "f.key.pub")]}
+    f = resolve(cfg, host)
+    ts = f.target_set("validate", precision="fp32", cc="89")
+    w = {"model": "dyn", "key": f.key, "precision": "fp32", "targets": ts.tag}
+    plan = paths.plan("dyn", f.key, "89", "fp32")
+    assert f.inputs("validate", w)["envelope_sm89"] == signing.envelope_path(plan)
+    settings = f.settings("validate", w)
+    assert settings["trust"] == {"trusted_keys": [str(tmp_path / "f.key.pub")], "revoked_keys": []}
+
+    seen = {}
+
+    def fake_validate_plan(out, **kw):  # what the stage hands the validation (the runtime gets it from there)
+        seen.update(kw)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("{}")
+        return {"status": "not-run"}
+
+    monkeypatch.setattr(validate, "validate_plan", fake_validate_plan)
+    monkeypatch.setattr(stages, "_result", lambda *a: None)
+    stages._validate_one({"parity": "p", "golden": "g", "onnx": "o"}, "v.json", plan, settings, "8.9")
+    assert isinstance(seen["trust"], signing.Trust) and len(seen["trust"].trusted) == 1
+
+    cfg["signing"] = {"key": str(tmp_path / "f.key")}  # the private key alone: the nodes would need it
+    f = resolve(cfg, host)
+    assert "envelope_sm89" not in f.inputs("validate", w) and "trust" not in f.settings("validate", w)

@@ -81,9 +81,11 @@ def validate_plan(
     host: dict,
     onnx_path: str | None = None,
     recorded: dict | None = None,
+    trust=None,
 ) -> dict:
     """validation.json for one plan: the ONNX parity of its precision variant, its header, its execution; when the
-    plan ran, its latency beside onnxruntime's on the same ONNX variant (speed-up)."""
+    plan ran, its latency beside onnxruntime's on the same ONNX variant (speed-up). `trust` (signing.Trust): the plan
+    is executed only if its envelope is signed by a trusted key (checked before deserializing)."""
     from ..backends.header import check_plan_header
     from ..backends.runtime import execute_plan
 
@@ -103,6 +105,7 @@ def validate_plan(
             tolerance=tolerance,
             opt_inputs=opt_inputs,
             host=host,
+            trust=trust,
         ),
     }
     result = {
