@@ -27,6 +27,7 @@ from .graph.precision_search import SEARCH_DEFAULTS
 from .modelcode import check_defined, search_path
 from .paths import MAX_NAME, OUTSIDE_CHAIN, SAFE_NAME, made_by_workflow
 from .precisions import DEFAULT_TOLERANCES, PRECISIONS, QUANTIZED
+from .tensors import batch_axis
 
 # libyaml's safe loader where PyYAML has it: the same documents, ~10x faster (0.72 s of a 100-model zoo's DAG time)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -230,6 +231,8 @@ def _check_model(name: str, m: dict, cfg: dict, check_files: bool, workdir: str)
                     )
     for input_name, spec in m["inputs"].items():
         _complete_profile(name, input_name, spec)
+    if "calibration" in m or QUANTIZED & set(m.get("precisions", cfg["precisions"])):
+        _check_batch_axes(name, m["inputs"])
     _check_float64(name, m)
     exists = (lambda p: _exists(p, workdir)) if check_files else None
     settings = model_settings(cfg, name, m)
@@ -309,6 +312,28 @@ def _complete_profile(model: str, input_name: str, spec: dict) -> None:
         if not lo <= opt <= hi:
             raise FactoryError(f"dimension {i} needs min <= opt <= max, got {lo}/{opt}/{hi}", model=model, key=key)
     spec.setdefault("dtype", "float32")
+    axis = batch_axis(spec)
+    if axis is not None and not axis < len(shape):
+        raise FactoryError(
+            f"batch_axis {axis} is outside the input's shape {shape} (rank {len(shape)}): "
+            + ("a scalar has no batch axis (batch_axis: null)" if not shape else f"0..{len(shape) - 1}, or null"),
+            model=model,
+            key=f"{key}.batch_axis",
+        )
+    if spec.get("value") is not None:
+        if batch_axis(spec) is not None:
+            raise FactoryError(
+                f"value is the one value of an input without a batch axis (a sample rate, a fixed state); this "
+                f"input's samples lie on axis {batch_axis(spec)}: add `batch_axis: null`, or drop value",
+                model=model,
+                key=f"{key}.value",
+            )
+        if spec["dtype"] in ("int32", "int64", "bool") and float(spec["value"]) != int(spec["value"]):
+            raise FactoryError(f"value {spec['value']} is no {spec['dtype']}", model=model, key=f"{key}.value")
+        if "range" in spec and not spec["range"][0] <= spec["value"] <= spec["range"][1]:
+            raise FactoryError(
+                f"value {spec['value']} is outside the input's range {spec['range']}", model=model, key=f"{key}.value"
+            )
     if "range" in spec and not spec["range"][0] <= spec["range"][1]:
         raise FactoryError(f"range {spec['range']} needs low <= high", model=model, key=f"{key}.range")
     values = spec.get("values")
@@ -334,6 +359,31 @@ def _complete_profile(model: str, input_name: str, spec: dict) -> None:
                 model=model,
                 key=f"{key}.values",
             )
+
+
+def _check_batch_axes(model: str, inputs: dict) -> None:
+    """Calibration data holds samples on each input's batch axis (default 0). An input whose shape carries the
+    batch dim of the other inputs (the dim name at their batch axis) on another axis (a recurrent state
+    `[2, batch, 16]`) would be sliced on the wrong axis, silently: it must say where its samples lie."""
+    batch_dims = {}
+    for input_name, spec in inputs.items():
+        axis = batch_axis(spec)
+        if axis is not None and isinstance(spec["shape"][axis], str):
+            batch_dims.setdefault(spec["shape"][axis], input_name)
+    for input_name, spec in inputs.items():
+        if "batch_axis" in spec:
+            continue
+        axis, shape = batch_axis(spec), spec["shape"]
+        for j, d in enumerate(shape):
+            owner = batch_dims.get(d) if isinstance(d, str) and j != axis else None
+            if owner and owner != input_name and (axis is None or shape[axis] != d):
+                raise FactoryError(
+                    f"input '{input_name}' {shape} has the batch dim '{d}' (the batch axis of input '{owner}') on "
+                    f"axis {j}: say where its calibration samples lie with `batch_axis: {j}` (or `batch_axis: "
+                    "null` for an input with no batch axis)",
+                    model=model,
+                    key=f"models.{model}.inputs.{input_name}.batch_axis",
+                )
 
 
 def _check_float64(name: str, m: dict) -> None:

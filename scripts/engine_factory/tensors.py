@@ -3,8 +3,10 @@ one output comparison (with its ONNX use, `onnx_parity`).
 
 An input spec (config `models.<m>.inputs.<name>`) is
     {"dtype": "float32", "shape": ["batch", 3, 32, 32], "min": [1,3,32,32], "opt": [8,3,32,32], "max": [32,3,32,32]}
-with optional `range: [low, high]` (the values the input takes: golden inputs follow it) and, for a shape-tensor
-input (an int input that carries a shape, e.g. Expand's target), `values: {min, opt, max}` (the values themselves).
+with optional `range: [low, high]` (the values the input takes: golden inputs follow it), for a shape-tensor
+input (an int input that carries a shape, e.g. Expand's target), `values: {min, opt, max}` (the values themselves),
+`batch_axis` (where the samples are: default 0, and none for a scalar; `null`: the input has no batch axis, e.g. a
+sample rate or a fixed state, the same in every calibration batch) and `value` (such an input's fixed value).
 """
 
 from __future__ import annotations
@@ -16,10 +18,66 @@ import numpy as np
 from .outcomes import Outcome
 
 
+def batch_axis(spec: dict) -> int | None:
+    """The axis an input's samples lie on (calibration data, calibration batches): the config's `batch_axis`, else
+    0, or None (no batch axis) for a scalar."""
+    if "batch_axis" in spec:
+        return spec["batch_axis"]
+    return 0 if spec.get("shape", spec.get("opt")) else None
+
+
+def sample_count(data: dict[str, np.ndarray], input_specs: dict) -> int:
+    """The samples that calibration data holds: the length of the first batched input's batch axis (1 when no
+    input has one)."""
+    for name, spec in input_specs.items():
+        axis = batch_axis(spec)
+        if axis is not None and name in data:
+            return int(data[name].shape[axis])
+    return 1
+
+
+def step_batch(data: dict[str, np.ndarray], input_specs: dict) -> int:
+    """Samples in one calibration step: the profile's opt batch of the first input with a batch axis (at most the
+    sample count), else 1."""
+    for spec in input_specs.values():
+        axis = batch_axis(spec)
+        if axis is not None:
+            return max(1, min(int(spec["opt"][axis]), sample_count(data, input_specs)))
+    return 1
+
+
+def calibration_batches(data: dict[str, np.ndarray], input_specs: dict, batch: int) -> list[dict[str, np.ndarray]]:
+    """Calibration data as the model's feeds, `batch` samples each: every batched input is cut along its own batch
+    axis (a state `[2, N, 16]` on axis 1, not axis 0), an input without one (a sample rate, a fixed state) is the
+    same array in every feed. ModelOpt's own splitter cuts every array along axis 0, so the factory hands it these
+    feeds instead (its `calibration_data_reader`)."""
+    n = sample_count(data, input_specs)
+    batch = max(1, min(int(batch), n))
+    fixed = any(  # a batch axis of fixed size (a static model): a short last feed would not fit it
+        (a := batch_axis(s)) is not None and isinstance((s.get("shape") or s.get("opt") or [None] * (a + 1))[a], int)
+        for s in input_specs.values()
+    )
+    feeds = []
+    for start in range(0, n - batch + 1 if fixed else n, batch):
+        feed = {}
+        for name, spec in input_specs.items():
+            axis = batch_axis(spec)
+            a = data[name]
+            if axis is None:
+                feed[name] = a
+            else:
+                index = [slice(None)] * a.ndim
+                index[axis] = slice(start, start + batch)
+                feed[name] = np.ascontiguousarray(a[tuple(index)])
+        feeds.append(feed)
+    return feeds
+
+
 def random_inputs(input_specs: dict, *, shape_key: str = "opt", seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs of each input's `shape_key` shape: uniform in the input's `range` where the config gives one
     (sqrt/log/pow of a standard normal is NaN: such a reference proves nothing), else standard normal for floats and
-    small ints for ints; a shape-tensor input takes its configured `values` at `shape_key`."""
+    small ints for ints; a shape-tensor input takes its configured `values` at `shape_key`, an input with a
+    configured `value` (a sample rate, a zero state) that value."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name, spec in input_specs.items():
@@ -28,6 +86,8 @@ def random_inputs(input_specs: dict, *, shape_key: str = "opt", seed: int = 0) -
         low, high = spec.get("range", (None, None))
         if spec.get("values"):
             feeds[name] = np.asarray(spec["values"][shape_key], dtype=dtype).reshape(shape)
+        elif spec.get("value") is not None:
+            feeds[name] = np.full(shape, spec["value"], dtype=dtype)
         elif dtype == np.bool_:
             feeds[name] = rng.integers(0, 2, size=shape).astype(dtype)
         elif np.issubdtype(dtype, np.integer):

@@ -4,6 +4,11 @@ comes from a directory of images (one image input) or from a Python callable nam
 batches (`{callable: "pkg.mod:fn", kwargs: {...}}`: user code by explicit opt-in, found through python_path).
 At most MAX_SAMPLES samples and MAX_BYTES bytes; data that cannot represent real inputs (constant, identical samples,
 uniformly random ids, image-shaped noise) is warned about (`calibration_warnings`).
+
+Samples lie on each input's batch axis (`batch_axis`: 0 by default; a recurrent state `[2, batch, 16]` declares 1);
+an input without one (`batch_axis: null`, the default of a scalar: a sample rate, a fixed state) is given once, in
+its own shape, or taken from its configured `value`, and is the same in every calibration batch
+(tensors.calibration_batches cuts the feeds ModelOpt gets).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from ..errors import FactoryError
 from ..fingerprint import sha256
-from ..tensors import array_headers, declared_nbytes
+from ..tensors import array_headers, batch_axis, calibration_batches, declared_nbytes, sample_count, step_batch
 
 MAX_SAMPLES = 4096  # calibration samples: entropy calibration gains nothing past a few hundred
 MAX_BYTES = 1 << 30  # 1 GiB of calibration arrays in memory (ModelOpt's calibrator holds them all)
@@ -25,14 +30,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".webp")
 def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibration") -> dict[str, np.ndarray]:
     """Calibration inputs (or, `what="samples"`, golden samples) by name, cast to each input's dtype: an .npz
     (arrays named like the inputs), a single .npy (one-input models), or a directory of such files concatenated on
-    the batch (first) axis. Errors name the config key `models.<model>.<what>`, the file and the array.
+    each input's batch axis. Errors name the config key `models.<model>.<what>`, the file and the array.
 
-    Calibration stacks samples on the first axis. Samples (`what="samples"`) are one feed of the model: every dim,
+    Calibration stacks samples on each input's batch axis (tensors.batch_axis); an input without one holds its
+    own shape (or is filled from its `value`). Samples (`what="samples"`) are one feed of the model: every dim,
     the first included, must fit the input's profile (min..max; fixed dims exactly), so models with no batch axis
     shared by all inputs (a matmul of [3,4] by [4,5], a sequence model) take samples too."""
     key = f"models.{model}.{what}"
     if isinstance(path, dict):  # {callable, kwargs}: calibration only (the schema allows it nowhere else)
-        return _check_size(_from_callable(path, input_specs, model=model, key=key), model=model, key=key)
+        data = _from_callable(path, input_specs, model=model, key=key)
+        _check_steps(data, input_specs, model=model)
+        return _check_size(data, input_specs, model=model, key=key)
     p = Path(path)
     label = "calibration data" if what == "calibration" else what
     if not p.exists():
@@ -42,7 +50,11 @@ def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibr
         images = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if images and not files and what == "calibration":
             return _check_size(
-                _from_images(images, input_specs, model=model, key=key, folder=p), model=model, key=key, path=p
+                _from_images(images, input_specs, model=model, key=key, folder=p),
+                input_specs,
+                model=model,
+                key=key,
+                path=p,
             )
         if not files:
             raise FactoryError(
@@ -59,11 +71,55 @@ def load_calibration(path, input_specs: dict, *, model: str, what: str = "calibr
         _read_calibration_file(f, input_specs, model=model, key=key, label=label, sample_axis=what == "calibration")
         for f in files
     ]
-    data = {
-        name: np.concatenate([part[name] for part in parts]) if len(parts) > 1 else parts[0][name]
-        for name in input_specs
-    }
-    return _check_size(data, model=model, key=key, path=p) if what == "calibration" else data
+    data = _concatenate(parts, input_specs, model=model, key=key, where=str(p))
+    if what != "calibration":
+        return data
+    _check_steps(data, input_specs, model=model)
+    return _check_size(data, input_specs, model=model, key=key, path=p)
+
+
+def _check_steps(data: dict, input_specs: dict, *, model: str) -> None:
+    """One calibration step feeds every batched input the same number of samples (tensors.step_batch): an input
+    fixed at another size on its batch axis would be cut there wrongly (a state [2, 1, 128] whose samples lie on
+    axis 1, cut on axis 0 into 1-row pieces): refused, naming the key that says where its samples lie."""
+    step, first = step_batch(data, input_specs), None
+    for name, spec in input_specs.items():
+        axis = batch_axis(spec)
+        if axis is None:
+            continue
+        first = first or name
+        d = spec["shape"][axis]
+        if isinstance(d, int) and d != step:
+            raise FactoryError(
+                f"input '{name}' {spec['shape']} is fixed at {d} on its batch axis {axis}, but one calibration step "
+                f"holds {step} sample(s) (the opt batch of input '{first}'): if its samples lie on another axis set "
+                "`batch_axis` to it, or `batch_axis: null` for an input without one (one value for every sample)",
+                model=model,
+                key=f"models.{model}.inputs.{name}.batch_axis",
+            )
+
+
+def _concatenate(parts: list[dict], input_specs: dict, *, model: str, key: str, where: str) -> dict:
+    """Parts of calibration data joined on each input's batch axis; an input without one must be the same in every
+    part (it is one value for all samples)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = {}
+    for name, spec in input_specs.items():
+        axis = batch_axis(spec)
+        if axis is not None:
+            out[name] = np.concatenate([part[name] for part in parts], axis=axis)
+            continue
+        first = parts[0][name]
+        if any(part[name].shape != first.shape or not np.array_equal(part[name], first) for part in parts[1:]):
+            raise FactoryError(
+                f"input '{name}' has no batch axis (batch_axis: null): one value for every sample, but the "
+                f"parts of the calibration data (from {where}) give different ones",
+                model=model,
+                key=key,
+            )
+        out[name] = first
+    return out
 
 
 def _check_declared(files: list[Path], input_specs: dict, *, model: str, key: str, label: str, calibration: bool):
@@ -72,6 +128,8 @@ def _check_declared(files: list[Path], input_specs: dict, *, model: str, key: st
     on disk) is the OOM killer's, not a one-line error. An array named like an input counts at the larger of its
     dtype and the input's (it is cast to the input's). Other files are left to _read_calibration_file."""
     first = next(iter(input_specs))
+    counted = next((n for n, s in input_specs.items() if batch_axis(s) is not None), first)  # samples come from it
+    axis = batch_axis(input_specs[counted]) or 0
     total, samples = 0, 0
     for f in files:
         if f.suffix not in (".npy", ".npz"):
@@ -93,8 +151,8 @@ def _check_declared(files: list[Path], input_specs: dict, *, model: str, key: st
             want = np.dtype(input_specs[name].get("dtype", "float32")) if name in input_specs else dtype
             sizes[name] = declared_nbytes(shape, want if want.itemsize > dtype.itemsize else dtype)
         total += sum(sizes.values())
-        shape = headers.get(first, headers.get(None, ((),)))[0]
-        samples += int(shape[0]) if shape else 1
+        shape = headers.get(counted, headers.get(None, ((),)))[0]
+        samples += int(shape[axis]) if len(shape) > axis else 1
         if total > MAX_BYTES or (calibration and samples > MAX_SAMPLES):
             big = max(sizes, key=sizes.get)
             shape, dtype = headers[None if None in headers else big]
@@ -111,8 +169,8 @@ def _check_declared(files: list[Path], input_specs: dict, *, model: str, key: st
             )
 
 
-def _check_size(data: dict, *, model: str, key: str, path=None) -> dict:
-    n = int(next(iter(data.values())).shape[0]) if data and next(iter(data.values())).ndim else 1
+def _check_size(data: dict, input_specs: dict, *, model: str, key: str, path=None) -> dict:
+    n = sample_count(data, input_specs)
     size = sum(a.nbytes for a in data.values())
     if n > MAX_SAMPLES or size > MAX_BYTES:
         raise FactoryError(
@@ -202,7 +260,7 @@ def _from_callable(setting: dict, input_specs: dict, *, model: str, key: str) ->
                 where=setting["callable"],
             )
             batches.append(batch)
-            n += next(iter(batch.values())).shape[0]
+            n += sample_count(batch, input_specs)
             if n >= MAX_SAMPLES:
                 break
     except FactoryError:
@@ -217,7 +275,10 @@ def _from_callable(setting: dict, input_specs: dict, *, model: str, key: str) ->
         raise FactoryError(
             f"the calibration callable '{setting['callable']}' yielded no batch", model=model, key=f"{key}.callable"
         )
-    return {name: np.concatenate([b[name] for b in batches])[:MAX_SAMPLES] for name in input_specs}
+    data = _concatenate(batches, input_specs, model=model, key=f"{key}.callable", where=setting["callable"])
+    if n > MAX_SAMPLES:  # the last batch went past the limit: cut on each input's batch axis
+        data = calibration_batches(data, input_specs, MAX_SAMPLES)[0]
+    return data
 
 
 def _read_calibration_file(
@@ -264,45 +325,64 @@ def _check_arrays(
 
     out, samples = {}, {}
     for name, spec in input_specs.items():
+        axis = batch_axis(spec) if sample_axis else None  # samples: one feed, every dim within the profile
+        opt, decl = spec["opt"], spec.get("shape", spec["opt"])
         if name not in arrays:
-            raise error(f"input '{name}' is missing from the {label} (arrays there: {sorted(arrays)})")
+            if spec.get("value") is not None and (axis is None or not sample_axis):  # a sample rate, a zero state
+                arrays = {**arrays, name: np.full(opt, spec["value"])}
+            else:
+                raise error(f"input '{name}' is missing from the {label} (arrays there: {sorted(arrays)})")
         a = arrays[name]
         want = np.dtype(spec.get("dtype", "float32"))
         if a.dtype.kind != want.kind and not (want.kind in "iu" and a.dtype.kind in "iu"):
             raise error(f"input '{name}' has dtype {a.dtype} in the {label}; the input is {want}")
-        opt, decl = spec["opt"], spec.get("shape", spec["opt"])
-        layout = ["N", *decl[1:]] if sample_axis else list(decl)
+        layout = [("N" if i == axis else d) for i, d in enumerate(decl)]
+        if not sample_axis:
+            where_samples = ""
+        elif axis is None:
+            where_samples = " (no batch axis, batch_axis: null: one value for every sample, in the input's own shape)"
+        else:
+            where_samples = f" (samples on axis {axis}: the input's batch_axis)"
         if a.ndim != len(opt):
             raise error(
                 f"input '{name}' has shape {list(a.shape)} in the {label}; expected rank "
-                f"{len(opt)} like {layout}" + (" (samples on the first axis)" if sample_axis else "")
+                f"{len(opt)} like {layout}{where_samples}"
             )
-        for i in range(1 if sample_axis else 0, a.ndim):
+        for i in range(a.ndim):
+            if i == axis:
+                continue
             lo, hi = (spec["min"][i], spec["max"][i]) if "min" in spec and "max" in spec else (opt[i], opt[i])
             ok = a.shape[i] == decl[i] if isinstance(decl[i], int) else lo <= a.shape[i] <= hi
             if not ok:
                 raise error(
                     f"input '{name}' has shape {list(a.shape)} in the {label}; dim {i} must be "
-                    f"{decl[i] if isinstance(decl[i], int) else f'in [{lo}, {hi}]'} (expected {layout})"
+                    f"{decl[i] if isinstance(decl[i], int) else f'in [{lo}, {hi}]'} (expected {layout}){where_samples}"
                 )
-        if a.ndim and a.shape[0] < 1:
+        if axis is not None:
+            if a.shape[axis] < 1:
+                raise error(f"input '{name}' has no samples in the {label}")
+            samples[name] = a.shape[axis]
+        elif not sample_axis and a.ndim and a.shape[0] < 1:
             raise error(f"input '{name}' has no samples in the {label}")
-        samples[name] = a.shape[0] if a.ndim else 1
         if a.dtype.kind == "f" and not np.isfinite(a).all():  # NaN/Inf would silently change ModelOpt's calibrator
             bad = int((~np.isfinite(a)).sum())
             raise error(f"array '{name}' holds {bad} NaN or Inf value(s) of {a.size}: give finite values")
-        out[name] = np.ascontiguousarray(a, dtype=want)
+        out[name] = np.asarray(a, dtype=want, order="C")  # ascontiguousarray makes a scalar 1-D
     if sample_axis and len(set(samples.values())) > 1:
         raise error(f"inputs have different sample counts in the calibration data: {samples}")
     return out
 
 
-def calibration_facts(path, data: dict[str, np.ndarray], *, code: dict | None = None) -> dict:
+def calibration_facts(
+    path, data: dict[str, np.ndarray], *, code: dict | None = None, input_specs: dict | None = None
+) -> dict:
     """Hashes that key a calibrated variant: of the arrays (names sorted; dtype, shape, bytes) and of the file(s)
-    (a callable: its setting, and `code`, the digest of its package), plus the warnings of calibration_warnings."""
+    (a callable: its setting, and `code`, the digest of its package), plus the warnings of calibration_warnings.
+    `input_specs` say where each input's samples lie (default: the first axis)."""
+    specs = input_specs or {name: {"batch_axis": 0 if a.ndim else None} for name, a in data.items()}
     h = hashlib.sha256()
     for name in sorted(data):
-        a = np.ascontiguousarray(data[name])
+        a = np.asarray(data[name], order="C")
         h.update(f"{name}\0{a.dtype.str}\0{a.shape}\0".encode())
         h.update(a.tobytes())
     if isinstance(path, dict):
@@ -314,20 +394,25 @@ def calibration_facts(path, data: dict[str, np.ndarray], *, code: dict | None = 
     return {
         **source,
         "data_sha256": h.hexdigest(),
-        "samples": int(next(iter(data.values())).shape[0]),
+        "samples": sample_count(data, specs),
         "shapes": {k: list(v.shape) for k, v in data.items()},
-        "warnings": calibration_warnings(data),
+        "batch_axes": {k: batch_axis(specs[k]) for k in data if k in specs},
+        "warnings": calibration_warnings(data, specs),
     }
 
 
-def calibration_warnings(data: dict[str, np.ndarray]) -> list[str]:
+def calibration_warnings(data: dict[str, np.ndarray], input_specs: dict | None = None) -> list[str]:
     """What makes calibration data obviously unrepresentative, per input: constant values, every sample the same,
     integer ids spread uniformly at random (real token ids are heavily skewed), image-shaped float data whose
-    neighbouring values are uncorrelated (noise, not images)."""
+    neighbouring values are uncorrelated (noise, not images). An input without a batch axis (a sample rate, a
+    fixed state) is one value by declaration: nothing to warn about."""
     out = []
     for name, a in sorted(data.items()):
-        if a.size == 0:
+        spec = (input_specs or {}).get(name, {"batch_axis": 0 if a.ndim else None})
+        axis = batch_axis(spec)
+        if a.size == 0 or axis is None:
             continue
+        a = np.moveaxis(a, axis, 0) if axis else a  # samples first
         flat = a.reshape(-1)
         if np.all(flat == flat[0]):
             out.append(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import difflib
 
+from ..tensors import batch_axis
+
 ELEM_TYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16",
               11: "float64", 16: "bfloat16"}  # fmt: skip
 
@@ -76,6 +78,7 @@ def interface_problems(proto, *, model: str, input_specs: dict, outputs: list[st
                             f"ONNX ({shown}), but the profile asks " + ", ".join(f"{s} {v}" for s, v in off.items()),
                         )
                     )
+    problems += _batch_axis_problems(graph_inputs, input_specs, key)
     if outputs is not None:
         for name in outputs:
             if name not in graph_outputs:
@@ -91,6 +94,47 @@ def interface_problems(proto, *, model: str, input_specs: dict, outputs: list[st
                 (f"{key}.outputs", f"the ONNX outputs are {graph_outputs} in this order, the config names {outputs}")
             )
     return problems
+
+
+def _batch_axis_problems(graph_inputs: dict, input_specs: dict, key: str) -> list[tuple[str, str]]:
+    """Each input's declared batch axis (`batch_axis`, default 0; none for a scalar) against the file: the batch
+    dims are the ONNX dim names at the declared batch axes; an input that has one of them on another axis (a state
+    `[2, batch, 16]` declared with its samples on axis 0) would be calibrated sliced on the wrong axis."""
+
+    def names(name):
+        t = graph_inputs[name].type.tensor_type
+        if not t.HasField("shape"):
+            return None
+        return [d.dim_param if d.HasField("dim_param") and not d.HasField("dim_value") else None for d in t.shape.dim]
+
+    dims = {n: names(n) for n in input_specs if n in graph_inputs}
+    dims = {n: d for n, d in dims.items() if d is not None and len(d) == len(input_specs[n]["shape"])}
+    batch_dims = {}
+    for name, d in dims.items():
+        axis = batch_axis(input_specs[name])
+        if axis is not None and axis < len(d) and d[axis]:
+            batch_dims.setdefault(d[axis], name)
+    problems = []
+    for name, d in dims.items():
+        axis = batch_axis(input_specs[name])
+        for j, dim in enumerate(d):
+            owner = batch_dims.get(dim) if dim and j != axis else None
+            if owner and owner != name and (axis is None or d[axis] != dim):
+                said = "no batch axis (batch_axis: null)" if axis is None else f"its samples on axis {axis}"
+                problems.append(
+                    (
+                        f"{key}.inputs.{name}.batch_axis",
+                        f"input '{name}' has the batch dim '{dim}' (input '{owner}''s batch axis) on axis {j} in the "
+                        f"ONNX ({_shown(graph_inputs[name])}), but the config gives it {said}: set `batch_axis: {j}`",
+                    )
+                )
+                break
+    return problems
+
+
+def _shown(value_info) -> list:
+    dims = value_info.type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
 
 def read_interface(path):

@@ -25,7 +25,15 @@ from ..atomic import atomic_path, private_tempdir
 from ..errors import FactoryError
 from ..outcomes import Outcome
 from ..precisions import PRECISIONS, QUANTIZED
-from ..tensors import load_golden, output_metrics, random_inputs, run_onnxruntime
+from ..tensors import (
+    batch_axis,
+    calibration_batches,
+    load_golden,
+    output_metrics,
+    random_inputs,
+    run_onnxruntime,
+    step_batch,
+)
 from .calibration import calibration_facts, load_calibration
 from .onnx_io import check_against, load_checked, tool_version
 from .precision_search import search_variant
@@ -68,7 +76,9 @@ def make_precision_variant(
     calib = None
     if calibration_path and precision != "fp32":
         calib = load_calibration(calibration_path, input_specs, model=model)
-        facts["calibration"] = calibration_facts(calibration_path, calib, code=calibration_code)
+        facts["calibration"] = calibration_facts(
+            calibration_path, calib, code=calibration_code, input_specs=input_specs
+        )
     if precision in LOW_TYPES:
         # AutoCast's range check runs the model: without data it draws random inputs with 1 in every dynamic dim and
         # fails on models whose dims must agree ("Concat dims 1 vs 2"). The calibration data, else the golden inputs
@@ -205,14 +215,18 @@ def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict,
     options = options or {}
     nodes_to_exclude = [f"^{re.escape(n)}$" for n in options.get("nodes_to_exclude", ())]  # regexes there
     if precision in LOW_TYPES:
-        _autocast(src, out, precision, calib, nodes_to_exclude)
+        _autocast(src, out, precision, calib, input_specs, nodes_to_exclude)
         return
     from modelopt.onnx.quantization import quantize
 
     quantize(
         str(src),
         quantize_mode=precision,
-        calibration_data=calib,
+        # the feeds, each input cut on its own batch axis: ModelOpt's splitter (calibration_data=) cuts every array
+        # on axis 0, which slices a state [2, N, 16] into 2-row pieces of the wrong axis, silently
+        calibration_data_reader=_Feeds(calibration_batches(calib, input_specs, step_batch(calib, input_specs)))
+        if calib is not None
+        else None,
         calibration_eps=["cpu"],
         calibration_shapes=calibration_shapes(calib, input_specs) if calib is not None else None,
         nodes_to_exclude=nodes_to_exclude,
@@ -222,18 +236,17 @@ def run_modelopt(src: Path, out: Path, precision: str, calib, input_specs: dict,
     )
 
 
-def _autocast(src: Path, out: Path, precision: str, calib, nodes_to_exclude: list[str]) -> None:
+def _autocast(src: Path, out: Path, precision: str, calib, input_specs: dict, nodes_to_exclude: list[str]) -> None:
     """ModelOpt AutoCast to fp16/bf16 (I/O types kept), on the calibration data where there is some."""
     import onnx
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     data_dir = None
-    if calib is not None:  # real inputs for AutoCast's range check (else it uses random data)
-        data_dir = out.parent / "calib_chunks"
+    if calib is not None:  # real inputs for AutoCast's range check (else it uses random data); one feed a file,
+        data_dir = out.parent / "calib_chunks"  # each input cut on its own batch axis (tensors.calibration_batches)
         data_dir.mkdir()
-        n = next(iter(calib.values())).shape[0]
-        for i in range(0, n, 8):
-            np.savez(data_dir / f"{i:08d}.npz", **{k: v[i : i + 8] for k, v in calib.items()})
+        for i, feed in enumerate(calibration_batches(calib, input_specs, 8)):
+            np.savez(data_dir / f"{i:08d}.npz", **feed)
     proto = convert_to_mixed_precision(
         str(src),
         precision,
@@ -245,20 +258,54 @@ def _autocast(src: Path, out: Path, precision: str, calib, nodes_to_exclude: lis
     onnx.save(proto, str(out))
 
 
+class _Feeds:
+    """ModelOpt's calibration reader (onnxruntime's CalibrationDataReader protocol, with ModelOpt's get_first and
+    rewind) over ready feeds."""
+
+    def __init__(self, feeds: list[dict]):
+        self.feeds, self._it = feeds, iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def get_first(self):
+        return self.feeds[0]
+
+    def rewind(self):
+        self._it = iter(self.feeds)
+
+    def __iter__(self):
+        return iter(self.feeds)
+
+    def __len__(self):
+        return len(self.feeds)
+
+    def set_range(self, start_index: int, end_index: int):  # onnxruntime's protocol (unused by ModelOpt's calibrator)
+        self._it = iter(self.feeds[start_index:end_index])
+
+
 def calibration_shapes(calib: dict, input_specs: dict) -> str | None:
     """ModelOpt's `calibration_shapes` (one calibration step's input shapes) where every input has the same dynamic
-    batch dim: the profile's opt batch (at most the sample count), the other dims as the data has them. Without it
-    ModelOpt takes dynamic dims as 1, so every Gemm/MatMul looks like a GEMV and none is quantized (measured:
-    ModelOpt 0.47, the demo tiny_mlp; "the tool found no layer worth int8"). None where inputs share no batch dim
-    (ModelOpt's own default then)."""
-    firsts = {str(s["shape"][0]) if s.get("shape") else None for s in input_specs.values()}
-    if len(firsts) != 1 or not all(s.get("shape") and isinstance(s["shape"][0], str) for s in input_specs.values()):
+    batch dim on its batch axis (tensors.batch_axis): the profile's opt batch (at most the sample count) there, the
+    other dims as the data has them. Without it ModelOpt takes dynamic dims as 1, so every Gemm/MatMul looks like a
+    GEMV and none is quantized (measured: ModelOpt 0.47, the demo tiny_mlp; "the tool found no layer worth int8").
+    None where inputs share no batch dim, or one is a scalar (the spec cannot say a rank-0 shape): ModelOpt then
+    reads the shapes off the first feed of the reader (run_modelopt), which holds the opt batch too."""
+    axes = {name: batch_axis(s) for name, s in input_specs.items()}
+    if any(a is None for a in axes.values()):
+        return None
+    dims = {str(s["shape"][axes[name]]) for name, s in input_specs.items()}
+    if len(dims) != 1 or not all(isinstance(s["shape"][axes[n]], str) for n, s in input_specs.items()):
         return None
     if any(re.search(r"[,:\s]", name) for name in input_specs):  # the spec's separators
         return None
-    n = next(iter(calib.values())).shape[0]
-    batch = max(1, min(int(next(iter(input_specs.values()))["opt"][0]), n))
-    return ",".join(f"{name}:" + "x".join(str(d) for d in (batch, *calib[name].shape[1:])) for name in input_specs)
+    batch = step_batch(calib, input_specs)
+    shapes = {}
+    for name in input_specs:
+        shape = list(calib[name].shape)
+        shape[axes[name]] = batch
+        shapes[name] = shape
+    return ",".join(f"{name}:" + "x".join(str(d) for d in shape) for name, shape in shapes.items())
 
 
 def run_onnxconverter_fp16(src: Path, out: Path, precision: str, calib, input_specs: dict, options=None) -> None:
@@ -277,9 +324,9 @@ def run_ort_int8(src: Path, out: Path, precision: str, calib, input_specs: dict,
         import multiprocessing
 
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            pool.apply(_ort_int8, (str(src), str(out), calib))
+            pool.apply(_ort_int8, (str(src), str(out), calib, input_specs))
     else:
-        _ort_int8(str(src), str(out), calib)
+        _ort_int8(str(src), str(out), calib, input_specs)
 
 
 def _ort_patched() -> bool:
@@ -290,14 +337,14 @@ def _ort_patched() -> bool:
     return not CalibraterBase.__init__.__module__.startswith("onnxruntime")
 
 
-def _ort_int8(src: str, out: str, calib: dict) -> None:
+def _ort_int8(src: str, out: str, calib: dict, input_specs: dict | None = None) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    n = next(iter(calib.values())).shape[0]
+    input_specs = input_specs or {k: {"batch_axis": 0 if v.ndim else None} for k, v in calib.items()}
 
     class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{k: v[i : i + 8] for k, v in calib.items()} for i in range(0, n, 8)])
+        def __init__(self):  # each input cut on its own batch axis (tensors.calibration_batches)
+            self.batches = iter(calibration_batches(calib, input_specs, 8))
 
         def get_next(self):
             return next(self.batches, None)
