@@ -124,6 +124,35 @@ def still_applies(rec: dict, inputs: dict, settings: dict) -> bool:
     return rec.get("fingerprint") == fingerprint_of(rec["rule"], inputs, settings)
 
 
+def outdated(record: str, stage: str, inputs: dict, settings: dict) -> str | None:
+    """Why the job that made an artifact makes it again in this run, or None: `record` is the artifact's provenance
+    record, `inputs` and `settings` the job's now. Its artifact or record is missing; it was made with other settings
+    (a replaced checkpoint or ONNX source changes them: they carry the sources' digests) or tools than the job has
+    now; or from an input artifact that was made again since (its own record names other bytes than this one lists).
+    A failure downstream of such a job is retried in the same run (the factory's `failures`): judged by its inputs'
+    bytes alone, it would apply until the run had made them again, and be retried one run later. Reads the records
+    only, no artifact is hashed."""
+    from .provenance import stage_tools
+
+    artifact = paths.artifact_of_record(record)
+    rec = atomic.read_json(record) if os.path.exists(record) else None
+    if not isinstance(rec, dict) or not os.path.exists(artifact):
+        return f"{artifact} is missing"
+    if rec.get("params") != json.loads(json.dumps(settings, sort_keys=True)):
+        return f"{artifact} was made with other settings"
+    made_with = rec.get("tools") or {}
+    if any(made_with.get(dist) != version for dist, version in stage_tools(stage).items()):
+        return f"{artifact} was made with other tools"
+    made_from = {e.get("path"): e.get("sha256") for e in rec.get("inputs") or [] if isinstance(e, dict)}
+    for p in inputs.values():
+        upstream = paths.provenance(p)
+        if p.replace(os.sep, "/").startswith(paths.ROOT + "/") and os.path.exists(upstream):  # sources: settings
+            now = (atomic.read_json(upstream) or {}).get("artifact", {}).get("sha256")
+            if made_from.get(p) != now:
+                return f"{artifact} was made from an earlier {p}"
+    return None
+
+
 def first_line(rec: dict, limit: int = 300) -> str:
     """The error in one line: its first line, and the next one when the first only introduces it ("...:")."""
     lines = [ln.strip() for ln in (rec.get("error") or "").splitlines() if ln.strip()]
