@@ -261,3 +261,36 @@ def test_the_chain_runs_a_stateful_model_to_an_int8_rtx_plan(tmp_path, monkeypat
     assert plans and all((tmp_path / p).stat().st_size > 0 for p in plans)
     built = json.loads((tmp_path / paths.provenance(plans[0])).read_text())["facts"]
     assert built["input_shapes"]["sample_rate"] == [] and built["input_shapes"]["state"] == [2, -1, W]
+    assert built["input_profiles"]["state"] == {"min": [2, 1, W], "opt": [2, 4, W], "max": [2, 8, W]}
+    assert built["input_profiles"]["sample_rate"] == {"min": [], "opt": [], "max": []}
+
+
+def test_golden_inputs_take_the_value_where_samples_leave_it_out(tmp_path):
+    """Samples (one feed of the model) need not repeat a sample rate the config fixes; seeded inputs take it too."""
+    from engine_factory.validation.golden import golden_inputs
+
+    specs = specs_of(tmp_path, batch_axis=1)
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "samples.npz", x=rng.standard_normal((3, W)), state=np.zeros((2, 3, W)))
+    feeds = golden_inputs(specs, model="cell", seed=0, samples=str(tmp_path / "samples.npz"))
+    assert feeds["sample_rate"].dtype == np.int64 and feeds["sample_rate"].shape == () and feeds["sample_rate"] == 16000
+    assert feeds["state"].shape == (2, 3, W)
+    seeded = golden_inputs(specs, model="cell", seed=0, samples=None)
+    assert seeded["sample_rate"] == 16000 and seeded["state"].shape == (2, 4, W)
+    assert run_onnxruntime(tmp_path / "cell.onnx", feeds)["state_out"].shape == (2, 3, W)
+
+
+def test_check_command_names_the_batch_axis_key(tmp_path):
+    """`python -m engine_factory check` on a zoo whose state's axis is unsaid (fp32 only: the config alone allows
+    it) fails naming the key; with `batch_axis: 1` it passes."""
+    from helpers import cli
+
+    m = model_entry()
+    m["precisions"] = ["fp32"]
+    del m["calibration"]
+    r = cli("check", "--configfile", zoo(tmp_path, m), "-d", tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "models.cell.inputs.state.batch_axis" in out and "Traceback" not in out, out
+    m["inputs"]["state"]["batch_axis"] = 1
+    r = cli("check", "--configfile", zoo(tmp_path, m), "-d", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
