@@ -371,16 +371,15 @@ def _check_batch_axes(model: str, inputs: dict) -> None:
         if axis is not None and isinstance(spec["shape"][axis], str):
             batch_dims.setdefault(spec["shape"][axis], input_name)
     for input_name, spec in inputs.items():
-        if "batch_axis" in spec:
-            continue
         axis, shape = batch_axis(spec), spec["shape"]
         for j, d in enumerate(shape):
             owner = batch_dims.get(d) if isinstance(d, str) and j != axis else None
             if owner and owner != input_name and (axis is None or shape[axis] != d):
+                said = f", but its batch_axis is {'null' if axis is None else axis}" if "batch_axis" in spec else ""
                 raise FactoryError(
                     f"input '{input_name}' {shape} has the batch dim '{d}' (the batch axis of input '{owner}') on "
-                    f"axis {j}: say where its calibration samples lie with `batch_axis: {j}` (or `batch_axis: "
-                    "null` for an input with no batch axis)",
+                    f"axis {j}{said}: its calibration samples would be cut on the wrong axis; set `batch_axis: {j}`"
+                    + ("" if said else " (or `batch_axis: null` for an input with no batch axis)"),
                     model=model,
                     key=f"models.{model}.inputs.{input_name}.batch_axis",
                 )

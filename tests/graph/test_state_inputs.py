@@ -180,6 +180,9 @@ def test_an_undeclared_state_axis_is_a_config_error(tmp_path):
         specs_of(tmp_path)
     message = str(e.value)
     assert "models.cell.inputs.state.batch_axis" in message and "batch_axis: 1" in message
+    for wrong in (0, None):  # said, and wrong: the batch dim is on axis 1
+        with pytest.raises(FactoryError, match=r"inputs.state.batch_axis.*on axis 1, but its batch_axis is"):
+            specs_of(tmp_path, batch_axis=wrong)
     bad = model_entry(batch_axis=3)
     with pytest.raises(FactoryError, match=r"models.cell.inputs.state.batch_axis.*batch_axis 3 is outside"):
         config_mod.load([zoo(tmp_path, bad)], workdir=str(tmp_path))
