@@ -442,10 +442,27 @@ class Factory:
         out = {}
         for model in self.cfg["models"]:
             for precision in deploy_precisions(pol, model_settings(self.cfg, model)["precisions"]):
-                jobs = [j for j in self.buildable if j["model"] == model and j["precision"] == precision]
+                jobs = [self._served(j) for j in self.buildable if j["model"] == model and j["precision"] == precision]
                 if jobs:
                     out[repository_name(pol, model, precision)] = {"model": model, "precision": precision, "jobs": jobs}
         return out
+
+    @functools.cached_property
+    def live_key(self) -> str | None:
+        """The key Triton serves when it is not the one this host builds (artifacts/live.json: `promote`,
+        `rollback`, the nightly's gate); None when no key was promoted or the live key is this one."""
+        from .deploy.gate import read_live
+
+        live = read_live(".")["live"]
+        return live if live and live != self.key else None
+
+    def _served(self, job: dict) -> dict:
+        """The plan a repository serves for a build job: the live key's where a candidate is not (yet) promoted and
+        the live key has that plan and its validation (a model or target added since has none: its new plan)."""
+        if not self.live_key:
+            return job
+        live = {**job, "key": self.live_key}
+        return live if os.path.exists(paths.plan(**live)) and os.path.exists(paths.validation(**live)) else job
 
     def deploy_outputs(self) -> list[str]:
         return [paths.triton_config(name) for name in self.deploy_targets]
@@ -641,7 +658,7 @@ def _deploy_settings(f: Factory, w: dict) -> dict:
         "repository": w["repository"],
         "model": t["model"],
         "precision": t["precision"],
-        "key": f.key,
+        "key": ",".join(sorted({j["key"] for j in t["jobs"]})),  # the live key's, where it is served (live_key)
         "compute_capabilities": [paths.cc_dotted(j["cc"]) for j in t["jobs"]],
         "inputs": f.model(t["model"])["inputs"],
         "policy": pol,
@@ -862,6 +879,7 @@ class Workflow:
             if self.factory is None:
                 self.factory = resolve(self.cfg)
                 self.factory.failed  # noqa: B018 - the failure records are read here, inside the directory
+                self.factory.deploy_targets  # noqa: B018 - so is live.json, for the plans Triton serves
         except BaseException:
             os.chdir(self._cwd.pop())
             raise

@@ -8,8 +8,11 @@ person promotes that key (`--force` passes a candidate the gate holds); who, wha
 
 from __future__ import annotations
 
+import subprocess
+
 from ..errors import FactoryError
 from . import emit, load_config, operation_parser
+from .snakemake import command as snakemake_command
 
 
 def promote(directory, cfg: dict, configfiles=(), key: str | None = None, why: str | None = None, force=False):
@@ -30,9 +33,28 @@ def promote(directory, cfg: dict, configfiles=(), key: str | None = None, why: s
     if not held and verdict["live"] != key:
         reason = why or ("gate: " + verdict["reason"]) + (" (forced)" if verdict["failed"] else "")
         gate.set_live(directory, key, action="promote", why=reason, verdict=verdict)
+        verdict["redeployed"] = redeploy(directory, configfiles)
     verdict["promoted"] = not held
     verdict["now_live"] = gate.read_live(directory)["live"]
     return verdict
+
+
+def redeploy(directory, configfiles=()) -> dict:
+    """Triton follows the live key: the workflow's deploy jobs run again now (their inputs are the live key's plans,
+    read from live.json when the DAG is built), and nothing else is asked for. Returns the repositories and the exit
+    status of that run (None: no repository is configured)."""
+    from .status import resolve_factory
+
+    outputs = resolve_factory(directory, configfiles).deploy_outputs()
+    if not outputs:
+        return {"repositories": [], "rc": None}
+    cmd = [c for c in snakemake_command(directory, configfiles) if c != "--nolock"]
+    cmd[3:3] = outputs  # the targets before the options (--configfile takes every word after it)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+        raise FactoryError(f"the live key changed, but its Triton repositories were not written: {' | '.join(tail)}")
+    return {"repositories": outputs, "rc": proc.returncode}
 
 
 def render(v: dict) -> str:
@@ -42,6 +64,8 @@ def render(v: dict) -> str:
     ]
     lines += [f"  FAILED {f['budget']:<8} {f['plan']}: {f['detail']}" for f in v["failed"]]
     lines.append(("promoted: " if v["promoted"] else "held: the live key stays ") + str(v["now_live"]))
+    if (v.get("redeployed") or {}).get("repositories"):
+        lines.append(f"Triton follows it: {len(v['redeployed']['repositories'])} repositories written again")
     return "\n".join(lines)
 
 

@@ -278,6 +278,8 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         "failed": counts["failed"],
         "in_progress": [r["pid"] for r in live],
         "signing": signing_state(base, targets, f.cfg),
+        # the key Triton serves: this host's, or an earlier one until this host's is promoted (artifacts/live.json)
+        "live": {"key": f.live_key or f.key, "candidate": f.key if f.live_key else None},
         "snakemake_seconds": seconds,
     }
 
@@ -358,6 +360,12 @@ def render(report: dict, verbose: bool = False) -> str:
         + " "
         f"(keys {', '.join(report['keys']) or 'none'}; asked snakemake in {report['snakemake_seconds']} s)"
     ]
+    live = report.get("live") or {}
+    if live.get("candidate"):
+        lines.append(
+            f"live: {live['key']} (Triton serves it); {live['candidate']}, built here, is a candidate until promoted "
+            "(`promote`: the upgrade gate)"
+        )
     lines += _group_lines(report, verbose)
     if sig := report.get("signing"):
         lines.append(
