@@ -2,6 +2,7 @@
 
     .venv/bin/pip install --no-deps -r benchmarks/requirements-real-models.txt   # once; the model files only
     .venv/bin/python benchmarks/real_models.py [--timeout 600] [--match NAME] [--limit N] [--no-write]
+                                               [--keep DIR] [--at-commit REV]
 
 Every model here is a file inside a pinned wheel (benchmarks/requirements-real-models.txt): nothing is downloaded at
 run time, and the packages' own code is never imported (installed with `--no-deps`, their runtime dependencies are
@@ -30,13 +31,15 @@ import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from onnx_corpus import RESULTS, child_result, model_config, run_isolated  # noqa: E402
+from onnx_corpus import REPO, RESULTS, child_result, model_config, run_isolated  # noqa: E402
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGET = "8.9"  # one TensorRT-RTX target keeps the run short; the others build the same network
@@ -198,14 +201,13 @@ def zoo_entry(name: str, route: str, src: Path, work: Path) -> dict:
             m["outputs"] = ["prob"]
             samples = {"x": audio(rng, 1, 512)}
             calib = {"x": audio(rng, CALIB_N, 512)}
-        else:
+        else:  # the state carries the batch on axis 1; the sample rate is one value for every sample
             m = {"framework": "onnx", "onnx": str(src)}
-            m["inputs"] = {"input": {"shape": [1, 576]}, "state": {"shape": [2, 1, 128]}}
-            m["inputs"]["sr"] = {"shape": [], "dtype": "int64", "range": [16000, 16000]}
+            m["inputs"] = {"input": {"shape": [1, 576]}, "state": {"shape": [2, 1, 128], "batch_axis": 1}}
+            m["inputs"]["sr"] = {"shape": [], "dtype": "int64", "batch_axis": None, "value": 16000}
             samples = {"input": audio(rng, 1, 576), "state": np.zeros((2, 1, 128), np.float32)}
             samples["sr"] = np.array(16000, np.int64)
-            calib = {"input": audio(rng, CALIB_N, 576), "state": np.zeros((CALIB_N, 1, 128), np.float32)}
-            calib["sr"] = np.array(16000, np.int64)
+            calib = {"input": audio(rng, CALIB_N, 576), "state": np.zeros((2, CALIB_N, 128), np.float32)}
     elif name == "magika":
         m = {"framework": "onnx", "onnx": str(src), "inputs": {"bytes": {"shape": [1, 2048], "dtype": "int32"}}}
         m["inputs"]["bytes"]["range"] = [0, 256]
@@ -257,7 +259,7 @@ def zoo_entry(name: str, route: str, src: Path, work: Path) -> dict:
 
 # --------------------------------------------------------------------------------------------------- one model
 def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:800]
 
 
 def run_one(entry: dict, work: Path) -> dict:
@@ -323,7 +325,11 @@ def run_one(entry: dict, work: Path) -> dict:
         if k in ("exporter", "exporter_fallback", "opset_converted", "opset_kept", "ir_normalised", "dims_named")
     }
     facts = step("simplify", "simplify", w, {"onnx": paths.sim_onnx(name)}, ("export",)) or {}
-    result["simplifier"] = facts.get("simplifier_used")
+    result["simplify"] = {
+        "used": facts.get("simplifier_used"),
+        "nodes": [facts.get("nodes_before"), facts.get("nodes_after")],
+        "attempts": [f"{a['tool']} {a['status']}: {a.get('reason') or ''}"[:300] for a in facts.get("attempts", [])],
+    }
     facts = step("golden", "golden", w, {"golden": paths.golden(name)}, ("export",)) or {}
     result["reference"] = facts.get("reference")
     parity_out = {"export": paths.parity(name, "export"), "sim": paths.parity(name, "sim")}
@@ -367,8 +373,6 @@ def _parity(path: str) -> dict:
 
 
 def _worker(payload: str) -> dict:
-    import tempfile
-
     entry = json.loads(payload)
     if entry.get("keep"):  # --keep: the zoo and its artifacts stay for a look (outside the checkout)
         work = Path(entry["keep"]) / entry["name"]
@@ -416,7 +420,7 @@ def write_tables(results: list[dict], meta: dict) -> None:
         f"shared with other work: load average {meta['load_average_at_end'][0]:.1f} at the end), "
         f"`benchmarks/real_models.py`, {meta['wall_s']} s in all; "
         f"TensorRT-RTX {meta['packages'].get('tensorrt-rtx-cu13')}, "
-        f"target {TARGET}; precisions {', '.join(PRECISIONS)}.",
+        f"target {TARGET}; precisions {', '.join(PRECISIONS)}. Factory code: {meta['code']}.",
         "",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()),
         "",
@@ -457,7 +461,22 @@ def write_tables(results: list[dict], meta: dict) -> None:
             + " | ".join(cells)
             + f" | {r.get('seconds', '')} |"
         )
-    lines += ["", "Models: " + "; ".join(f"`{r['model']}` ({r['file']}): {r['what']}" for r in results), ""]
+    lines += ["", "## The models and what each step recorded", ""]
+    for r in results:
+        facts = [f"{r['file']}, sha256 {r.get('sha256', '?')[:12]}: {r['what']}"]
+        if r.get("export"):
+            facts.append("import " + json.dumps(r["export"], sort_keys=True))
+        sim = r.get("simplify") or {}
+        if sim.get("used") not in (None, "none"):
+            nodes = sim.get("nodes") or [None, None]
+            facts.append(f"simplified by {sim['used']} ({nodes[0]} -> {nodes[1]} nodes)")
+        elif sim.get("attempts"):
+            facts.append("not simplified: " + "; ".join(sim["attempts"]))
+        for p, v in (r.get("variants") or {}).items():
+            if v.get("quantized") or v.get("warnings"):
+                facts.append(f"{p}: " + "; ".join(v.get("warnings") or [f"{v['quantized']} layers quantized"])[:300])
+        lines.append(f"- **{r['model']}**: " + "; ".join(facts).replace("|", "\\|"))
+    lines.append("")
     lines += ["## Errors and parity failures, one line each", "", *errors, ""]
     (RESULTS / "real_models.md").write_text("\n".join(lines) + "\n")
 
@@ -477,10 +496,34 @@ def main(argv=None) -> int:
     ap.add_argument("--match", help="only models whose name contains this")
     ap.add_argument("--no-write", action="store_true", help="print, do not write the result files")
     ap.add_argument("--keep", help="keep each model's zoo and artifacts in DIR/<model> (a new folder)")
+    ap.add_argument(
+        "--at-commit",
+        metavar="REV",
+        help="run the factory's code of this commit (scripts/, workflow/, config/ taken with git archive into a "
+        "temporary folder), not the working tree's: for a checkout others are editing",
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
         return child_result(lambda: _worker(args.one))
+    git = ["git", "-C", str(REPO)]
+    if args.at_commit:
+        commit = subprocess.run([*git, "rev-parse", args.at_commit], capture_output=True, text=True, check=True)
+        snapshot = tempfile.TemporaryDirectory(prefix="real-models-code-")
+        archive = subprocess.run(
+            [*git, "archive", commit.stdout.strip(), "scripts", "workflow", "config"], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", snapshot.name], input=archive.stdout, check=True)
+        # the children import engine_factory from there: PYTHONPATH comes before the venv's .pth of the checkout
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (f"{snapshot.name}/scripts", os.environ.get("PYTHONPATH")) if p
+        )
+        code_commit = commit.stdout.strip()
+    else:
+        code_commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        modified = subprocess.run(
+            [*git, "status", "--porcelain", "scripts", "workflow", "config"], capture_output=True, text=True
+        )
     start = time.monotonic()
     results = []
     for name, pkg, module, rel, route, what in [m for m in MODELS if not args.match or args.match in m[0]][
@@ -531,6 +574,12 @@ def main(argv=None) -> int:
         )
     }
     meta = {
+        "code": (
+            f"commit {code_commit} (--at-commit)"
+            if args.at_commit
+            else f"the working tree at commit {code_commit}"
+            + (f", modified: {' '.join(modified.stdout.split()[1::2])}" if modified.stdout.strip() else "")
+        ),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": platform.node(),
         "cpu": _cpu_model(),
