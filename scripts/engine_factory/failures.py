@@ -3,8 +3,11 @@ bf16 for this graph, ...) records why in `artifacts/failed/<rule>/<job>.json`, a
 run's exit status says so. The next run's DAG leaves every target whose chain holds a failure that still applies
 out of the jobs (the report shows it as failed, `status` lists it), so a known failure is not retried on every
 rerun; it is retried when anything it was made from changes: the stage's settings (which carry the sources'
-content digests and the model code's), the content of its inputs, its tools' versions, or the workflow's code.
-`FACTORY_RETRY_FAILED=1` (`make run RETRY_FAILED=1`) retries them all. A job that succeeds removes its record.
+content digests and the model code's), the content of its inputs, its tools' versions, or the workflow's code;
+and in the same run when anything upstream of it is made again there (a replaced checkpoint or ONNX source, an
+upstream stage's settings or tools, an upstream artifact missing: `outdated`), where its inputs' bytes alone, still
+the old ones when the run starts, would retry it one run later. `FACTORY_RETRY_FAILED=1` (`make run
+RETRY_FAILED=1`) retries them all. A job that succeeds removes its record.
 
 Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
 disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
@@ -124,6 +127,10 @@ def still_applies(rec: dict, inputs: dict, settings: dict) -> bool:
     return rec.get("fingerprint") == fingerprint_of(rec["rule"], inputs, settings)
 
 
+_STAGE_TOOLS: dict[str, dict] = {}  # stage -> its tools' versions, once per process: `status` has no versions from
+# the Snakefile, and a package lookup costs ~3 ms (provenance.stage_tools)
+
+
 def outdated(record: str, stage: str, inputs: dict, settings: dict) -> str | None:
     """Why the job that made an artifact makes it again in this run, or None: `record` is the artifact's provenance
     record, `inputs` and `settings` the job's now. Its artifact or record is missing; it was made with other settings
@@ -140,8 +147,10 @@ def outdated(record: str, stage: str, inputs: dict, settings: dict) -> str | Non
         return f"{artifact} is missing"
     if rec.get("params") != json.loads(json.dumps(settings, sort_keys=True)):
         return f"{artifact} was made with other settings"
+    if stage not in _STAGE_TOOLS:
+        _STAGE_TOOLS[stage] = stage_tools(stage)
     made_with = rec.get("tools") or {}
-    if any(made_with.get(dist) != version for dist, version in stage_tools(stage).items()):
+    if any(made_with.get(dist) != version for dist, version in _STAGE_TOOLS[stage].items()):
         return f"{artifact} was made with other tools"
     made_from = {e.get("path"): e.get("sha256") for e in rec.get("inputs") or [] if isinstance(e, dict)}
     for p in inputs.values():
