@@ -4,10 +4,10 @@ run's exit status says so. The next run's DAG leaves every target whose chain ho
 out of the jobs (the report shows it as failed, `status` lists it), so a known failure is not retried on every
 rerun; it is retried when anything it was made from changes: the stage's settings (which carry the sources'
 content digests and the model code's), the content of its inputs, its tools' versions, or the workflow's code;
-and in the same run when anything upstream of it is made again there (a replaced checkpoint or ONNX source, an
-upstream stage's settings or tools, an upstream artifact missing: `outdated`), where its inputs' bytes alone, still
-the old ones when the run starts, would retry it one run later. `FACTORY_RETRY_FAILED=1` (`make run
-RETRY_FAILED=1`) retries them all. A job that succeeds removes its record.
+and in the same run when that run makes anything upstream of it from something else (a replaced checkpoint or ONNX
+source, an upstream stage's settings or tools: `outdated`), where its inputs' bytes alone, still the old ones when
+the run starts, would retry it one run later. `FACTORY_RETRY_FAILED=1` (`make run RETRY_FAILED=1`) retries them all.
+A job that succeeds removes its record.
 
 Not recorded (they say nothing about the inputs): a killed job, MemoryError, KeyboardInterrupt, a full or read-only
 disk, and a job on the wrong host (errors.WrongHost: another backend version, no GPU of its compute capability).
@@ -132,10 +132,11 @@ _STAGE_TOOLS: dict[str, dict] = {}  # stage -> its tools' versions, once per pro
 
 
 def outdated(record: str, stage: str, inputs: dict, settings: dict) -> str | None:
-    """Why the job that made an artifact makes it again in this run, or None: `record` is the artifact's provenance
-    record, `inputs` and `settings` the job's now. Its artifact or record is missing; it was made with other settings
-    (a replaced checkpoint or ONNX source changes them: they carry the sources' digests) or tools than the job has
-    now; or from an input artifact that was made again since (its own record names other bytes than this one lists).
+    """Why the job that made an artifact makes it again in this run from something else, or None: `record` is the
+    artifact's provenance record, `inputs` and `settings` the job's now. It was made with other settings (a replaced
+    checkpoint or ONNX source changes them: they carry the sources' digests) or tools than the job has now, or from
+    an input artifact that was made again since (its own record names other bytes than this one lists). A missing
+    artifact is no change: made again from the same inputs, it fails again.
     A failure downstream of such a job is retried in the same run (the factory's `failures`): judged by its inputs'
     bytes alone, it would apply until the run had made them again, and be retried one run later. Reads the records
     only, no artifact is hashed."""
@@ -143,8 +144,8 @@ def outdated(record: str, stage: str, inputs: dict, settings: dict) -> str | Non
 
     artifact = paths.artifact_of_record(record)
     rec = atomic.read_json(record) if os.path.exists(record) else None
-    if not isinstance(rec, dict) or not os.path.exists(artifact):
-        return f"{artifact} is missing"
+    if not isinstance(rec, dict) or not os.path.exists(artifact):  # made again from the same upstream: no change
+        return None  # (its own inputs' jobs are judged by the caller all the same)
     if rec.get("params") != json.loads(json.dumps(settings, sort_keys=True)):
         return f"{artifact} was made with other settings"
     if stage not in _STAGE_TOOLS:
