@@ -297,3 +297,17 @@ def test_check_command_names_the_batch_axis_key(tmp_path):
     m["inputs"]["state"]["batch_axis"] = 1
     r = cli("check", "--configfile", zoo(tmp_path, m), "-d", tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_autocast_and_the_onnxruntime_fallback_get_the_same_feeds(tmp_path):
+    """fp16 (ModelOpt AutoCast's range check runs the model on the calibration feeds: cut on axis 0, x [8, W] beside
+    state [2, 12, W] stops it and the fallback tool was used) and onnxruntime's int8 fallback, on the cell."""
+    specs = specs_of(tmp_path, batch_axis=1)
+    src = tmp_path / "cell.onnx"
+    facts = precision_mod.make_precision_variant(
+        src, tmp_path / "fp16.onnx", "fp16", model="cell", input_specs=specs, calibration_path=tmp_path / "calib.npz"
+    )
+    assert facts["tool"] == "modelopt" and facts["autocast_data"] == "calibration data", facts["attempts"]
+    data = load_calibration(tmp_path / "calib.npz", specs, model="cell")
+    precision_mod.run_ort_int8(src, tmp_path / "ort.onnx", "int8", data, specs)
+    assert precision_mod.parity(tmp_path / "ort.onnx", src, specs)["outputs"]["state_out"]["cosine"] > 0.98
