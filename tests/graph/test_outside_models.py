@@ -588,3 +588,26 @@ def test_a_non_tensor_output_is_refused_by_name(tmp_path):
             src, str(out), model="iris", input_specs={"float_input": spec(["batch", 4])}, outputs=None, opset=18
         )
     assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_a_minus_one_dim_is_dynamic_not_a_size(tmp_path):
+    """Paddle2ONNX writes a dynamic dim as -1 (PP-OCRv4's cls: [-1, 3, ?, ?], benchmarks/real_models.md): the import
+    read it as a fixed size and refused a config giving 1 there; it is dynamic, named and recorded."""
+    from engine_factory.graph.interface import interface_problems
+    from engine_factory.graph.onnx_io import finish_onnx
+
+    path = save(
+        tmp_path / "m.onnx",
+        [h.make_node("Relu", ["x"], ["y"])],
+        [vi("x", T.FLOAT, [-1, 3, 8, 8])],
+        [vi("y", T.FLOAT, [-1, 3, 8, 8])],
+        opset=13,
+    )
+    fixed = [1, 3, 8, 8]
+    spec = {"x": {"dtype": "float32", "shape": fixed, "min": fixed, "opt": fixed, "max": fixed}}
+    before = onnx.load(path)
+    assert interface_problems(before, model="m", input_specs=spec, outputs=["y"]) == []  # `check` agrees
+    facts = finish_onnx(path, model="m", input_specs=copy.deepcopy(spec), outputs=["y"], opset=13, upgrade_only=True)
+    assert facts["dims_named"] == {"x[0]": "x_dim0", "y[0]": "y_dim0"}, facts
+    dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "x_dim0" and not dims[0].HasField("dim_value")

@@ -47,8 +47,9 @@ def interface_problems(proto, *, model: str, input_specs: dict, outputs: list[st
             problems.append((f"{key}.inputs.{name}.dtype", f"input '{name}' is {have} in the ONNX, config says {want}"))
         if not t.HasField("shape"):
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-        shown = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+        # a dim of -1 (Paddle2ONNX's way to say dynamic) is no size
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in t.shape.dim]
+        shown = [v if v is not None else (d.dim_param or "?") for v, d in zip(dims, t.shape.dim, strict=True)]
         if len(dims) != len(spec["shape"]):
             problems.append(
                 (

@@ -218,6 +218,11 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
             model=model,
             key=f"models.{model}.inputs",
         )
+    named = {}
+    for info in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        for i, d in enumerate(info.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value <= 0:  # Paddle2ONNX's -1: dynamic, not a size
+                d.dim_param = named[f"{info.name}[{i}]"] = f"{info.name}_dim{i}"  # (setting it clears dim_value)
     renames = {}  # exporter's symbol (s77, batch_size) -> the config's name, applied graph-wide below
     for name, spec in input_specs.items():
         dims = graph_inputs[name].type.tensor_type.shape.dim
@@ -247,7 +252,6 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
         for d in info.type.tensor_type.shape.dim:
             if d.dim_param in renames:
                 d.dim_param = renames[d.dim_param]
-    named = {}
     for info in [*(graph_inputs[n] for n in input_specs), *proto.graph.output]:
         for i, d in enumerate(info.type.tensor_type.shape.dim):
             if d.HasField("dim_param") and d.dim_param.strip() in ("", "?"):
