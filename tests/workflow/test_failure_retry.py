@@ -8,13 +8,14 @@ old error, and retry it one run later. Here the same run builds the plan, and no
 """
 
 import json
+import os
 import re
 
 import numpy as np
 import pytest
 import yaml
 
-from engine_factory import paths
+from engine_factory import paths, provenance
 
 from helpers import MLP_INPUTS, build_once, cli, planned_jobs
 from helpers import snakemake as run_snakemake
@@ -72,16 +73,21 @@ def failed(tmp_path_factory):
     return built
 
 
-def dry_run(work, configfile):
-    proc = run_snakemake(work, "-n", configfile=configfile)
+def dry_run(work, configfile, env=None):
+    proc = run_snakemake(work, "-n", configfile=configfile, env=env)
     return {rule for rule, _ in planned_jobs(proc.out)}
 
 
-def test_a_failure_stays_out_while_nothing_upstream_changes_and_is_retried_when_an_upstream_setting_does(
+def test_a_failure_stays_out_while_nothing_upstream_changes_and_is_retried_when_an_upstream_tool_or_setting_does(
     failed, tmp_path
 ):
     work, configfile = failed["work"], failed["config"]
     assert "build" not in dry_run(work, configfile)  # nothing changed: the known failure is not retried
+    # another version of a simplify tool (as an upgrade of the venv would be; the Snakefile reads the versions from
+    # FACTORY_TOOL_VERSIONS where set): the simplify job runs again, and so does the build in the same run
+    versions = {**provenance.tool_versions(), "onnxslim": "0.0.0+test"}
+    env = {**os.environ, provenance.TOOLS_ENV: json.dumps(versions)}
+    assert {"simplify", "precision", "build"} <= dry_run(work, configfile, env)
     # a setting of the simplify job (upstream of the build; no setting of the build itself): the simplified ONNX,
     # and so the precision ONNX the build reads, are made again in this run, and so is the build
     cfg = yaml.safe_load(configfile.read_text())
