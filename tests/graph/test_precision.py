@@ -229,3 +229,37 @@ def test_calibration_formats_and_hash(tmp_path):
     np.savez(tmp_path / "two.npz", image=np.zeros((3, 3, 16, 16), np.float32), features=np.zeros((2, 8), np.float32))
     with pytest.raises(FactoryError, match="different sample counts"):
         load_calibration(tmp_path / "two.npz", TWO_TOWER_INPUTS, model="two_tower")
+
+
+def test_autocasts_shape_annotations_do_not_reach_the_variant(src, tmp_path, monkeypatch):
+    """AutoCast left intermediate shapes whose unknown dims all carry one name ('unk'): onnxruntime then takes tensors
+    of different sizes as one dim and refused nudenet's fp16 variant (benchmarks/real_models.md). The variant keeps no
+    such annotation; onnxruntime infers the shapes again and runs it."""
+    import modelopt.onnx.autocast as autocast
+
+    from engine_factory.tensors import random_inputs, run_onnxruntime
+
+    real = autocast.convert_to_mixed_precision
+
+    def with_unk_annotations(*args, **kw):
+        proto = real(*args, **kw)
+        inferred = onnx.shape_inference.infer_shapes(proto)
+        for v in inferred.graph.value_info:  # every dynamic dim named alike, as AutoCast's output had them
+            for d in v.type.tensor_type.shape.dim:
+                d.dim_param = "unk"
+        return inferred
+
+    monkeypatch.setattr(autocast, "convert_to_mixed_precision", with_unk_annotations)
+    out = tmp_path / "m.fp16.onnx"
+    f = make_precision_variant(
+        src / "model.onnx",
+        out,
+        "fp16",
+        model="tiny",
+        input_specs=copy.deepcopy(CNN_INPUTS),
+        calibration_path=src / "calib.npz",
+    )
+    assert f["tool"] == "modelopt", f
+    assert len(onnx.load(str(out)).graph.value_info) == 0
+    feeds = random_inputs(CNN_INPUTS, shape_key="opt", seed=0)
+    assert run_onnxruntime(str(out), feeds)

@@ -255,6 +255,10 @@ def _autocast(src: Path, out: Path, precision: str, calib, input_specs: dict, no
         calibration_data=str(data_dir) if data_dir else None,
         nodes_to_exclude=nodes_to_exclude or None,
     )
+    # AutoCast leaves intermediate shapes whose unknown dims all carry one name ('unk'): onnxruntime then takes
+    # tensors of different sizes as one dim and refuses the variant (nudenet's fp16, benchmarks/real_models.md).
+    # They are annotations only: onnxruntime, TensorRT and the factory's checks infer them again.
+    del proto.graph.value_info[:]
     onnx.save(proto, str(out))
 
 
