@@ -386,13 +386,15 @@ TF_CAUSES = (
         "add_slot",
         "the SavedModel was written by TensorFlow 2.x/Keras 2 with its optimizer, whose slot variables this Keras "
         "cannot restore (a known TensorFlow issue)",
-        "load it by its serving signature: set models.{model}.signature (default serving_default); only what the "
-        "signature runs is restored and frozen",
+        "this TensorFlow cannot restore it (its object graph is restored whole, whatever the signature): re-save it "
+        "where it was trained without the optimizer (Keras 2: model.export(path), or tf.saved_model.save after "
+        "model.optimizer = None), or convert it there with tf2onnx and give the ONNX file (framework: onnx)",
     ),
     (
         "_UserObject",
         "the SavedModel holds Keras objects of another Keras version, restored as plain '_UserObject's",
-        "load it by its serving signature (models.{model}.signature), or re-save it with this TensorFlow",
+        "re-save it with this TensorFlow (model.export(path)), or convert it where it was written with tf2onnx and "
+        "give the ONNX file (framework: onnx)",
     ),
     (
         "ReadVariableOp",
