@@ -1,11 +1,16 @@
+from engine_factory.deploy.gate import COMPARISON
+
 # report: summary.json, index.html (overview + models), a page and a figure per model (scripts/engine_factory/report/); all flagged
 # for `snakemake --report` with their labels. outcome: the run's verdict. Failed targets are results: the report shows
 # them, and the run still exits non-zero.
+# The upgrade gate's comparison (written by `promote` after a run) is an input while it exists: the report shows it
+# (upgrade.html), and a new comparison makes the report again. The nightly writes the report again right after its
+# gate (ops/scheduled.py: report_after_gate), with the settings this rule ran with.
 
 
 rule report:
     input:
-        lambda wc: F.report_inputs(),
+        lambda wc: F.report_inputs() + ([COMPARISON] if os.path.exists(COMPARISON) else []),
     output:
         json=report(
             paths.REPORT_JSON,

@@ -18,6 +18,7 @@ its own log, so its summary says what that run did.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -31,6 +32,9 @@ from ..atomic import read_json
 from ..deploy.gate import COMPARISON
 from ..errors import FactoryError, ScheduledRunInProgress
 from ..outcomes import Outcome
+from ..report import verdict as report_verdict
+from ..report import write_report
+from ..report.pages import UPGRADE_PAGE
 from . import emit, load_config, operation_parser, promote, runs, status, verify
 from .snakemake import command as snakemake_command
 
@@ -136,6 +140,8 @@ def render(summary: dict) -> str:
         verdict = ("promoted" if g.get("promoted") else "HELD") if g["outcome"] != Outcome.NOT_RUN else "not-run"
         lines.append(f"- gate: {verdict}: {g['reason']}" + (f"; live key {g['now_live']}" if g.get("now_live") else ""))
         lines += [f"  - failed {f['budget']}: {f['plan']}: {f['detail']}" for f in g.get("failed", [])[:8]]
+        if g.get("report"):
+            lines.append(f"  - report: {g['report'].get('page') or g['report']['reason']}")
     if "verify" in summary:
         v = summary["verify"]
         lines.append(
@@ -292,6 +298,8 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
         "gate": _gate(directory, configfiles, rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"]),
     }
+    if after_gate := report_after_gate(directory):
+        summary["gate"]["report"] = after_gate
     atomic.write_json(out / "last-run.json", summary)
     with atomic.atomic_path(out / "last-run.md") as tmp:
         tmp.write_text(render(summary))
@@ -330,6 +338,28 @@ def _gate(directory: str, configfiles, complete: bool) -> dict:
         return {"outcome": Outcome.NOT_RUN, "reason": str(e)}
     keep = ("outcome", "reason", "live", "candidate", "failed", "promoted", "now_live")
     return {k: v[k] for k in keep} | {"comparison": COMPARISON}
+
+
+def report_after_gate(directory: str) -> dict | None:
+    """The report rule ran before the gate wrote its comparison: write the report again now, with the settings the
+    rule ran with (artifacts/report/spec.json), so that it shows tonight's comparison (upgrade.html). The comparison
+    is also an input of the rule, so the next run finds the report current. None: nothing to do (no comparison, or
+    the report is newer than it)."""
+    base = Path(directory)
+    comparison, summary, spec = base / COMPARISON, base / paths.REPORT_JSON, base / paths.REPORT_SPEC
+    if not comparison.exists() or not spec.exists():
+        return None
+    if summary.exists() and summary.stat().st_mtime_ns >= comparison.stat().st_mtime_ns:
+        return None
+    with contextlib.chdir(base):  # the report's paths are relative to the workflow directory
+        try:
+            write_report(paths.REPORT_JSON, paths.REPORT_HTML, **read_json(paths.REPORT_SPEC))
+        except Exception as e:  # the nightly's own summary is still written; it says why the report is not
+            return {"written": False, "reason": f"the report was not written again after the gate: {e}"}
+        if os.path.exists(paths.OUTCOME):  # its input (summary.json) is newer now: the outcome rule's verdict again
+            with contextlib.suppress(FactoryError):  # a failed target: outcome.json stays older, the rule says so
+                report_verdict(paths.REPORT_JSON, paths.OUTCOME)
+    return {"written": True, "page": UPGRADE_PAGE}
 
 
 def add_parser(subparsers) -> None:

@@ -6,6 +6,8 @@
     artifacts/report/overview.svg            the overview's chart (outcomes per precision and per target)
     artifacts/report/models/{model}.html     one page per model: failures, plans matrix, parity numbers, figure
     artifacts/report/charts/{model}.svg      each model's figure (also inlined in its page), for --report
+    artifacts/report/upgrade.html            the upgrade gate's comparison (artifacts/gate/comparison.json), live key
+                                             beside candidate, a chart per metric; only while that file exists
 
 Entry points: `write_report` (the report stage, and the Snakefile's `onerror:` handler) and `verdict` (the
 `outcome` rule). summary.py reads the results, charts.py draws, pages.py renders the templates.
@@ -18,18 +20,23 @@ import os
 
 from .. import atomic, paths
 from ..atomic import read_json
+from ..deploy.gate import COMPARISON
 from .summary import model_notes, summarize
 
 __all__ = ["model_notes", "summarize", "verdict", "write_report"]
 
 
-def write_report(json_out: str, html_out: str, *, jobs, skipped, models, backend=None, failed=()) -> dict:
+def write_report(
+    json_out: str, html_out: str, *, jobs, skipped, models, backend=None, failed=(), comparison=COMPARISON
+) -> dict:
     """summary.json, the index pages, one page per model and the charts; each written whole or not at all (the
-    pages and charts folders are replaced whole, so a model no longer in the zoo leaves no page behind)."""
+    pages and charts folders are replaced whole, so a model no longer in the zoo leaves no page behind). Where the
+    upgrade gate's `comparison` exists, summary.json carries it (`upgrade`) and upgrade.html shows it; otherwise
+    there is no upgrade page (one left from before is removed)."""
     from . import charts
-    from .pages import _environment, index_pages, model_page
+    from .pages import UPGRADE_PAGE, _environment, index_pages, model_page, upgrade_page
 
-    summary = summarize(jobs, skipped, models, backend, failed)
+    summary = summarize(jobs, skipped, models, backend, failed, comparison)
     env = _environment()
     by_model: dict[str, list] = {}
     for c in summary["plans"]:
@@ -47,6 +54,13 @@ def write_report(json_out: str, html_out: str, *, jobs, skipped, models, backend
             if svg:
                 (charts_tmp / f"{name}.svg").write_text(svg)
             (pages_tmp / f"{name}.html").write_text(model_page(env, summary, name, cells, svg))
+    if "upgrade" in summary:  # before the index that links to it
+        u = summary["upgrade"]
+        figures = {m: (renderer.svg(spec) if (spec := charts.upgrade_figure(u, m)) else None) for m in u["metrics"]}
+        with atomic.atomic_path(UPGRADE_PAGE) as tmp:
+            tmp.write_text(upgrade_page(env, summary, figures, charts.UPGRADE_PLANS))
+    elif os.path.exists(UPGRADE_PAGE):
+        os.remove(UPGRADE_PAGE)
     renderer.sweep()
     index = index_pages(env, summary, by_model, outcomes_svg)
     for stale in glob.glob(paths.REPORT_LIST_GLOB):  # pages of a larger zoo than this one

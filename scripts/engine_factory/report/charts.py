@@ -2,9 +2,10 @@
 inlined in the pages (readable without JavaScript or network) and written beside them for Snakemake's report.
 
 One figure per model (accuracy loss, plan size and build time, and latency/throughput when a GPU run exists, side
-by side) and one for the zoo. vl-convert costs ~0.13 s a call whatever the chart (measured), so each page gets one
-call, and a figure whose spec is unchanged comes from the content cache (artifacts/cache/report-charts/). The specs
-are built once per layout with named data sets; each model only brings its rows.
+by side), one for the zoo, and on the upgrade page one per gate metric (the live key's bars beside the candidate's).
+vl-convert costs ~0.13 s a call whatever the chart (measured), so each model page gets one call, and a figure
+whose spec is unchanged comes from the content cache (artifacts/cache/report-charts/). The specs are built once per
+layout with named data sets; each model only brings its rows.
 """
 
 from __future__ import annotations
@@ -251,6 +252,78 @@ def model_figure(parity: dict, cells: list[dict]) -> dict | None:
 def outcomes_figure(overview: dict) -> dict | None:
     rows = outcome_rows(overview)
     return {**copy.deepcopy(_outcomes_template()), "datasets": {"outcomes": rows}} if rows else None
+
+
+# ------------------------------------------------------------------------------------------------ the upgrade
+SIDES = ("live", "candidate")
+SIDE_COLOURS = ("#8c8c8c", "#2f6fb0")
+UPGRADE_PLANS = 40  # plans drawn per metric (the largest changes); the page's table has every plan
+UPGRADE_SCALE = {"plan_bytes": 1e-6}  # drawn in MB
+UPGRADE_LOG = {"max_abs"}  # spans decades: a log axis, an exact match drawn at FLOOR
+
+
+def upgrade_rows(upgrade: dict, metric: str, limit: int = UPGRADE_PLANS) -> list[dict]:
+    """Both keys' value of `metric` per (model, precision, target): the plans with the largest change (a failed
+    budget first), in the table's order."""
+    have = [r for r in upgrade["rows"] if any(r["metrics"][metric][s] is not None for s in SIDES)]
+
+    def weight(r):
+        m = r["metrics"][metric]
+        return (metric in r["failed_fields"], abs(m["change_pct"] or 0.0))
+
+    keep = {id(r) for r in sorted(have, key=weight, reverse=True)[:limit]}
+    scale = UPGRADE_SCALE.get(metric, 1.0)
+    rows = []
+    for order, r in enumerate(x for x in have if id(x) in keep):
+        for rank, side in enumerate(SIDES):
+            v = r["metrics"][metric][side]
+            if v is None:
+                continue
+            v = v * scale
+            rows.append(
+                {
+                    "plan": f"{r['model']} {r['precision']} {r['target']}",
+                    "order": order,
+                    "side": side,
+                    "rank": rank,
+                    "value": max(v, FLOOR) if metric in UPGRADE_LOG else v,
+                }
+            )
+    return rows
+
+
+@functools.cache
+def _upgrade_template(title: str, log: bool) -> dict:
+    y = alt.Y("value:Q", title=None, stack=None)
+    if log:
+        y = alt.Y("value:Q", title=None, stack=None, scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e"))
+    return (
+        alt.Chart(alt.Data(name="upgrade"), title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("plan:N", title=None, sort=alt.EncodingSortField("order", op="min"), axis=alt.Axis(labelAngle=-40)),
+            xOffset=alt.XOffset("side:N", sort=list(SIDES)),
+            y=y,
+            color=alt.Color(
+                "side:N", title="key", sort=list(SIDES), scale=alt.Scale(domain=list(SIDES), range=list(SIDE_COLOURS))
+            ),
+            tooltip=["plan:N", "side:N", "value:Q"],
+        )
+        .properties(height=HEIGHT)
+        .to_dict()
+    )
+
+
+def upgrade_figure(upgrade: dict, metric: str) -> dict | None:
+    """One metric's chart: grouped bars, the live key's beside the candidate's, per plan; None when no plan has it
+    (latency and accuracy without a GPU run)."""
+    rows = upgrade_rows(upgrade, metric)
+    if not rows:
+        return None
+    title = upgrade["labels"][metric] if metric not in UPGRADE_SCALE else f"{upgrade['labels'][metric]} (MB)"
+    spec = copy.deepcopy(_upgrade_template(title, metric in UPGRADE_LOG))
+    plans = len({r["plan"] for r in rows})
+    return {**spec, "width": max(WIDTH, 34 * plans), "datasets": {"upgrade": rows}}
 
 
 # ------------------------------------------------------------------------------------------------ rendering

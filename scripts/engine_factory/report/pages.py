@@ -15,6 +15,7 @@ from .. import paths
 from ..outcomes import Outcome
 from .summary import OUTCOME_LABELS, OUTCOMES, _precision_order, generic
 
+UPGRADE_PAGE = paths.ROOT + "/report/upgrade.html"  # only while there is a gate comparison (report/__init__.py)
 MODELS_PER_PAGE = 100  # rows of the models table per index page (about three screens; the overview stays on page 1)
 # outcome columns of the tables ("missing" when present)
 COLUMNS = (Outcome.PASS, Outcome.FAIL, Outcome.NOT_RUN, Outcome.SKIPPED, "failed")
@@ -34,8 +35,23 @@ def _environment() -> jinja2.Environment:
         model_page=paths.report_page,
         index_page=paths.REPORT_HTML,
         summary_json=paths.REPORT_JSON,
+        upgrade_page=UPGRADE_PAGE,
+        metric_value=metric_value,
     )
     return env
+
+
+def metric_value(x, metric: str) -> str:
+    """A gate metric as the upgrade table shows it ("—": that key has no such number)."""
+    if x is None:
+        return "—"
+    if metric == "plan_bytes":
+        return f"{x / 1e6:.2f} MB" if x >= 1e5 else f"{x / 1e3:.1f} kB"
+    if metric == "warnings":
+        return str(int(x))
+    if metric == "max_abs":
+        return _sci(x)
+    return f"{x:.3f}" if metric.startswith("latency") else f"{x:.1f}"
 
 
 def _sci(x) -> str:
@@ -178,3 +194,17 @@ def _failure_groups(cells: list[dict]) -> list[dict]:
                 },
             )["cells"].append(c)
     return list(groups.values())
+
+
+def upgrade_page(env, summary: dict, figures: dict[str, str | None], drawn: int) -> str:
+    """The upgrade page: the gate's verdict, the live key's plans beside the candidate's (every metric), and a chart
+    per metric (`figures`: {metric: inlined SVG, None where no plan has that number}; each draws `drawn` plans at
+    most)."""
+    u = summary["upgrade"]
+    return env.get_template("upgrade.html.j2").render(
+        summary=summary,
+        u=u,
+        figures=figures,
+        drawn_of=(drawn, len(u["rows"])) if len(u["rows"]) > drawn else None,
+        href=_href(UPGRADE_PAGE),
+    )

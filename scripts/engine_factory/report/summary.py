@@ -8,12 +8,16 @@ link is given only to a file that exists, so a page never points at nothing.
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import re
 
 from .. import fingerprint, paths, provenance, signing
 from ..atomic import read_json
 from ..backends.header import read_header
+from ..deploy.gate import METRICS as GATE_METRICS
+from ..errors import FactoryError
 from ..outcomes import EVIDENCE_TEXT, Evidence, Outcome, evidence_of
 from ..precisions import PRECISIONS
 
@@ -413,11 +417,17 @@ def signing_counts(cells: list[dict]) -> dict:
 
 
 def summarize(
-    jobs: list[dict], skipped: list[dict], models: dict, backend: str | None = None, failed: list[dict] = ()
+    jobs: list[dict],
+    skipped: list[dict],
+    models: dict,
+    backend: str | None = None,
+    failed: list[dict] = (),
+    comparison: str | None = None,
 ) -> dict:
     """Every (model, precision, target) ends as a cell: validated (pass / fail / not-run), skipped (reason), failed
     (the stage, the first lines of its error, its log), missing (its job did not finish: see Snakemake's output) or
-    damaged (its plan or validation is not what its record says: the next run rebuilds it)."""
+    damaged (its plan or validation is not what its record says: the next run rebuilds it). `comparison`: the
+    upgrade gate's file; where it exists, `upgrade` carries it."""
     with fingerprint.deferred():  # each plan's verdict cached (damage): the content cache written once, not per plan
         cells = [_validated_cell(j) for j in jobs]
     cells += [{**s, "target": target_name(s["cc"]), "status": Outcome.SKIPPED, "links": {}} for s in skipped]
@@ -443,6 +453,7 @@ def summarize(
     counts = {}
     for c in cells:
         counts[c["status"]] = counts.get(c["status"], 0) + 1
+    section = upgrade(comparison) if comparison else None
     return {
         "backend": backend,
         "counts": counts,
@@ -451,4 +462,87 @@ def summarize(
         "models": per_model,
         "plans": cells,
         "signing": signing_counts(cells),
+        **({"upgrade": section} if section else {}),  # the gate's comparison, when there is one
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the upgrade
+GATE_LABELS = {  # the gate's metrics (deploy/gate.py METRICS) as a page names them
+    "plan_bytes": "plan size",
+    "build_seconds": "build time (s)",
+    "warnings": "builder warnings",
+    "max_abs": "max |Δ| vs golden (plan executed)",
+    "latency_p50_ms": "latency p50 (ms)",
+    "latency_p99_ms": "latency p99 (ms)",
+}
+CHECKS = ("header", "onnx_parity", "execution")  # each key's check outcomes shown beside the numbers
+
+
+def _failed_field(f: dict) -> str:
+    """The column a failed budget is about: judge's detail starts with the check or latency it names."""
+    if f["budget"] in ("latency", "accuracy"):
+        return f["detail"].split()[0]
+    return {"size": "plan_bytes", "header": "header"}.get(f["budget"], f["budget"])
+
+
+def _change_pct(live, candidate) -> float | None:
+    return None if live is None or candidate is None or not live else 100.0 * (candidate - live) / live
+
+
+def upgrade(path: str) -> dict | None:
+    """The upgrade gate's comparison (artifacts/gate/comparison.json, written by `promote` and the nightly) as the
+    report shows it: both keys, the verdict, and per plan both keys' values of every metric, with the budgets that
+    failed on it. None when there is no comparison."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            c = json.load(f)
+        rows_in, failed = c["rows"], c.get("failed") or []
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FactoryError(f"{path}: unreadable upgrade comparison ({e}); run `promote` again or remove it") from e
+    by_plan: dict[str, list] = {}
+    for f in failed:
+        by_plan.setdefault(f["plan"], []).append({**f, "field": _failed_field(f)})
+    rows = []
+    for r in rows_in:
+        live, cand = r.get("live") or {}, r.get("candidate") or {}
+        mine = by_plan.get(cand.get("plan"), [])
+        rows.append(
+            {
+                "model": r["model"],
+                "precision": r["precision"],
+                "cc": r["cc"],
+                "target": target_name(r["cc"]),
+                "plans": {"live": live.get("plan"), "candidate": cand.get("plan")},
+                "checks": {k: {"live": live.get(k), "candidate": cand.get(k)} for k in CHECKS},
+                "metrics": {
+                    m: {
+                        "live": live.get(m),
+                        "candidate": cand.get(m),
+                        "change_pct": _change_pct(live.get(m), cand.get(m)),
+                    }
+                    for m in GATE_METRICS
+                },
+                "failed": mine,
+                "failed_fields": sorted({f["field"] for f in mine}),
+            }
+        )
+    rows.sort(key=lambda r: (r["model"], _precision_order(r["precision"]), int(r["cc"])))
+    outcome = c.get("outcome")
+    return {
+        "comparison": path,
+        "written": datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.UTC).isoformat(timespec="seconds"),
+        "live": c.get("live"),
+        "candidate": c.get("candidate"),
+        "outcome": outcome,
+        # the gate's decision (a person may still promote a held key with --force: artifacts/live.json says)
+        "verdict": "promote" if outcome == Outcome.PASS else "hold" if outcome == Outcome.FAIL else outcome,
+        "reason": c.get("reason", ""),
+        "budgets": c.get("budgets", {}),
+        "failed": failed,
+        "missing": c.get("missing", []),
+        "metrics": list(GATE_METRICS),
+        "labels": {m: GATE_LABELS.get(m, m) for m in GATE_METRICS},
+        "rows": rows,
     }
