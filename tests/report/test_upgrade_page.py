@@ -63,8 +63,12 @@ class Table(HTMLParser):
 
 
 def parse(page: Path) -> Table:
+    return parse_html(page.read_text())
+
+
+def parse_html(html: str) -> Table:
     t = Table()
-    t.feed(page.read_text())
+    t.feed(html)
     return t
 
 
@@ -276,3 +280,52 @@ def test_the_nightly_rewrites_the_report_after_the_gate(report, tmp_path):
     assert json.loads((work / paths.REPORT_JSON).read_text())["upgrade"]["candidate"] == NEW
     assert parse(work / UPGRADE_PAGE).figures == list(gate.METRICS)
     assert scheduled.report_after_gate(str(work)) is None  # the report already shows this comparison
+
+
+def _side(plan: str, plan_bytes: int) -> dict:
+    """One key's side of a comparison row, in the shape gate.compare writes (no GPU run: no latency)."""
+    return {
+        "plan": plan,
+        "plan_bytes": plan_bytes,
+        "header": {"status": "pass", "version": "1.7.1.116", "targets": ["8.9"]},
+        "build_seconds": 1.0,
+        "warnings": 0,
+        "onnx_parity": "pass",
+        "execution": "not-run",
+        "max_abs": None,
+        "latency_p50_ms": None,
+        "latency_p99_ms": None,
+    }
+
+
+def test_a_large_zoo_draws_the_largest_changes_and_the_table_keeps_every_plan(tmp_path):
+    from engine_factory.report import charts, summary
+
+    rows = []
+    for i in range(60):  # plan i grew by i % 50 percent; m007 (+7 %) is over a budget of 5 %
+        live = paths.plan(f"m{i:03d}", OLD, "89", "fp16")
+        rows.append(
+            {
+                "model": f"m{i:03d}",
+                "precision": "fp16",
+                "cc": "89",
+                "live": _side(live, 1000),
+                "candidate": _side(live.replace(OLD, NEW), 1000 + 10 * (i % 50)),
+            }
+        )
+    failed = [{"budget": "size", "plan": rows[7]["candidate"]["plan"], "detail": "1000 -> 1070 bytes (+7.0 % > 5 %)"}]
+    path = tmp_path / "comparison.json"
+    path.write_text(json.dumps({"live": OLD, "candidate": NEW, "rows": rows, "failed": failed, "outcome": "fail"}))
+    u = summary.upgrade(str(path))
+    assert len(u["rows"]) == 60 and u["rows"][7]["failed_fields"] == ["plan_bytes"]
+    drawn = charts.upgrade_rows(u, "plan_bytes", limit=10)
+    plans = list(dict.fromkeys(r["plan"] for r in drawn))
+    # the failed one, then the 9 largest growths (+49 .. +41 %), in the table's order
+    assert plans == ["m007 fp16 sm89"] + [f"m{i:03d} fp16 sm89" for i in range(41, 50)]
+    assert [r["side"] for r in drawn[:2]] == ["live", "candidate"] and drawn[1]["value"] == 1070 / 1e6
+    assert charts.upgrade_rows(u, "latency_p50_ms") == [] and charts.upgrade_figure(u, "latency_p50_ms") is None
+    from engine_factory.report import pages
+
+    html = pages.upgrade_page(pages._environment(), {"backend": NEW, "upgrade": u}, {}, drawn=10)
+    assert "Each chart draws the 10 plans with the largest change (a failed budget first)\nof 60" in html
+    assert len(parse_html(html).cells) == 60 * (6 + 2 * len(gate.METRICS)) + 1  # every plan, both keys; "failed"
