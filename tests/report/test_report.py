@@ -210,3 +210,23 @@ def test_a_gpu_run_shows_latency_against_onnxruntime(big):
     svg = (big["work"] / paths.report_chart("net000")).read_text()
     assert "latency p50 (ms)" in svg and "throughput (/s)" in svg
     assert "latency p50 (ms)" not in (big["work"] / paths.report_chart("net001")).read_text()
+
+
+def test_the_report_says_which_plans_are_signed(tmp_path, monkeypatch):
+    """Issue 29: the report, not only summary.json and status, says how many plans carry an envelope, and each
+    plan's links name its signature (before: the HTML said nothing of signing)."""
+    from engine_factory import signing
+
+    monkeypatch.chdir(tmp_path)
+    generated = report_zoo.generate(2)
+    plans = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob(paths.plan_glob()))
+    Path(signing.envelope_path(plans[0])).write_text("{}")  # presence only: verify judges it
+    write_report(paths.REPORT_JSON, paths.REPORT_HTML, **generated["settings"])
+    s = json.loads(Path(paths.REPORT_JSON).read_text())["signing"]
+    assert s == {"signed": 1, "unsigned": len(plans) - 1}
+    html = Path(paths.REPORT_HTML).read_text()
+    assert 'data-signed="1">1 plans signed' in html and f'data-unsigned="{len(plans) - 1}"' in html
+    model = paths.parse_plan(plans[0])["model"]
+    page = (tmp_path / paths.REPORT_PAGES / f"{model}.html").read_text()
+    envelope = signing.envelope_path(plans[0]).split("/", 1)[1]  # links are relative to artifacts/
+    assert re.search(r'<a href="[./]*' + re.escape(envelope) + r'">signature</a>', page), page
