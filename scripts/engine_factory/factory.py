@@ -402,7 +402,7 @@ class Factory:
         doomed.update({paths.REPORT_JSON, paths.REPORT_HTML, paths.OUTCOME})  # its inputs change: it must run again
         removed = []
         for path in sorted(doomed):
-            if _factory_file(path) and os.path.lexists(path):
+            if paths.deletable(path) and os.path.lexists(path):
                 try:
                     os.unlink(path)
                 except OSError:  # a read-only folder: the run cannot write there anyway
@@ -550,18 +550,6 @@ def paths_under(root: str, pattern: str) -> list[str]:
             dirs[:] = [d for d in dirs if d not in paths.OUTSIDE_CHAIN or d == "triton"]
         out += [os.path.join(top, f) for f in fnmatch.filter(files, pattern)]
     return out
-
-
-def _factory_file(path: str) -> bool:
-    """A path the factory may delete: relative, inside the real artifacts/ (after `..`), reached without a symlink."""
-    if os.path.isabs(path):
-        return False
-    norm = os.path.normpath(path)
-    if not norm.startswith(paths.ROOT + os.sep):
-        return False
-    parent = os.path.dirname(norm)
-    inside = os.path.normpath(os.path.join(os.path.realpath(paths.ROOT), os.path.relpath(parent, paths.ROOT)))
-    return os.path.realpath(parent) == inside
 
 
 def _job_id(rule: str, w: dict) -> tuple:

@@ -277,6 +277,22 @@ OUTSIDE_CHAIN = {
 _TEMPORARY = re.compile(r"\.tmp\d+(\.|$)")  # scripts/engine_factory/atomic.py's names: `<stem>.tmp<pid><suffix>`
 
 
+def deletable(path: str, base: str = ".", root: str = ROOT) -> str | None:
+    """`path` (relative to the workflow directory `base`) as a path the factory may delete, else None: relative,
+    inside the real `root` after `..`, and reached without a symlink between `root` and the file (a folder symlink out
+    of it is never followed). The file itself may be a symlink: unlinking it removes the link, not its target. The one
+    test `verify --repair` and a run's removal of damaged files make before any delete."""
+    if os.path.isabs(path):
+        return None
+    top = os.path.abspath(os.path.join(base, root))
+    full = os.path.normpath(os.path.join(os.path.abspath(base), path))
+    if not full.startswith(top + os.sep):
+        return None
+    parent = os.path.dirname(full)
+    inside = os.path.normpath(os.path.join(os.path.realpath(top), os.path.relpath(parent, top)))
+    return full if os.path.realpath(parent) == inside else None
+
+
 def is_record(path: str) -> bool:
     """A provenance sidecar or an in-toto statement (records of an artifact, not artifacts)."""
     return str(path).endswith((SIDECAR_SUFFIX, STATEMENT_SUFFIX))

@@ -187,12 +187,8 @@ def intact(path: str, *, need_record: bool = True) -> str | None:
     changes. A file damaged without any stamp changing (a disk returning other bytes) is `verify`'s to find.
     `need_record=False`: a file without a record (a result made before 0.3.0) is not judged (None)."""
     side = paths.provenance(path)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return "it is missing"
-    if not stat.S_ISREG(st.st_mode):
-        return "it is not a regular file"
+    if why := _not_a_file(path):
+        return why
     if not os.path.exists(side):
         return NO_RECORD if need_record else None
     return fingerprint.derived(path, "intact", lambda full: _judge(path, side), also=(side,))
@@ -206,12 +202,18 @@ def listed_intact(path: str, sha256: str, record: str) -> str | None:
         digest = fingerprint.file_digest(full)
         return None if digest == sha256 else f"sha256 {digest[:12]}… differs from {record} ({sha256[:12]}…; damaged)"
 
+    if why := _not_a_file(path):
+        return why
+    return fingerprint.derived(path, "listed", judge, also=(record,))
+
+
+def _not_a_file(path: str) -> str | None:
+    """Why `path` is no file to judge (missing, not a regular file), before any of it is read; None: it is one."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return "it is not a regular file"
+        st = os.stat(path)
     except OSError:
         return "it is missing"
-    return fingerprint.derived(path, "listed", judge, also=(record,))
+    return None if stat.S_ISREG(st.st_mode) else "it is not a regular file"
 
 
 def _judge(path: str, side: str) -> str | None:

@@ -70,7 +70,7 @@ class _Check:
 
     def __init__(self, base: Path, root: str = paths.ROOT):
         self.base, self.cache, self.files, self.problems, self.accounted = base, {}, 0, [], set()
-        self.root = Path(os.path.abspath(base / root))
+        self.root_name, self.refused = root, {}
 
     def path(self, p: str) -> Path:
         return Path(p) if os.path.isabs(p) else self.base / p
@@ -80,7 +80,12 @@ class _Check:
 
     def unhashable(self, p: str) -> str | None:
         """Why `p` is not hashed (None: it is): only a regular file of bounded size is read, so a record naming
-        /dev/zero, a FIFO or a terabyte cannot hang verify (and with it the nightly)."""
+        /dev/zero, a FIFO or a terabyte cannot hang verify (and with it the nightly). Judged once per path."""
+        if p not in self.refused:
+            self.refused[p] = self._unhashable(p)
+        return self.refused[p]
+
+    def _unhashable(self, p: str) -> str | None:
         try:
             st = os.stat(self.path(p))
         except OSError:
@@ -106,20 +111,9 @@ class _Check:
         return self.cache[p]
 
     def owned(self, p: str) -> Path | None:
-        """`p` as a path the factory may delete, else None: relative, inside the real artifacts/ (after `..`), and
-        reached without a symlink between artifacts/ and the file (a folder symlink out of it is never followed).
-        The file itself may be a symlink: unlinking it removes the link, not its target."""
-        if os.path.isabs(p):
-            return None
-        full = Path(os.path.normpath(os.path.abspath(self.base / p)))
-        if full == self.root or not full.is_relative_to(self.root):
-            return None
-        try:
-            if full.parent.resolve() != self.root.resolve() / full.parent.relative_to(self.root):
-                return None
-        except OSError:
-            return None
-        return full
+        """`p` as a path the factory may delete (paths.deletable), else None."""
+        full = paths.deletable(p, str(self.base), self.root_name)
+        return Path(full) if full else None
 
     def outside(self, p: str) -> bool:
         """An artifact path a record cannot name: absolute, outside artifacts/, or through a symlink out of it."""
