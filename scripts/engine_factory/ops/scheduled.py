@@ -281,6 +281,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         for t in st["targets"]
         if t["state"] != "current"
     ]
+    changed = changes(before, after)
     summary = {
         "run": {
             "rc": rc,
@@ -291,8 +292,8 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
             "repaired": ready.get("repaired", []),
             **({"locked_out": locked_out} if locked_out else {}),
         },
-        "changes": changes(before, after),
-        "why": {p: why[p] for p in changes(before, after)["built"] if p in why},
+        "changes": changed,
+        "why": {p: why[p] for p in changed["built"] if p in why},
         "failed": failed,
         "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
