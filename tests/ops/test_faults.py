@@ -208,11 +208,40 @@ def _wait_for(predicate, timeout: float):
     return None
 
 
+def deep_mlp_onnx(path: Path, *, layers: int) -> Path:
+    """A user's ONNX file, `features` [batch, 16] -> `scores`, through `layers` MatMul+Tanh pairs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, weights, x = [], [], "features"
+    for i in range(layers):
+        weights.append(numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.25).astype(np.float32), f"w{i}"))
+        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"t{i}"])]
+        x = f"t{i}"
+    nodes.append(helper.make_node("Identity", [x], ["scores"]))
+    graph = helper.make_graph(
+        nodes,
+        "deep",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 16])],
+        weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
 def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
     """Kill a precision job (it leaves a work folder in TMPDIR), a build if one is caught, then the workflow itself
     (it leaves its lock): the next scheduled run unlocks, repairs and rebuilds, with nothing stale, damaged or left."""
     work = tmp_path / "work"
-    write_config(work, load_test_config("ops"))
+    cfg = load_test_config("ops")
+    # 300 MatMul+Tanh layers: the fp16 job holds its work folder for seconds (the demo MLP's ~10 ms were missed on CI)
+    cfg["models"]["tiny_mlp"]["onnx"] = str(deep_mlp_onnx(tmp_path / "zoo" / "deep.onnx", layers=300))
+    write_config(work, cfg)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir)}
@@ -231,10 +260,13 @@ def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
         "--cores",
         "2",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    out = (tmp_path / "first-run.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        folders = _wait_for(lambda: list(tmpdir.glob("engine-factory-precision-*")), 300)
-        assert folders, "no precision job was seen"
+        folders = _wait_for(lambda: list(tmpdir.glob("engine-factory-precision-*")) or proc.poll() is not None, 300)
+        assert isinstance(folders, list), (
+            "no precision job was seen:\n" + (tmp_path / "first-run.log").read_text()[-3000:]
+        )
         os.kill(int(folders[0].name.split("-")[3]), signal.SIGKILL)  # the job that owns the work folder
         # the run notes the kill in the job's log (its thread waits on the job); then the workflow dies too
         assert _wait_for(
@@ -246,8 +278,12 @@ def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
         for pid in _wait_for(lambda: _stage_pids("build"), 60) or []:
             _kill(pid)
         os.kill(proc.pid, signal.SIGKILL)  # the workflow itself
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole run, so that the failure is reported, not a wait
+        raise
     finally:
         proc.wait(timeout=60)
+        out.close()
     time.sleep(1)
     assert runs.state(str(work))["stale_lock"], "a killed snakemake leaves its lock"
     assert list(tmpdir.glob("engine-factory-precision-*")), "a killed precision job leaves its work folder"
