@@ -62,5 +62,8 @@ rule all:
         paths.REPORT_PAGES,
         paths.REPORT_CHARTS,
         paths.OUTCOME,
-        F.deploy_outputs(),  # Triton repositories, where the config's deploy.triton is enabled
-        signing.outputs(CFG, F.buildable, F.deploy_outputs()),  # where the config names signing.key (rules/sign.smk)
+        F.deploy_outputs(),  # Triton repositories' records (published or withheld), where deploy.triton is enabled
+        # where the config names signing.key (rules/sign.smk): an envelope per plan; a model.sig per published
+        # repository, known once its deploy checkpoint has run
+        signing.outputs(CFG, F.buildable, []),
+        lambda w: signing.outputs(CFG, [], F.deployed(checkpoints)) if signing.enabled(CFG) else [],

@@ -341,7 +341,7 @@ class Factory:
         for j in self.jobs:
             out[paths.plan(**j)] = None
             out[paths.validation(**j)] = None
-        return [*out, *self.deploy_outputs()]
+        return [*out, *self.deploy_outputs(), *self.deployed()]
 
     def damaged(self) -> list[dict]:
         """[{path, problem}] of the files on disk that fail their own record (provenance.intact: size, sha256; a stat
@@ -357,7 +357,10 @@ class Factory:
             for path in self.recorded_files():
                 if os.path.exists(path) and (why := provenance.intact(path, need_record=False)):
                     found.append({"path": path, "problem": why})
-            for config in self.deploy_outputs():
+            for config in self.deployed():
+                if not os.path.exists(config):  # its directory went, its record stayed: the record goes too
+                    found.append({"path": config, "problem": "missing, though its deploy record says published"})
+                    continue
                 side = paths.provenance(config)
                 listed = ((read_json(side) or {}).get("facts") or {}).get("plans", []) if os.path.exists(side) else []
                 for entry in listed:
@@ -392,8 +395,9 @@ class Factory:
             if path in doomed:
                 return
             doomed.update({path, paths.provenance(path), paths.intoto(path), signing.envelope_path(path)})
-            if (model_dir := paths.triton_model_of(path)) is not None:  # a repository goes whole
+            if (model_dir := paths.triton_model_of(path)) is not None:  # a repository goes whole, and its record
                 doomed.update(str(p) for p in Path(model_dir).rglob("*") if p.is_file())
+                doomed.update(paths.deploy_record_files(model_dir))
             for child in made_from.get(path, []):
                 drop(child)
 
@@ -465,7 +469,21 @@ class Factory:
         return live if os.path.exists(paths.plan(**live)) and os.path.exists(paths.validation(**live)) else job
 
     def deploy_outputs(self) -> list[str]:
-        return [paths.triton_config(name) for name in self.deploy_targets]
+        """The deploy jobs' records (artifacts/deploy/<name>.json): each says its repository published or held."""
+        return [paths.deploy_record(name) for name in self.deploy_targets]
+
+    def deployed(self, checkpoints=None) -> list[str]:
+        """The config.pbtxt of each repository whose deploy record says published. With the workflow's `checkpoints`
+        (rule all), a record not written yet has Snakemake run its deploy job first and then ask again."""
+        from .atomic import read_json
+        from .deploy.triton import PUBLISHED
+
+        out = []
+        for name in self.deploy_targets:
+            record = checkpoints.deploy.get(repository=name).output.record if checkpoints else paths.deploy_record(name)
+            if (read_json(record) or {}).get("status") == PUBLISHED:
+                out.append(paths.triton_config(name))
+        return out
 
     def deploy_target(self, repository: str) -> dict:
         if repository not in self.deploy_targets:

@@ -49,6 +49,7 @@ TRITON_ROOT = ROOT + "/triton"  # one Triton model repository per deployed model
 TRITON_MODEL = TRITON_ROOT + "/{repository}"  # a Triton model directory (the repository's entry)
 TRITON_CONFIG = TRITON_MODEL + "/config.pbtxt"
 TRITON_VERSION = "1"  # the one version directory, holding the plans
+DEPLOY_RECORD = ROOT + "/deploy/{repository}.json"  # the deploy job's result: its repository published, or held
 
 # Each rule's job name: its log, benchmark and failure record are named by it.
 JOB_NAMES = {
@@ -272,6 +273,7 @@ OUTSIDE_CHAIN = {
     "scheduled",
     "failed",
     "triton",
+    "deploy",
     "gate",
 }  # top-level dirs of ROOT
 _TEMPORARY = re.compile(r"\.tmp\d+(\.|$)")  # scripts/engine_factory/atomic.py's names: `<stem>.tmp<pid><suffix>`
@@ -366,6 +368,17 @@ def triton_model(repository: str, root: str = ROOT) -> str:
 
 def triton_config(repository: str) -> str:
     return TRITON_CONFIG.format(repository=repository)
+
+
+def deploy_record(repository: str) -> str:
+    return DEPLOY_RECORD.format(repository=repository)
+
+
+def deploy_record_files(model_dir: str) -> set[str]:
+    """The deploy record of a Triton model directory (artifacts/triton/<name>) and its provenance: removed with the
+    directory, so that the next run deploys it again."""
+    record = deploy_record(os.path.basename(model_dir.rstrip("/")))
+    return {record, provenance(record)}
 
 
 def triton_plan_file(cc: str) -> str:

@@ -358,7 +358,7 @@ def _validate_one(inputs, out, plan, p, cc):
 def deploy(inputs, outputs, p):
     from .deploy.triton import write_repository
 
-    return write_repository(outputs["config"], inputs=inputs, settings=p)  # provenance and statement included
+    return write_repository(outputs["record"], inputs=inputs, settings=p)  # provenance and statement included
 
 
 @runner("report")

@@ -148,6 +148,20 @@ def test_verify_catches_a_tampered_plan_and_repair_redeploys(built, tmp_path):
     assert dict(read_config(work / paths.triton_config("two_io_fp32")).cc_model_filenames) == FILES
 
 
+def test_a_deleted_repository_is_deployed_again(built, tmp_path):
+    """The deploy job's output is its record: a model directory gone while its record says published is found
+    (verify: missing; a run: damaged, the record removed) and the next run writes it again."""
+    work = tmp_path / "work"
+    shutil.copytree(built["work"], work, symlinks=True)
+    shutil.rmtree(work / paths.triton_model("dyn_fp32"))
+    v = json.loads(cli("verify", "-d", work, "--json").stdout)
+    assert {(p["kind"], p["path"]) for p in v["problems"]} == {("missing", paths.triton_config("dyn_fp32"))}, v
+    proc = run_snakemake(work, configfile=built["config"])
+    assert "missing, though its deploy record says published" in proc.out, proc.out[-3000:]
+    assert dict(read_config(work / paths.triton_config("dyn_fp32")).cc_model_filenames) == FILES
+    assert cli("verify", "-d", work).returncode == 0
+
+
 def test_a_failed_validation_never_ships(built, tmp_path):
     """Per GPU: a plan whose validation failed is left out of cc_model_filenames (here the sm89 result reads as a GPU
     execution failure would); a precision whose every plan fails has no repository, and says why in one line."""
@@ -171,13 +185,17 @@ def test_a_failed_validation_never_ships(built, tmp_path):
     configfile = built["config"].parent / "strict.yaml"
     configfile.write_text(yaml.safe_dump(cfg))
     proc = run_snakemake(work, configfile=configfile, check=False)
-    assert proc.returncode != 0
-    assert (
-        "model 'dyn', config key 'deploy.triton.include': no plan of fp16 passes the deploy policy (include: "
-        "pass, not-run): 8.6 validation fail"
-    ) in proc.out, proc.out[-3000:]
+    assert proc.returncode == 0, proc.out[-3000:]  # withheld is a result: the run is not failed for it
+    record = json.loads((work / paths.deploy_record("dyn_fp16")).read_text())
+    assert record["status"] == "withheld" and record["reason"].startswith(
+        "no plan of fp16 passes the deploy policy (include: pass, not-run): 8.6 validation fail"
+    ), record
+    assert "withheld: no plan of fp16" in (work / paths.job_log("deploy", {"repository": "dyn_fp16"})).read_text()
     assert not (work / paths.triton_model("dyn_fp16")).exists()  # the earlier repository is gone with it
     assert (work / paths.triton_config("dyn_fp32")).exists()
+    assert [j for j in dry_run(work, configfile=configfile) if j[0] == "deploy"] == []  # withheld stays so: no re-run
+    text = cli("status", "-d", work, "--configfile", configfile).stdout
+    assert "1 withheld" in text and "  dyn_fp16: no plan of fp16 passes the deploy policy" in text, text
 
 
 def host_facts(tmp_path: Path, **facts) -> dict:

@@ -94,12 +94,12 @@ def build_once(base: Path, zoo, *, env: dict | None = None, check: bool = True) 
 
 def planned_jobs(text: str) -> list[tuple[str, str | None]]:
     """(stage, model wildcard) of every job in a dry run's output (a test's reading of Snakemake's text); a target
-    set's rule (build_sm86_89) counts as its stage (build)."""
+    set's rule (build_sm86_89) counts as its stage (build); a checkpoint (deploy) as a rule."""
     from engine_factory.paths import stage_of
 
     jobs = []
-    for block in re.split(r"\n(?=rule |localrule )", text):
-        m = re.match(r"(?:local)?rule (\w+):", block)
+    for block in re.split(r"\n(?=(?:local)?(?:rule|checkpoint) )", text):
+        m = re.match(r"(?:local)?(?:rule|checkpoint) (\w+):", block)
         if m:
             w = re.search(r"wildcards: .*?model=([\w.-]+)", block)
             jobs.append((stage_of(m.group(1)), w.group(1) if w else None))

@@ -123,7 +123,7 @@ def _deploy(work: Path, repository: str) -> dict:
     f = open_workflow(".", config(work)).resolve()
     w = {"repository": repository}
     return write_repository(
-        paths.triton_config(repository), inputs=f.inputs("deploy", w), settings=f.settings("deploy", w)
+        paths.deploy_record(repository), inputs=f.inputs("deploy", w), settings=f.settings("deploy", w)
     )
 
 
@@ -145,9 +145,10 @@ def test_deploy_publishes_nothing_when_every_plan_is_damaged(work, monkeypatch):
     monkeypatch.chdir(work)
     damage(work / PLAN, "halved")
     damage(work / OTHER_CC, "emptied")
-    with pytest.raises(FactoryError, match="damaged"):
-        _deploy(work, "inline_fp16")
+    result = _deploy(work, "inline_fp16")  # withheld, and why: the next run removes the damaged plans and rebuilds them
+    assert result["status"] == "withheld" and all(f"{cc} damaged: " in result["reason"] for cc in ("8.6", "8.9"))
     assert not (work / paths.TRITON_ROOT / "inline_fp16").exists()  # the earlier directory is not left servable
+    assert json.loads((work / paths.deploy_record("inline_fp16")).read_text())["status"] == "withheld"
 
 
 # ------------------------------------------------------------------------------------------------ report, status

@@ -26,7 +26,7 @@ rule sign_plan:
 
 rule sign_repository:
     input:
-        config=paths.TRITON_CONFIG,
+        record=paths.DEPLOY_RECORD,  # asked for only where it says published (Snakefile, rule all)
     output:
         signature=signing.model_signature(paths.TRITON_MODEL),
     log:
@@ -34,4 +34,4 @@ rule sign_repository:
     params:
         signer=signing.settings(CFG)["key"],
     run:
-        signing.sign_stage(log[0], repository=input.config, cfg=CFG)
+        signing.sign_stage(log[0], repository=paths.triton_config(wildcards.repository), cfg=CFG)

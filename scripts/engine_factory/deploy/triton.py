@@ -21,6 +21,10 @@ The plans are hard-linked into `1/`, falling back to a copy across file systems:
 plans, and since every stage replaces its output by rename, a rebuilt plan is a new file and the repository keeps
 the bytes it was made from until the deploy stage runs again. The whole model directory is written under a
 temporary name and renamed, so Triton (or a copy of the repository) never sees half of one.
+
+Where no plan passes, the repository is withheld: no model directory (Triton would refuse to start on one without a
+plan), and the deploy record `artifacts/deploy/<name>.json` says why. A withheld repository is a result, as a published
+one is (the run is not failed for it): the record is the rule's output, the model directory its published side.
 """
 
 from __future__ import annotations
@@ -285,9 +289,41 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict) -> dict:
-    """The deploy stage: write the model directory of `config_path` from the plans in `inputs` (labels
-    plan_sm<cc>, validation_sm<cc>, onnx) that pass the policy, then its provenance and in-toto statement."""
+PUBLISHED, WITHHELD = "published", "withheld"
+
+
+def write_repository(record: str, *, inputs: dict[str, str], settings: dict) -> dict:
+    """The deploy stage: write the repository's model directory (artifacts/triton/<name>) from the plans in `inputs`
+    (labels plan_sm<cc>, validation_sm<cc>, onnx) that pass the policy, with its provenance and in-toto statement;
+    or, where none passes, withhold it: no model directory (an earlier one of these plans must not stay servable).
+    Either is a result, not a failure: `record` (artifacts/deploy/<name>.json, with its provenance) says which and why,
+    and the workflow signs only a published one (Snakefile: a checkpoint)."""
+    model_dir = Path(paths.triton_model(settings["repository"]))
+    try:
+        facts = _publish(model_dir, inputs=inputs, settings=settings)
+    except BaseException:  # a half-decided repository is not served either
+        shutil.rmtree(model_dir, ignore_errors=True)
+        raise
+    result = {
+        "status": PUBLISHED if facts["plans"] else WITHHELD,
+        "repository": settings["repository"],
+        "model": settings["model"],
+        "precision": settings["precision"],
+        **facts,
+    }
+    if not facts["plans"]:
+        result["reason"] = (
+            f"no plan of {settings['precision']} passes the deploy policy (include: "
+            f"{', '.join(settings['policy']['include'])}): "
+            + "; ".join(f"{cc} {why}" for cc, why in facts["left_out"].items())
+        )
+        print(f"withheld: {result['reason']}", flush=True)  # the job's log says it
+    atomic.write_json(record, result)
+    provenance.write(record, stage="deploy", inputs=inputs, params=settings, facts={"status": result["status"]})
+    return result
+
+
+def _publish(model_dir: Path, *, inputs: dict[str, str], settings: dict) -> dict:
     model, pol = settings["model"], settings["policy"]
     plans = {
         cc: {"plan": inputs[f"plan_sm{paths.cc_tag(cc)}"], "validation": inputs[f"validation_sm{paths.cc_tag(cc)}"]}
@@ -298,15 +334,10 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
         if why := damage(chosen[cc]["plan"]):
             refused[cc] = why
             del chosen[cc]
-    model_dir = Path(config_path).parent
-    if not chosen:  # an earlier repository of these plans must not stay servable either
+    config_path = str(model_dir / "config.pbtxt")
+    if not chosen:
         shutil.rmtree(model_dir, ignore_errors=True)
-        raise FactoryError(
-            f"no plan of {settings['precision']} passes the deploy policy (include: "
-            f"{', '.join(pol['include'])}): " + "; ".join(f"{cc} {why}" for cc, why in refused.items()),
-            model=model,
-            key="deploy.triton.include",
-        )
+        return {"plans": {}, "left_out": refused}
     files = {cc: paths.triton_plan_file(cc) for cc in chosen}
     default = files[min(chosen, key=lambda c: tuple(map(int, c.split("."))))] if settings["portable"] else None
     cfg = model_config(
@@ -359,6 +390,7 @@ def write_repository(config_path: str, *, inputs: dict[str, str], settings: dict
     provenance.write(config_path, stage="deploy", inputs=inputs, params=settings, facts=facts)
     write_statement(config_path, entries)
     return {
+        "directory": model_dir.as_posix(),
         "plans": {e["compute_capability"]: e["file"] for e in entries},
         "left_out": refused,
         "max_batch_size": cfg.max_batch_size,

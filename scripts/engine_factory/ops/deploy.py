@@ -37,7 +37,7 @@ def main(args) -> int:
                 problems[name] = f"not built yet: {', '.join(missing)} (run the factory first)"
                 continue
             try:
-                done[name] = write_repository(paths.triton_config(name), inputs=inputs, settings=settings)
+                done[name] = write_repository(paths.deploy_record(name), inputs=inputs, settings=settings)
             except FactoryError as e:
                 problems[name] = str(e)
     report = {
@@ -52,6 +52,8 @@ def main(args) -> int:
 def _render(report: dict) -> str:
     lines = [
         f"wrote {name}: plans for {', '.join(r['plans'])}" + (f"; left out {r['left_out']}" if r["left_out"] else "")
+        if r["plans"]
+        else f"withheld {name}: {r['reason']}"
         for name, r in report["written"].items()
     ]
     lines += [f"error: {name}: {why}" for name, why in report["problems"].items()]

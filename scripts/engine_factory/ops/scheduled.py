@@ -135,6 +135,9 @@ def render(summary: dict) -> str:
             f"- status: {c['current']} current, {c['stale']} stale, {c['missing']} missing; "
             f"{summary['status']['not_produced']} plans of keys no longer produced (kept)"
         )
+        if withheld := (summary["status"].get("triton") or {}).get("withheld"):
+            lines.append(f"- Triton repositories withheld (no plan passes the deploy policy): {len(withheld)}")
+            lines += [f"  - {name}: {why}" for name, why in sorted(withheld.items())[:8]]
     if "gate" in summary:
         g = summary["gate"]
         verdict = ("promoted" if g.get("promoted") else "HELD") if g["outcome"] != Outcome.NOT_RUN else "not-run"
@@ -295,7 +298,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         "changes": changed,
         "why": {p: why[p] for p in changed["built"] if p in why},
         "failed": failed,
-        "status": {"counts": st["counts"], "not_produced": len(st["not_produced"])},
+        "status": {"counts": st["counts"], "not_produced": len(st["not_produced"]), "triton": st["triton"]},
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
         "gate": _gate(directory, configfiles, rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"]),
     }

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .. import paths, signing
 from ..atomic import read_json
+from ..deploy.triton import PUBLISHED, WITHHELD
 from ..outcomes import EVIDENCE_TEXT, evidence_of
 from . import emit, load_config, operation_parser
 from .runs import live_runs
@@ -278,6 +279,7 @@ def collect(directory: str = ".", configfiles=(), *, root: str = paths.ROOT) -> 
         "failed": counts["failed"],
         "in_progress": [r["pid"] for r in live],
         "signing": signing_state(base, targets, f.cfg),
+        "triton": triton_state(base, f.deploy_targets),
         # the key Triton serves: this host's, or an earlier one until this host's is promoted (artifacts/live.json)
         "live": {"key": f.live_key or f.key, "candidate": f.key if f.live_key else None},
         "snakemake_seconds": seconds,
@@ -352,6 +354,19 @@ def _group_lines(report: dict, verbose: bool) -> list[str]:
     return lines
 
 
+def triton_state(base: Path, repositories) -> dict:
+    """What each configured Triton repository's deploy record says: {published: [names], withheld: {name: why},
+    pending: [names not deployed yet]}."""
+    out = {"published": [], "withheld": {}, "pending": []}
+    for name in repositories:
+        record = read_json(base / paths.deploy_record(name)) or {}
+        if record.get("status") == WITHHELD:
+            out["withheld"][name] = str(record.get("reason", ""))
+        else:
+            out["published" if record.get("status") == PUBLISHED else "pending"].append(name)
+    return out
+
+
 def render(report: dict, verbose: bool = False) -> str:
     c = report["counts"]
     lines = [
@@ -372,6 +387,13 @@ def render(report: dict, verbose: bool = False) -> str:
             f"signing: {sig['signed']} plan(s) with a signed envelope, {sig['unsigned']} unsigned"
             + ("" if sig["configured"] else " (no signing.key configured: plans are not signed)")
         )
+    if (tr := report.get("triton")) and (tr["published"] or tr["withheld"] or tr["pending"]):
+        lines.append(
+            f"Triton repositories: {len(tr['published'])} published, {len(tr['withheld'])} withheld"
+            + (f", {len(tr['pending'])} not deployed yet" if tr["pending"] else "")
+            + (" (no plan passes the deploy policy: nothing of theirs is served):" if tr["withheld"] else "")
+        )
+        lines += [f"  {name}: {why}" for name, why in sorted(tr["withheld"].items())]
     if report.get("damaged"):
         lines.append(
             f"{len(report['damaged'])} damaged file(s), not what their provenance record says (the next run removes "

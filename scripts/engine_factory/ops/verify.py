@@ -49,7 +49,7 @@ from pathlib import Path
 
 from .. import paths, signing
 from ..atomic import read_json
-from ..deploy.triton import read_config
+from ..deploy.triton import PUBLISHED, read_config
 from ..errors import FactoryError, RunInProgress
 from ..fingerprint import files_of, sha256
 from ..outcomes import Outcome
@@ -223,6 +223,13 @@ def _check_repositories(c: _Check, root: str) -> int:
     each of them is there with that sha256; any other file is orphaned. Returns the number of repositories."""
     top = c.base / root / paths.TRITON_ROOT[len(paths.ROOT) + 1 :]
     dirs = sorted(d for d in top.iterdir() if d.is_dir()) if top.is_dir() else []
+    records = c.base / root / os.path.dirname(paths.DEPLOY_RECORD)[len(paths.ROOT) + 1 :]
+    for record in sorted(records.glob("*.json")) if records.is_dir() else []:
+        if paths.is_record(record.name) or (read_json(record) or {}).get("status") != PUBLISHED:
+            continue
+        config = f"{paths.triton_model(record.stem, root)}/config.pbtxt"
+        if not c.exists(config):
+            c.problem("missing", config, "its deploy record says published", via=record.relative_to(c.base).as_posix())
     for model_dir in dirs:
         rel = model_dir.relative_to(c.base).as_posix()
         files = sorted(f.relative_to(c.base).as_posix() for f in model_dir.rglob("*") if f.is_file())
@@ -417,6 +424,7 @@ def _repair(c: _Check, root: str) -> list[str]:
     strays = {p["path"] for p in c.problems if p["kind"] == "orphaned"}  # removed alone
     for model_dir in {paths.triton_model_of(p) for p in doomed - strays} - {None}:  # a Triton repository goes whole
         doomed.update(f.relative_to(c.base).as_posix() for f in c.path(model_dir).rglob("*") if f.is_file())
+        doomed.update(paths.deploy_record_files(model_dir))  # and its record: the next run deploys it again
     plans = [p.relative_to(c.base).as_posix() for p in c.base.glob(paths.plan_glob(root))]
     if doomed or any(not c.exists(paths.validation(**paths.parse_plan(p))) for p in plans):
         doomed.update({paths.REPORT_JSON, paths.REPORT_HTML, paths.OUTCOME})  # its inputs change: it must run again
