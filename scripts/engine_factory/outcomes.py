@@ -16,6 +16,11 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"  # not asked for, or its input failed upstream
 
 
+# One meaning of "stale" for status (the plans this host and config produce), verify (every file, by the inputs its
+# record names: plans of keys no longer built too) and the nightly's summary.
+STALE_MEANS = "made from an input, setting, tool or code that has changed since"
+
+
 class Evidence(enum.StrEnum):
     """What a target's result established, beside its Outcome: a `not-run` plan whose ONNX variant passed its parity
     is checked; one where nothing ran (bf16 without a CPU kernel and no emulation) is not, and must not look alike."""

@@ -179,10 +179,11 @@ def test_a_summary_that_disagrees_with_its_validations_is_tampered(zoo):
     assert "not the report's summary" in verify.verify(str(zoo))["problems"][0]["detail"]
 
 
-def test_a_result_made_before_results_had_records_is_a_stale_warning(zoo):
+def test_a_result_made_before_results_had_records_is_an_unrecorded_warning(zoo):
+    """Not 'stale' (made from something changed since): nothing says what it was made from."""
     (zoo / paths.provenance(validation_of("fp16"))).unlink()
     report = verify.verify(str(zoo))
-    assert report["ok"] and [p["kind"] for p in report["problems"]] == ["stale"], report["problems"]
+    assert report["ok"] and [p["kind"] for p in report["problems"]] == ["unrecorded"], report["problems"]
     assert "without a provenance record" in report["problems"][0]["detail"]
 
 

@@ -31,7 +31,7 @@ from .. import atomic, paths
 from ..atomic import read_json
 from ..deploy.gate import COMPARISON
 from ..errors import FactoryError, ScheduledRunInProgress
-from ..outcomes import Outcome
+from ..outcomes import STALE_MEANS, Outcome
 from ..report import verdict as report_verdict
 from ..report import write_report
 from ..report.pages import UPGRADE_PAGE
@@ -151,6 +151,8 @@ def render(summary: dict) -> str:
             f"- verify: {'ok' if v['ok'] else 'FAILED'} (tampered {v['counts']['tampered']}, missing "
             f"{v['counts']['missing']}, orphaned {v['counts']['orphaned']}, stale {v['counts']['stale']})"
         )
+    if any((summary.get(part) or {}).get("counts", {}).get("stale") for part in ("status", "verify")):
+        lines.append(f"- stale: {STALE_MEANS} (status: plans this config builds; verify: every file, older keys too)")
     return "\n".join(lines) + "\n"
 
 

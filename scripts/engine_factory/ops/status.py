@@ -34,7 +34,7 @@ from pathlib import Path
 from .. import paths, signing
 from ..atomic import read_json
 from ..deploy.triton import PUBLISHED, WITHHELD
-from ..outcomes import EVIDENCE_TEXT, evidence_of
+from ..outcomes import EVIDENCE_TEXT, STALE_MEANS, evidence_of
 from . import emit, load_config, operation_parser
 from .runs import live_runs
 from .snakemake import summary
@@ -375,6 +375,8 @@ def render(report: dict, verbose: bool = False) -> str:
         + " "
         f"(keys {', '.join(report['keys']) or 'none'}; asked snakemake in {report['snakemake_seconds']} s)"
     ]
+    if c["stale"]:
+        lines.append(f"stale: {STALE_MEANS}; the next run makes them again (why: below)")
     live = report.get("live") or {}
     if live.get("candidate"):
         lines.append(

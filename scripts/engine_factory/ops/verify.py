@@ -7,9 +7,13 @@
             result whose plan/ONNX is gone, a statement without its plan, a temporary leftover
   foreign   (a warning) a file under artifacts/ where no stage writes (artifacts/notes/todo.txt) or a folder symlink
             out of artifacts/: reported and kept, never followed, never repaired
-  stale     (a warning) an artifact made from an earlier version of an input that has since been legitimately
-            re-made or replaced (the input matches its own sidecar, or is a source file such as a checkpoint):
-            the factory has not re-run yet, or the artifact belongs to a key this host no longer builds
+  stale     (a warning) made from an input, setting, tool or code that has changed since (outcomes.STALE_MEANS, the
+            word's one meaning in status, verify and the nightly summary); verify sees the inputs its record names:
+            one that has been legitimately re-made or replaced (it matches its own sidecar, or is a source file such
+            as a checkpoint). The factory has not re-run yet, or the artifact belongs to a key this host no longer
+            builds (`status` lists those as not produced)
+  unrecorded (a warning) a result (validation, parity) without a provenance record: made before 0.3.0, it can only
+            be re-made, not vouched for
 
 Four passes: the provenance records (each artifact and its inputs), the in-toto statements, the Triton model
 repositories (artifacts/triton/<name>: config.pbtxt parses with Triton's schema, each plan in it has the sha256 its
@@ -52,7 +56,7 @@ from ..atomic import read_json
 from ..deploy.triton import PUBLISHED, read_config
 from ..errors import FactoryError, RunInProgress
 from ..fingerprint import files_of, sha256
-from ..outcomes import Outcome
+from ..outcomes import STALE_MEANS, Outcome
 from . import emit, load_config, operation_parser
 from .runs import state
 
@@ -316,7 +320,7 @@ def _check_unaccounted(c: _Check, root: str) -> None:
                 if not c.exists(owner):
                     c.problem("orphaned", rel, f"result of {owner}, which is not on disk")
                 else:  # results are recorded since 0.3.0: one without cannot be vouched for, only re-made
-                    c.problem("stale", rel, f"result of {owner} without a provenance record (made before 0.3.0)")
+                    c.problem("unrecorded", rel, f"result of {owner} without a provenance record (made before 0.3.0)")
             else:
                 c.problem("orphaned", rel, "artifact without a provenance sidecar")
 
@@ -342,7 +346,7 @@ def verify(
     removed = _repair(c, root) if repair else []
     counts = {
         k: sum(p["kind"] == k for p in c.problems)
-        for k in (*FAILING, *SIGNATURE_KINDS, "stale", "in-flight", "foreign")
+        for k in (*FAILING, *SIGNATURE_KINDS, "stale", "unrecorded", "in-flight", "foreign")
     }
     return {
         "ok": not any(counts[k] for k in (*FAILING, *SIGNATURE_KINDS)),
@@ -446,8 +450,12 @@ def render(report: dict) -> str:
         f"{report.get('repositories', 0)} Triton repositories, "
         f"{report['files_hashed']} files hashed in {report['seconds']} s; {report['plans_verified']} plans "
         f"verified back to their sources; tampered {c['tampered']}, missing {c['missing']}, orphaned "
-        f"{c['orphaned']}, stale {c['stale']}" + (f", foreign {c['foreign']} (kept)" if c.get("foreign") else "")
+        f"{c['orphaned']}, stale {c['stale']}"
+        + (f", unrecorded {c['unrecorded']}" if c.get("unrecorded") else "")
+        + (f", foreign {c['foreign']} (kept)" if c.get("foreign") else "")
     ]
+    if c["stale"]:
+        lines.append(f"stale: {STALE_MEANS} (by the inputs each record names; --strict fails on it)")
     sig = report.get("signatures") or {}
     if sig:
         tally = ", ".join(f"{n} {s}" for s, n in sorted(sig["plans"].items())) or "none"
