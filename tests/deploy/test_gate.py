@@ -140,3 +140,35 @@ def test_the_nightly_holds_a_regressed_candidate_and_exits_non_zero(zoo):
     assert "- gate: HELD: 1 budget(s) failed; live key rtx-1.6.1.120" in text
     assert f"failed latency: {paths.plan('tiny_mlp', NEW, '89', 'fp16')}: latency_p99_ms 2.000 -> 2.500" in text
     assert gate.read_live(zoo)["live"] == OLD and (zoo / paths.plan("tiny_mlp", OLD, "89", "fp16")).exists()
+
+
+def _measured(execution="pass", p50=1.0, size=1000):
+    return {
+        "plan": "artifacts/m/plans/k/sm90/fp16/model.plan",
+        "plan_bytes": size,
+        "header": {"status": "pass"},
+        "onnx_parity": "pass",
+        "execution": execution,
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p50 * 2,
+    }
+
+
+def _snap(host, **measured):
+    t = {"model": "m", "key": "k", "cc": "90", "precision": "fp16"}
+    return {"p": {**t, "validation": {"host": host}, "measures": _measured(**measured)}}
+
+
+def test_a_driver_upgrade_goes_through_the_same_budgets():
+    """Same key, same plans: the validation after the driver change against the one before."""
+    old, new = {"driver": "570.10", "cuda": "12.8"}, {"driver": "580.1", "cuda": "13.0"}
+    budget = dict(gate.BUDGET_DEFAULTS)
+    ok = gate.driver_gate(_snap(old), _snap(new, p50=1.05), ["p"], budget)
+    assert ok["outcome"] == "pass" and ok["plans"] == 1 and ok["from"] == old and ok["to"] == new, ok
+    slower = gate.driver_gate(_snap(old), _snap(new, p50=1.5), ["p"], budget)
+    assert slower["outcome"] == "fail" and [f["budget"] for f in slower["failed"]] == ["latency", "latency"], slower
+    wrong = gate.driver_gate(_snap(old), _snap(new, execution="fail"), ["p"], budget)
+    assert [f["detail"] for f in wrong["failed"]] == ["execution pass -> fail"], wrong
+    # nothing to judge: the same driver (a tolerance change re-validates too), or a plan not re-validated
+    assert gate.driver_gate(_snap(old), _snap(old, execution="fail"), ["p"], budget) is None
+    assert gate.driver_gate(_snap(old), _snap(new, execution="fail"), [], budget) is None

@@ -157,6 +157,10 @@ def test_driver_upgrade_revalidates_only_through_the_scheduled_run(tmp_path, mon
     assert {p: (zoo / plan_of(p)).stat().st_mtime_ns for p in ("fp32", "fp16")} == plans_before  # plans kept
     md = (zoo / "artifacts/scheduled/last-run.md").read_text()
     assert "re-validated only: 2" in md and "plans built: 0" in md and "verify: ok" in md, md
+    # the driver upgrade went through the gate's budgets: the validations after it against those before
+    driver = summary["gate"]["driver"]
+    assert driver["outcome"] == "pass" and driver["plans"] == 2 and driver["to"] == {"driver": "999.99", "cuda": "13.9"}
+    assert "driver gate (driver 570.10, CUDA 12.8 -> driver 999.99, CUDA 13.9): ok: 2 plan(s) re-validated" in md, md
     assert len((zoo / "artifacts/scheduled/history.jsonl").read_text().splitlines()) == 2
     # `changes` against the snapshot the run left: nothing since
     proc = cli("changes", "-d", str(zoo))

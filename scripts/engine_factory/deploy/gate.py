@@ -87,7 +87,8 @@ def _load(path: Path) -> dict | None:
         return None
 
 
-def _side(base: Path, model: str, key: str, cc: str, precision: str) -> dict | None:
+def measures(base: Path, model: str, key: str, cc: str, precision: str) -> dict | None:
+    """What the gate compares of one plan, from its records (None: no plan on disk)."""
     plan = base / paths.PLAN.format(model=model, key=key, cc=cc, precision=precision)
     if not plan.exists():
         return None
@@ -134,8 +135,8 @@ def compare(directory, live: str, candidate: str) -> list[dict]:
                 "model": model,
                 "precision": precision,
                 "cc": cc,
-                "live": _side(base, model, live, cc, precision),
-                "candidate": _side(base, model, candidate, cc, precision),
+                "live": measures(base, model, live, cc, precision),
+                "candidate": measures(base, model, candidate, cc, precision),
             }
         )
     return rows
@@ -194,6 +195,33 @@ def gate(directory, cfg: dict, candidate: str) -> dict:
     reason = "every plan within budget" if not failed else f"{len(failed)} budget(s) failed"
     return {"live": live, "candidate": candidate, "budgets": budget, "rows": rows, "failed": failed,
             "missing": missing, "outcome": Outcome.FAIL if failed else Outcome.PASS, "reason": reason}  # fmt: skip
+
+
+def driver_gate(before: dict, after: dict, revalidated: list[str], budget: dict) -> dict | None:
+    """A driver or CUDA upgrade keeps the key and its plans and re-validates them in place: the same budgets judge
+    each plan's validation after it against the one before (`before`/`after`: the nightly's snapshots' plans, with
+    `measures` and the validation's `host`). There is no older plan to keep live: a plan that fails its validation
+    leaves its Triton repository at the deploy job (the policy), and the nightly exits non-zero naming it. None: no
+    re-validated plan's driver or CUDA changed."""
+    rows = []
+    for p in revalidated:
+        old, new = before.get(p) or {}, after.get(p) or {}
+        was, now = (old.get("validation") or {}).get("host"), (new.get("validation") or {}).get("host")
+        if was is None or now is None or was == now or not old.get("measures") or not new.get("measures"):
+            continue
+        rows.append({**{k: new[k] for k in ("model", "precision", "cc")}, "live": old["measures"],
+                     "candidate": new["measures"], "host": {"from": was, "to": now}})  # fmt: skip
+    if not rows:
+        return None
+    failed = judge(rows, budget)
+    return {
+        "outcome": Outcome.FAIL if failed else Outcome.PASS,
+        "plans": len(rows),
+        "from": rows[0]["host"]["from"],
+        "to": rows[0]["host"]["to"],
+        "failed": failed,
+        "reason": f"{len(failed)} budget(s) failed" if failed else "every re-validated plan within budget",
+    }
 
 
 def write_comparison(directory, verdict: dict) -> Path:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..atomic import read_json
+from ..deploy import gate
 from ..deploy.gate import COMPARISON
 from ..errors import FactoryError, ScheduledRunInProgress
 from ..outcomes import STALE_MEANS, Outcome
@@ -44,7 +45,8 @@ KEEP_LOGS = 60  # run logs kept (the newest); two months of nightlies
 
 
 def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
-    """Every plan on disk with its mtime/size and its validation's mtime/status (cheap: no hashing)."""
+    """Every plan on disk with its mtime/size, its validation's mtime/status and the driver/CUDA it ran under, and what
+    the gate compares of it (`measures`: records only, no hashing). The next run's driver gate reads them."""
     base = Path(directory)
     plans = {}
     for p in sorted(base.glob(paths.plan_glob(root))):
@@ -56,7 +58,13 @@ def snapshot(directory: str = ".", root: str = paths.ROOT) -> dict:
         entry = {**t, "mtime_ns": st.st_mtime_ns, "size": st.st_size, "validation": None}
         v = base / paths.validation(**t)
         if v.exists():
-            entry["validation"] = {"mtime_ns": v.stat().st_mtime_ns, "status": (read_json(v) or {}).get("status")}
+            ran = (read_json(base / paths.provenance(paths.validation(**t))) or {}).get("params") or {}
+            entry["validation"] = {
+                "mtime_ns": v.stat().st_mtime_ns,
+                "status": (read_json(v) or {}).get("status"),
+                "host": {"driver": ran.get("driver"), "cuda": ran.get("cuda")},
+            }
+            entry["measures"] = gate.measures(base, t["model"], t["key"], t["cc"], t["precision"])
         plans[rel] = entry
     return {"taken": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "plans": plans}
 
@@ -83,6 +91,10 @@ def changes(before: dict, after: dict) -> dict:
         "removed": sorted(set(old) - set(new)),
         "validation_failed": failing,
     }
+
+
+def _host(h: dict) -> str:
+    return f"driver {h.get('driver')}, CUDA {h.get('cuda')}"
 
 
 def _names(plans: list[str], limit: int = 8) -> str:
@@ -145,6 +157,13 @@ def render(summary: dict) -> str:
         lines += [f"  - failed {f['budget']}: {f['plan']}: {f['detail']}" for f in g.get("failed", [])[:8]]
         if g.get("report"):
             lines.append(f"  - report: {g['report'].get('page') or g['report']['reason']}")
+        if d := g.get("driver"):
+            lines.append(
+                f"- driver gate ({_host(d['from'])} -> {_host(d['to'])}): "
+                f"{'ok' if d['outcome'] == Outcome.PASS else 'FAILED'}: {d['plans']} plan(s) re-validated, "
+                f"{d['reason']}"
+            )
+            lines += [f"  - failed {f['budget']}: {f['plan']}: {f['detail']}" for f in d["failed"][:8]]
     if "verify" in summary:
         v = summary["verify"]
         lines.append(
@@ -304,6 +323,9 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
         "gate": _gate(directory, configfiles, rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"]),
     }
+    driver = gate.driver_gate(before["plans"], after["plans"], changed["revalidated"], _budgets(directory, configfiles))
+    if driver:
+        summary["gate"]["driver"] = driver
     if after_gate := report_after_gate(directory):
         summary["gate"]["report"] = after_gate
     atomic.write_json(out / "last-run.json", summary)
@@ -329,7 +351,17 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         )
     atomic.write_json(out / "snapshot.json", after)
     code = 0 if rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"] else 1
-    return (1 if summary["gate"]["outcome"] == Outcome.FAIL else code), summary
+    held = Outcome.FAIL in (summary["gate"]["outcome"], (summary["gate"].get("driver") or {}).get("outcome"))
+    return (1 if held else code), summary
+
+
+def _budgets(directory: str, configfiles) -> dict:
+    from ..config import load
+
+    try:
+        return gate.budgets(load(configfiles or (), workdir=directory))
+    except FactoryError:
+        return dict(gate.BUDGET_DEFAULTS)
 
 
 def _gate(directory: str, configfiles, complete: bool) -> dict:
