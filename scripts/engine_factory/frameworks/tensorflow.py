@@ -332,7 +332,9 @@ def freeze_tf(
     if fmt in ("keras", "h5"):
         graph_def, ins, outs = _freeze_keras(tf, source, model, input_specs, outputs, allow_ops)
     elif fmt == "saved_model":
-        graph_def, ins, outs = _freeze_saved_model(tf, source, model, input_specs, outputs, signature, allow_ops)
+        graph_def, ins, outs, loader = _freeze_saved_model(
+            tf, source, model, input_specs, outputs, signature, allow_ops
+        )
     elif fmt == "tf1_checkpoint":
         graph_def, ins, outs = _freeze_tf1(tf, source, model, input_specs, outputs, allow_ops)
     else:
@@ -355,7 +357,7 @@ def freeze_tf(
         "graph_data_format": graph_format,
         "inputs": ins,
         "outputs": outs,
-        **({"signature": signature} if fmt == "saved_model" else {}),
+        **({"signature": signature, **loader} if fmt == "saved_model" else {}),
     }
     with atomic.atomic_path(out) as tmp, atomic.atomic_path(io_out) as tmp_io:
         tmp.write_bytes(graph_def.SerializeToString())
@@ -372,6 +374,7 @@ def freeze_tf(
         "layout": {e["name"]: e["presented_layout"] for e in ins},
         "inputs": ins,
         "outputs": outs,
+        **{k: io[k] for k in ("loader", "why") if k in io},  # a SavedModel restored whole, or by its signature
     }
 
 
@@ -386,7 +389,7 @@ TF_CAUSES = (
         "add_slot",
         "the SavedModel was written by TensorFlow 2.x/Keras 2 with its optimizer, whose slot variables this Keras "
         "cannot restore (a known TensorFlow issue)",
-        "this TensorFlow cannot restore it (its object graph is restored whole, whatever the signature): re-save it "
+        "it is then loaded by its signature alone (its graph and variables); where that fails too, re-save it "
         "where it was trained without the optimizer (Keras 2: model.export(path), or tf.saved_model.save after "
         "model.optimizer = None), or convert it there with tf2onnx and give the ONNX file (framework: onnx)",
     ),
@@ -502,11 +505,21 @@ def _freeze_keras(tf, path, model, input_specs, outputs, allow_ops=()):
     return frozen.graph.as_graph_def(), ins, outs
 
 
-def load_signature(tf, path: str, signature: str, *, model: str):
+def restore_object_graph(tf, path: str):
+    """(the SavedModel restored whole by tf.saved_model.load, None), or (None, why it does not restore): then it is
+    loaded by its signature alone (SignatureGraph); the traceback goes to the job's log."""
+    import sys
+    import traceback
+
     try:
-        loaded = tf.saved_model.load(path)
+        return tf.saved_model.load(path), None
     except Exception as e:
-        raise tf_error("cannot load the SavedModel", e, model=model, path=path)
+        print("the SavedModel's object graph does not restore; its traceback:", file=sys.stderr)
+        traceback.print_exception(e, file=sys.stderr)
+        return None, f"its object graph does not restore ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+
+
+def signature_of(loaded, signature: str, *, model: str, path: str):
     if signature not in loaded.signatures:
         raise FactoryError(
             f"the SavedModel has no signature '{signature}' (it has {sorted(loaded.signatures)})",
@@ -514,33 +527,122 @@ def load_signature(tf, path: str, signature: str, *, model: str):
             key=f"models.{model}.signature",
             path=path,
         )
-    return loaded, loaded.signatures[signature]
+    return loaded.signatures[signature]
 
 
 def _check_signature_names(sig, input_specs: dict, outputs: list[str], *, model: str, path: str):
     _, kw = sig.structured_input_signature
-    if set(kw) != set(input_specs):
+    out_keys = sorted(sig.structured_outputs) if isinstance(sig.structured_outputs, dict) else None
+    _check_keys(set(kw), out_keys, input_specs, outputs, model=model, path=path)
+    return kw, out_keys
+
+
+def _check_keys(in_keys: set, out_keys, input_specs: dict, outputs: list[str], *, model: str, path: str) -> None:
+    if set(in_keys) != set(input_specs):
         raise FactoryError(
-            f"the signature's inputs are {sorted(kw)}, the config names {sorted(input_specs)}",
+            f"the signature's inputs are {sorted(in_keys)}, the config names {sorted(input_specs)}",
             model=model,
             key=f"models.{model}.inputs",
             path=path,
         )
-    out_keys = sorted(sig.structured_outputs) if isinstance(sig.structured_outputs, dict) else None
     if out_keys is None or not set(outputs) <= set(out_keys):
         raise FactoryError(
-            f"the signature's outputs are {out_keys}, the config names {outputs}",
+            f"the signature's outputs are {sorted(out_keys) if out_keys is not None else None}, the config names "
+            f"{outputs}",
             model=model,
             key=f"models.{model}.outputs",
             path=path,
         )
-    return kw, out_keys
+
+
+class SignatureGraph:
+    """A SavedModel by its signature alone, for one whose object graph this TensorFlow cannot restore (TF 2.x/Keras 2
+    with its optimizer: `'_UserObject' object has no attribute 'add_slot'`, a known TensorFlow issue). Its MetaGraph
+    is loaded into a graph session with the variables restored from its own checkpoint; no Python object (a Keras
+    layer, an optimizer) is revived. Before anything of it runs, the ops the signature's outputs and the loader's init
+    op reach are judged (refuse_unsafe_ops): a re-saved model's saver functions, which the signature never runs, are
+    not among them. `freeze` inlines the functions the signature calls (Grappler's function optimizer: a TF2
+    SavedModel's graph is one StatefulPartitionedCall) and folds the variables, keeping what the outputs reach."""
+
+    def __init__(self, tf, path: str, signature: str, *, model: str, allowed=()):
+        from tensorflow.python.saved_model import loader_impl
+
+        v1 = tf.compat.v1
+        try:
+            saved = loader_impl.parse_saved_model(path)
+        except Exception as e:
+            raise tf_error("cannot read the SavedModel", e, model=model, path=path)
+        meta = next((m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags), None)
+        if meta is None or signature not in meta.signature_def:
+            have = sorted(meta.signature_def) if meta is not None else "no 'serve' graph"
+            raise FactoryError(
+                f"the SavedModel has no signature '{signature}' (it has {have})",
+                model=model,
+                key=f"models.{model}.signature",
+                path=path,
+            )
+        sig = meta.signature_def[signature]
+        self.inputs = {k: t.name for k, t in sig.inputs.items()}
+        self.outputs = {k: t.name for k, t in sig.outputs.items()}
+        init = (
+            [t.name for t in meta.signature_def["__saved_model_init_op"].outputs.values()]
+            if ("__saved_model_init_op" in meta.signature_def)
+            else []
+        )
+        for key in ("saved_model_main_op", "legacy_init_op"):
+            if key in meta.collection_def:
+                init += list(meta.collection_def[key].node_list.value)
+        reached = [n.split(":")[0].lstrip("^") for n in [*self.outputs.values(), *init]]
+        refuse_unsafe_ops(v1.graph_util.extract_sub_graph(meta.graph_def, reached), model=model, allowed=allowed)
+        self.tf, self.model, self.path = tf, model, path
+        self.graph = tf.Graph()
+        self.session = v1.Session(graph=self.graph)
+        try:
+            with self.graph.as_default():
+                v1.saved_model.loader.load(self.session, list(meta.meta_info_def.tags), path)
+        except Exception as e:
+            self.session.close()
+            raise tf_error("cannot load the SavedModel's graph", e, model=model, path=path)
+
+    def run(self, feeds: dict, outputs: list[str]) -> list:
+        with self.graph.as_default():
+            return self.session.run([self.outputs[k] for k in outputs], {self.inputs[n]: a for n, a in feeds.items()})
+
+    def freeze(self, outputs: list[str]):
+        """The frozen GraphDef of `outputs` (signature keys)."""
+        from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+        from tensorflow.python.grappler import tf_optimizer
+
+        v1 = self.tf.compat.v1
+        nodes = sorted({self.outputs[k].split(":")[0] for k in outputs})
+        try:
+            with self.graph.as_default():
+                meta = v1.train.export_meta_graph(graph_def=self.graph.as_graph_def(), graph=self.graph)
+                fetch = meta_graph_pb2.CollectionDef()
+                fetch.node_list.value.extend(nodes)
+                meta.collection_def["train_op"].CopyFrom(fetch)  # what Grappler keeps: the outputs
+                config = config_pb2.ConfigProto()
+                config.graph_options.rewrite_options.optimizers.append("function")  # inlining only
+                config.graph_options.rewrite_options.min_graph_nodes = -1
+                inlined = tf_optimizer.OptimizeGraph(config, meta)
+                frozen = v1.graph_util.convert_variables_to_constants(self.session, inlined, nodes)
+                return v1.graph_util.extract_sub_graph(frozen, nodes)
+        except Exception as e:
+            raise tf_error("cannot freeze the signature's graph", e, model=self.model, path=self.path)
+
+    def close(self) -> None:
+        self.session.close()
 
 
 def _freeze_saved_model(tf, path, model, input_specs, outputs, signature, allow_ops=()):
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    _loaded, sig = load_signature(tf, path, signature, model=model)
+    loaded, why = restore_object_graph(tf, path)
+    if loaded is None:
+        print(f"note: {why}: loaded by its signature alone", flush=True)
+        graph_def, ins, outs = _freeze_signature_graph(tf, path, model, input_specs, outputs, signature, allow_ops)
+        return graph_def, ins, outs, {"loader": "signature graph", "why": why}
+    sig = signature_of(loaded, signature, model=model, path=path)
     refuse_unsafe_ops(sig.graph.as_graph_def(), model=model, allowed=allow_ops)
     kw, out_keys = _check_signature_names(sig, input_specs, outputs, model=model, path=path)
     try:
@@ -551,7 +653,23 @@ def _freeze_saved_model(tf, path, model, input_specs, outputs, signature, allow_
     by_output = dict(zip(out_keys, frozen.outputs))
     ins = [_tensor_entry(n, by_input[n]) for n in input_specs]
     outs = [_tensor_entry(n, by_output[n]) for n in outputs]
-    return frozen.graph.as_graph_def(), ins, outs
+    return frozen.graph.as_graph_def(), ins, outs, {"loader": "object graph"}
+
+
+def _freeze_signature_graph(tf, path, model, input_specs, outputs, signature, allow_ops=()):
+    sg = SignatureGraph(tf, path, signature, model=model, allowed=allow_ops)
+    try:
+        _check_keys(set(sg.inputs), set(sg.outputs), input_specs, outputs, model=model, path=path)
+        graph_def = sg.freeze(outputs)
+    finally:
+        sg.close()
+    refuse_unsafe_ops(graph_def, model=model, allowed=allow_ops)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    ins = [_tensor_entry(n, graph.get_tensor_by_name(sg.inputs[n])) for n in input_specs]
+    outs = [_tensor_entry(n, graph.get_tensor_by_name(sg.outputs[n])) for n in outputs]
+    return graph_def, ins, outs
 
 
 def tf1_prefix(path: str, *, model: str) -> str:
@@ -825,11 +943,21 @@ def reference_outputs(
         refuse_unsafe_ops(concrete.graph.as_graph_def(), model=model, allowed=allowed)
         result = concrete(*(tf.constant(a) for a in tf_feeds.values()))
     elif fmt == "saved_model":
-        _loaded, sig = load_signature(tf, path, source.get("signature") or "serving_default", model=model)
-        refuse_unsafe_ops(sig.graph.as_graph_def(), model=model, allowed=allowed)
-        _check_signature_names(sig, tf_feeds, outputs, model=model, path=path)
-        r = sig(**{n: tf.constant(a) for n, a in tf_feeds.items()})
-        result = [r[k] for k in outputs]
+        signature = source.get("signature") or "serving_default"
+        loaded, _why = restore_object_graph(tf, path)
+        if loaded is None:
+            sg = SignatureGraph(tf, path, signature, model=model, allowed=allowed)  # as freeze did
+            try:
+                _check_keys(set(sg.inputs), set(sg.outputs), tf_feeds, outputs, model=model, path=path)
+                result = sg.run(tf_feeds, outputs)
+            finally:
+                sg.close()
+        else:
+            sig = signature_of(loaded, signature, model=model, path=path)
+            refuse_unsafe_ops(sig.graph.as_graph_def(), model=model, allowed=allowed)
+            _check_signature_names(sig, tf_feeds, outputs, model=model, path=path)
+            r = sig(**{n: tf.constant(a) for n, a in tf_feeds.items()})
+            result = [r[k] for k in outputs]
     else:
         graph, sess = tf1_session(tf, path, model=model)
         with sess:
