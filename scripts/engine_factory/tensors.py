@@ -52,11 +52,16 @@ def calibration_batches(data: dict[str, np.ndarray], input_specs: dict, batch: i
     same array in every feed. ModelOpt's own splitter cuts every array along axis 0, so the factory hands it these
     feeds instead (its `calibration_data_reader`)."""
     n = sample_count(data, input_specs)
-    batch = max(1, min(int(batch), n))
-    fixed = any(  # a batch axis of fixed size (a static model): a short last feed would not fit it
-        (a := batch_axis(s)) is not None and isinstance((s.get("shape") or s.get("opt") or [None] * (a + 1))[a], int)
+    # a batch axis of fixed size (a static model) takes feeds of exactly that size: basic-pitch's SavedModel, [1, N, 1]
+    # in its config, refused AutoCast's 8-sample feeds; and a short last feed would not fit it
+    sizes = [
+        size
         for s in input_specs.values()
-    )
+        if (a := batch_axis(s)) is not None
+        and isinstance(size := (s.get("shape") or s.get("opt") or [None] * (a + 1))[a], int)
+    ]
+    fixed = bool(sizes)
+    batch = min(sizes) if sizes else max(1, min(int(batch), n))  # fixed, and fewer samples: no feed fits
     feeds = []
     for start in range(0, n - batch + 1 if fixed else n, batch):
         feed = {}

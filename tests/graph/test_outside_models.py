@@ -598,16 +598,19 @@ def test_a_minus_one_dim_is_dynamic_not_a_size(tmp_path):
 
     path = save(
         tmp_path / "m.onnx",
-        [h.make_node("Relu", ["x"], ["y"])],
+        [h.make_node("Relu", ["x"], ["t"]), h.make_node("Relu", ["t"], ["y"])],
         [vi("x", T.FLOAT, [-1, 3, 8, 8])],
         [vi("y", T.FLOAT, [-1, 3, 8, 8])],
         opset=13,
     )
+    m = onnx.load(path)
+    m.graph.value_info.append(vi("t", T.FLOAT, [-1, 3, 8, 8]))  # an intermediate's -1, as Paddle2ONNX writes them
+    onnx.save(m, path)
     fixed = [1, 3, 8, 8]
     spec = {"x": {"dtype": "float32", "shape": fixed, "min": fixed, "opt": fixed, "max": fixed}}
     before = onnx.load(path)
     assert interface_problems(before, model="m", input_specs=spec, outputs=["y"]) == []  # `check` agrees
     facts = finish_onnx(path, model="m", input_specs=copy.deepcopy(spec), outputs=["y"], opset=13, upgrade_only=True)
-    assert facts["dims_named"] == {"x[0]": "x_dim0", "y[0]": "y_dim0"}, facts
+    assert facts["dims_named"] == {"x[0]": "x_dim0", "y[0]": "y_dim0", "value_info dims": 1}, facts
     dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "x_dim0" and not dims[0].HasField("dim_value")

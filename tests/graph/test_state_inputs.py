@@ -311,3 +311,17 @@ def test_autocast_and_the_onnxruntime_fallback_get_the_same_feeds(tmp_path):
     data = load_calibration(tmp_path / "calib.npz", specs, model="cell")
     precision_mod.run_ort_int8(src, tmp_path / "ort.onnx", "int8", data, specs)
     assert precision_mod.parity(tmp_path / "ort.onnx", src, specs)["outputs"]["state_out"]["cosine"] > 0.98
+
+
+def test_a_fixed_batch_takes_feeds_of_its_size():
+    """basic-pitch's SavedModel is [1, 43844, 1] in its config: AutoCast's 8-sample feeds did not fit it."""
+    data = {"x": np.arange(8 * 3, dtype=np.float32).reshape(8, 3)}
+    one = {"x": {"dtype": "float32", "shape": [1, 3], "min": [1, 3], "opt": [1, 3], "max": [1, 3]}}
+    feeds = calibration_batches(data, one, 8)
+    assert len(feeds) == 8 and all(f["x"].shape == (1, 3) for f in feeds)
+    four = {"x": {**one["x"], "shape": [4, 3]}}
+    assert [f["x"].shape for f in calibration_batches(data, four, 8)] == [(4, 3), (4, 3)]
+    sixteen = {"x": {**one["x"], "shape": [16, 3]}}
+    assert calibration_batches(data, sixteen, 8) == []  # fewer samples than one feed holds
+    dynamic = {"x": {**one["x"], "shape": ["batch", 3]}}
+    assert [f["x"].shape for f in calibration_batches(data, dynamic, 4)] == [(4, 3), (4, 3)]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_faults_killed import deep_mlp
 
 from engine_factory import paths
 from engine_factory.ops import runs, status, verify
@@ -208,39 +209,13 @@ def _wait_for(predicate, timeout: float):
     return None
 
 
-def deep_mlp_onnx(path: Path, *, layers: int) -> Path:
-    """A user's ONNX file, `features` [batch, 16] -> `scores`, through `layers` MatMul+Tanh pairs."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, weights, x = [], [], "features"
-    for i in range(layers):
-        weights.append(numpy_helper.from_array((rng.standard_normal((16, 16)) * 0.25).astype(np.float32), f"w{i}"))
-        nodes += [helper.make_node("MatMul", [x, f"w{i}"], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"t{i}"])]
-        x = f"t{i}"
-    nodes.append(helper.make_node("Identity", [x], ["scores"]))
-    graph = helper.make_graph(
-        nodes,
-        "deep",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 16])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 16])],
-        weights,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
-
 def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
     """Kill a precision job (it leaves a work folder in TMPDIR), a build if one is caught, then the workflow itself
     (it leaves its lock): the next scheduled run unlocks, repairs and rebuilds, with nothing stale, damaged or left."""
     work = tmp_path / "work"
     cfg = load_test_config("ops")
-    # 300 MatMul+Tanh layers: the fp16 job holds its work folder for seconds (the demo MLP's ~10 ms were missed on CI)
-    cfg["models"]["tiny_mlp"]["onnx"] = str(deep_mlp_onnx(tmp_path / "zoo" / "deep.onnx", layers=300))
+    # 300 MatMul+Relu layers: the fp16 job holds its work folder for seconds (the demo MLP's ~10 ms were missed on CI)
+    cfg["models"]["tiny_mlp"]["onnx"] = str(deep_mlp(tmp_path / "zoo" / "deep.onnx", depth=300, width=16))
     write_config(work, cfg)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()

@@ -218,11 +218,18 @@ def _check_io(proto, *, model: str, input_specs: dict, outputs: list[str] | None
             model=model,
             key=f"models.{model}.inputs",
         )
-    named = {}
-    for info in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
-        for i, d in enumerate(info.type.tensor_type.shape.dim):
-            if d.HasField("dim_value") and d.dim_value <= 0:  # Paddle2ONNX's -1: dynamic, not a size
-                d.dim_param = named[f"{info.name}[{i}]"] = f"{info.name}_dim{i}"  # (setting it clears dim_value)
+    named, inner = {}, 0
+    for infos, listed in ((proto.graph.input, True), (proto.graph.output, True), (proto.graph.value_info, False)):
+        for info in infos:
+            for i, d in enumerate(info.type.tensor_type.shape.dim):
+                if d.HasField("dim_value") and d.dim_value <= 0:  # Paddle2ONNX's -1: dynamic, not a size
+                    d.dim_param = f"{info.name}_dim{i}"  # (setting it clears dim_value)
+                    if listed:
+                        named[f"{info.name}[{i}]"] = d.dim_param
+                    else:  # counted, not listed: PP-OCR's cls has ~200 (the record is read by people)
+                        inner += 1
+    if inner:
+        named["value_info dims"] = inner
     renames = {}  # exporter's symbol (s77, batch_size) -> the config's name, applied graph-wide below
     for name, spec in input_specs.items():
         dims = graph_inputs[name].type.tensor_type.shape.dim

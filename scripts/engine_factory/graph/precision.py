@@ -242,10 +242,11 @@ def _autocast(src: Path, out: Path, precision: str, calib, input_specs: dict, no
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     data_dir = None
-    if calib is not None:  # real inputs for AutoCast's range check (else it uses random data); one feed a file,
+    feeds = calibration_batches(calib, input_specs, 8) if calib is not None else []
+    if feeds:  # real inputs for AutoCast's range check (else it uses random data); one feed a file,
         data_dir = out.parent / "calib_chunks"  # each input cut on its own batch axis (tensors.calibration_batches)
         data_dir.mkdir()
-        for i, feed in enumerate(calibration_batches(calib, input_specs, 8)):
+        for i, feed in enumerate(feeds):
             np.savez(data_dir / f"{i:08d}.npz", **feed)
     proto = convert_to_mixed_precision(
         str(src),
