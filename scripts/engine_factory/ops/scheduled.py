@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .. import atomic, paths
 from ..atomic import read_json
+from ..config import load
 from ..deploy import gate
 from ..deploy.gate import COMPARISON
 from ..errors import FactoryError, ScheduledRunInProgress
@@ -306,6 +307,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         if t["state"] != "current"
     ]
     changed = changes(before, after)
+    zoo = _zoo(directory, configfiles)
     summary = {
         "run": {
             "rc": rc,
@@ -321,9 +323,10 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         "failed": failed,
         "status": {"counts": st["counts"], "not_produced": len(st["not_produced"]), "triton": st["triton"]},
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
-        "gate": _gate(directory, configfiles, rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"]),
+        "gate": _gate(directory, configfiles, rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"], zoo),
     }
-    driver = gate.driver_gate(before["plans"], after["plans"], changed["revalidated"], _budgets(directory, configfiles))
+    budget = gate.budgets(zoo[0]) if zoo[0] is not None else dict(gate.BUDGET_DEFAULTS)
+    driver = gate.driver_gate(before["plans"], after["plans"], changed["revalidated"], budget)
     if driver:
         summary["gate"]["driver"] = driver
     if after_gate := report_after_gate(directory):
@@ -355,23 +358,23 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
     return (1 if held else code), summary
 
 
-def _budgets(directory: str, configfiles) -> dict:
-    from ..config import load
-
+def _zoo(directory: str, configfiles) -> tuple[dict | None, str | None]:
+    """The zoo's config for the gates (loaded once), or why it does not load (the gate is then not run)."""
     try:
-        return gate.budgets(load(configfiles or (), workdir=directory))
-    except FactoryError:
-        return dict(gate.BUDGET_DEFAULTS)
+        return load(configfiles or (), workdir=directory), None
+    except FactoryError as e:
+        return None, str(e)
 
 
-def _gate(directory: str, configfiles, complete: bool) -> dict:
+def _gate(directory: str, configfiles, complete: bool, zoo: tuple[dict | None, str | None]) -> dict:
     """The upgrade gate (ops/promote.py) once the run is complete: the candidate is promoted or held (exit 1)."""
     if not complete:
         return {"outcome": Outcome.NOT_RUN, "reason": "the run is not complete: nothing is promoted"}
-    from ..config import load
-
+    cfg, why = zoo
+    if cfg is None:
+        return {"outcome": Outcome.NOT_RUN, "reason": why}
     try:
-        v = promote.promote(directory, load(configfiles or (), workdir=directory), configfiles)
+        v = promote.promote(directory, cfg, configfiles)
     except FactoryError as e:
         return {"outcome": Outcome.NOT_RUN, "reason": str(e)}
     keep = ("outcome", "reason", "live", "candidate", "failed", "promoted", "now_live")
