@@ -330,9 +330,10 @@ class Factory:
         return out + sorted({rec["path"] for rec in self.failures.values()})
 
     # ------------------------------------------------------------------------------------------- damage
-    def recorded_files(self) -> list[str]:
+    def recorded_files(self, published: list[str] | None = None) -> list[str]:
         """The files of this config's chains that carry their own provenance record: every model's frozen model, ONNX
-        variants, golden set and parity results; every plan and its validation; every Triton model config."""
+        variants, golden set and parity results; every plan and its validation; every deploy record and published
+        Triton model config (`published`: `deployed()`, where the caller has read it already)."""
         out: dict[str, None] = {}
         for model in self.cfg["models"]:
             for variant in ("export", "sim", *model_settings(self.cfg, model)["precisions"]):
@@ -341,7 +342,7 @@ class Factory:
         for j in self.jobs:
             out[paths.plan(**j)] = None
             out[paths.validation(**j)] = None
-        return [*out, *self.deploy_outputs(), *self.deployed()]
+        return [*out, *self.deploy_outputs(), *(self.deployed() if published is None else published)]
 
     def damaged(self) -> list[dict]:
         """[{path, problem}] of the files on disk that fail their own record (provenance.intact: size, sha256; a stat
@@ -353,11 +354,12 @@ class Factory:
         from .atomic import read_json
 
         found = []
+        published = self.deployed()  # each deploy record read once
         with fingerprint.deferred():  # the content cache written once, however many verdicts are new
-            for path in self.recorded_files():
+            for path in self.recorded_files(published):
                 if os.path.exists(path) and (why := provenance.intact(path, need_record=False)):
                     found.append({"path": path, "problem": why})
-            for config in self.deployed():
+            for config in published:
                 if not os.path.exists(config):  # its directory went, its record stayed: the record goes too
                     found.append({"path": config, "problem": "missing, though its deploy record says published"})
                     continue
@@ -469,7 +471,7 @@ class Factory:
         return live if os.path.exists(paths.plan(**live)) and os.path.exists(paths.validation(**live)) else job
 
     def deploy_outputs(self) -> list[str]:
-        """The deploy jobs' records (artifacts/deploy/<name>.json): each says its repository published or held."""
+        """The deploy jobs' records (artifacts/deploy/<name>.json): each says its repository published or withheld."""
         return [paths.deploy_record(name) for name in self.deploy_targets]
 
     def deployed(self, checkpoints=None) -> list[str]:

@@ -18,7 +18,7 @@ from test_faults_killed import deep_mlp
 from engine_factory import paths
 from engine_factory.ops import runs, status, verify
 
-from helpers import MLP_INPUTS, REPO, build_once, cli, dry_run, load_test_config, snakemake, write_config
+from helpers import MLP_INPUTS, REPO, SNAKEMAKE, build_once, cli, dry_run, load_test_config, snakemake, write_config
 
 KEY = "rtx-1.7.1.116"
 
@@ -221,13 +221,7 @@ def test_a_killed_run_is_recovered_by_the_next_scheduled_run(tmp_path):
     tmpdir.mkdir()
     env = {**os.environ, "TMPDIR": str(tmpdir)}
     cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--workflow-profile",
-        str(REPO / "workflow" / "profiles" / "default"),
+        *SNAKEMAKE,
         "--directory",
         str(work),
         "--configfile",

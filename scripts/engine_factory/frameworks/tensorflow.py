@@ -407,15 +407,20 @@ TF_CAUSES = (
 )
 
 
-def tf_error(what: str, e: BaseException, *, model: str, path: str) -> FactoryError:
-    """A one-line error naming the model, the cause in words and the next step where the TensorFlow error is of a
-    known kind; the full traceback goes to the job's log (stderr), which the record points to."""
+def _traced(what: str, e: BaseException, limit: int) -> str:
+    """`e` in one line of at most `limit` characters; its full traceback to the job's log (stderr) under `what`."""
     import sys
     import traceback
 
-    print(f"{what} for model '{model}'; the full traceback:", file=sys.stderr)
+    print(f"{what}; the full traceback:", file=sys.stderr)
     traceback.print_exception(e, file=sys.stderr)
-    text = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:limit]}"
+
+
+def tf_error(what: str, e: BaseException, *, model: str, path: str) -> FactoryError:
+    """A one-line error naming the model, the cause in words and the next step where the TensorFlow error is of a
+    known kind; the full traceback goes to the job's log (stderr), which the record points to."""
+    text = _traced(f"{what} for model '{model}'", e, 400)
     hint = next(
         (f"; cause: {why}; next: {step.format(model=model)}" for needle, why, step in TF_CAUSES if needle in text), ""
     )
@@ -508,26 +513,25 @@ def _freeze_keras(tf, path, model, input_specs, outputs, allow_ops=()):
 def restore_object_graph(tf, path: str):
     """(the SavedModel restored whole by tf.saved_model.load, None), or (None, why it does not restore): then it is
     loaded by its signature alone (SignatureGraph); the traceback goes to the job's log."""
-    import sys
-    import traceback
-
     try:
         return tf.saved_model.load(path), None
     except Exception as e:
-        print("the SavedModel's object graph does not restore; its traceback:", file=sys.stderr)
-        traceback.print_exception(e, file=sys.stderr)
-        return None, f"its object graph does not restore ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        return None, f"its object graph does not restore ({_traced('the SavedModel does not restore whole', e, 200)})"
 
 
 def signature_of(loaded, signature: str, *, model: str, path: str):
     if signature not in loaded.signatures:
-        raise FactoryError(
-            f"the SavedModel has no signature '{signature}' (it has {sorted(loaded.signatures)})",
-            model=model,
-            key=f"models.{model}.signature",
-            path=path,
-        )
+        raise _no_signature(signature, sorted(loaded.signatures), model=model, path=path)
     return loaded.signatures[signature]
+
+
+def _no_signature(signature: str, have, *, model: str, path: str) -> FactoryError:
+    return FactoryError(
+        f"the SavedModel has no signature '{signature}' (it has {have})",
+        model=model,
+        key=f"models.{model}.signature",
+        path=path,
+    )
 
 
 def _check_signature_names(sig, input_specs: dict, outputs: list[str], *, model: str, path: str):
@@ -564,7 +568,9 @@ class SignatureGraph:
     not among them. `freeze` inlines the functions the signature calls (Grappler's function optimizer: a TF2
     SavedModel's graph is one StatefulPartitionedCall) and folds the variables, keeping what the outputs reach."""
 
-    def __init__(self, tf, path: str, signature: str, *, model: str, allowed=()):
+    def __init__(self, tf, path: str, signature: str, input_specs, outputs: list[str], *, model: str, allowed=()):
+        """Refuses, before anything is loaded: ops that touch files or call Python, then a signature without the
+        config's inputs and outputs (keys)."""
         from tensorflow.python.saved_model import loader_impl
 
         v1 = tf.compat.v1
@@ -575,12 +581,7 @@ class SignatureGraph:
         meta = next((m for m in saved.meta_graphs if "serve" in m.meta_info_def.tags), None)
         if meta is None or signature not in meta.signature_def:
             have = sorted(meta.signature_def) if meta is not None else "no 'serve' graph"
-            raise FactoryError(
-                f"the SavedModel has no signature '{signature}' (it has {have})",
-                model=model,
-                key=f"models.{model}.signature",
-                path=path,
-            )
+            raise _no_signature(signature, have, model=model, path=path)
         sig = meta.signature_def[signature]
         self.inputs = {k: t.name for k, t in sig.inputs.items()}
         self.outputs = {k: t.name for k, t in sig.outputs.items()}
@@ -594,6 +595,7 @@ class SignatureGraph:
                 init += list(meta.collection_def[key].node_list.value)
         reached = [n.split(":")[0].lstrip("^") for n in [*self.outputs.values(), *init]]
         refuse_unsafe_ops(v1.graph_util.extract_sub_graph(meta.graph_def, reached), model=model, allowed=allowed)
+        _check_keys(set(self.inputs), set(self.outputs), input_specs, outputs, model=model, path=path)
         self.tf, self.model, self.path = tf, model, path
         self.graph = tf.Graph()
         self.session = v1.Session(graph=self.graph)
@@ -630,7 +632,10 @@ class SignatureGraph:
         except Exception as e:
             raise tf_error("cannot freeze the signature's graph", e, model=self.model, path=self.path)
 
-    def close(self) -> None:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.session.close()
 
 
@@ -657,12 +662,8 @@ def _freeze_saved_model(tf, path, model, input_specs, outputs, signature, allow_
 
 
 def _freeze_signature_graph(tf, path, model, input_specs, outputs, signature, allow_ops=()):
-    sg = SignatureGraph(tf, path, signature, model=model, allowed=allow_ops)
-    try:
-        _check_keys(set(sg.inputs), set(sg.outputs), input_specs, outputs, model=model, path=path)
+    with SignatureGraph(tf, path, signature, input_specs, outputs, model=model, allowed=allow_ops) as sg:
         graph_def = sg.freeze(outputs)
-    finally:
-        sg.close()
     refuse_unsafe_ops(graph_def, model=model, allowed=allow_ops)
     graph = tf.Graph()
     with graph.as_default():
@@ -946,12 +947,8 @@ def reference_outputs(
         signature = source.get("signature") or "serving_default"
         loaded, _why = restore_object_graph(tf, path)
         if loaded is None:
-            sg = SignatureGraph(tf, path, signature, model=model, allowed=allowed)  # as freeze did
-            try:
-                _check_keys(set(sg.inputs), set(sg.outputs), tf_feeds, outputs, model=model, path=path)
-                result = sg.run(tf_feeds, outputs)
-            finally:
-                sg.close()
+            with SignatureGraph(tf, path, signature, tf_feeds, outputs, model=model, allowed=allowed) as sg:
+                result = sg.run(tf_feeds, outputs)  # as freeze did
         else:
             sig = signature_of(loaded, signature, model=model, path=path)
             refuse_unsafe_ops(sig.graph.as_graph_def(), model=model, allowed=allowed)

@@ -94,6 +94,10 @@ def changes(before: dict, after: dict) -> dict:
     }
 
 
+def _failed_budgets(failed: list[dict], limit: int = 8) -> list[str]:
+    return [f"  - failed {f['budget']}: {f['plan']}: {f['detail']}" for f in failed[:limit]]
+
+
 def _host(h: dict) -> str:
     return f"driver {h.get('driver')}, CUDA {h.get('cuda')}"
 
@@ -155,7 +159,7 @@ def render(summary: dict) -> str:
         g = summary["gate"]
         verdict = ("promoted" if g.get("promoted") else "HELD") if g["outcome"] != Outcome.NOT_RUN else "not-run"
         lines.append(f"- gate: {verdict}: {g['reason']}" + (f"; live key {g['now_live']}" if g.get("now_live") else ""))
-        lines += [f"  - failed {f['budget']}: {f['plan']}: {f['detail']}" for f in g.get("failed", [])[:8]]
+        lines += _failed_budgets(g.get("failed", []))
         if g.get("report"):
             lines.append(f"  - report: {g['report'].get('page') or g['report']['reason']}")
         if d := g.get("driver"):
@@ -164,7 +168,7 @@ def render(summary: dict) -> str:
                 f"{'ok' if d['outcome'] == Outcome.PASS else 'FAILED'}: {d['plans']} plan(s) re-validated, "
                 f"{d['reason']}"
             )
-            lines += [f"  - failed {f['budget']}: {f['plan']}: {f['detail']}" for f in d["failed"][:8]]
+            lines += _failed_budgets(d["failed"])
     if "verify" in summary:
         v = summary["verify"]
         lines.append(
@@ -325,8 +329,7 @@ def _run(directory: str, configfiles, cores: str, extra, log: Path) -> tuple[int
         "verify": {"ok": vr["ok"], "counts": vr["counts"]},
         "gate": _gate(directory, configfiles, rc == 0 and not st["needs_work"] and not st["failed"] and vr["ok"], zoo),
     }
-    budget = gate.budgets(zoo[0]) if zoo[0] is not None else dict(gate.BUDGET_DEFAULTS)
-    driver = gate.driver_gate(before["plans"], after["plans"], changed["revalidated"], budget)
+    driver = gate.driver_gate(before["plans"], after["plans"], changed["revalidated"], gate.budgets(zoo[0] or {}))
     if driver:
         summary["gate"]["driver"] = driver
     if after_gate := report_after_gate(directory):
