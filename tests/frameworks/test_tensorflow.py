@@ -228,7 +228,7 @@ def test_shape_mismatch_says_which_layout(tf_assets, tmp_path):
             input_specs=nchw_without_layout,
             outputs=["logits"],
         )
-    with pytest.raises(FactoryError, match=r"models.m.outputs.*returns 1 output"):
+    with pytest.raises(FactoryError, match=r"models.m.outputs.*returns 1 output") as raised:
         freeze_tf(
             str(tf_assets / "tf_cnn.keras"),
             str(tmp_path / "m.pb"),
@@ -238,6 +238,9 @@ def test_shape_mismatch_says_which_layout(tf_assets, tmp_path):
             input_specs=copy.deepcopy(CNN_NCHW),
             outputs=["logits", "extra"],
         )
+    # the factory's own error, not autograph's StagingError around it: that one quoted the traceback's file paths
+    # first and, in a checkout at a longer path, was cut before the cause
+    assert "StagingError" not in str(raised.value) and str(raised.value).startswith("model 'm', config key"), raised
     assert leftovers(tmp_path) == []
 
 

@@ -452,7 +452,9 @@ def keras_function(tf, net, input_specs: dict, outputs: list[str], *, model: str
         result = net(list(args) if n_in > 1 else args[0], training=False)
         return _pick_outputs(result, outputs, model=model, what="the Keras model")
 
-    return tf.function(call)
+    # autograph off: `call` has no tensor-dependent Python control flow to convert, and with it on, a FactoryError
+    # raised while tracing (the outputs do not match) reached the caller as a StagingError quoting file paths first
+    return tf.function(call, autograph=False)
 
 
 def _pick_outputs(result, outputs: list[str], *, model: str, what: str) -> tuple:
